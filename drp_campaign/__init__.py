@@ -1,0 +1,1 @@
+"""Campaign controller for Rubin multisite DRP: config, graph, ledger (Airflow-free core)."""

@@ -1,0 +1,47 @@
+"""Where things live on this machine: one place that reads the DRP_* environment.
+
+Every path the controller and the stack side share is derived here, so a task in an Airflow
+worker, a stack-side subprocess and a test all agree without passing paths around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+DEFAULT_SITES_FILE = CONFIGS_DIR / "sites.yaml"
+CAMPAIGNS_DIR = CONFIGS_DIR / "campaigns"
+
+
+def work_dir() -> Path:
+    """Root of all mutable state of the embedded default (repos, RSEs, logs); $DRP_WORK_DIR."""
+    return Path(os.environ.get("DRP_WORK_DIR") or PROJECT_ROOT / "var").resolve()
+
+
+def stack_prefix() -> Path:
+    """The science-stack environment the embedded sites' setup command activates; $DRP_STACK_PREFIX."""
+    return Path(os.environ.get("DRP_STACK_PREFIX") or PROJECT_ROOT / ".venvs" / "stack").resolve()
+
+
+def ledger_url() -> str:
+    """SQLAlchemy URL of the ledger database; $DRP_LEDGER_URL."""
+    return os.environ.get("DRP_LEDGER_URL") or "postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger"
+
+
+def site_environment() -> dict[str, str]:
+    """Environment for a site's setup command: the caller's, plus the DRP_* paths it expands."""
+    env = dict(os.environ)
+    env["DRP_WORK_DIR"] = str(work_dir())
+    env["DRP_STACK_PREFIX"] = str(stack_prefix())
+    return env
+
+
+def expand(path_template: str) -> Path:
+    """Expand $DRP_* (and any other) variables in a configured path, with the defaults above."""
+    env = site_environment()
+    expanded = path_template
+    for key in ("DRP_WORK_DIR", "DRP_STACK_PREFIX"):
+        expanded = expanded.replace("${%s}" % key, env[key]).replace("$" + key, env[key])
+    return Path(os.path.expandvars(expanded))

@@ -1,0 +1,1 @@
+"""Data movement between sites behind a Rucio-shaped interface."""

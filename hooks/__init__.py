@@ -1,0 +1,1 @@
+"""Hooks: each owns one connection or external tool and nothing else."""

@@ -1,0 +1,1 @@
+"""Triggers: async poll loops that deferrable sensors hand to the triggerer."""
