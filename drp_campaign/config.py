@@ -1,0 +1,749 @@
+"""Typed configuration: sites, pipeline spec and campaigns, validated when they are loaded.
+
+A bad file must stop everything before anything starts, with ONE message that names the file,
+the key path and what to do (`ConfigError`). Validation is in two layers:
+
+* structure (keys, types, ranges) is the pydantic models' job; their errors are translated into
+  the `file: key.path[i]: problem` form by `_from_validation_error`;
+* meaning across keys and files (unknown sites, `after` references, cycles, what a hop may move)
+  is checked by the `_check_*` functions on the already-typed objects, in file order.
+
+This module is imported by Airflow DAG files, which the scheduler parses again and again: it must
+stay light (pydantic and yaml only, no Airflow, no LSST stack, no I/O beyond reading the files).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from drp_campaign import settings
+
+__all__ = [
+    "CampaignConfig",
+    "ConfigError",
+    "DataSelection",
+    "DatasetTypeSpec",
+    "HopConfig",
+    "PandaSite",
+    "PipelineSpec",
+    "PipelineTaskSpec",
+    "QaConfig",
+    "RucioRses",
+    "SiteConfig",
+    "SitesConfig",
+    "StepConfig",
+    "SyntheticData",
+    "find_campaign_files",
+    "load_campaign",
+    "load_pipeline",
+    "load_sites",
+]
+
+WORK_SHARE_TOLERANCE = 1e-6
+CAMPAIGN_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Site, step and hop names become parts of Airflow task ids (`site.step.group`).
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+# Key paths for problems that are not at a key.
+FILE_KEY = "<file>"
+ROOT_KEY = "<root>"
+
+
+class ConfigError(ValueError):
+    """A configuration file is refused: which file, where in it, what is wrong and what to do."""
+
+    def __init__(self, file: str | Path, key_path: str, problem: str) -> None:
+        # args are the constructor's arguments so that the error pickles (Airflow, multiprocessing).
+        super().__init__(str(file), key_path, problem)
+        self.file = str(file)
+        self.key_path = key_path
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key_path}: {self.problem}"
+
+
+class _KeyProblem(ValueError):
+    """Raised inside a validator to report a problem at a key below the validated field."""
+
+    def __init__(self, sub_path: tuple[str | int, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.sub_path = sub_path
+        self.problem = problem
+
+
+class _Model(BaseModel):
+    """Base of all config models: unknown keys refused, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    # Fields the loader fills in (from a mapping key or the file path); not keys a user writes.
+    loader_filled: ClassVar[frozenset[str]] = frozenset()
+
+
+def _name_from_key(value: Any, field: str) -> Any:
+    """Copy each mapping key into its entry's `field`, so entries know their own name."""
+    if not isinstance(value, dict):
+        return value
+    named = {}
+    for key, entry in value.items():
+        if isinstance(entry, dict):
+            if field in entry and entry[field] != key:
+                raise _KeyProblem((key, field), f"unknown key '{field}'; the {field} is the key "
+                                  f"({key!r}): remove '{field}'")
+            entry = {**entry, field: key}
+        named[key] = entry
+    return named
+
+
+# --- sites -------------------------------------------------------------------------------------
+
+
+class RucioRses(_Model):
+    disk_rse: str
+    tape_rse: str | None = None
+
+
+class PandaSite(_Model):
+    compute_site: str
+    queues: list[str] = Field(min_length=1)
+
+
+class SiteConfig(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str
+    facility: str
+    cores: int = Field(gt=0)
+    gb_per_core: float = Field(gt=0)
+    storage_tb: float = Field(gt=0)
+    work_share: float = Field(gt=0, le=1)
+    rucio: RucioRses
+    butler_repo: str
+    panda: PandaSite
+    airflow_queue: str
+    stack_setup: str
+
+    def butler_repo_path(self) -> Path:
+        """The repo path with $DRP_* expanded the way a task at the site sees it."""
+        return settings.expand(self.butler_repo)
+
+
+class SitesConfig(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
+
+    file: Path = Field(strict=False)
+    hub: str
+    sites: dict[str, SiteConfig] = Field(min_length=1)
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _name_sites(cls, value: Any) -> Any:
+        return _name_from_key(value, "name")
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+
+class DatasetTypeSpec(_Model):
+    dimensions: list[str]
+
+
+class PipelineTaskSpec(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"label"})
+
+    label: str
+    step: str
+    dimensions: list[str]
+    inputs: list[str]
+    outputs: list[str] = Field(min_length=1)
+
+
+class PipelineSpec(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
+
+    file: Path = Field(strict=False)
+    description: str
+    instrument: str
+    dataset_types: dict[str, DatasetTypeSpec] = Field(min_length=1)
+    tasks: dict[str, PipelineTaskSpec] = Field(min_length=1)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _label_tasks(cls, value: Any) -> Any:
+        return _name_from_key(value, "label")
+
+    def steps(self) -> list[str]:
+        """Step names in the order they first appear among the tasks."""
+        return list(dict.fromkeys(task.step for task in self.tasks.values()))
+
+    def step_tasks(self, step: str) -> list[str]:
+        return [label for label, task in self.tasks.items() if task.step == step]
+
+    def step_outputs(self, step: str) -> list[str]:
+        """Dataset types the step's tasks produce, in task order, without repeats."""
+        return list(dict.fromkeys(
+            name for task in self.tasks.values() if task.step == step for name in task.outputs))
+
+
+# --- campaign ----------------------------------------------------------------------------------
+
+
+class SyntheticData(_Model):
+    visits_per_tract: int = Field(gt=0)
+    detectors_per_visit: int = Field(gt=0)
+    patches_per_tract: int = Field(gt=0)
+    bands: list[str] = Field(min_length=1)
+
+
+class DataSelection(_Model):
+    instrument: str
+    skymap: str
+    input_collections: list[str] = Field(min_length=1)
+    synthetic: SyntheticData | None = None
+
+
+class StepConfig(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str
+    scope: Literal["site", "global"]
+    site: str | None = None
+    after: list[str] = []
+
+
+class HopConfig(_Model):
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str
+    direction: Literal["fan_in", "fan_out"]
+    after: list[str] = Field(min_length=1)
+    dataset_types: list[str] = Field(min_length=1)
+
+
+class QaConfig(_Model):
+    tolerance: float = Field(default=0.001, gt=0)
+
+
+class _CampaignDocument(_Model):
+    """What a campaign YAML file holds; `CampaignConfig` adds what the loader resolves."""
+
+    name: str
+    description: str
+    pipeline: Path = Field(strict=False)
+    stack_version: str
+    data: DataSelection
+    output_prefix: str
+    tracts: dict[str, list[int]] = Field(min_length=1)
+    tracts_per_group: int = Field(default=1, ge=1)
+    retries: int = Field(default=1, ge=0)
+    steps: dict[str, StepConfig] = Field(min_length=1)
+    hops: dict[str, HopConfig] = {}
+    qa: QaConfig = QaConfig()
+    review_gates: list[str] = []
+    schedule: str | None = None
+
+    @field_validator("steps", "hops", mode="before")
+    @classmethod
+    def _name_steps_and_hops(cls, value: Any) -> Any:
+        return _name_from_key(value, "name")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not CAMPAIGN_NAME_RE.match(value):
+            raise _KeyProblem((), f"{value!r} is not a slug (it becomes the Airflow DAG id); use "
+                              "lowercase letters, digits and '-', starting with a letter or digit, "
+                              "e.g. 'test-3x3'")
+        return value
+
+
+class CampaignConfig(_CampaignDocument):
+    """A validated campaign, with its pipeline spec and the sites it was checked against."""
+
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"file", "pipeline_spec", "sites_config"})
+
+    file: Path = Field(strict=False)
+    pipeline_spec: PipelineSpec = Field(repr=False)
+    sites_config: SitesConfig = Field(repr=False)
+
+    def campaign_sites(self) -> list[str]:
+        """The sites this campaign runs at, in the order of `tracts`."""
+        return list(self.tracts)
+
+    def site_tracts(self, site: str) -> list[int]:
+        try:
+            return list(self.tracts[site])
+        except KeyError:
+            raise KeyError(f"site {site!r} has no tracts in campaign {self.name!r} "
+                           f"(its sites: {', '.join(self.tracts)})") from None
+
+    def hub(self) -> str:
+        return self.sites_config.hub
+
+    def dag_id(self) -> str:
+        """The Airflow DAG id of this campaign."""
+        return "campaign_" + self.name.replace("-", "_")
+
+
+# --- loaders -----------------------------------------------------------------------------------
+
+
+def load_sites(path: str | Path | None = None) -> SitesConfig:
+    """Load and check the sites file (default: configs/sites.yaml)."""
+    file = _absolute(settings.DEFAULT_SITES_FILE if path is None else path)
+    raw = _read_mapping(file)
+    sites = _validate(SitesConfig, raw, file, {"file": file})
+    _check_sites(sites)
+    return sites
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Load and check a pipeline spec (dataset types and tasks grouped into steps)."""
+    file = _absolute(path)
+    raw = _read_mapping(file)
+    spec = _validate(PipelineSpec, raw, file, {"file": file})
+    _check_pipeline(spec)
+    return spec
+
+
+def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> CampaignConfig:
+    """Load a campaign, its pipeline and the sites file, and check them against each other.
+
+    Raises `ConfigError` for the first problem found; nothing else is done.
+    """
+    file = _absolute(path)
+    raw = _read_mapping(file)
+    doc = _validate(_CampaignDocument, raw, file, {})
+    sites = load_sites(sites_path)
+    pipeline_file = _absolute(file.parent / doc.pipeline)
+    if not pipeline_file.is_file():
+        raise ConfigError(file, "pipeline", f"pipeline file {pipeline_file} does not exist; fix "
+                          "the path (it is relative to the campaign file)")
+    pipeline = load_pipeline(pipeline_file)
+    _check_campaign(doc, file, pipeline, sites)
+    steps = {
+        name: step.model_copy(update={"site": sites.hub})
+        if step.scope == "global" and step.site is None else step
+        for name, step in doc.steps.items()
+    }
+    fields = {name: getattr(doc, name) for name in _CampaignDocument.model_fields}
+    return CampaignConfig.model_validate({
+        **fields, "steps": steps, "pipeline": pipeline_file, "file": file,
+        "pipeline_spec": pipeline, "sites_config": sites,
+    })
+
+
+def find_campaign_files(directory: Path | None = None) -> list[Path]:
+    """The campaign files in a directory (default configs/campaigns), sorted by name."""
+    directory = settings.CAMPAIGNS_DIR if directory is None else Path(directory)
+    return sorted(path for path in directory.glob("*.yaml") if path.is_file())
+
+
+def _absolute(path: str | Path) -> Path:
+    """Absolute and normalized (no `..`), without resolving symlinks: what the user recognises."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+# --- reading YAML ------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that refuses a key given twice (plain YAML silently keeps the last one)."""
+
+
+def _construct_unique_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:  # unhashable key: the base constructor reports it
+            continue
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given at line {first + 1})",
+                key_node.start_mark)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _construct_unique_mapping)
+
+
+def _read_mapping(file: Path) -> dict[str, Any]:
+    """Parse a YAML file whose top level must be a mapping."""
+    if not file.exists():
+        raise ConfigError(file, FILE_KEY, "file does not exist; check the path")
+    if not file.is_file():
+        raise ConfigError(file, FILE_KEY, "is not a file; give the path of a YAML file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, FILE_KEY, f"cannot be read ({exc}); check its permissions and "
+                          "that it is UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else FILE_KEY
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark and context_mark != mark:
+            context += (f" that starts at line {context_mark.line + 1}, "
+                        f"column {context_mark.column + 1}")
+        detail = f"{problem} ({context})" if context else problem
+        kind = ("invalid YAML" if isinstance(exc, yaml.constructor.ConstructorError)
+                else "YAML syntax error")
+        raise ConfigError(file, where, f"{kind}: {detail}; fix the YAML there") from None
+    if data is None:
+        raise ConfigError(file, ROOT_KEY, "the file is empty; write the configuration as a "
+                          "mapping of keys")
+    if not isinstance(data, dict):
+        raise ConfigError(file, ROOT_KEY, f"expected a mapping of keys at the top level, got "
+                          f"{_type_name(data)}; write the configuration as `key: value` lines")
+    return data
+
+
+# --- pydantic errors -> ConfigError ------------------------------------------------------------
+
+
+def _validate(model: type[_Model], raw: dict[str, Any], file: Path, filled: dict[str, Any]) -> Any:
+    """Validate a parsed file against a model; loader-filled keys may not come from the file."""
+    for key in model.loader_filled:
+        if key in raw:
+            raise ConfigError(file, _key_path((key,)), _unknown_key_problem(model, (), key))
+    try:
+        return model.model_validate({**raw, **filled})
+    except ValidationError as exc:
+        raise _from_validation_error(exc, model, file) from None
+
+
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "string_type": "a string (quote it if YAML reads it as a number or date)",
+    "bool_type": "true or false",
+    "list_type": "a list, e.g. [a, b]",
+    "dict_type": "a mapping of `key: value`",
+    "model_type": "a mapping of `key: value`",
+    "model_attributes_type": "a mapping of `key: value`",
+    "path_type": "a path (a string)",
+    "none_required": "null",
+}
+
+
+def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path) -> ConfigError:
+    """The first pydantic error as a ConfigError: dotted key path, problem and remedy."""
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, _KeyProblem):
+        return ConfigError(file, _key_path(loc + cause.sub_path), cause.problem)
+    if kind == "missing":
+        problem = f"required key '{loc[-1]}' is missing; add it"
+    elif kind == "extra_forbidden":
+        problem = _unknown_key_problem(model, loc[:-1], str(loc[-1]))
+    elif kind in _EXPECTED:
+        if loc and loc[-1] == "[key]":
+            loc = loc[:-1]
+            problem = f"key {value!r} must be a string; quote it"
+        else:
+            problem = (f"wrong type: expected {_EXPECTED[kind]}, got {_show(value)}; "
+                       "write the value as that type")
+    elif kind == "literal_error":
+        problem = f"{_show(value)} is not allowed; use one of {ctx.get('expected')}"
+    elif kind == "greater_than":
+        problem = f"must be greater than {ctx['gt']:g}, got {value!r}; set a positive value"
+    elif kind == "greater_than_equal":
+        problem = f"must be at least {ctx['ge']:g}, got {value!r}; set a value >= {ctx['ge']:g}"
+    elif kind == "less_than_equal":
+        problem = f"must be at most {ctx['le']:g}, got {value!r}; set a value <= {ctx['le']:g}"
+    elif kind == "too_short":
+        problem = (f"must have at least {ctx['min_length']} entr"
+                   f"{'y' if ctx['min_length'] == 1 else 'ies'}, got none; add "
+                   f"{'it' if ctx['min_length'] == 1 else 'them'}")
+    else:
+        problem = f"{error['msg']} (got {_show(value)}); fix the value"
+    return ConfigError(file, _key_path(loc), problem)
+
+
+def _unknown_key_problem(model: type[_Model], loc: tuple[Any, ...], key: str) -> str:
+    owner = _model_at(model, loc)
+    if owner is None:
+        return f"unknown key '{key}'; remove it or fix its spelling"
+    allowed = [name for name in owner.model_fields if name not in owner.loader_filled]
+    return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[_Model] | None:
+    """The model class that validates the mapping at `loc` (walking fields, dicts and lists)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _strip_optional(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        else:
+            return None
+    annotation = _strip_optional(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, _Model):
+        return annotation
+    return None
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    """('steps', 'step2c', 'after', 0) -> 'steps.step2c.after[0]'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool) and path:
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or ROOT_KEY
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({_type_name(value)})"
+
+
+# --- checks across keys and files --------------------------------------------------------------
+
+
+def _names(names: Any) -> str:
+    return ", ".join(names) or "(none)"
+
+
+def _check_sites(sites: SitesConfig) -> None:
+    file = sites.file
+    for name in sites.sites:
+        if not NODE_NAME_RE.match(name):
+            raise ConfigError(file, f"sites.{name}", f"site name {name!r} may use only letters, "
+                              "digits, '_' and '-' (it becomes part of Airflow task ids); "
+                              "rename it")
+    if sites.hub not in sites.sites:
+        raise ConfigError(file, "hub", f"hub {sites.hub!r} is not one of the sites "
+                          f"({_names(sites.sites)}); set hub to one of them")
+    total = math.fsum(site.work_share for site in sites.sites.values())
+    if abs(total - 1.0) > WORK_SHARE_TOLERANCE:
+        raise ConfigError(file, "sites.*.work_share", f"work shares sum to {total:.6g}, not 1; "
+                          "adjust them so that they sum to 1")
+
+
+def _check_pipeline(spec: PipelineSpec) -> None:
+    file = spec.file
+    producer: dict[str, str] = {}
+    for label, task in spec.tasks.items():
+        if not NODE_NAME_RE.match(task.step):
+            raise ConfigError(file, f"tasks.{label}.step", f"step name {task.step!r} may use only "
+                              "letters, digits, '_' and '-'; rename it")
+        for key in ("inputs", "outputs"):
+            for i, name in enumerate(getattr(task, key)):
+                if name not in spec.dataset_types:
+                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {name!r} "
+                                      "is not declared; add it under dataset_types or fix the name")
+        for i, name in enumerate(task.outputs):
+            if name in producer:
+                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {name!r} is "
+                                  f"already an output of task {producer[name]!r}; each dataset "
+                                  "type has one producing task")
+            producer[name] = label
+
+
+def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
+                    sites: SitesConfig) -> None:
+    """Cross-checks of a structurally valid campaign, in file order; raises on the first."""
+    if doc.data.instrument != pipeline.instrument:
+        raise ConfigError(file, "data.instrument", f"instrument {doc.data.instrument!r} differs "
+                          f"from the pipeline's ({pipeline.instrument!r} in {pipeline.file}); use "
+                          "the pipeline's instrument or another pipeline")
+    _check_tracts(doc, file, sites)
+    _check_steps(doc, file, pipeline, sites)
+    _check_graph(doc, file)
+    _check_hop_dataset_types(doc, file, pipeline)
+    steps = list(doc.steps)
+    for i, gate in enumerate(doc.review_gates):
+        if gate not in doc.steps:
+            raise ConfigError(file, f"review_gates[{i}]", f"{gate!r} is not a step of this "
+                              f"campaign; use one of: {_names(steps)}")
+
+
+def _check_tracts(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+    owner: dict[int, str] = {}
+    for site, tracts in doc.tracts.items():
+        if site not in sites.sites:
+            raise ConfigError(file, f"tracts.{site}", f"unknown site {site!r}; use one of the "
+                              f"sites in {sites.file} ({_names(sites.sites)}) or add it there")
+        if not tracts:
+            raise ConfigError(file, f"tracts.{site}", f"no tracts assigned to {site}; list at "
+                              "least one tract or remove the site")
+        for i, tract in enumerate(tracts):
+            if tract < 0:
+                raise ConfigError(file, f"tracts.{site}[{i}]", f"tract {tract} is negative; "
+                                  "tract ids are >= 0")
+            if tract in owner:
+                other = owner[tract]
+                where = (f"listed twice for {site}" if other == site
+                         else f"assigned to two sites, {other} and {site}")
+                raise ConfigError(file, f"tracts.{site}[{i}]", f"tract {tract} is {where}; assign "
+                                  "each tract to exactly one site, once")
+            owner[tract] = site
+
+
+def _check_steps(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
+                 sites: SitesConfig) -> None:
+    for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
+        for name in entries:
+            if not NODE_NAME_RE.match(name):
+                raise ConfigError(file, f"{kind}.{name}", f"name {name!r} may use only letters, "
+                                  "digits, '_' and '-' (it becomes part of Airflow task ids); "
+                                  "rename it")
+    for name in doc.hops:
+        if name in doc.steps:
+            raise ConfigError(file, f"hops.{name}", f"{name!r} is both a step and a hop, so "
+                              "`after` entries naming it are ambiguous; rename the hop")
+    pipeline_steps = pipeline.steps()
+    for name in doc.steps:
+        if name not in pipeline_steps:
+            raise ConfigError(file, f"steps.{name}", f"step {name!r} is not a step of the pipeline "
+                              f"{pipeline.file} (its steps: {_names(pipeline_steps)}); rename or "
+                              "remove it")
+    for name in pipeline_steps:
+        if name not in doc.steps:
+            raise ConfigError(file, "steps", f"pipeline step {name!r} (from {pipeline.file}) is "
+                              f"missing; add steps.{name} with its scope and after")
+    for name, step in doc.steps.items():
+        where = f"steps.{name}.site"
+        if step.site is not None and step.site not in sites.sites:
+            raise ConfigError(file, where, f"unknown site {step.site!r}; use one of the sites in "
+                              f"{sites.file} ({_names(sites.sites)})")
+        if step.scope == "site" and step.site is not None:
+            raise ConfigError(file, where, "a site-scope step runs at every campaign site, so it "
+                              "takes no site; remove site (or make the step scope: global)")
+        if step.scope == "global" and step.site not in (None, sites.hub):
+            raise ConfigError(file, where, f"global steps run at the hub {sites.hub}, not "
+                              f"{step.site}; set site: {sites.hub} or leave it out")
+    nodes = [*doc.steps, *doc.hops]
+    for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
+        for name, entry in entries.items():
+            for i, before in enumerate(entry.after):
+                if before not in doc.steps and before not in doc.hops:
+                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{before!r} is not a "
+                                      f"step or hop of this campaign; use one of: {_names(nodes)}")
+
+
+def _dependencies(doc: _CampaignDocument) -> dict[str, list[str]]:
+    """Each step and hop with the steps and hops it runs after."""
+    steps = {name: step.after for name, step in doc.steps.items()}
+    return {**steps, **{name: hop.after for name, hop in doc.hops.items()}}
+
+
+def _check_graph(doc: _CampaignDocument, file: Path) -> None:
+    """Refuse a dependency cycle, naming it (depth-first search in file order)."""
+    deps = _dependencies(doc)
+    done: set[str] = set()
+    for start in deps:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        iters = [iter(enumerate(deps[start]))]
+        while iters:
+            edge = next(iters[-1], None)
+            if edge is None:
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                iters.pop()
+                continue
+            i, before = edge
+            if before in on_path:
+                cycle = path[path.index(before):] + [before]
+                node = path[-1]
+                kind = "steps" if node in doc.steps else "hops"
+                raise ConfigError(file, f"{kind}.{node}.after[{i}]", "dependency cycle: "
+                                  f"{' -> '.join(cycle)} (a -> b: a runs after b); remove one of "
+                                  "these after entries")
+            if before in done:
+                continue
+            path.append(before)
+            on_path.add(before)
+            iters.append(iter(enumerate(deps[before])))
+
+
+def _ancestors(doc: _CampaignDocument) -> dict[str, set[str]]:
+    """Every step and hop that must finish before each node (the graph is acyclic here)."""
+    deps = _dependencies(doc)
+    memo: dict[str, set[str]] = {}
+
+    def visit(node: str) -> set[str]:
+        if node not in memo:
+            found: set[str] = set()
+            for before in deps[node]:
+                found.add(before)
+                found |= visit(before)
+            memo[node] = found
+        return memo[node]
+
+    for node in deps:
+        visit(node)
+    return memo
+
+
+def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
+    ancestors = _ancestors(doc)
+    for name, hop in doc.hops.items():
+        earlier = [step for step in doc.steps if step in ancestors[name]]
+        produced = {dt for step in earlier for dt in pipeline.step_outputs(step)}
+        for i, dataset_type in enumerate(hop.dataset_types):
+            where = f"hops.{name}.dataset_types[{i}]"
+            if dataset_type not in pipeline.dataset_types:
+                raise ConfigError(file, where, f"hop {name} moves {dataset_type!r}, which the "
+                                  f"pipeline {pipeline.file} does not define; fix the name")
+            if dataset_type not in produced:
+                source = next((s for s in pipeline.steps() if dataset_type in
+                               pipeline.step_outputs(s)), None)
+                origin = f"it is made by {source}" if source else "no step makes it"
+                raise ConfigError(file, where, f"hop {name} moves {dataset_type!r}, which no "
+                                  f"earlier step produces ({origin}; steps before the hop: "
+                                  f"{_names(earlier)}); add the producing step to the hop's "
+                                  "after chain or remove the dataset type")

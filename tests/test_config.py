@@ -1,0 +1,384 @@
+"""Config models and `drp-campaign validate`: the shipped configs load, every bad input is refused.
+
+Each bad-input case writes a modified copy of the shipped YAML (campaign test-3x3, its pipeline
+and sites.yaml, same relative layout) to tmp_path and checks that `load_campaign` and the CLI both
+refuse it with one message naming the file, the key path and the problem, and write nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drp_campaign import settings
+from drp_campaign.config import (
+    CampaignConfig,
+    ConfigError,
+    find_campaign_files,
+    load_campaign,
+    load_pipeline,
+    load_sites,
+)
+
+CAMPAIGN = settings.CAMPAIGNS_DIR / "test-3x3.yaml"
+PIPELINE = settings.CONFIGS_DIR / "pipelines" / "drp-mock.yaml"
+SITES = settings.DEFAULT_SITES_FILE
+# Where each document lives in the tmp_path copy (the campaign names its pipeline relatively).
+LAYOUT = {
+    "campaign": Path("configs/campaigns/test-3x3.yaml"),
+    "pipeline": Path("configs/pipelines/drp-mock.yaml"),
+    "sites": Path("configs/sites.yaml"),
+}
+SHIPPED = {"campaign": CAMPAIGN, "pipeline": PIPELINE, "sites": SITES}
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("drp-campaign")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "drp_campaign.cli"]
+
+
+@dataclass
+class Workspace:
+    """Copies of the shipped configs, edited as data (or as text) before they are written."""
+
+    root: Path
+    docs: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)
+    edited_as_text: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for name, path in SHIPPED.items():
+            self.texts[name] = path.read_text()
+            self.docs[name] = yaml.safe_load(self.texts[name])
+
+    def path(self, name: str) -> Path:
+        return self.root / LAYOUT[name]
+
+    def line_of(self, name: str, prefix: str) -> int:
+        """1-based number of the first line of a shipped document starting with prefix."""
+        lines = self.texts[name].splitlines()
+        return next(i for i, line in enumerate(lines, 1) if line.startswith(prefix))
+
+    def write(self) -> None:
+        for name in LAYOUT:
+            if name in self.missing:
+                continue
+            path = self.path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = (self.texts[name] if name in self.edited_as_text
+                    else yaml.safe_dump(self.docs[name], sort_keys=False))
+            path.write_text(text)
+
+
+Edit = Callable[[Workspace], None]
+
+
+def _walk(doc: Any, dotted: str) -> tuple[Any, str]:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc[key]
+    return doc, last
+
+
+def put(doc: str, dotted: str, value: Any) -> Edit:
+    """Set a key (dotted path into the parsed document)."""
+    def edit(ws: Workspace) -> None:
+        parent, last = _walk(ws.docs[doc], dotted)
+        parent[last] = value
+    return edit
+
+
+def drop(doc: str, dotted: str) -> Edit:
+    """Delete a key."""
+    def edit(ws: Workspace) -> None:
+        parent, last = _walk(ws.docs[doc], dotted)
+        del parent[last]
+    return edit
+
+
+def text(doc: str, old: str, new: str) -> Edit:
+    """Replace text in the shipped file as written (for YAML-level errors)."""
+    def edit(ws: Workspace) -> None:
+        assert old in ws.texts[doc], old
+        ws.texts[doc] = ws.texts[doc].replace(old, new, 1)
+        ws.edited_as_text.add(doc)
+    return edit
+
+
+def whole_text(doc: str, new: str) -> Edit:
+    """Replace the whole file."""
+    def edit(ws: Workspace) -> None:
+        ws.texts[doc] = new
+        ws.edited_as_text.add(doc)
+    return edit
+
+
+def remove_file(doc: str) -> Edit:
+    def edit(ws: Workspace) -> None:
+        ws.missing.add(doc)
+    return edit
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A bad input: the edits, then which document, key path and phrase the message must have."""
+
+    id: str
+    edits: tuple[Edit, ...]
+    file: str
+    key_path: str | Callable[[Workspace], str]
+    phrase: str
+
+
+def bad(id: str, edits: Edit | tuple[Edit, ...], file: str, key_path: Any, phrase: str) -> Any:
+    edits = edits if isinstance(edits, tuple) else (edits,)
+    return pytest.param(Bad(id, edits, file, key_path, phrase), id=id)
+
+
+C, S, P = "campaign", "sites", "pipeline"
+
+BAD_INPUTS = [
+    # files and YAML
+    bad("campaign-file-missing", remove_file(C), C, "<file>", "file does not exist"),
+    bad("sites-file-missing", remove_file(S), S, "<file>", "file does not exist"),
+    bad("pipeline-file-missing", put(C, "pipeline", "../pipelines/nope.yaml"), C, "pipeline",
+        "does not exist; fix the path"),
+    bad("yaml-syntax", text(C, "  step2a:", "  step2a: x:"), C,
+        lambda ws: f"line {ws.line_of(C, '  step2a:')}, column 12", "YAML syntax error"),
+    bad("yaml-syntax-sites", text(S, "hub: USDF", "hub: [USDF"), S,
+        lambda ws: f"line {ws.line_of(S, 'hub:') + 1}, column 1",
+        "YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence"),
+    bad("yaml-duplicate-key", text(C, "  USDF: [0, 1]", "  USDF: [0, 1]\n  USDF: [6]"), C,
+        lambda ws: f"line {ws.line_of(C, '  USDF: [0, 1]') + 1}, column 3", "duplicate key 'USDF'"),
+    bad("empty-file", whole_text(C, "# nothing here\n"), C, "<root>", "the file is empty"),
+    bad("top-level-list", whole_text(C, "- name: test-3x3\n- retries: 1\n"), C, "<root>",
+        "expected a mapping of keys at the top level"),
+    # unknown, missing, wrong type
+    bad("unknown-key", put(C, "retry", 2), C, "retry", "unknown key 'retry'; allowed keys here"),
+    bad("unknown-key-nested", put(C, "steps.step1.sight", "USDF"), C, "steps.step1.sight",
+        "unknown key 'sight'; allowed keys here: scope, site, after"),
+    bad("unknown-key-loader-filled", put(C, "file", "x.yaml"), C, "file", "unknown key 'file'"),
+    bad("name-key-differs", put(C, "steps.step1.name", "stepone"), C, "steps.step1.name",
+        "unknown key 'name'"),
+    bad("unknown-key-sites", put(S, "sites.FRDF.cpus", 3000), S, "sites.FRDF.cpus",
+        "unknown key 'cpus'"),
+    bad("unknown-key-pipeline", put(P, "tasks.isr.stepp", "step1"), P, "tasks.isr.stepp",
+        "unknown key 'stepp'"),
+    bad("missing-key", drop(C, "stack_version"), C, "stack_version",
+        "required key 'stack_version' is missing"),
+    bad("missing-key-nested", drop(C, "steps.step1.scope"), C, "steps.step1.scope",
+        "required key 'scope' is missing"),
+    bad("missing-key-sites", drop(S, "sites.UKDF_RAL.rucio"), S, "sites.UKDF_RAL.rucio",
+        "required key 'rucio' is missing"),
+    bad("wrong-type-int", put(C, "retries", "abc"), C, "retries", "expected a whole number"),
+    bad("wrong-type-bool-for-int", put(C, "retries", True), C, "retries",
+        "expected a whole number"),
+    bad("wrong-type-list", put(C, "tracts.USDF", "0, 1"), C, "tracts.USDF", "expected a list"),
+    bad("wrong-type-list-item", put(C, "tracts.USDF", [0, "one"]), C, "tracts.USDF[1]",
+        "expected a whole number"),
+    bad("wrong-type-str", put(C, "stack_version", 30.2026), C, "stack_version",
+        "expected a string"),
+    bad("wrong-type-mapping", put(C, "steps.step1", "site"), C, "steps.step1",
+        "expected a mapping"),
+    bad("wrong-type-sites", put(S, "sites.FRDF.cores", "many"), S, "sites.FRDF.cores",
+        "expected a whole number"),
+    bad("wrong-literal", put(C, "steps.step1.scope", "everywhere"), C, "steps.step1.scope",
+        "'everywhere' (a string) is not allowed; use one of 'site' or 'global'"),
+    bad("name-not-slug", put(C, "name", "Test 3x3"), C, "name", "is not a slug"),
+    # sites.yaml
+    bad("work-shares-sum", put(S, "sites.FRDF.work_share", 0.3), S, "sites.*.work_share",
+        "work shares sum to 0.9, not 1"),
+    bad("cores-zero", put(S, "sites.FRDF.cores", 0), S, "sites.FRDF.cores",
+        "must be greater than 0, got 0"),
+    bad("gb-per-core-negative", put(S, "sites.USDF.gb_per_core", -4), S, "sites.USDF.gb_per_core",
+        "must be greater than 0, got -4"),
+    bad("storage-zero", put(S, "sites.UKDF_LANCS.storage_tb", 0), S,
+        "sites.UKDF_LANCS.storage_tb", "must be greater than 0"),
+    bad("work-share-zero", put(S, "sites.FRDF.work_share", 0), S, "sites.FRDF.work_share",
+        "must be greater than 0"),
+    bad("work-share-above-one", put(S, "sites.FRDF.work_share", 1.5), S, "sites.FRDF.work_share",
+        "must be at most 1"),
+    bad("hub-not-a-site", put(S, "hub", "CHDF"), S, "hub", "hub 'CHDF' is not one of the sites"),
+    # pipeline
+    bad("pipeline-undeclared-dataset-type", put(P, "tasks.isr.inputs", ["raw_image"]), P,
+        "tasks.isr.inputs[0]", "'raw_image' is not declared"),
+    bad("pipeline-two-producers", put(P, "tasks.isr.outputs", ["post_isr_image", "visit_image"]),
+        P, "tasks.reprocessVisitImage.outputs[0]",
+        "'visit_image' is already an output of task 'isr'"),
+    bad("instrument-mismatch", put(C, "data.instrument", "HSC"), C, "data.instrument",
+        "differs from the pipeline's"),
+    # tracts
+    bad("tracts-unknown-site", put(C, "tracts.CHDF", [6]), C, "tracts.CHDF",
+        "unknown site 'CHDF'"),
+    bad("tracts-empty", put(C, "tracts.UKDF_RAL", []), C, "tracts.UKDF_RAL",
+        "no tracts assigned to UKDF_RAL"),
+    bad("tract-on-two-sites", put(C, "tracts.FRDF", [2, 1]), C, "tracts.FRDF[1]",
+        "tract 1 is assigned to two sites, USDF and FRDF"),
+    bad("tracts-per-group-zero", put(C, "tracts_per_group", 0), C, "tracts_per_group",
+        "must be at least 1, got 0"),
+    bad("retries-negative", put(C, "retries", -1), C, "retries", "must be at least 0, got -1"),
+    # steps and hops
+    bad("step-unknown-site", put(C, "steps.step2c.site", "CHDF"), C, "steps.step2c.site",
+        "unknown site 'CHDF'"),
+    bad("global-step-not-at-hub", put(C, "steps.step2c.site", "FRDF"), C, "steps.step2c.site",
+        "global steps run at the hub USDF"),
+    bad("site-step-with-site", put(C, "steps.step1.site", "USDF"), C, "steps.step1.site",
+        "a site-scope step runs at every campaign site"),
+    bad("step-after-undefined", put(C, "steps.step2a.after", ["step0"]), C,
+        "steps.step2a.after[0]", "'step0' is not a step or hop of this campaign"),
+    bad("hop-after-undefined", put(C, "hops.gather_for_step2c.after", ["step2x"]), C,
+        "hops.gather_for_step2c.after[0]", "'step2x' is not a step or hop"),
+    bad("cycle", put(C, "steps.step1.after", ["step2b"]), C, "steps.step2a.after[0]",
+        "dependency cycle: step1 -> step2b -> step2a -> step1"),
+    bad("step-not-in-pipeline", put(C, "steps.step6", {"scope": "site", "after": ["step5"]}), C,
+        "steps.step6", "step 'step6' is not a step of the pipeline"),
+    bad("pipeline-step-missing", (drop(C, "steps.step4"), put(C, "steps.step5.after", ["step3"])),
+        C, "steps", "pipeline step 'step4'"),
+    bad("hop-and-step-same-name", put(C, "hops.step1", {"direction": "fan_in", "after": ["step1"],
+        "dataset_types": ["post_isr_image"]}), C, "hops.step1", "is both a step and a hop"),
+    bad("hop-type-not-produced-earlier",
+        put(C, "hops.gather_for_step2c.dataset_types", ["isolated_star", "visit_summary"]), C,
+        "hops.gather_for_step2c.dataset_types[1]",
+        "hop gather_for_step2c moves 'visit_summary', which no earlier step produces"),
+    bad("hop-type-unknown", put(C, "hops.return_products.dataset_types", ["objects"]), C,
+        "hops.return_products.dataset_types[0]", "does not define"),
+    bad("review-gate-unknown", put(C, "review_gates", ["step3", "step9"]), C, "review_gates[1]",
+        "'step9' is not a step of this campaign"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def _expected_key_path(case: Bad, ws: Workspace) -> str:
+    return case.key_path(ws) if callable(case.key_path) else case.key_path
+
+
+# --- the shipped configs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", find_campaign_files(), ids=lambda p: p.stem)
+def test_shipped_campaigns_validate(path: Path) -> None:
+    campaign = load_campaign(path)
+    assert isinstance(campaign, CampaignConfig)
+    assert campaign.file == path
+    assert campaign.pipeline == PIPELINE
+    assert campaign.campaign_sites() == list(campaign.tracts)
+    assert campaign.hub() == "USDF"
+    assert campaign.steps["step2c"].site == "USDF"
+    assert campaign.steps["step1"].name == "step1" and campaign.steps["step1"].site is None
+    assert list(campaign.steps) == campaign.pipeline_spec.steps()
+
+
+def test_find_campaign_files_lists_the_shipped_campaigns() -> None:
+    assert [p.name for p in find_campaign_files()] == ["nightly.yaml", "test-3x3.yaml"]
+
+
+def test_shipped_sites() -> None:
+    sites = load_sites()
+    assert sites.file == SITES
+    assert sites.hub == "USDF"
+    assert list(sites.sites) == ["USDF", "FRDF", "UKDF_RAL", "UKDF_LANCS"]
+    assert sites.sites["FRDF"].name == "FRDF" and sites.sites["FRDF"].rucio.tape_rse is None
+    assert sum(s.work_share for s in sites.sites.values()) == pytest.approx(1.0)
+
+
+def test_butler_repo_path_expands_work_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path))
+    assert load_sites().sites["FRDF"].butler_repo_path() == tmp_path / "repos" / "FRDF"
+
+
+def test_pipeline_steps_tasks_and_outputs() -> None:
+    spec = load_pipeline(PIPELINE)
+    assert spec.steps()[:4] == ["step1", "step2a", "step2b", "step2c"]
+    assert spec.steps()[-1] == "final_qa"
+    assert spec.step_tasks("step2c") == ["fgcmFitCycle", "fgcmOutputProducts"]
+    assert spec.step_outputs("step1") == ["post_isr_image", "preliminary_visit_image",
+                                          "single_visit_star"]
+    assert spec.tasks["isr"].label == "isr"
+
+
+def test_campaign_helpers() -> None:
+    campaign = load_campaign(CAMPAIGN)
+    assert campaign.campaign_sites() == ["USDF", "FRDF", "UKDF_RAL"]
+    assert campaign.site_tracts("FRDF") == [2, 3]
+    assert campaign.dag_id() == "campaign_test_3x3"
+    with pytest.raises(KeyError, match="UKDF_LANCS"):
+        campaign.site_tracts("UKDF_LANCS")
+
+
+def test_cli_validate_ok() -> None:
+    result = subprocess.run([*_cli(), "validate", str(CAMPAIGN)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "OK test-3x3: 3 sites, 6 tracts, 10 steps, 3 hops\n"
+    assert result.stderr == ""
+
+
+def test_global_step_without_site_defaults_to_hub(workspace: Workspace) -> None:
+    del workspace.docs[C]["steps"]["step2c"]["site"]
+    workspace.write()
+    campaign = load_campaign(workspace.path(C), workspace.path(S))
+    assert campaign.steps["step2c"].site == "USDF"
+
+
+def test_config_error_format_and_pickling() -> None:
+    error = ConfigError("a.yaml", "steps.step1.site", "bad; fix it")
+    assert str(error) == "a.yaml: steps.step1.site: bad; fix it"
+    assert isinstance(error, ValueError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.file, copy.key_path, copy.problem) == ("a.yaml", "steps.step1.site", "bad; fix it")
+
+
+def test_config_modules_stay_light() -> None:
+    code = ("import sys, drp_campaign.config, drp_campaign.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'lsst'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --- bad inputs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_refused(case: Bad, workspace: Workspace, tmp_path: Path) -> None:
+    for edit in case.edits:
+        edit(workspace)
+    workspace.write()
+    campaign_path, sites_path = workspace.path(C), workspace.path(S)
+    expected_file = str(workspace.path(case.file))
+    expected_key_path = _expected_key_path(case, workspace)
+    before = _snapshot(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_campaign(campaign_path, sites_path)
+    error = caught.value
+    assert (error.file, error.key_path) == (expected_file, expected_key_path), str(error)
+    assert case.phrase in error.problem
+    assert str(error) == f"{expected_file}: {expected_key_path}: {error.problem}"
+
+    env = {**os.environ, "DRP_WORK_DIR": str(tmp_path / "var")}
+    result = subprocess.run([*_cli(), "validate", str(campaign_path), "--sites", str(sites_path)],
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {error}\n"
+
+    assert _snapshot(tmp_path) == before, "refusing a config must not write anything"
