@@ -1,0 +1,186 @@
+"""Stack-side CLI: `python -m drp_campaign.stackside <subcommand> ...` in the science-stack env.
+
+Every subcommand prints one JSON object (its result) on stdout and writes it to --result FILE when
+given; exit 0 when it ran (even if quanta failed: the result says so). Infrastructure errors and
+bad arguments exit non-zero with one line on stderr naming what failed and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._errors import StacksideError
+
+EXIT_ERROR = 2
+
+
+def _tracts(text: str | None) -> list[int] | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise StacksideError(f"--tracts {text!r}: expected comma-separated integers, e.g. 0,1") from None
+
+
+def _repo(args) -> Path:
+    if getattr(args, "repo", None):
+        return Path(args.repo).expanduser().resolve()
+    site = getattr(args, "site", None)
+    if not site:
+        raise StacksideError("--repo is required (or --site with a sites.yaml entry)")
+    from ._config import site_repo
+
+    return site_repo(site, getattr(args, "sites", None))
+
+
+def cmd_seed_repo(args) -> dict[str, Any]:
+    from ._config import load_campaign
+    from .repo import seed_repo
+
+    campaign = load_campaign(args.campaign)
+    tracts = campaign.all_tracts if args.all_tracts else _tracts(args.tracts)
+    return seed_repo(campaign, args.site, _repo(args), tracts=tracts)
+
+
+def cmd_check_inputs(args) -> dict[str, Any]:
+    from ._config import load_campaign
+    from .repo import check_inputs
+
+    campaign = load_campaign(args.campaign)
+    tracts = _tracts(args.tracts) or campaign.site_tracts(args.site)
+    return check_inputs(campaign, args.site, _repo(args), tracts, args.chain)
+
+
+def cmd_run_step(args) -> dict[str, Any]:
+    from ._config import load_campaign
+    from .step import run_step
+
+    campaign = load_campaign(args.campaign)
+    return run_step(
+        campaign,
+        site=args.site,
+        repo=_repo(args),
+        step=args.step,
+        chain=args.chain,
+        output_run=args.output_run,
+        tracts=_tracts(args.tracts),
+        faults=args.fail,
+        dry_run=args.dry_run,
+        result_path=Path(args.result).resolve() if args.result else None,
+        processes=args.processes,
+    )
+
+
+def cmd_export_hop(args) -> dict[str, Any]:
+    from .hop import export_hop
+
+    return export_hop(_repo(args), args.collections, args.dataset_types, Path(args.manifest).resolve())
+
+
+def cmd_ingest_hop(args) -> dict[str, Any]:
+    from .hop import ingest_hop
+
+    return ingest_hop(_repo(args), Path(args.manifest).resolve(), Path(args.replica_dir).resolve(), args.chain)
+
+
+def cmd_count_datasets(args) -> dict[str, Any]:
+    from .repo import count_datasets
+
+    return count_datasets(_repo(args), args.collections, args.dataset_types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m drp_campaign.stackside", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, *, campaign: bool = False, site: bool = False, site_required: bool = False):
+        if campaign:
+            sp.add_argument("--campaign", required=True, help="campaign YAML file")
+        if site:
+            sp.add_argument("--site", required=site_required, help="site name (as in the campaign's tracts and sites.yaml)")
+        sp.add_argument("--repo", help="Butler repo path (default: the site's butler_repo in sites.yaml)")
+        sp.add_argument("--sites", help="sites.yaml (default: configs/sites.yaml)")
+        sp.add_argument("--result", help="also write the result JSON to this file")
+
+    sp = sub.add_parser("seed-repo", help="create a site repo with the synthetic sky and its raws")
+    common(sp, campaign=True, site=True, site_required=True)
+    sp.add_argument("--tracts", help="put raws for these tracts instead of the site's (comma-separated)")
+    sp.add_argument("--all-tracts", action="store_true", help="put raws for every tract of the campaign (single-repo tests)")
+    sp.set_defaults(func=cmd_seed_repo)
+
+    sp = sub.add_parser("check-inputs", help="count raws per tract; create the input chain")
+    common(sp, campaign=True, site=True, site_required=True)
+    sp.add_argument("--tracts", help="tracts to check (default: the site's)")
+    sp.add_argument("--chain", required=True, help="CHAINED input collection to create if missing")
+    sp.set_defaults(func=cmd_check_inputs)
+
+    sp = sub.add_parser("run-step", help="run one step's tasks with pipetask")
+    common(sp, campaign=True, site=True, site_required=True)
+    sp.add_argument("--step", required=True)
+    sp.add_argument("--tracts", help="restrict to these tracts (omit for global steps)")
+    sp.add_argument("--chain", required=True, help="input CHAINED collection; RUN is prepended to it on success")
+    sp.add_argument("--output-run", required=True)
+    sp.add_argument("--fail", action="append", metavar="LABEL:EXPR", help="inject a fault: task LABEL raises for data IDs matching EXPR")
+    sp.add_argument("--dry-run", action="store_true", help="build the quantum graph only")
+    sp.add_argument("-j", "--processes", type=int, default=1, help="pipetask -j")
+    sp.set_defaults(func=cmd_run_step)
+
+    sp = sub.add_parser("export-hop", help="write a manifest of datasets to move")
+    common(sp)
+    sp.add_argument("--collections", required=True, help="RUN name glob patterns, comma-separated")
+    sp.add_argument("--dataset-types", required=True, help="comma-separated dataset type names")
+    sp.add_argument("--manifest", required=True, help="output manifest JSON")
+    sp.set_defaults(func=cmd_export_hop)
+
+    sp = sub.add_parser("ingest-hop", help="verify and ingest replicas described by a manifest")
+    common(sp)
+    sp.add_argument("--manifest", required=True)
+    sp.add_argument("--replica-dir", required=True, help="directory holding the replicas at their manifest relpath")
+    sp.add_argument("--chain", required=True, help="CHAINED collection the ingested runs are prepended to")
+    sp.set_defaults(func=cmd_ingest_hop)
+
+    sp = sub.add_parser("count-datasets", help="count datasets per type in matching RUNs")
+    common(sp)
+    sp.add_argument("--collections", required=True, help="RUN name glob patterns, comma-separated")
+    sp.add_argument("--dataset-types", help="comma-separated (default: every registered type with datasets)")
+    sp.set_defaults(func=cmd_count_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.monotonic()
+    try:
+        result = args.func(args)
+    except StacksideError as exc:
+        print(f"drp_campaign.stackside {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - unexpected: still one clear line, naming the repo
+        where = getattr(args, "repo", None) or getattr(args, "site", None) or ""
+        msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:600]
+        print(f"drp_campaign.stackside {args.command}: error ({where}): {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    if isinstance(result, dict) and args.command != "count-datasets":
+        result.setdefault("elapsed_s", round(time.monotonic() - t0, 3))
+    text = json.dumps(result, default=str)
+    if getattr(args, "result", None):
+        out = Path(args.result)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

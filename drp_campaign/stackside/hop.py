@@ -1,0 +1,185 @@
+"""Export datasets of a hop from one site's Butler into a manifest, and ingest replicas of them into
+another site's Butler (same UUIDs, same RUNs), verifying size and adler32 of every file.
+
+The manifest is the contract with the transfer layer (Rucio in production, a copy in tests):
+{repo, collections, dataset_types, entries: [{dataset_id, dataset_type, run, data_id, path,
+relpath, bytes, adler32, ref}]}.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ._errors import StacksideError
+from .repo import _split, matching_runs, open_butler, prepend_to_chain, with_lock_retry
+
+
+def adler32_of(path: Path, chunk: int = 1 << 20) -> str:
+    value = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            value = zlib.adler32(block, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def _jsonable_data_id(data_id) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str)) or v is None else str(v)) for k, v in data_id.required.items()}
+
+
+def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path) -> dict[str, Any]:
+    patterns = _split(collections)
+    types = _split(dataset_types)
+    if not patterns:
+        raise StacksideError("export-hop: --collections is empty: pass one or more RUN name patterns")
+    if not types:
+        raise StacksideError("export-hop: --dataset-types is empty: pass the hop's dataset types")
+    from lsst.resources import ResourcePath
+
+    butler, _ = open_butler(repo, writeable=False)
+    entries: list[dict[str, Any]] = []
+    with butler:
+        root = ResourcePath(str(Path(repo).resolve()), forceDirectory=True)
+        runs = matching_runs(butler, patterns)
+        registered = {dt.name for dt in butler.registry.queryDatasetTypes("*")}
+        for name in types:
+            if not runs or name not in registered:
+                continue
+            refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
+            for ref in sorted(refs, key=lambda r: (r.run, str(r.id))):
+                uri = butler.getURI(ref)
+                if not uri.isLocal:
+                    raise StacksideError(f"export-hop: dataset {ref} in {repo} is not a local file ({uri}); only posix datastores are supported")
+                path = Path(uri.ospath)
+                rel = uri.relative_to(root)
+                if rel is None:
+                    raise StacksideError(f"export-hop: file {path} of dataset {ref.id} is outside repo root {repo}; cannot name a relpath")
+                if not path.exists():
+                    raise StacksideError(f"export-hop: file {path} of dataset {ref.id} ({name}, run {ref.run}) is missing in repo {repo}")
+                entries.append(
+                    {
+                        "dataset_id": str(ref.id),
+                        "dataset_type": name,
+                        "run": ref.run,
+                        "data_id": _jsonable_data_id(ref.dataId),
+                        "path": str(path),
+                        "relpath": rel,
+                        "bytes": path.stat().st_size,
+                        "adler32": adler32_of(path),
+                        "ref": json.loads(ref.to_json()),
+                    }
+                )
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"repo": str(Path(repo).resolve()), "collections": patterns, "runs": runs, "dataset_types": types, "entries": entries}
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(manifest)
+    by_type = Counter(e["dataset_type"] for e in entries)
+    return {
+        "manifest": str(manifest),
+        "repo": str(repo),
+        "runs": runs,
+        "entries": len(entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "by_type": {t: by_type.get(t, 0) for t in types},
+    }
+
+
+def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(manifest).read_text())
+    except FileNotFoundError:
+        raise StacksideError(f"ingest-hop: manifest {manifest} does not exist: run export-hop first") from None
+    except json.JSONDecodeError as exc:
+        raise StacksideError(f"ingest-hop: manifest {manifest} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+        raise StacksideError(f"ingest-hop: manifest {manifest} has no 'entries' list")
+    replica_dir = Path(replica_dir)
+    if not replica_dir.is_dir():
+        raise StacksideError(f"ingest-hop: replica dir {replica_dir} does not exist: the transfer has not delivered it")
+
+    from lsst.daf.butler import DatasetRef, FileDataset
+
+    butler, _ = open_butler(repo, what=" (ingest destination)")
+    rejected: list[dict[str, Any]] = []
+    out_entries: list[dict[str, Any]] = []
+    to_ingest: list[tuple[DatasetRef, Path, dict]] = []
+    already = 0
+    with butler:
+        for e in doc["entries"]:
+            did, rel = e.get("dataset_id"), e.get("relpath")
+            if not did or not rel or "ref" not in e:
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": "manifest entry lacks dataset_id, relpath or ref"})
+                continue
+            path = replica_dir / rel
+            if not path.is_file():
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"replica file missing: {path}"})
+                continue
+            size = path.stat().st_size
+            checksum = adler32_of(path)
+            if size != e.get("bytes"):
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"size mismatch: replica {size} bytes, manifest {e.get('bytes')}"})
+                continue
+            if checksum != str(e.get("adler32", "")).lower():
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"adler32 mismatch: replica {checksum}, manifest {e.get('adler32')}"})
+                continue
+            try:
+                ref = DatasetRef.from_json(json.dumps(e["ref"]), universe=butler.dimensions)
+            except Exception as exc:  # noqa: BLE001
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"cannot rebuild DatasetRef: {exc}"})
+                continue
+            if str(ref.id) != did or ref.run != e.get("run"):
+                rejected.append({"dataset_id": did, "relpath": rel, "reason": "ref in manifest disagrees with dataset_id/run"})
+                continue
+            info = {"dataset_id": did, "dataset_type": ref.datasetType.name, "run": ref.run, "bytes": size, "adler32": checksum}
+            existing = butler.get_dataset(ref.id)
+            if existing is not None:
+                already += 1
+                out_entries.append({**info, "status": "already_present"})
+                continue
+            to_ingest.append((ref, path, info))
+
+        # Register dataset types and RUNs, then ingest (copy) in one transaction.
+        for dataset_type in {r.datasetType.name: r.datasetType for r, _, _ in to_ingest}.values():
+            try:
+                with_lock_retry(lambda dt=dataset_type: butler.registry.registerDatasetType(dt), what=f"registering {dataset_type.name} in {repo}")
+            except StacksideError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - conflicting definition: reject those entries
+                bad = [x for x in to_ingest if x[0].datasetType.name == dataset_type.name]
+                for ref, path, info in bad:
+                    rejected.append({"dataset_id": str(ref.id), "relpath": str(path.relative_to(replica_dir)), "reason": f"dataset type conflict: {exc}"})
+                to_ingest = [x for x in to_ingest if x[0].datasetType.name != dataset_type.name]
+        for run in sorted({r.run for r, _, _ in to_ingest}):
+            with_lock_retry(lambda run=run: butler.collections.register(run), what=f"registering run {run} in {repo}")
+        datasets = []
+        for ref, path, _ in to_ingest:
+            expanded = ref.expanded(butler.registry.expandDataId(ref.dataId))
+            datasets.append(FileDataset(path=str(path), refs=[expanded]))
+        if datasets:
+            def do_ingest() -> None:
+                todo = [d for d in datasets if butler.get_dataset(d.refs[0].id) is None]
+                if todo:
+                    butler.ingest(*todo, transfer="copy")
+
+            with_lock_retry(do_ingest, what=f"ingesting into {repo}")
+        for _, _, info in to_ingest:
+            out_entries.append({**info, "status": "ingested"})
+
+        runs = sorted({e["run"] for e in out_entries})
+        added = prepend_to_chain(butler, chain, runs) if runs else []
+    return {
+        "repo": str(repo),
+        "manifest": str(manifest),
+        "ingested": len(to_ingest),
+        "already_present": already,
+        "rejected": rejected,
+        "entries": out_entries,
+        "bytes": sum(e["bytes"] for e in out_entries if e["status"] == "ingested"),
+        "runs": runs,
+        "chain": chain,
+        "chain_added": added,
+    }

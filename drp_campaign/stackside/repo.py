@@ -1,0 +1,276 @@
+"""Butler repositories of the embedded sites: create, seed with the synthetic sky, check inputs,
+count datasets, and grow input chains safely under concurrent callers."""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._config import Campaign
+from ._errors import StacksideError
+from .sky import SyntheticSky, visit_tract
+
+_T = TypeVar("_T")
+
+RAW = "raw"
+
+
+def _import_stack():
+    # Importing the mocks package registers the mock storage classes and formatters with daf_butler
+    # (a monkeypatch), which every process touching mock datasets needs.
+    import lsst.daf.butler  # noqa: F401
+    import lsst.pipe.base.tests.mocks  # noqa: F401
+
+
+def open_butler(repo: str | Path, *, writeable: bool = True, create: bool = False, what: str = ""):
+    """A DirectButler on REPO; create the repo (SQLite registry) first when CREATE and missing."""
+    _import_stack()
+    from lsst.daf.butler import Butler
+
+    repo = Path(repo)
+    created = False
+    if not (repo / "butler.yaml").exists():
+        if not create:
+            raise StacksideError(
+                f"Butler repo {repo}{what} does not exist (no butler.yaml): run `seed-repo` for this site first"
+            )
+        repo.mkdir(parents=True, exist_ok=True)
+        Butler.makeRepo(str(repo))
+        created = True
+    try:
+        butler = Butler.from_config(str(repo), writeable=writeable)
+    except Exception as exc:  # noqa: BLE001
+        raise StacksideError(f"cannot open Butler repo {repo}{what}: {exc}".replace("\n", " ")) from exc
+    return butler, created
+
+
+def with_lock_retry(fn: Callable[[], _T], *, what: str, attempts: int = 30) -> _T:
+    """Call FN, retrying on SQLite "database is locked" (other writers at the same site)."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001
+            text = f"{exc!r} {getattr(exc, '__cause__', '')!r}".lower()
+            if "database is locked" not in text and "database table is locked" not in text:
+                raise
+            if i == attempts - 1:
+                raise StacksideError(f"{what}: SQLite database stayed locked after {attempts} attempts") from exc
+            time.sleep(delay + random.uniform(0, delay))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def ensure_chain(butler, chain: str, children: Iterable[str]) -> bool:
+    """Create CHAINED collection CHAIN with CHILDREN if missing; True if created."""
+    from lsst.daf.butler import CollectionType
+    from lsst.daf.butler.registry import MissingCollectionError
+
+    try:
+        info = butler.collections.get_info(chain)
+    except MissingCollectionError:
+        info = None
+    if info is not None:
+        if info.type != CollectionType.CHAINED:
+            raise StacksideError(f"collection {chain!r} exists but is a {info.type.name}, not a CHAINED collection")
+        return False
+
+    def create() -> bool:
+        registered = butler.collections.register(chain, CollectionType.CHAINED)
+        if registered:
+            butler.collections.redefine_chain(chain, list(children))
+        return registered
+
+    return with_lock_retry(create, what=f"creating chain {chain}")
+
+
+def prepend_to_chain(butler, chain: str, runs: Iterable[str]) -> list[str]:
+    """Prepend RUNS (those not already in it) to the existing CHAINED collection CHAIN.
+
+    Tolerates concurrent callers at the same site: retries on "database is locked". Returns the
+    runs actually added.
+    """
+    from lsst.daf.butler import CollectionType
+    from lsst.daf.butler.registry import MissingCollectionError
+
+    runs = list(dict.fromkeys(runs))
+    try:
+        info = butler.collections.get_info(chain)
+    except MissingCollectionError:
+        raise StacksideError(
+            f"chain {chain!r} does not exist in repo {butler._config.configDir}: run `check-inputs --chain {chain}` first"
+        ) from None
+    if info.type != CollectionType.CHAINED:
+        raise StacksideError(f"collection {chain!r} is a {info.type.name}, not a CHAINED collection")
+
+    def do() -> list[str]:
+        current = set(butler.collections.get_info(chain).children)
+        missing = [r for r in runs if r not in current]
+        if missing:
+            butler.collections.prepend_chain(chain, missing)
+        return missing
+
+    return with_lock_retry(do, what=f"prepending to chain {chain}")
+
+
+def _raw_dataset_type(butler, campaign: Campaign):
+    from lsst.daf.butler import DatasetType
+
+    from .pipeline import storage_class_for
+
+    from ._config import load_pipeline_spec
+
+    spec = load_pipeline_spec(campaign.pipeline_path)
+    dims = spec.dataset_types.get(RAW, {}).get("dimensions", ["instrument", "visit", "detector"])
+    from lsst.pipe.base.tests.mocks import MockStorageClass
+
+    sc = MockStorageClass.get_or_register_mock(storage_class_for(RAW)).name
+    return DatasetType(RAW, dims, sc, universe=butler.dimensions)
+
+
+def insert_sky(butler, sky: SyntheticSky) -> dict[str, int]:
+    """Insert the records of the whole sky that are missing; returns inserted count per element."""
+    inserted: dict[str, int] = {}
+    for element, records in sky.dimension_records().items():
+        if not records:
+            continue
+        record_class = butler.dimensions[element].RecordClass
+        wanted = [record_class(**r) for r in records]
+        existing = {
+            tuple(rec.dataId.required_values)
+            for rec in butler.query_dimension_records(element, explain=False, limit=None)
+        }
+        missing = [r for r in wanted if tuple(r.dataId.required_values) not in existing]
+        if missing:
+            butler.registry.insertDimensionData(element, *missing, skip_existing=True)
+        inserted[element] = len(missing)
+    return inserted
+
+
+def seed_repo(campaign: Campaign, site: str, repo: Path, *, tracts: list[int] | None = None) -> dict[str, Any]:
+    """Create REPO if missing, insert the whole sky, put mock raws for SITE's tracts (or TRACTS)."""
+    from lsst.daf.butler import DatasetIdGenEnum, DatasetRef
+    from lsst.pipe.base.tests.mocks import MockDataset
+
+    tracts = sorted(tracts) if tracts is not None else campaign.site_tracts(site)
+    sky = SyntheticSky(campaign)
+    butler, created = open_butler(repo, create=True, what=f" (site {site})")
+    with butler:
+        inserted = insert_sky(butler, sky)
+        raw_type = _raw_dataset_type(butler, campaign)
+        registered_type = butler.registry.registerDatasetType(raw_type)
+        run = campaign.input_collections[0]
+        registered_run = butler.collections.register(run)
+        have = {
+            (ref.dataId["visit"], ref.dataId["detector"])
+            for ref in butler.query_datasets(RAW, collections=run, explain=False, limit=None)
+        } if not registered_run else set()
+        put = 0
+        for data_id in sky.raw_data_ids(tracts):
+            if (data_id["visit"], data_id["detector"]) in have:
+                continue
+            coord = butler.registry.expandDataId(data_id)
+            # Deterministic UUIDs: the same raw has the same id in every site's repo.
+            ref = DatasetRef(raw_type, coord, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
+            butler.put(
+                MockDataset(
+                    dataset_id=ref.id,
+                    dataset_type=ref.datasetType.to_simple(),
+                    data_id=dict(ref.dataId.mapping),
+                    run=ref.run,
+                ),
+                ref,
+            )
+            put += 1
+        total = butler.query_datasets(RAW, collections=run, explain=False, limit=None)
+    changed = created or registered_type or registered_run or put > 0 or any(inserted.values())
+    return {
+        "repo": str(repo),
+        "site": site,
+        "created": created,
+        "changed": changed,
+        "message": "seeded" if changed else "nothing to do: repo already seeded",
+        "dimension_records_inserted": inserted,
+        "raws": {"put": put, "total": len(total), "run": run, "tracts": tracts},
+    }
+
+
+def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], chain: str) -> dict[str, Any]:
+    butler, _ = open_butler(repo, what=f" (site {site})")
+    with butler:
+        sky = SyntheticSky(campaign)
+        expected = sky.expected_raws_per_tract(tracts)
+        found: Counter[int] = Counter()
+        missing: list[str] = []
+        have: set[tuple[int, int]] = set()
+        try:
+            refs = butler.query_datasets(RAW, collections=campaign.input_collections, explain=False, limit=None)
+        except Exception as exc:  # noqa: BLE001 - missing dataset type or collection: nothing found
+            refs = []
+            missing.append(f"cannot query raws in {campaign.input_collections}: {exc}".replace("\n", " "))
+        for ref in refs:
+            have.add((ref.dataId["visit"], ref.dataId["detector"]))
+        for data_id in sky.raw_data_ids(tracts):
+            key = (data_id["visit"], data_id["detector"])
+            if key in have:
+                found[visit_tract(data_id["visit"])] += 1
+            else:
+                missing.append(f"raw visit={key[0]} detector={key[1]} (tract {visit_tract(key[0])})")
+        missing_colls = []
+        for coll in campaign.input_collections:
+            if not butler.collections.query(coll):
+                missing_colls.append(coll)
+        if missing_colls:
+            missing.append(f"input collections missing: {missing_colls}")
+            created = False
+        else:
+            created = ensure_chain(butler, chain, campaign.input_collections)
+    return {
+        "ok": not missing,
+        "site": site,
+        "repo": str(repo),
+        "raws_per_tract": {str(t): [found.get(t, 0), expected[t]] for t in tracts},
+        "missing": missing,
+        "chain": chain,
+        "chain_created": created,
+    }
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def matching_runs(butler, patterns: list[str]) -> list[str]:
+    """RUN collections whose names match any of the glob PATTERNS."""
+    from lsst.daf.butler import CollectionType
+
+    runs = butler.collections.query("*", collection_types={CollectionType.RUN})
+    return sorted(r for r in runs if any(fnmatch.fnmatchcase(r, p) for p in patterns))
+
+
+def count_datasets(repo: Path, collections: str, dataset_types: str | None) -> dict[str, int]:
+    butler, _ = open_butler(repo, writeable=False)
+    with butler:
+        runs = matching_runs(butler, _split(collections))
+        types = _split(dataset_types)
+        counts: Counter[str] = Counter()
+        if runs:
+            if not types:
+                types = sorted(
+                    {dt.name for dt in butler.registry.queryDatasetTypes("*") if not dt.isComponent()}
+                )
+            for name in types:
+                try:
+                    refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
+                except Exception:  # noqa: BLE001 - type not registered here: zero
+                    refs = []
+                if refs:
+                    counts[name] = len(refs)
+        for name in _split(dataset_types):
+            counts.setdefault(name, 0)
+    return dict(sorted(counts.items()))
