@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drp_campaign.config import ConfigError, load_campaign
+from drp_campaign.errors import DrpError
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
@@ -58,11 +59,18 @@ COMMANDS: list[Command] = [
 ]
 
 
-def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+def all_commands() -> list[Command]:
+    """This table plus the campaign subcommands (seed, run, ledger), which live in their own module."""
+    from drp_campaign.campaign_commands import COMMANDS as CAMPAIGN_COMMANDS
+
+    return [*COMMANDS, *CAMPAIGN_COMMANDS]
+
+
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drp-campaign", description="Campaign controller for Rubin multisite DRP.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in commands:
+    for command in commands if commands is not None else all_commands():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
         command.add_arguments(sub)
         sub.set_defaults(run=command.run)
@@ -76,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except DrpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+# The two commands a fresh machine needs (see README):
+#   make demo   set up, run the 3x3 campaign end to end in real Airflow, print the summary
+#   make test   set up and run the test suite (what .ci/run runs)
+SHELL := /bin/bash
+CAMPAIGN ?= configs/campaigns/test-3x3.yaml
+
+.PHONY: demo test envs airflow-start stop clean benchmark
+
+envs:
+	@bash scripts/setup-envs.sh
+
+demo: envs
+	@bash scripts/demo.sh $(CAMPAIGN)
+
+test: envs
+	@bash scripts/test.sh
+
+benchmark: envs
+	@bash scripts/with-env.sh python benchmarks/controller_overhead.py $(CAMPAIGN)
+
+airflow-start: envs
+	@bash scripts/airflow-services.sh start
+
+stop:
+	@bash scripts/airflow-services.sh stop
+
+clean: stop
+	rm -rf var

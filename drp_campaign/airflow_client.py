@@ -1,0 +1,145 @@
+"""A small client for Airflow's REST API (v2): trigger a campaign, follow it, retry failures.
+
+Used by `drp-campaign run`, the demo, the benchmark and the end-to-end tests, so all of them
+drive Airflow exactly as an operator's script would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .errors import DrpError
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowApiError(DrpError):
+    """Airflow's REST API refused or failed a call; the message has the URL and the answer."""
+
+
+def default_base_url() -> str:
+    return os.environ.get("AIRFLOW__API__BASE_URL") or f"http://127.0.0.1:{os.environ.get('DRP_AIRFLOW_PORT', '8090')}"
+
+
+def default_password() -> str:
+    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+    return json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    map_index: int
+    state: str | None
+    rendered_map_index: str | None
+    try_number: int
+    duration: float | None
+
+    @property
+    def label(self) -> str:
+        if self.map_index < 0:
+            return self.task_id
+        return f"{self.task_id}[{self.rendered_map_index or self.map_index}]"
+
+
+class AirflowClient:
+    def __init__(self, base_url: str | None = None, username: str = "admin", password: str | None = None):
+        self.base_url = (base_url or default_base_url()).rstrip("/")
+        self.session = requests.Session()
+        token = self._post("/auth/token", {"username": username, "password": password or default_password()}, auth=False)
+        self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _check(self, resp: requests.Response) -> dict:
+        if resp.status_code >= 400:
+            raise AirflowApiError(f"{resp.request.method} {resp.url}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else {}
+
+    def _get(self, path: str, **params) -> dict:
+        return self._check(self.session.get(self.base_url + path, params=params, timeout=30))
+
+    def _post(self, path: str, body: dict, auth: bool = True) -> dict:
+        sender = self.session if auth else requests
+        return self._check(sender.post(self.base_url + path, json=body, timeout=30))
+
+    def _patch(self, path: str, body: dict) -> dict:
+        return self._check(self.session.patch(self.base_url + path, json=body, timeout=30))
+
+    @staticmethod
+    def _q(value: str) -> str:  # run ids hold ':' and '+'
+        return urllib.parse.quote(value, safe="")
+
+    # -- DAGs and runs ----------------------------------------------------------------------
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._get(f"/api/v2/dags/{dag_id}")
+            except AirflowApiError:
+                errors = self._get("/api/v2/importErrors").get("import_errors", [])
+                if errors:
+                    raise AirflowApiError(f"DAG files failed to import: {errors}") from None
+                if time.monotonic() > deadline:
+                    raise AirflowApiError(f"DAG {dag_id} not parsed after {timeout_s:.0f} s; see the dag-processor log")
+                time.sleep(2)
+
+    def unpause(self, dag_id: str) -> None:
+        self._patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        run = self._post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self._get(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}")
+
+    def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
+        raw = self._get(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances", limit=1000)
+        return [
+            TaskState(t["task_id"], t["map_index"], t["state"], t.get("rendered_map_index"), t.get("try_number", 0), t.get("duration"))
+            for t in raw["task_instances"]
+        ]
+
+    def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
+        """Clear the run's failed (and upstream-failed) tasks so they run again: a retry."""
+        body = {"dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True}
+        cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+        return [t["task_id"] for t in cleared.get("task_instances", [])]
+
+    def follow(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout_s: float = 1800,
+        poll_s: float = 3,
+        on_progress: Callable[[str], None] | None = print,
+    ) -> str:
+        """Poll until the run ends; report each task that finishes. Returns the run's final state."""
+        deadline = time.monotonic() + timeout_s
+        seen: dict[tuple[str, int], str | None] = {}
+        while True:
+            states = self.task_states(dag_id, run_id)
+            for t in states:
+                key = (t.task_id, t.map_index)
+                if seen.get(key) != t.state and t.state in ("success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred"):
+                    if on_progress:
+                        on_progress(f"  {t.label:<40} {t.state}")
+                seen[key] = t.state
+            run_state = self.dag_run(dag_id, run_id)["state"]
+            if run_state in TERMINAL_RUN_STATES:
+                if on_progress:
+                    counts = Counter(t.state for t in states)
+                    on_progress(f"run {run_id}: {run_state} ({dict(counts)})")
+                return run_state
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"run {run_id} of {dag_id} still {run_state} after {timeout_s:.0f} s")
+            time.sleep(poll_s)

@@ -1,0 +1,149 @@
+"""Subcommands that act on a campaign: seed the sites, run it in Airflow, read its ledger/report.
+
+Each is a `Command` for the table in cli.py. They import Airflow-side and HTTP clients lazily so
+`drp-campaign validate` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from drp_campaign.cli import Command
+from drp_campaign.config import load_campaign
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _campaign_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("campaign", type=Path, metavar="CAMPAIGN.yaml")
+    parser.add_argument("--sites-file", type=Path, default=None, metavar="FILE", help="sites file (default: configs/sites.yaml)")
+
+
+# --- seed ----------------------------------------------------------------------------------------
+
+
+def seed(args: argparse.Namespace) -> int:
+    """Create each campaign site's Butler repo (if missing) with synthetic raws for its tracts."""
+    from drp_campaign.stack import run_stack
+
+    campaign = load_campaign(args.campaign, args.sites_file)
+    for site in campaign.campaign_sites():
+        cfg = campaign.sites_config.sites[site]
+        result = run_stack(
+            cfg,
+            "seed-repo",
+            ["--campaign", str(campaign.file), "--site", site, "--repo", str(cfg.butler_repo_path())],
+            log=lambda line: None,
+        )
+        state = "created" if result.get("created") else "already there"
+        print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {result.get('raws')} raws)")
+    return EXIT_OK
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _campaign_argument(parser)
+    parser.add_argument("--sites", default="", help="comma-separated sites to process (default: all)")
+    parser.add_argument("--tracts", default="", help="comma-separated tracts to process (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="build quantum graphs only")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trigger the campaign's DAG over Airflow's REST API, follow it, print the summary."""
+    from drp_campaign.airflow_client import AirflowClient
+    from drp_campaign.graph import run_key
+
+    campaign = load_campaign(args.campaign, args.sites_file)
+    dag_id = campaign.dag_id()
+    conf: dict = {"dry_run": args.dry_run}
+    if args.sites:
+        conf["sites"] = [s.strip() for s in args.sites.split(",") if s.strip()]
+    if args.tracts:
+        conf["tracts"] = [int(t) for t in args.tracts.split(",") if t.strip()]
+    client = AirflowClient()
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    run_id = client.trigger(dag_id, conf)
+    print(f"triggered {dag_id} run {run_id} (conf {json.dumps(conf)}); following it:")
+    state = client.follow(dag_id, run_id, timeout_s=args.timeout)
+    print()
+    print(task_summary(client.task_states(dag_id, run_id)))
+    print()
+    print_report(run_key(run_id))
+    return EXIT_OK if state == "success" else EXIT_FAILED
+
+
+def task_summary(states) -> str:
+    """Per site: each step/hop task and its state (mapped groups folded into one line)."""
+    by_site: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for t in states:
+        site, _, rest = t.task_id.partition(".")
+        if not rest:
+            site, rest = "campaign", site
+        by_site[site][rest].append(t.state or "none")
+    lines = ["Tasks per site (state, or state x count for mapped groups):"]
+    for site in sorted(by_site):
+        cells = []
+        for task, st in by_site[site].items():
+            counts = {s: st.count(s) for s in dict.fromkeys(st)}
+            cells.append(f"{task}=" + ",".join(f"{s}x{n}" if len(st) > 1 else s for s, n in counts.items()))
+        lines.append(f"  {site}: " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def print_report(key: str) -> None:
+    from drp_campaign.report import format_report, report_file
+
+    path = report_file(key)
+    if path.exists():
+        print(format_report(json.loads(path.read_text())))
+        print(f"\nReport: {path}")
+    else:
+        print(f"(no campaign report yet for {key}: the run did not reach campaign_report)")
+        _print_ledger(key)
+
+
+# --- ledger --------------------------------------------------------------------------------------
+
+
+def _ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", help="the Airflow run id (as shown in the UI) or its run key")
+
+
+def _print_ledger(run_id: str) -> bool:
+    from drp_campaign.ledger import Ledger
+
+    ledger = Ledger()
+    known = ledger.campaign_run(run_id)
+    key = known["run_key"] if known else run_id
+    balances = ledger.hop_balances(key)
+    if not balances:
+        print(f"no ledger entries for run {run_id}")
+        return known is not None
+    print(f"Ledger for run {key}:")
+    for b in balances:
+        mark = "ok " if b.balanced else "BAD"
+        print(f"  {mark} {b.hop:<20} {b.src_site:>10} -> {b.dst_site:<10} sent {b.sent:>5} ({b.sent_bytes} B)  arrived intact {b.arrived:>5}")
+        for p in b.problems[:50]:
+            print(f"        {p}")
+    ok = all(b.balanced for b in balances)
+    print("Ledger BALANCED: every dataset sent arrived intact" if ok else "LEDGER UNBALANCED: datasets above were lost or damaged")
+    return ok
+
+
+def ledger(args: argparse.Namespace) -> int:
+    """Print every hop's sent/arrived counts and checksums; exit 1 when anything is not intact."""
+    return EXIT_OK if _print_ledger(args.run_id) else EXIT_FAILED
+
+
+COMMANDS = [
+    Command("seed", "create each site's Butler repo with synthetic raws for its tracts", _campaign_argument, seed),
+    Command("run", "trigger a campaign in Airflow, follow it and print the summary", _run_arguments, run),
+    Command("ledger", "print a campaign run's ledger; exit 1 if anything sent did not arrive intact", _ledger_arguments, ledger),
+]

@@ -1,0 +1,194 @@
+"""Render a campaign's stage graph as one Airflow DAG.
+
+Per-site work sits in one task group per site (`FRDF.step2b`); each per-site step is mapped over
+the site's work groups, which `FRDF.check_inputs` returns at run time (so the trigger form's
+site and tract choices shape the run without re-parsing). Global steps sit in the hub's group.
+A hop between the hub and a site is a small group in that site's group:
+register -> replicate -> wait (deferred) -> ingest -> verify.
+
+Parsing does no network or database I/O: only the campaign YAML files are read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+
+from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
+from drp_campaign.operators.report import CampaignReportOperator
+from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
+from drp_campaign.sensors.hops import HopReplicationSensor
+
+from .config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
+from .graph import CampaignGraph, Stage, build_graph
+
+log = logging.getLogger(__name__)
+
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
+    sites = campaign.campaign_sites()
+    return {
+        "sites": Param(
+            sites,
+            type="array",
+            items={"type": "string", "enum": sites},
+            title="Sites",
+            description="Sites that process this run; the others' tasks are skipped.",
+        ),
+        "tracts": Param(
+            [],
+            type="array",
+            items={"type": "integer"},
+            title="Tracts",
+            description="Process only these tracts (empty: every tract of the campaign).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Build each step's quantum graph and report its size; execute nothing.",
+        ),
+    }
+
+
+class _Renderer:
+    """Builds tasks stage by stage, remembering which tasks mean 'stage done' for each site."""
+
+    def __init__(self, graph: CampaignGraph, common: dict):
+        self.graph = graph
+        self.campaign = graph.campaign
+        self.common = common
+        self.sites = self.campaign.campaign_sites()
+        self.hub = graph.hub
+        self.groups = {site: TaskGroup(site, tooltip=self._tooltip(site)) for site in {*self.sites, self.hub}}
+        self.done: dict[tuple[str, str | None], list] = {}  # (stage, site or None for global) -> tasks
+        self.check_inputs = {}
+
+    def _tooltip(self, site: str) -> str:
+        cfg = self.campaign.sites_config.sites[site]
+        return f"{site} ({cfg.facility}): tracts {self.campaign.site_tracts(site) if site in self.campaign.tracts else []}"
+
+    def _queue(self, site: str) -> str:
+        return self.campaign.sites_config.sites[site].airflow_queue
+
+    # -- which tasks a stage's consumers wait for -------------------------------------------------
+    def after_at_site(self, names: tuple[str, ...], site: str) -> list:
+        tasks = []
+        for name in names:
+            tasks += self.done.get((name, site)) or self.done[(name, None)]
+        return tasks
+
+    def after_everywhere(self, names: tuple[str, ...]) -> list:
+        tasks = []
+        for name in names:
+            if (name, None) in self.done:
+                tasks += self.done[(name, None)]
+            else:
+                tasks += [t for site in self.sites for t in self.done[(name, site)]]
+        return tasks
+
+    # -- stages ------------------------------------------------------------------------------------
+    def render(self) -> None:
+        for site in self.sites:
+            with self.groups[site]:
+                self.check_inputs[site] = CheckInputsOperator(
+                    task_id="check_inputs", site=site, queue=self._queue(site), **self.common
+                )
+        for stage in self.graph.stages.values():
+            if stage.is_site_step:
+                self._site_step(stage)
+            elif stage.is_global_step:
+                self._global_step(stage)
+            else:
+                self._hop(stage)
+        consumed = {dep for s in self.graph.stages.values() for dep in s.after}
+        finals = tuple(name for name in self.graph.stages if name not in consumed)
+        report = CampaignReportOperator(task_id="campaign_report", queue=self._queue(self.hub), **self.common)
+        self.after_everywhere(finals) >> report
+
+    def _site_step(self, stage: Stage) -> None:
+        for site in self.sites:
+            with self.groups[site]:
+                task = PipelineStepOperator.partial(
+                    task_id=stage.name,
+                    site=site,
+                    step=stage.name,
+                    queue=self._queue(site),
+                    map_index_template="{{ task.work_group['label'] }}",
+                    **self.common,
+                ).expand(work_group=self.check_inputs[site].output)
+            upstream = self.after_at_site(stage.after, site)
+            if upstream:
+                upstream >> task
+            self.done[(stage.name, site)] = [task]
+
+    def _global_step(self, stage: Stage) -> None:
+        with self.groups[stage.site]:
+            task = PipelineStepOperator(
+                task_id=stage.name,
+                site=stage.site,
+                step=stage.name,
+                queue=self._queue(stage.site),
+                # Sites left out of a run are skipped; the global step runs on the rest.
+                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                **self.common,
+            )
+        self.after_everywhere(stage.after) >> task
+        self.done[(stage.name, None)] = [task]
+
+    def _hop(self, stage: Stage) -> None:
+        for site in self.graph.remote_sites():
+            source, dest = (site, self.hub) if stage.scope == "fan_in" else (self.hub, site)
+            hop_args = dict(hop=stage.name, site=site, **self.common)
+            with self.groups[site], TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"):
+                register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
+                replicate = ReplicateHopOperator(task_id="replicate", queue=self._queue(source), **hop_args)
+                wait = HopReplicationSensor(task_id="wait", rule_id=replicate.output, queue=self._queue(dest))
+                ingest = IngestHopOperator(task_id="ingest", queue=self._queue(dest), **hop_args)
+                verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
+                register >> replicate >> wait >> ingest >> verify
+            self.after_at_site(stage.after, site) >> register
+            self.done[(stage.name, site)] = [verify]
+        if self.hub in self.sites:  # the hub already holds its own data: nothing to move
+            self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
+
+
+def build_dag(campaign: CampaignConfig) -> DAG:
+    graph = build_graph(campaign)
+    with DAG(
+        dag_id=campaign.dag_id(),
+        description=campaign.description,
+        schedule=campaign.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        params=campaign_params(campaign),
+        tags=["drp", "multisite", campaign.name],
+        default_args={"retries": campaign.retries, "retry_delay": dt.timedelta(seconds=10)},
+        doc_md=(
+            f"**{campaign.description}**\n\nCampaign file `{campaign.file}`; sites "
+            f"{', '.join(campaign.campaign_sites())}; hub {campaign.hub()}.\n\n"
+            "Retry a failed task with *Clear*: steps redo only failed quanta, hops skip what arrived."
+        ),
+    ) as dag:
+        common = {"campaign_file": str(campaign.file), "sites_file": str(campaign.sites_config.file)}
+        _Renderer(graph, common).render()
+    return dag
+
+
+def build_all_dags(directory=None) -> dict[str, DAG]:
+    """One DAG per campaign file. A bad file is logged with its error and left out: nothing starts from it."""
+    dags: dict[str, DAG] = {}
+    for path in find_campaign_files(directory):
+        try:
+            campaign = load_campaign(path)
+        except ConfigError as exc:
+            log.error("campaign not loaded: %s", exc)
+            continue
+        dag = build_dag(campaign)
+        dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,29 @@
+"""Fault injection for tests and drills: make chosen quanta fail, then remove the fault and retry.
+
+The file ($DRP_WORK_DIR/faults.yaml, or $DRP_FAULTS_FILE) is read when a step starts, so a fault
+can be added or removed between a failure and its retry without touching the DAG:
+
+    - {site: FRDF, step: step2b, task: isolatedStarAssociation, where: "tract = 2"}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from . import settings
+
+
+def faults_file() -> Path:
+    return Path(os.environ.get("DRP_FAULTS_FILE") or settings.work_dir() / "faults.yaml")
+
+
+def active_faults(site: str, step: str) -> list[str]:
+    """`task:where` strings for the stack side's --fail option, for this site and step."""
+    path = faults_file()
+    if not path.exists():
+        return []
+    entries = yaml.safe_load(path.read_text()) or []
+    return [f"{f['task']}:{f['where']}" for f in entries if f.get("site") == site and f.get("step") == step]

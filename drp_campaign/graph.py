@@ -1,0 +1,131 @@
+"""The campaign as a graph of stages, and the names everything in a campaign run gets.
+
+Airflow-free: the DAG factory renders this graph as tasks; the stack side and the ledger use the
+same names. A stage is a step (run per site, or once at the hub) or a hop (data moved between the
+hub and the other sites). Which stages exist and how they depend on each other is configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .config import CampaignConfig
+
+StageKind = Literal["step", "hop"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the campaign graph."""
+
+    name: str
+    kind: StageKind
+    scope: Literal["site", "global", "fan_in", "fan_out"]
+    after: tuple[str, ...]
+    site: str | None = None  # where a global step runs
+    dataset_types: tuple[str, ...] = ()  # what a hop moves
+
+    @property
+    def is_site_step(self) -> bool:
+        return self.kind == "step" and self.scope == "site"
+
+    @property
+    def is_global_step(self) -> bool:
+        return self.kind == "step" and self.scope == "global"
+
+
+@dataclass(frozen=True)
+class WorkGroup:
+    """A slice of one step at one site: the tracts one pipetask/BPS run processes."""
+
+    label: str
+    tracts: tuple[int, ...]
+
+    def as_xcom(self) -> dict:
+        return {"label": self.label, "tracts": list(self.tracts)}
+
+
+@dataclass
+class CampaignGraph:
+    campaign: CampaignConfig
+    stages: dict[str, Stage] = field(default_factory=dict)  # in topological order
+
+    @property
+    def hub(self) -> str:
+        return self.campaign.hub()
+
+    def remote_sites(self) -> list[str]:
+        """Sites that exchange data with the hub (every campaign site except the hub)."""
+        return [s for s in self.campaign.campaign_sites() if s != self.hub]
+
+
+def build_graph(campaign: CampaignConfig) -> CampaignGraph:
+    """Turn the validated campaign into stages in dependency order."""
+    raw: dict[str, Stage] = {}
+    for step in campaign.steps.values():
+        raw[step.name] = Stage(
+            name=step.name,
+            kind="step",
+            scope=step.scope,
+            after=tuple(step.after),
+            site=(step.site or campaign.hub()) if step.scope == "global" else None,
+        )
+    for hop in campaign.hops.values():
+        raw[hop.name] = Stage(
+            name=hop.name,
+            kind="hop",
+            scope=hop.direction,
+            after=tuple(hop.after),
+            dataset_types=tuple(hop.dataset_types),
+        )
+    graph = CampaignGraph(campaign=campaign)
+    placed: set[str] = set()
+    while len(placed) < len(raw):
+        ready = [n for n, s in raw.items() if n not in placed and set(s.after) <= placed]
+        if not ready:  # config validation refuses cycles; this guards direct callers
+            raise ValueError(f"campaign {campaign.name}: dependency cycle among {sorted(set(raw) - placed)}")
+        for name in ready:
+            graph.stages[name] = raw[name]
+            placed.add(name)
+    return graph
+
+
+def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] | None = None) -> list[WorkGroup]:
+    """Split a site's tracts into groups of `tracts_per_group`; empty when none is selected."""
+    tracts = campaign.site_tracts(site)
+    if selected_tracts:
+        wanted = set(selected_tracts)
+        tracts = [t for t in tracts if t in wanted]
+    size = campaign.tracts_per_group
+    return [
+        WorkGroup(label=f"g{i // size:03d}", tracts=tuple(tracts[i : i + size]))
+        for i in range(0, len(tracts), size)
+    ]
+
+
+GLOBAL_GROUP = WorkGroup(label="all", tracts=())
+
+
+def run_key(dag_run_id: str) -> str:
+    """A campaign run's id made safe for collection names and file names.
+
+    Airflow run ids hold ':' '+' and '.', which are awkward in paths and collection names.
+    """
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", dag_run_id).strip("-")
+
+
+def site_chain(campaign: CampaignConfig, key: str) -> str:
+    """The CHAINED collection at each site that holds this run's inputs and everything made so far."""
+    return f"{campaign.output_prefix}/{key}"
+
+
+def output_run(campaign: CampaignConfig, key: str, site: str, step: str, group: str) -> str:
+    """The RUN collection one group of one step writes to; stable across retries."""
+    return f"{campaign.output_prefix}/{key}/{site}/{step}/{group}"
+
+
+def site_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:
+    """Glob matching every RUN a site produced in this campaign run (what a hop may send)."""
+    return f"{campaign.output_prefix}/{key}/{site}/*"

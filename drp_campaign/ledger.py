@@ -1,0 +1,310 @@
+"""The ledger: proof that nothing was lost between sites, and a record of what each step did.
+
+Every hop writes one row per dataset when it is registered at the source (id, bytes, adler32)
+and updates it when it arrives at the destination (bytes and adler32 measured there). A hop
+balances when every registered dataset arrived with the same size and checksum. Steps write one
+row per (site, step, group) with the real quantum counts and how long the pipeline ran, which the
+campaign report and the overhead benchmark read.
+
+Airflow-free; SQLAlchemy Core on PostgreSQL by default ($DRP_LEDGER_URL), SQLite works too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from . import settings
+from .errors import DrpError
+
+metadata = sa.MetaData()
+
+hop_files = sa.Table(
+    "hop_files",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("hop", sa.String(100), primary_key=True),
+    sa.Column("dst_site", sa.String(50), primary_key=True),
+    sa.Column("dataset_id", sa.String(36), primary_key=True),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("src_site", sa.String(50), nullable=False),
+    sa.Column("dataset_type", sa.String(200), nullable=False),
+    sa.Column("collection", sa.String(500), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("adler32", sa.String(8), nullable=False),
+    sa.Column("dst_bytes", sa.BigInteger),
+    sa.Column("dst_adler32", sa.String(8)),
+    sa.Column("state", sa.String(20), nullable=False),  # registered | arrived | rejected
+    sa.Column("detail", sa.Text),
+    sa.Column("updated", sa.DateTime, nullable=False),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("site", sa.String(50), primary_key=True),
+    sa.Column("step", sa.String(100), primary_key=True),
+    sa.Column("group_label", sa.String(50), primary_key=True),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=False),
+    sa.Column("output_run", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("quanta_total", sa.Integer, nullable=False),
+    sa.Column("quanta_succeeded", sa.Integer, nullable=False),
+    sa.Column("quanta_failed", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started", sa.DateTime, nullable=False),
+    sa.Column("finished", sa.DateTime, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+)
+
+campaign_runs = sa.Table(
+    "campaign_runs",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=False),
+    sa.Column("started", sa.DateTime, nullable=False),
+    sa.Column("finished", sa.DateTime),
+)
+
+
+class LedgerUnbalanced(DrpError):
+    """Something sent did not arrive intact; the message lists each dataset and what is wrong."""
+
+
+@dataclass
+class HopEntry:
+    dataset_id: str
+    dataset_type: str
+    collection: str
+    bytes: int
+    adler32: str
+
+
+@dataclass
+class HopBalance:
+    hop: str
+    src_site: str
+    dst_site: str
+    sent: int = 0
+    sent_bytes: int = 0
+    arrived: int = 0
+    arrived_bytes: int = 0
+    problems: list[str] = field(default_factory=list)  # one line per dataset that is not intact
+
+    @property
+    def balanced(self) -> bool:
+        return not self.problems and self.sent == self.arrived
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _ensure_postgres_database(url: sa.URL) -> None:
+    """Create the ledger database on first use, so a fresh machine needs no manual step."""
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database})
+            if exists.scalar() is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+    except sa.exc.ProgrammingError:  # created concurrently by another task
+        pass
+    finally:
+        admin.dispose()
+
+
+class Ledger:
+    """Reads and writes the ledger tables; safe to use from many tasks at once."""
+
+    def __init__(self, url: str | None = None):
+        self.url = sa.make_url(url or settings.ledger_url())
+        if self.url.get_backend_name() == "postgresql":
+            _ensure_postgres_database(self.url)
+        self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    # -- campaign runs ---------------------------------------------------------------------
+    def start_campaign_run(self, run_key: str, campaign: str, dag_run_id: str) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(campaign_runs.c.run_key).where(campaign_runs.c.run_key == run_key)).first():
+                return
+            conn.execute(
+                campaign_runs.insert().values(run_key=run_key, campaign=campaign, dag_run_id=dag_run_id, started=_now())
+            )
+
+    def finish_campaign_run(self, run_key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(campaign_runs.update().where(campaign_runs.c.run_key == run_key).values(finished=_now()))
+
+    def campaign_run(self, run_id_or_key: str) -> dict | None:
+        """Look a run up by its key or by the raw Airflow run id an operator copies from the UI."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(campaign_runs).where(
+                    sa.or_(campaign_runs.c.run_key == run_id_or_key, campaign_runs.c.dag_run_id == run_id_or_key)
+                )
+            ).first()
+        return dict(row._mapping) if row else None
+
+    # -- hops --------------------------------------------------------------------------------
+    def record_registered(
+        self, *, run_key: str, campaign: str, hop: str, src_site: str, dst_site: str, entries: Iterable[HopEntry]
+    ) -> int:
+        """Record what the source registered; re-registering the same dataset changes nothing."""
+        key = {"run_key": run_key, "hop": hop, "dst_site": dst_site}
+        with self.engine.begin() as conn:
+            known = set(
+                conn.execute(
+                    sa.select(hop_files.c.dataset_id).where(*(hop_files.c[k] == v for k, v in key.items()))
+                ).scalars()
+            )
+            rows = [
+                dict(
+                    key,
+                    dataset_id=e.dataset_id,
+                    campaign=campaign,
+                    src_site=src_site,
+                    dataset_type=e.dataset_type,
+                    collection=e.collection,
+                    bytes=e.bytes,
+                    adler32=e.adler32,
+                    state="registered",
+                    updated=_now(),
+                )
+                for e in entries
+                if e.dataset_id not in known
+            ]
+            if rows:
+                conn.execute(hop_files.insert(), rows)
+        return len(rows)
+
+    def record_arrived(self, *, run_key: str, hop: str, dst_site: str, entries: Iterable[HopEntry]) -> None:
+        """Record what the destination measured for each dataset it ingested (or already had)."""
+        self._update_arrivals(run_key, hop, dst_site, [(e.dataset_id, e.bytes, e.adler32, "arrived", None) for e in entries])
+
+    def record_rejected(self, *, run_key: str, hop: str, dst_site: str, rejected: Iterable[tuple[str, str]]) -> None:
+        """Record datasets the destination refused (missing file, wrong checksum), with why."""
+        self._update_arrivals(run_key, hop, dst_site, [(d, None, None, "rejected", why) for d, why in rejected])
+
+    def _update_arrivals(self, run_key: str, hop: str, dst_site: str, updates: list[tuple]) -> None:
+        if not updates:
+            return
+        stmt = (
+            hop_files.update()
+            .where(
+                hop_files.c.run_key == run_key,
+                hop_files.c.hop == hop,
+                hop_files.c.dst_site == dst_site,
+                hop_files.c.dataset_id == sa.bindparam("b_id"),
+            )
+            .values(
+                dst_bytes=sa.bindparam("b_bytes"),
+                dst_adler32=sa.bindparam("b_adler"),
+                state=sa.bindparam("b_state"),
+                detail=sa.bindparam("b_detail"),
+                updated=_now(),
+            )
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt,
+                [
+                    {"b_id": d, "b_bytes": b, "b_adler": a, "b_state": s, "b_detail": why}
+                    for d, b, a, s, why in updates
+                ],
+            )
+
+    def hop_balances(self, run_key: str, hop: str | None = None, dst_site: str | None = None) -> list[HopBalance]:
+        """Per (hop, source, destination): what was sent, what arrived intact, and every problem."""
+        query = sa.select(hop_files).where(hop_files.c.run_key == run_key)
+        if hop:
+            query = query.where(hop_files.c.hop == hop)
+        if dst_site:
+            query = query.where(hop_files.c.dst_site == dst_site)
+        balances: dict[tuple[str, str, str], HopBalance] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query.order_by(hop_files.c.hop, hop_files.c.src_site, hop_files.c.dataset_id)):
+                bal = balances.setdefault(
+                    (row.hop, row.src_site, row.dst_site), HopBalance(row.hop, row.src_site, row.dst_site)
+                )
+                bal.sent += 1
+                bal.sent_bytes += row.bytes
+                intact = row.state == "arrived" and row.dst_bytes == row.bytes and row.dst_adler32 == row.adler32
+                if intact:
+                    bal.arrived += 1
+                    bal.arrived_bytes += row.dst_bytes
+                else:
+                    bal.problems.append(_describe_problem(row))
+        return list(balances.values())
+
+    def check_balanced(self, run_key: str, hop: str | None = None, dst_site: str | None = None) -> list[HopBalance]:
+        """Return the balances, or raise LedgerUnbalanced naming every dataset not intact."""
+        balances = self.hop_balances(run_key, hop, dst_site)
+        bad = [b for b in balances if not b.balanced]
+        if bad:
+            lines = [f"{b.hop} {b.src_site}->{b.dst_site}: {b.arrived}/{b.sent} intact" for b in bad]
+            lines += [f"  {p}" for b in bad for p in b.problems[:20]]
+            raise LedgerUnbalanced("ledger does not balance for run " + run_key + ":\n" + "\n".join(lines))
+        return balances
+
+    # -- steps -------------------------------------------------------------------------------
+    def record_step(
+        self,
+        *,
+        run_key: str,
+        campaign: str,
+        dag_run_id: str,
+        site: str,
+        step: str,
+        group_label: str,
+        output_run: str,
+        status: str,
+        quanta: dict,
+        started: dt.datetime,
+        finished: dt.datetime,
+        duration_s: float,
+    ) -> None:
+        """Upsert the latest outcome of one group of one step; attempts counts the tries."""
+        key = dict(run_key=run_key, site=site, step=step, group_label=group_label)
+        values = dict(
+            campaign=campaign,
+            dag_run_id=dag_run_id,
+            output_run=output_run,
+            status=status,
+            quanta_total=int(quanta.get("total", 0)),
+            quanta_succeeded=int(quanta.get("succeeded", 0)),
+            quanta_failed=int(quanta.get("failed", 0)),
+            started=started,
+            finished=finished,
+            duration_s=duration_s,
+        )
+        where = [step_runs.c[k] == v for k, v in key.items()]
+        with self.engine.begin() as conn:
+            previous = conn.execute(sa.select(step_runs.c.attempts).where(*where).with_for_update()).scalar()
+            if previous is None:
+                conn.execute(step_runs.insert().values(**key, **values, attempts=1))
+            else:
+                conn.execute(step_runs.update().where(*where).values(**values, attempts=previous + 1))
+
+    def step_records(self, run_key: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(step_runs).where(step_runs.c.run_key == run_key).order_by(step_runs.c.started)
+            )
+            return [dict(r._mapping) for r in rows]
+
+
+def _describe_problem(row) -> str:
+    where = f"{row.dataset_type} {row.dataset_id} ({row.collection})"
+    if row.state == "registered":
+        return f"{where}: sent, never arrived"
+    if row.state == "rejected":
+        return f"{where}: refused at {row.dst_site}: {row.detail}"
+    return f"{where}: arrived as {row.dst_bytes} B adler32 {row.dst_adler32}, sent {row.bytes} B adler32 {row.adler32}"

@@ -1,0 +1,96 @@
+"""The Rucio-shaped interface every hop goes through: register -> replicate -> wait -> ingest.
+
+The names follow Rucio: a hop's files are attached to a *dataset* DID registered at the source
+RSE; a *replication rule* asks for a copy at the destination RSE; the rule's state says when the
+copy is complete. The local implementation (local.py) does the same with plain files; a Rucio
+implementation slots in behind this class without changing operators or DAGs.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..errors import DrpError
+
+RuleState = Literal["OK", "REPLICATING", "STUCK", "SUSPENDED"]
+
+
+@dataclass
+class ManifestEntry:
+    """One dataset's file as the source registered it (what lsst-rucio-register's sidecar carries)."""
+
+    dataset_id: str
+    dataset_type: str
+    run: str
+    relpath: str
+    bytes: int
+    adler32: str
+    path: str = ""  # absolute path at the source; not needed at the destination
+    data_id: dict = field(default_factory=dict)
+    ref: str | dict = ""  # serialized DatasetRef, rebuilt at the destination with the same UUID
+
+
+@dataclass
+class Manifest:
+    repo: str
+    entries: list[ManifestEntry]
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        raw = json.loads(Path(path).read_text())
+        return cls(repo=raw.get("repo", ""), entries=[ManifestEntry(**e) for e in raw["entries"]])
+
+    def write(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps({"repo": self.repo, "entries": [asdict(e) for e in self.entries]}))
+        tmp.replace(path)  # readers never see half a manifest
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.entries)
+
+
+@dataclass
+class RuleStatus:
+    rule_id: str
+    state: RuleState
+    files_total: int
+    files_ok: int
+    bytes_ok: int
+    errors: list[str] = field(default_factory=list)  # one line per failing file, for on-call
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TransferError(DrpError):
+    """A hop cannot proceed; the message names the hop, sites and what to do."""
+
+
+class TransferService(ABC):
+    """What a hop needs from the data-movement system (Rucio in production)."""
+
+    @abstractmethod
+    def register(self, dataset_did: str, source_rse: str, manifest: Manifest) -> int:
+        """Attach the manifest's files to the dataset DID at the source RSE; returns files newly added."""
+
+    @abstractmethod
+    def replicate(self, dataset_did: str, destination_rse: str) -> str:
+        """Ask for a copy at the destination; returns the rule id, the existing one if already asked."""
+
+    @abstractmethod
+    def rule_status(self, rule_id: str) -> RuleStatus:
+        """Where the rule stands; cheap enough to poll from a trigger."""
+
+    @abstractmethod
+    def replica_dir(self, destination_rse: str) -> Path:
+        """Directory under which files land at the destination, by their manifest relpath."""
+
+    @abstractmethod
+    def manifest(self, dataset_did: str) -> Manifest:
+        """The registered files and their metadata (the destination ingests from this)."""

@@ -1,0 +1,61 @@
+"""What every campaign operator shares: its campaign, its site, and the run it belongs to."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from drp_campaign import graph
+from drp_campaign.config import CampaignConfig, SiteConfig, load_campaign
+from drp_campaign.ledger import Ledger
+
+
+class CampaignOperator(BaseOperator):
+    """Base of the campaign's operators.
+
+    Operators carry only the campaign file path and names (site, step, hop): the config is loaded
+    again on the worker, so a task always runs against the validated file, and XComs stay small.
+    """
+
+    template_fields = ("campaign_file", "sites_file")
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, campaign_file: str, sites_file: str | None = None, site: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.campaign_file = campaign_file
+        self.sites_file = sites_file
+        self.site = site
+
+    @cached_property
+    def campaign(self) -> CampaignConfig:
+        return load_campaign(self.campaign_file, self.sites_file)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger()
+
+    def site_config(self, name: str | None = None) -> SiteConfig:
+        return self.campaign.sites_config.sites[name or self.site]
+
+    @staticmethod
+    def run_key(context) -> str:
+        return graph.run_key(context["run_id"])
+
+    def selected_sites(self, context) -> list[str]:
+        return list(context["params"].get("sites") or self.campaign.campaign_sites())
+
+    def selected_tracts(self, context) -> list[int]:
+        return [int(t) for t in (context["params"].get("tracts") or [])]
+
+    def is_dry_run(self, context) -> bool:
+        return bool(context["params"].get("dry_run"))
+
+    def skip_unless_selected(self, context, site: str | None = None) -> None:
+        """A site left out of this run (trigger form) skips its own tasks, and only those."""
+        site = site or self.site
+        if site not in self.selected_sites(context):
+            raise AirflowSkipException(f"site {site} is not selected for this run")
+        if not graph.plan_groups(self.campaign, site, self.selected_tracts(context)):
+            raise AirflowSkipException(f"site {site} has none of the selected tracts")

@@ -1,0 +1,162 @@
+"""Operators for one hop between two sites: register at the source, replicate, ingest, verify.
+
+The wait between replicate and ingest is a deferrable sensor (sensors/hops.py). Each task is
+idempotent: re-registering adds nothing twice, replicate finds the existing rule, ingest skips
+datasets already present, verify only reads the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+from airflow.sdk.exceptions import AirflowException
+
+from drp_campaign import graph, settings
+from drp_campaign.hooks.stack import StackHook
+from drp_campaign.hooks.transfer import TransferHook
+from drp_campaign.ledger import HopEntry, LedgerUnbalanced
+from drp_campaign.transfer.base import Manifest
+
+from .base import CampaignOperator
+
+
+class HopOperator(CampaignOperator):
+    """A task of one hop for one (source, destination) pair; `site` is the non-hub end."""
+
+    template_fields = CampaignOperator.template_fields
+    ui_color = "#f3e8fd"
+
+    def __init__(self, *, hop: str, **kwargs):
+        super().__init__(**kwargs)
+        self.hop = hop
+
+    @cached_property
+    def direction(self) -> str:
+        return self.campaign.hops[self.hop].direction
+
+    @property
+    def source(self) -> str:
+        return self.site if self.direction == "fan_in" else self.campaign.hub()
+
+    @property
+    def destination(self) -> str:
+        return self.campaign.hub() if self.direction == "fan_in" else self.site
+
+    def dataset_did(self, context) -> str:
+        """One Rucio dataset per (run, hop, source): scope is the campaign."""
+        return f"{self.campaign.name}:{self.run_key(context)}/{self.hop}/{self.source}"
+
+    def manifest_file(self, context, kind: str):
+        return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination}.{kind}.json"
+
+    def pair(self) -> str:
+        return f"hop {self.hop} {self.source}->{self.destination}"
+
+
+class RegisterHopOperator(HopOperator):
+    """Export the hop's dataset types from the source Butler and register them for transfer."""
+
+    def execute(self, context) -> dict:
+        self.skip_unless_selected(context)
+        key = self.run_key(context)
+        hop = self.campaign.hops[self.hop]
+        manifest_path = self.manifest_file(context, "source")
+        result = StackHook(self.site_config(self.source)).run(
+            "export-hop",
+            [
+                "--repo", str(self.site_config(self.source).butler_repo_path()),
+                "--collections", graph.site_runs_pattern(self.campaign, key, self.source),
+                "--dataset-types", ",".join(hop.dataset_types),
+                "--manifest", str(manifest_path),
+            ],
+        )  # fmt: skip
+        manifest = Manifest.read(manifest_path)
+        did = self.dataset_did(context)
+        rse = self.site_config(self.source).rucio.disk_rse
+        added = TransferHook().get_service().register(did, rse, manifest)
+        new_rows = self.ledger.record_registered(
+            run_key=key,
+            campaign=self.campaign.name,
+            hop=self.hop,
+            src_site=self.source,
+            dst_site=self.destination,
+            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
+        )
+        self.log.info(
+            "%s: registered %d datasets (%d B) as %s at %s (%d new files, %d new ledger rows); by type %s",
+            self.pair(), len(manifest.entries), manifest.total_bytes, did, rse, added, new_rows, result.get("by_type"),
+        )  # fmt: skip
+        if not manifest.entries and not self.is_dry_run(context):
+            raise AirflowException(
+                f"{self.pair()}: nothing to send: no {list(hop.dataset_types)} in "
+                f"{graph.site_runs_pattern(self.campaign, key, self.source)} at {self.source}; "
+                "check that the steps before this hop produced them"
+            )
+        return {"did": did, "files": len(manifest.entries), "bytes": manifest.total_bytes}
+
+
+class ReplicateHopOperator(HopOperator):
+    """Ask for the registered dataset at the destination RSE; returns the rule id."""
+
+    def execute(self, context) -> str:
+        self.skip_unless_selected(context)
+        did = self.dataset_did(context)
+        rse = self.site_config(self.destination).rucio.disk_rse
+        rule_id = TransferHook().get_service().replicate(did, rse)
+        self.log.info("%s: rule %s for %s -> %s", self.pair(), rule_id, did, rse)
+        return rule_id
+
+
+class IngestHopOperator(HopOperator):
+    """Ingest what arrived into the destination Butler with the same UUIDs; record it in the ledger."""
+
+    def execute(self, context) -> dict:
+        self.skip_unless_selected(context)
+        key = self.run_key(context)
+        service = TransferHook().get_service()
+        manifest_path = self.manifest_file(context, "registered")
+        service.manifest(self.dataset_did(context)).write(manifest_path)
+        dest = self.site_config(self.destination)
+        result = StackHook(dest).run(
+            "ingest-hop",
+            [
+                "--repo", str(dest.butler_repo_path()),
+                "--manifest", str(manifest_path),
+                "--replica-dir", str(service.replica_dir(dest.rucio.disk_rse)),
+                "--chain", graph.site_chain(self.campaign, key),
+            ],
+        )  # fmt: skip
+        arrived = [HopEntry(e["dataset_id"], e["dataset_type"], e["run"], e["bytes"], e["adler32"]) for e in result["entries"]]
+        self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination, entries=arrived)
+        rejected = [(r["dataset_id"], r["reason"]) for r in result.get("rejected", [])]
+        self.ledger.record_rejected(run_key=key, hop=self.hop, dst_site=self.destination, rejected=rejected)
+        self.log.info(
+            "%s: ingested %d, already present %d, rejected %d",
+            self.pair(), result["ingested"], result["already_present"], len(rejected),
+        )  # fmt: skip
+        if rejected:
+            raise AirflowException(
+                f"{self.pair()}: {len(rejected)} datasets refused at {self.destination} and not ingested:\n"
+                + "\n".join(f"  {d}: {why}" for d, why in rejected[:20])
+                + "\nThe source copies are untouched: re-run replicate, then this task."
+            )
+        return {k: result[k] for k in ("ingested", "already_present")}
+
+
+class VerifyHopOperator(HopOperator):
+    """Fail loudly unless every dataset the source sent arrived intact at the destination."""
+
+    ui_color = "#fce8e6"
+
+    def execute(self, context) -> dict:
+        self.skip_unless_selected(context)
+        try:
+            balances = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination)
+        except LedgerUnbalanced as exc:
+            raise AirflowException(f"{self.pair()}: {exc}") from None
+        mine = [b for b in balances if b.src_site == self.source]
+        summary = {"sent": sum(b.sent for b in mine), "arrived": sum(b.arrived for b in mine), "bytes": sum(b.arrived_bytes for b in mine)}
+        self.log.info("%s: ledger balanced: %s", self.pair(), json.dumps(summary))
+        return summary
+

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run Airflow's four services natively (LocalExecutor, metadata DB on the local PostgreSQL).
+#   scripts/airflow-services.sh start   create/migrate the DB if needed, start, wait until healthy
+#   scripts/airflow-services.sh stop    stop every service this script started (by pid)
+#   scripts/airflow-services.sh status
+# Each service runs in its own session (setsid) with its pid kept, so stop reaches all of it.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+PIDS="$AIRFLOW_HOME/pids" LOGS="$AIRFLOW_HOME/logs/services"
+SERVICES=(api-server scheduler dag-processor triggerer)
+
+running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+prepare() {
+  mkdir -p "$PIDS" "$LOGS" "$AIRFLOW__CORE__PLUGINS_FOLDER"
+  # One JWT secret for all components (they sign and check each other's tokens).
+  [ -f "$AIRFLOW_HOME/jwt_secret" ] || head -c 32 /dev/urandom | base64 > "$AIRFLOW_HOME/jwt_secret"
+  # The UI login: user admin with a password generated once for this machine.
+  local pw="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+  [ -f "$pw" ] || printf '{"admin": "%s"}\n' "$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > "$pw"
+  if ! psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DRP_AIRFLOW_DB'" | grep -q 1; then
+    psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -qc "CREATE DATABASE \"$DRP_AIRFLOW_DB\""
+    echo "created database $DRP_AIRFLOW_DB"
+  fi
+  local t0=$SECONDS
+  airflow db migrate >"$LOGS/db-migrate.log" 2>&1 || { tail -20 "$LOGS/db-migrate.log" >&2; echo "error: airflow db migrate failed (log: $LOGS/db-migrate.log)" >&2; exit 1; }
+  echo "metadata DB $DRP_AIRFLOW_DB migrated in $((SECONDS - t0)) s"
+}
+
+start() {
+  prepare
+  export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
+  for svc in "${SERVICES[@]}"; do
+    if running "$svc"; then echo "$svc already running (pid $(cat "$PIDS/$svc.pid"))"; continue; fi
+    setsid nohup airflow "$svc" >"$LOGS/$svc.log" 2>&1 < /dev/null &
+    echo $! > "$PIDS/$svc.pid"
+  done
+  local deadline=$((SECONDS + 120))
+  until curl -fsS "http://127.0.0.1:$DRP_AIRFLOW_PORT/api/v2/monitor/health" 2>/dev/null | grep -q '"scheduler":{"status":"healthy"'; do
+    for svc in "${SERVICES[@]}"; do
+      running "$svc" || { tail -30 "$LOGS/$svc.log" >&2; echo "error: airflow $svc exited (log: $LOGS/$svc.log)" >&2; exit 1; }
+    done
+    [ $SECONDS -lt $deadline ] || { echo "error: Airflow not healthy after 120 s (logs: $LOGS)" >&2; exit 1; }
+    sleep 1
+  done
+  echo "Airflow is up: http://127.0.0.1:$DRP_AIRFLOW_PORT (logs: $LOGS)"
+}
+
+stop() {
+  for svc in "${SERVICES[@]}"; do
+    if running "$svc"; then
+      local pid; pid="$(cat "$PIDS/$svc.pid")"
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      echo "stopped $svc"
+    fi
+    rm -f "$PIDS/$svc.pid"
+  done
+}
+
+status() {
+  for svc in "${SERVICES[@]}"; do
+    if running "$svc"; then echo "$svc: running (pid $(cat "$PIDS/$svc.pid"))"; else echo "$svc: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

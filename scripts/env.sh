@@ -1,0 +1,26 @@
+# Sourced by the other scripts: where everything lives and how Airflow is configured here.
+# Override any of these in the environment before calling make.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DRP_WORK_DIR="${DRP_WORK_DIR:-$ROOT/var}"
+export DRP_STACK_PREFIX="${DRP_STACK_PREFIX:-$ROOT/.venvs/stack}"
+export DRP_CONTROLLER_PREFIX="${DRP_CONTROLLER_PREFIX:-$ROOT/.venvs/controller}"
+export DRP_LEDGER_URL="${DRP_LEDGER_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger}"
+export DRP_PG_HOST="${DRP_PG_HOST:-127.0.0.1}" DRP_PG_USER="${DRP_PG_USER:-postgres}"
+export DRP_AIRFLOW_DB="${DRP_AIRFLOW_DB:-drp_airflow}"
+export DRP_AIRFLOW_PORT="${DRP_AIRFLOW_PORT:-8090}"   # not 8080: a Rucio server wants that one
+
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$DRP_WORK_DIR/airflow}"
+export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$AIRFLOW_HOME/plugins"   # our plugin comes by entry point
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-6}"
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"
+export AIRFLOW__API__PORT="$DRP_AIRFLOW_PORT"
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__BASE_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT/execution/"
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=600
+export PATH="$DRP_CONTROLLER_PREFIX/bin:$PATH"

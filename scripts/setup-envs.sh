@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Create (or bring up to date) the two environments from the pinned lock files:
+#   .venvs/controller  Airflow 3.3 + clients (runs DAGs, operators, the CLI, the tests)
+#   .venvs/stack       the LSST science stack (Python 3.12): what a site's setup command activates
+# Re-running is cheap: an environment is rebuilt only when its lock file changed.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+python312() {
+  if command -v pyenv >/dev/null && [ -x "$(pyenv prefix 3.12.1 2>/dev/null)/bin/python3.12" ]; then
+    echo "$(pyenv prefix 3.12.1)/bin/python3.12"
+  elif command -v python3.12 >/dev/null; then command -v python3.12
+  else echo "error: Python 3.12 is needed (the LSST stack requires it); install it or pyenv 3.12.1" >&2; exit 1
+  fi
+}
+
+quiet_pip() {  # prefix args...: pip's chatter goes to a log, shown only when it fails
+  local prefix=$1; shift
+  local log="$prefix/.pip.log"
+  if ! "$prefix/bin/pip" install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2; echo "error: pip install $* failed in $prefix (log: $log)" >&2; exit 1
+  fi
+}
+
+make_env() {  # prefix lockfile
+  local prefix=$1 lock=$2 stamp="$1/.lock.sha256" want
+  want="$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "environment $prefix is up to date"; return
+  fi
+  echo "building $prefix from $lock ..."
+  local t0=$SECONDS
+  [ -x "$prefix/bin/python" ] || "$(python312)" -m venv "$prefix"
+  quiet_pip "$prefix" -r "$lock"
+  quiet_pip "$prefix" --no-deps -e .
+  "$prefix/bin/python" -c "import drp_campaign" || { echo "error: $prefix: drp_campaign not importable" >&2; exit 1; }
+  echo "$want" > "$stamp"
+  echo "built $prefix in $((SECONDS - t0)) s"
+}
+
+make_env "$DRP_CONTROLLER_PREFIX" requirements/controller.lock
+make_env "$DRP_STACK_PREFIX" requirements/stack.lock

@@ -1,0 +1,38 @@
+"""HopReplicationSensor: is the hop's replication rule satisfied? Waits deferred, in the triggerer."""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
+
+from drp_campaign.triggers.rule_state import RuleStateTrigger
+
+
+class HopReplicationSensor(BaseSensorOperator):
+    """Wait for a rule (id from the replicate task's XCom) to reach OK; fail naming stuck files."""
+
+    template_fields = ("rule_id",)
+    ui_color = "#fef7e0"
+
+    def __init__(self, *, rule_id: str, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rule_id = rule_id
+        self.poll_interval_s = poll_interval_s
+        self.stuck_after_s = stuck_after_s
+
+    def execute(self, context) -> None:
+        self.defer(
+            trigger=RuleStateTrigger(self.rule_id, poll_interval_s=self.poll_interval_s, stuck_after_s=self.stuck_after_s),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context, event: dict) -> dict:
+        if event["state"] != "OK":
+            errors = "\n".join(f"  {e}" for e in event.get("errors", [])[:50])
+            raise AirflowException(
+                f"rule {event['rule_id']} is {event['state']}: {event['files_ok']}/{event['files_total']} files "
+                f"replicated; failing files:\n{errors}\nFix the source or storage, then clear the replicate task "
+                "and this one: the retry re-evaluates the same rule."
+            )
+        self.log.info("rule %s OK: %d files, %d B", event["rule_id"], event["files_total"], event["bytes_ok"])
+        return {k: event[k] for k in ("rule_id", "files_total", "bytes_ok")}

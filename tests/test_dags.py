@@ -1,0 +1,85 @@
+"""DAG integrity: every campaign DAG imports cleanly and has the campaign's shape."""
+
+import os
+import time
+
+import pytest
+
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+
+from drp_campaign.settings import PROJECT_ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"campaign_test_3x3", "campaign_nightly"}
+
+
+def test_each_site_has_its_own_group_with_every_site_step_mapped(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    for site in ("USDF", "FRDF", "UKDF_RAL"):
+        for step in ("step1", "step2a", "step2b", "step2d", "step2e", "step3", "step4", "step5"):
+            task = dag.get_task(f"{site}.{step}")
+            assert task.task_group.group_id == site
+            assert type(task).__name__ == "MappedOperator", f"{site}.{step} should be mapped over work groups"
+        assert f"{site}.check_inputs" in dag.get_task(f"{site}.step1").upstream_task_ids
+    assert "UKDF_LANCS.step1" not in dag.task_dict
+
+
+def test_global_steps_wait_for_every_site_and_run_at_the_hub(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    step2c = dag.get_task("USDF.step2c")
+    assert step2c.upstream_task_ids == {"FRDF.gather_for_step2c.verify", "UKDF_RAL.gather_for_step2c.verify", "USDF.step2b"}
+    assert dag.get_task("USDF.final_qa").upstream_task_ids == {
+        "FRDF.return_products.verify", "UKDF_RAL.return_products.verify", "USDF.step5",
+    }  # fmt: skip
+    assert dag.get_task("campaign_report").upstream_task_ids == {"USDF.final_qa"}
+
+
+def test_hops_are_register_replicate_wait_ingest_verify(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    chain = ["register", "replicate", "wait", "ingest", "verify"]
+    for site in ("FRDF", "UKDF_RAL"):
+        for hop in ("gather_for_step2c", "distribute_step2c", "return_products"):
+            for before, after in zip(chain, chain[1:]):
+                assert f"{site}.{hop}.{before}" in dag.get_task(f"{site}.{hop}.{after}").upstream_task_ids
+        assert dag.get_task(f"{site}.distribute_step2c.register").upstream_task_ids == {"USDF.step2c"}
+        assert dag.get_task(f"{site}.step2d").upstream_task_ids == {f"{site}.check_inputs", f"{site}.distribute_step2c.verify"}
+    assert not any(t.startswith("USDF.gather_for_step2c") for t in dag.task_dict), "the hub sends nothing to itself"
+
+
+def test_the_wait_is_deferrable_and_queues_follow_the_sites(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    assert type(dag.get_task("FRDF.gather_for_step2c.wait")).__name__ == "HopReplicationSensor"
+    assert dag.get_task("FRDF.gather_for_step2c.register").queue == "frdf"
+    assert dag.get_task("FRDF.gather_for_step2c.ingest").queue == "usdf"
+    assert dag.get_task("FRDF.distribute_step2c.ingest").queue == "frdf"
+
+
+def test_the_trigger_form_offers_sites_tracts_and_dry_run(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    params = dag.params
+    assert params["sites"] == ["USDF", "FRDF", "UKDF_RAL"]
+    assert params["tracts"] == [] and params["dry_run"] is False
+    assert dag.schedule is None
+    assert dagbag.dags["campaign_nightly"].schedule == "0 3 * * *"
+
+
+def test_parsing_is_fast_and_touches_no_services(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("DAG parsing must not open network connections")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    t0 = time.perf_counter()
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    assert time.perf_counter() - t0 < 30  # generous: a sanity bound, the benchmark measures speed

@@ -1,0 +1,45 @@
+"""The campaign graph and the names a run's collections get (Airflow-free)."""
+
+from drp_campaign import graph
+from drp_campaign.config import load_campaign
+from drp_campaign.settings import CAMPAIGNS_DIR
+
+
+def campaign():
+    return load_campaign(CAMPAIGNS_DIR / "test-3x3.yaml")
+
+
+def test_stages_are_in_dependency_order():
+    g = graph.build_graph(campaign())
+    order = list(g.stages)
+    for name, stage in g.stages.items():
+        for dep in stage.after:
+            assert order.index(dep) < order.index(name), f"{dep} must come before {name}"
+    assert order[0] == "step1" and order[-1] == "final_qa"
+
+
+def test_stage_kinds_follow_the_campaign_file():
+    g = graph.build_graph(campaign())
+    assert g.stages["step2c"].is_global_step and g.stages["step2c"].site == "USDF"
+    assert g.stages["step2b"].is_site_step
+    assert g.stages["gather_for_step2c"].scope == "fan_in"
+    assert g.stages["gather_for_step2c"].dataset_types == ("isolated_star", "preliminary_visit_summary")
+    assert g.stages["distribute_step2c"].scope == "fan_out"
+    assert g.remote_sites() == ["FRDF", "UKDF_RAL"]
+
+
+def test_groups_split_a_sites_tracts_and_honour_the_selection():
+    c = campaign()
+    assert [g.tracts for g in graph.plan_groups(c, "FRDF")] == [(2,), (3,)]
+    assert [g.label for g in graph.plan_groups(c, "FRDF")] == ["g000", "g001"]
+    assert [g.tracts for g in graph.plan_groups(c, "FRDF", [3, 4])] == [(3,)]
+    assert graph.plan_groups(c, "FRDF", [0]) == []
+    c.tracts_per_group = 2
+    assert [g.tracts for g in graph.plan_groups(c, "USDF")] == [(0, 1)]
+
+
+def test_run_key_is_safe_for_paths_and_collections():
+    key = graph.run_key("manual__2026-11-25T17:00:00.123456+00:00")
+    assert key == "manual__2026-11-25T17-00-00-123456-00-00"
+    assert graph.output_run(campaign(), key, "FRDF", "step2b", "g001") == f"drp/test-3x3/{key}/FRDF/step2b/g001"
+    assert graph.site_runs_pattern(campaign(), key, "FRDF") == f"drp/test-3x3/{key}/FRDF/*"

@@ -1,0 +1,67 @@
+"""The ledger balances only when every dataset sent arrived with the same size and checksum."""
+
+import pytest
+
+from drp_campaign.ledger import HopEntry, Ledger, LedgerUnbalanced
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+def sent(n):
+    return [HopEntry(f"id-{i}", "isolated_star", "drp/x/FRDF/step2b/g000", 100 + i, f"{i:08x}") for i in range(n)]
+
+
+def register(ledger, entries, dst="USDF"):
+    return ledger.record_registered(
+        run_key="r1", campaign="test-3x3", hop="gather", src_site="FRDF", dst_site=dst, entries=entries
+    )
+
+
+def test_balanced_when_everything_arrives_intact(ledger):
+    assert register(ledger, sent(3)) == 3
+    ledger.record_arrived(run_key="r1", hop="gather", dst_site="USDF", entries=sent(3))
+    [balance] = ledger.check_balanced("r1")
+    assert (balance.sent, balance.arrived, balance.arrived_bytes) == (3, 3, 303)
+
+
+def test_registering_twice_adds_nothing(ledger):
+    register(ledger, sent(3))
+    assert register(ledger, sent(3)) == 0
+    assert ledger.hop_balances("r1")[0].sent == 3
+
+
+def test_missing_and_damaged_datasets_are_named(ledger):
+    register(ledger, sent(3))
+    damaged = HopEntry("id-1", "isolated_star", "drp/x/FRDF/step2b/g000", 101, "deadbeef")
+    ledger.record_arrived(run_key="r1", hop="gather", dst_site="USDF", entries=[sent(1)[0], damaged])
+    with pytest.raises(LedgerUnbalanced) as err:
+        ledger.check_balanced("r1")
+    message = str(err.value)
+    assert "gather FRDF->USDF: 1/3 intact" in message
+    assert "id-1" in message and "adler32 deadbeef" in message
+    assert "id-2" in message and "never arrived" in message
+
+
+def test_rejected_datasets_carry_the_reason(ledger):
+    register(ledger, sent(1))
+    ledger.record_rejected(run_key="r1", hop="gather", dst_site="USDF", rejected=[("id-0", "checksum mismatch")])
+    [balance] = ledger.hop_balances("r1")
+    assert not balance.balanced
+    assert "refused at USDF: checksum mismatch" in balance.problems[0]
+
+
+def test_step_attempts_count_retries(ledger):
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 25)
+    for status in ("failed", "succeeded"):
+        ledger.record_step(
+            run_key="r1", campaign="test-3x3", dag_run_id="manual__x", site="FRDF", step="step2b",
+            group_label="g000", output_run="run", status=status, quanta={"total": 2, "succeeded": 2},
+            started=now, finished=now, duration_s=1.5,
+        )  # fmt: skip
+    [record] = ledger.step_records("r1")
+    assert record["status"] == "succeeded" and record["attempts"] == 2

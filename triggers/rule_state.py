@@ -1,0 +1,55 @@
+"""RuleStateTrigger: the poll loop a hop's wait hands to the triggerer (no worker slot held)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from drp_campaign.transfer import transfer_service
+
+
+class RuleStateTrigger(BaseTrigger):
+    """Poll a replication rule until it is OK, or STUCK/SUSPENDED for longer than `stuck_after_s`.
+
+    Rucio retries stuck transfers itself, so a STUCK rule is given time before the task fails.
+    """
+
+    def __init__(self, rule_id: str, service_kind: str | None = None, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0):
+        super().__init__()
+        self.rule_id = rule_id
+        self.service_kind = service_kind
+        self.poll_interval_s = poll_interval_s
+        self.stuck_after_s = stuck_after_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "drp_campaign.triggers.rule_state.RuleStateTrigger",
+            {
+                "rule_id": self.rule_id,
+                "service_kind": self.service_kind,
+                "poll_interval_s": self.poll_interval_s,
+                "stuck_after_s": self.stuck_after_s,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        service = transfer_service(self.service_kind)
+        stuck_since: float | None = None
+        while True:
+            status = await asyncio.to_thread(service.rule_status, self.rule_id)
+            if status.state == "OK":
+                yield TriggerEvent(status.to_dict())
+                return
+            if status.state in ("STUCK", "SUSPENDED"):
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since >= self.stuck_after_s:
+                    yield TriggerEvent(status.to_dict())
+                    return
+            else:
+                stuck_since = None
+            self.log.info("rule %s: %s, %d/%d files", self.rule_id, status.state, status.files_ok, status.files_total)
+            await asyncio.sleep(self.poll_interval_s)
