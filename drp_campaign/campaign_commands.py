@@ -57,7 +57,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Trigger the campaign's DAG over Airflow's REST API, follow it, print the summary."""
     from drp_campaign.airflow_client import AirflowClient
-    from drp_campaign.graph import run_key
+    from drp_campaign.graph import build_graph, run_key
 
     campaign = load_campaign(args.campaign, args.sites_file)
     dag_id = campaign.dag_id()
@@ -73,27 +73,38 @@ def run(args: argparse.Namespace) -> int:
     print(f"triggered {dag_id} run {run_id} (conf {json.dumps(conf)}); following it:")
     state = client.follow(dag_id, run_id, timeout_s=args.timeout)
     print()
-    print(task_summary(client.task_states(dag_id, run_id)))
+    print(task_summary(client.task_states(dag_id, run_id), campaign.campaign_sites(), list(build_graph(campaign).stages)))
     print()
     print_report(run_key(run_id))
     return EXIT_OK if state == "success" else EXIT_FAILED
 
 
-def task_summary(states) -> str:
-    """Per site: each step/hop task and its state (mapped groups folded into one line)."""
-    by_site: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+def task_summary(states, sites: list[str], stage_order: list[str]) -> str:
+    """A table: one row per stage (step or hop), one column per site; mapped groups and a hop's
+    five tasks fold into one cell, e.g. `success x2` or `failed 1, success 1`."""
+    cells: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for t in states:
         site, _, rest = t.task_id.partition(".")
-        if not rest:
-            site, rest = "campaign", site
-        by_site[site][rest].append(t.state or "none")
-    lines = ["Tasks per site (state, or state x count for mapped groups):"]
-    for site in sorted(by_site):
-        cells = []
-        for task, st in by_site[site].items():
-            counts = {s: st.count(s) for s in dict.fromkeys(st)}
-            cells.append(f"{task}=" + ",".join(f"{s}x{n}" if len(st) > 1 else s for s, n in counts.items()))
-        lines.append(f"  {site}: " + "  ".join(cells))
+        if site not in sites:
+            site, rest = "", t.task_id
+        cells[rest.split(".")[0]][site].append(t.state or "none")
+
+    def fold(st: list[str]) -> str:
+        if not st:
+            return "-"
+        if len(set(st)) == 1:
+            return st[0] + (f" x{len(st)}" if len(st) > 1 else "")
+        return ", ".join(f"{s} {st.count(s)}" for s in sorted(set(st)))
+
+    width = max(len(s) for s in sites) + 12
+    lines = ["Task states (rows: steps and hops; mapped groups and hop tasks folded):",
+             f"  {'':<20}" + "".join(f"{s:<{width}}" for s in sites)]
+    order = ["check_inputs", *stage_order, "campaign_report"]
+    for stage, by_site in sorted(cells.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+        if "" in by_site:
+            lines.append(f"  {stage:<20}{fold(by_site['']):<{width}}")
+        else:
+            lines.append(f"  {stage:<20}" + "".join(f"{fold(by_site.get(s, [])):<{width}}" for s in sites))
     return "\n".join(lines)
 
 
