@@ -16,6 +16,7 @@ test: envs
 	@bash scripts/test.sh
 
 benchmark: envs
+	@bash scripts/airflow-services.sh start
 	@bash scripts/with-env.sh python benchmarks/controller_overhead.py $(CAMPAIGN)
 
 airflow-start: envs

@@ -109,6 +109,20 @@ class AirflowClient:
             for t in raw["task_instances"]
         ]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+        """The text of every try of one task instance, oldest first."""
+        ti = self._get(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}")
+        text = []
+        for attempt in range(1, ti["try_number"] + 1):
+            raw = self._get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/logs/{attempt}",
+                map_index=map_index,
+                full_content="true",
+            )
+            content = raw.get("content", [])
+            text += [e.get("event", "") if isinstance(e, dict) else str(e) for e in content]
+        return "\n".join(text)
+
     def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
         """Clear the run's failed (and upstream-failed) tasks so they run again: a retry."""
         body = {"dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True}

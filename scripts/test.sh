@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# make test: the whole suite. Unit tests first; then integration tests on the real stack and
+# Butler repos; then the end-to-end campaigns in real Airflow services, which the tests start
+# and stop themselves (own work dir, databases and port: a running demo is left alone).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+if ! pg_isready -h "$DRP_PG_HOST" -q; then
+  echo "PostgreSQL is not answering on $DRP_PG_HOST:5432; starting it"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  for _ in $(seq 1 30); do pg_isready -h "$DRP_PG_HOST" -q && break; sleep 1; done
+fi
+exec "$DRP_CONTROLLER_PREFIX/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,164 @@
+"""The whole 3x3 campaign in real Airflow, with real Butler repos and the real stack.
+
+1. A clean run: every task succeeds, the ledger balances, USDF holds exactly the expected
+   products, and datasets keep their UUIDs across sites.
+2. A fault: one quantum of step2b at FRDF fails. FRDF's task fails naming that quantum; the other
+   sites run up to the fan-in barrier and step2c does not start. With the fault removed, a retry
+   (clearing the failed tasks) completes the campaign with no duplicated dataset and a balanced
+   ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from drp_campaign import graph
+from drp_campaign.airflow_client import AirflowClient
+from drp_campaign.config import load_campaign
+from drp_campaign.faults import faults_file
+from drp_campaign.ledger import Ledger
+from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
+from drp_campaign.stack import run_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+CAMPAIGN_FILE = CAMPAIGNS_DIR / "test-3x3.yaml"
+DAG_ID = "campaign_test_3x3"
+
+
+@pytest.fixture(scope="module")
+def campaign(airflow_env):
+    c = load_campaign(CAMPAIGN_FILE)
+    subprocess.run([f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(CAMPAIGN_FILE)], check=True, env=airflow_env)
+    return c
+
+
+@pytest.fixture(scope="module")
+def client(airflow_env, campaign):
+    c = AirflowClient()
+    c.wait_for_dag(DAG_ID)
+    c.unpause(DAG_ID)
+    return c
+
+
+def expected_products(campaign) -> dict[str, int]:
+    """What USDF must hold after a full run, from the synthetic sky's size: one per data ID."""
+    sky = campaign.data.synthetic
+    tracts = sum(len(t) for t in campaign.tracts.values())
+    visits = tracts * sky.visits_per_tract
+    return {
+        "isolated_star": tracts,
+        "preliminary_visit_summary": visits,
+        "fgcm_fit": 1,
+        "fgcm_photo_calib": 1,
+        "deep_coadd": tracts * sky.patches_per_tract * len(sky.bands),
+        "visit_summary": visits,
+        "object_table": tracts,
+        "qa_metrics": tracts,
+        "campaign_qa_summary": 1,
+    }
+
+
+def stack(campaign, site, subcommand, *args):
+    return run_stack(campaign.sites_config.sites[site], subcommand, list(args), log=lambda line: None)
+
+
+def hub_counts(campaign, key):
+    """Every dataset (not just the first found) in every RUN of the hub's chain: duplicates would show."""
+    hub = campaign.sites_config.sites["USDF"]
+    types = ",".join(expected_products(campaign))
+    return stack(campaign, "USDF", "count-datasets", "--repo", str(hub.butler_repo_path()),
+                 "--collections", graph.site_chain(campaign, key), "--dataset-types", types)  # fmt: skip
+
+
+def dataset_ids(campaign, site, key, runs_of, types, tmp_path):
+    """UUIDs of `types` at `site` in the RUNs that `runs_of` produced, read from that site's Butler."""
+    manifest = tmp_path / f"{site}-{runs_of}.json"
+    stack(campaign, site, "export-hop", "--repo", str(campaign.sites_config.sites[site].butler_repo_path()),
+          "--collections", graph.site_runs_pattern(campaign, key, runs_of), "--dataset-types", types,
+          "--manifest", str(manifest))  # fmt: skip
+    return {e["dataset_id"] for e in json.loads(manifest.read_text())["entries"]}
+
+
+def states_by_task(client, run_id):
+    states: dict[str, list[str | None]] = {}
+    for t in client.task_states(DAG_ID, run_id):
+        states.setdefault(t.task_id, []).append(t.state)
+    return states
+
+
+def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
+    run_id = client.trigger(DAG_ID)
+    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+    key = graph.run_key(run_id)
+
+    states = states_by_task(client, run_id)
+    assert all(s == ["success"] * len(s) for s in states.values()), states
+    assert len(states["FRDF.step1"]) == 2, "two tract groups at FRDF, one mapped task each"
+
+    balances = Ledger().check_balanced(key)
+    assert {(b.hop, b.src_site, b.dst_site) for b in balances} == {
+        (hop, src, dst)
+        for site in ("FRDF", "UKDF_RAL")
+        for hop, src, dst in (
+            ("gather_for_step2c", site, "USDF"),
+            ("distribute_step2c", "USDF", site),
+            ("return_products", site, "USDF"),
+        )
+    }
+    assert all(b.sent > 0 and b.arrived == b.sent for b in balances)
+
+    assert hub_counts(campaign, key) == expected_products(campaign)
+
+    sent = dataset_ids(campaign, "FRDF", key, "FRDF", "isolated_star,object_table", tmp_path)
+    received = dataset_ids(campaign, "USDF", key, "FRDF", "isolated_star,object_table", tmp_path)
+    assert len(sent) == 4 and sent == received, "UUIDs are kept across the hop"
+
+    report = json.loads((PROJECT_ROOT / "var" / "test-e2e" / "reports" / f"{key}.json").read_text())
+    assert report["ledger_balanced"] is True
+    assert {s["step"] for s in report["steps"]} == set(campaign.steps)
+
+
+def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicates(client, campaign):
+    fault = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAssociation", "where": "tract = 2"}
+    faults_file().parent.mkdir(parents=True, exist_ok=True)
+    faults_file().write_text(yaml.safe_dump([fault]))
+    try:
+        run_id = client.trigger(DAG_ID)
+        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
+    finally:
+        faults_file().unlink()
+    key = graph.run_key(run_id)
+    states = states_by_task(client, run_id)
+
+    # FRDF's group with tract 2 failed, its other group succeeded; nothing after it at FRDF ran.
+    assert sorted(states["FRDF.step2b"]) == ["failed", "success"]
+    assert states["FRDF.gather_for_step2c.register"] == ["upstream_failed"]
+    # The other sites ran up to the fan-in barrier, and the barrier held.
+    for site in ("USDF", "UKDF_RAL"):
+        assert states[f"{site}.step2b"] == ["success", "success"]
+    assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
+    assert states["USDF.step2c"] == ["upstream_failed"]
+
+    # The failure names the quantum: in the task's log and in the ledger's step record.
+    [failed] = [r for r in Ledger().step_records(key) if r["status"] == "failed"]
+    assert (failed["site"], failed["step"], failed["quanta_failed"]) == ("FRDF", "step2b", 1)
+    log = client.task_log(DAG_ID, run_id, "FRDF.step2b", map_index=0)
+    assert "isolatedStarAssociation" in log and "tract" in log and "2" in log
+
+    client.clear_failed(DAG_ID, run_id)
+    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+
+    [retried] = [r for r in Ledger().step_records(key) if (r["site"], r["step"], r["group_label"]) == ("FRDF", "step2b", "g000")]
+    assert retried["status"] == "succeeded" and retried["attempts"] >= 2
+    Ledger().check_balanced(key)
+    assert hub_counts(campaign, key) == expected_products(campaign), "a retry must not duplicate datasets"
+    frdf = campaign.sites_config.sites["FRDF"]
+    frdf_counts = stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
+                        "--collections", graph.output_run(campaign, key, "FRDF", "step2b", "g000"),
+                        "--dataset-types", "isolated_star")  # fmt: skip
+    assert frdf_counts == {"isolated_star": 1}
