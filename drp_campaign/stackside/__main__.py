@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=1, default=str))
         tmp.replace(out)
-    print(text)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # the reader went away; the result file (if any) has it
+        pass
     return 0
 
 

@@ -246,11 +246,19 @@ def _split(value: str | None) -> list[str]:
 
 
 def matching_runs(butler, patterns: list[str]) -> list[str]:
-    """RUN collections whose names match any of the glob PATTERNS."""
+    """RUN collections whose names match any of the glob PATTERNS; a matching CHAINED collection
+    stands for the RUNs it holds (flattened)."""
     from lsst.daf.butler import CollectionType
 
-    runs = butler.collections.query("*", collection_types={CollectionType.RUN})
-    return sorted(r for r in runs if any(fnmatch.fnmatchcase(r, p) for p in patterns))
+    runs: set[str] = set()
+    for info in butler.collections.query_info("*"):
+        if not any(fnmatch.fnmatchcase(info.name, p) for p in patterns):
+            continue
+        if info.type == CollectionType.RUN:
+            runs.add(info.name)
+        elif info.type == CollectionType.CHAINED:
+            runs.update(butler.collections.query(info.name, flatten_chains=True, collection_types={CollectionType.RUN}))
+    return sorted(runs)
 
 
 def count_datasets(repo: Path, collections: str, dataset_types: str | None) -> dict[str, int]:

@@ -42,13 +42,19 @@ def pipetask_exe() -> str:
     return str(exe)
 
 
-def _run_exists(repo: Path, run: str) -> tuple[bool, list[str]]:
-    """Does RUN exist, and which task configs (init outputs) does it already hold."""
+def _run_exists(repo: Path, run: str, chain: str, site: str) -> tuple[bool, list[str]]:
+    """Does RUN exist, and which task configs (init outputs) does it already hold. Checks CHAIN."""
     from lsst.daf.butler import CollectionType
     from lsst.daf.butler.registry import MissingCollectionError
 
     butler, _ = open_butler(repo, writeable=False)
     with butler:
+        try:
+            butler.collections.get_info(chain)
+        except MissingCollectionError:
+            raise StacksideError(
+                f"input chain {chain!r} does not exist in repo {repo} (site {site}): run `check-inputs --chain {chain}` first"
+            ) from None
         try:
             info = butler.collections.get_info(run)
         except MissingCollectionError:
@@ -114,7 +120,7 @@ def run_step(
     summary_file.unlink(missing_ok=True)
     write_pipeline(spec, pipeline_file, step, fault_map)
 
-    exists, existing_configs = _run_exists(repo, output_run)
+    exists, existing_configs = _run_exists(repo, output_run, chain, site)
     cmd = [pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo), "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]
     if tracts:
         cmd += ["-d", f"skymap='{campaign.skymap}' AND tract IN ({', '.join(str(t) for t in tracts)})"]
