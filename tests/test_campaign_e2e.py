@@ -162,3 +162,38 @@ def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicate
                         "--collections", graph.output_run(campaign, key, "FRDF", "step2b", "g000"),
                         "--dataset-types", "isolated_star")  # fmt: skip
     assert frdf_counts == {"isolated_star": 1}
+
+
+def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, campaign):
+    run_id = client.trigger(DAG_ID, {"sites": ["USDF", "FRDF"], "tracts": [0, 2], "dry_run": True})
+    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+    key = graph.run_key(run_id)
+    states = states_by_task(client, run_id)
+
+    assert set(states["UKDF_RAL.check_inputs"]) == {"skipped"}, "a site left out skips its own tasks"
+    assert set(states["UKDF_RAL.gather_for_step2c.register"]) == {"skipped"}
+    assert states["USDF.step2c"] == ["success"], "the global step runs on the sites that were chosen"
+    assert len(states["USDF.step1"]) == 1 and len(states["FRDF.step1"]) == 1, "one group per chosen tract"
+
+    records = Ledger().step_records(key)
+    assert records and {r["status"] for r in records} <= {"dry_run", "empty"}
+    assert any(r["quanta_total"] > 0 for r in records), "a dry run still sizes each step's quantum graph"
+    usdf = campaign.sites_config.sites["USDF"]
+    written = stack(campaign, "USDF", "count-datasets", "--repo", str(usdf.butler_repo_path()),
+                    "--collections", graph.site_runs_pattern(campaign, key, "USDF"))  # fmt: skip
+    assert sum(written.values()) == 0, f"a dry run must write no datasets, found {written}"
+
+
+def test_the_api_server_serves_the_campaign_view(client, airflow_env):
+    import requests
+
+    from drp_campaign.ledger import campaign_runs
+
+    import sqlalchemy as sa
+
+    with Ledger().engine.connect() as conn:
+        run = conn.execute(sa.select(campaign_runs).order_by(campaign_runs.c.started)).first()
+    page = requests.get(f"{client.base_url}/drp/run", params={"run_id": run.dag_run_id}, timeout=30)
+    assert page.status_code == 200 and "Ledger balanced" in page.text and "gather_for_step2c" in page.text
+    plugins = client._get("/api/v2/plugins")["plugins"]
+    assert any(p["name"] == "drp_campaign" for p in plugins)

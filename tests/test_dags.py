@@ -83,3 +83,17 @@ def test_parsing_is_fast_and_touches_no_services(monkeypatch):
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
     assert time.perf_counter() - t0 < 30  # generous: a sanity bound, the benchmark measures speed
+
+
+def test_a_bad_campaign_file_is_left_out_and_logged_while_good_ones_load(tmp_path, caplog):
+    from drp_campaign.dag_factory import build_all_dags
+    from drp_campaign.settings import CAMPAIGNS_DIR
+
+    pipeline = str(CAMPAIGNS_DIR.parent / "pipelines" / "drp-mock.yaml")
+    good = (CAMPAIGNS_DIR / "test-3x3.yaml").read_text().replace("../pipelines/drp-mock.yaml", pipeline)
+    (tmp_path / "good.yaml").write_text(good)
+    (tmp_path / "bad.yaml").write_text(good.replace("name: test-3x3", "name: bad-one").replace("FRDF: [2, 3]", "FRDF: [2, 1]"))
+    with caplog.at_level("ERROR"):
+        dags = build_all_dags(tmp_path)
+    assert list(dags) == ["campaign_test_3x3"]
+    assert "bad.yaml" in caplog.text and "tract 1" in caplog.text
