@@ -281,3 +281,47 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path):
                        "--dataset-types", "isolated_star,fgcm_photo_calib,visit_image,deep_coadd,object_table,qa_metrics")  # fmt: skip
     assert counts == {"isolated_star": 6, "fgcm_photo_calib": 1, "visit_image": 48, "deep_coadd": 24,
                       "object_table": 6, "qa_metrics": 6}  # fmt: skip
+
+
+@pytest.mark.skipif(not os.environ.get("DRP_TEST_MULTISITE"), reason="set DRP_TEST_MULTISITE=1 (about 3 min more)")
+def test_three_sites_with_fan_in_and_fan_out(tmp_path: Path):
+    """The 3x3 flow across three repos: per-site steps, gather to USDF, step2c, distribute, per-site
+    steps, return products, final_qa; copies stand in for the transfer layer."""
+    work = tmp_path
+    tracts = {"USDF": "0,1", "FRDF": "2,3", "UKDF_RAL": "4,5"}
+    for site in tracts:
+        stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site))
+        assert stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site),
+                         "--chain", chain(site))["ok"]  # fmt: skip
+
+    def hop(src: str, dst: str, pattern: str, types: str, name: str) -> dict:
+        doc = manifest_of(work, src, pattern, types, f"{name}-{src}-{dst}")
+        replica = work / "rse" / dst
+        for e in doc["entries"]:
+            (replica / e["relpath"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(e["path"], replica / e["relpath"])
+        res = stackside(work, "ingest-hop", "--repo", repo(work, dst), "--manifest", str(work / "manifests" / f"{name}-{src}-{dst}.json"),
+                        "--replica-dir", str(replica), "--chain", chain(dst))  # fmt: skip
+        assert res["rejected"] == [] and res["ingested"] == len(doc["entries"]) > 0
+        return res
+
+    def per_site(steps):
+        for step in steps:
+            for site, ts in tracts.items():
+                res = run_step(work, site, step, "g", ts)
+                assert res["status"] == "succeeded" and res["quanta"]["total"] > 0, res
+
+    per_site(["step1", "step2a", "step2b"])
+    for site in ("FRDF", "UKDF_RAL"):
+        hop(site, "USDF", f"{PREFIX}/{site}/*", "isolated_star,preliminary_visit_summary", "gather")
+    assert run_step(work, "USDF", "step2c", "global", None)["status"] == "succeeded"
+    for site in ("FRDF", "UKDF_RAL"):
+        hop("USDF", site, f"{PREFIX}/USDF/step2c/*", "fgcm_photo_calib", "distribute")
+    per_site(["step2d", "step2e", "step3", "step4", "step5"])
+    for site in ("FRDF", "UKDF_RAL"):
+        hop(site, "USDF", f"{PREFIX}/{site}/*", "deep_coadd,object_table,qa_metrics,visit_summary", "return")
+    final = run_step(work, "USDF", "final_qa", "global", None)
+    assert final["status"] == "succeeded" and final["outputs"] == {"campaign_qa_summary": 1}
+    counts = stackside(work, "count-datasets", "--repo", repo(work, "USDF"), "--collections", chain("USDF"),
+                       "--dataset-types", "isolated_star,deep_coadd,object_table,qa_metrics,visit_summary")  # fmt: skip
+    assert counts == {"isolated_star": 6, "deep_coadd": 24, "object_table": 6, "qa_metrics": 6, "visit_summary": 24}
