@@ -14,13 +14,15 @@ import json
 import subprocess
 
 import pytest
+import requests
+import sqlalchemy as sa
 import yaml
 
 from drp_campaign import graph
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.config import load_campaign
 from drp_campaign.faults import faults_file
-from drp_campaign.ledger import Ledger
+from drp_campaign.ledger import Ledger, campaign_runs, hop_files
 from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
 from drp_campaign.stack import run_stack
 
@@ -184,15 +186,12 @@ def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, c
     assert sum(written.values()) == 0, f"a dry run must write no datasets, found {written}"
 
 
-def test_the_api_server_serves_the_campaign_view(client, airflow_env):
-    import requests
-
-    from drp_campaign.ledger import campaign_runs
-
-    import sqlalchemy as sa
-
+def test_the_api_server_serves_the_campaign_view(client):
+    """Runs after the full campaign above: its run's page shows the balanced ledger per hop."""
     with Ledger().engine.connect() as conn:
-        run = conn.execute(sa.select(campaign_runs).order_by(campaign_runs.c.started)).first()
+        with_hops = sa.select(hop_files.c.run_key).where(hop_files.c.state == "arrived")
+        run = conn.execute(sa.select(campaign_runs).where(campaign_runs.c.run_key.in_(with_hops))).first()
+    assert run is not None, "the full campaign test must have run first in this module"
     page = requests.get(f"{client.base_url}/drp/run", params={"run_id": run.dag_run_id}, timeout=30)
     assert page.status_code == 200 and "Ledger balanced" in page.text and "gather_for_step2c" in page.text
     plugins = client._get("/api/v2/plugins")["plugins"]
