@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
@@ -26,34 +27,49 @@ from drp_campaign.graph import build_graph, run_key
 from drp_campaign.ledger import Ledger
 
 
-def critical_path(campaign, step_records: list[dict]) -> tuple[float, list[str]]:
-    """Longest path (seconds of step time) through the graph, and the nodes on it."""
+def critical_path(campaign, step_records: list[dict]) -> tuple[float, list[tuple[str, str, float | None]]]:
+    """Longest path (seconds of step time) through the graph: (total, [(site, stage, step seconds or None for a hop)])."""
     graph = build_graph(campaign)
     longest_group: dict[tuple[str, str], float] = {}
     for r in step_records:
         k = (r["step"], r["site"])
         longest_group[k] = max(longest_group.get(k, 0.0), r["duration_s"])
     sites = campaign.campaign_sites()
-    best: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
+    best: dict[tuple[str, str | None], tuple[float, list]] = {}
 
-    def finish(name: str, site: str | None) -> tuple[float, list[str]]:
-        key = (name, site) if (name, site) in best else (name, None)
-        return best[key]
+    def finish(name: str, site: str | None) -> tuple[float, list]:
+        return best[(name, site)] if (name, site) in best else best[(name, None)]
 
     for stage in graph.stages.values():
         if stage.is_global_step:
-            deps = [finish(d, s) for d in stage.after for s in sites]
-            start = max(deps, default=(0.0, []))
+            start = max((finish(d, s) for d in stage.after for s in sites), default=(0.0, []))
             t = longest_group.get((stage.name, stage.site), 0.0)
-            best[(stage.name, None)] = (start[0] + t, [*start[1], f"{stage.site}.{stage.name} {t:.1f}s"])
+            best[(stage.name, None)] = (start[0] + t, [*start[1], (stage.site, stage.name, t)])
             continue
         for site in sites:
-            deps = [finish(d, site) for d in stage.after]
-            start = max(deps, default=(0.0, []))
-            t = longest_group.get((stage.name, site), 0.0) if stage.is_site_step else 0.0
-            label = f"{site}.{stage.name} {t:.1f}s" if stage.is_site_step else f"{site}.{stage.name} (hop)"
-            best[(stage.name, site)] = (start[0] + t, [*start[1], label])
-    return max(best.values())
+            start = max((finish(d, site) for d in stage.after), default=(0.0, []))
+            if stage.is_site_step:
+                t = longest_group.get((stage.name, site), 0.0)
+                best[(stage.name, site)] = (start[0] + t, [*start[1], (site, stage.name, t)])
+            elif site == graph.hub:  # the hub moves nothing to itself
+                best[(stage.name, site)] = start
+            else:
+                best[(stage.name, site)] = (start[0], [*start[1], (site, stage.name, None)])
+    return max(best.values(), key=lambda v: v[0])
+
+
+def airflow_time_on_path(path, task_states) -> tuple[float, float]:
+    """Along the path: Airflow task seconds of the steps (longest group) and of the hops' five tasks."""
+    durations: dict[str, list[float]] = {}
+    for t in task_states:
+        durations.setdefault(t.task_id, []).append(t.duration or 0.0)
+    steps = hops = 0.0
+    for site, stage, step_seconds in path:
+        if step_seconds is None:
+            hops += sum(max(v) for k, v in durations.items() if k.startswith(f"{site}.{stage}."))
+        else:
+            steps += max(durations.get(f"{site}.{stage}", [0.0]))
+    return steps, hops
 
 
 def run_campaign(client: AirflowClient, campaign) -> str:
@@ -86,13 +102,21 @@ def main() -> None:
     wall = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])).total_seconds()
     records = Ledger().step_records(run_key(run_id))
     step_seconds, path = critical_path(campaign, records)
+    step_tasks, hop_tasks = airflow_time_on_path(path, client.task_states(campaign.dag_id(), run_id))
     all_steps = sum(r["duration_s"] for r in records)
+    cores = os.cpu_count() or 1
+    floor = max(step_seconds, all_steps / cores)
+    labels = [f"{site}.{stage} {'(hop)' if t is None else f'{t:.1f}s'}" for site, stage, t in path]
     print(f"campaign {campaign.name}, run {run_id}")
-    print(f"  step runs recorded:            {len(records)} (sum of all step time {all_steps:.1f} s)")
-    print(f"  critical path:                 {' -> '.join(path)}")
-    print(f"  step time on critical path:    {step_seconds:.1f} s")
-    print(f"  campaign wall time (Airflow):  {wall:.1f} s")
-    print(f"  controller overhead ratio:     {wall / step_seconds:.2f}  (wall / critical-path step time)")
+    print(f"  critical path: {' -> '.join(labels)}")
+    print(f"  {'step time on the critical path (pipetask wall time)':<64} {step_seconds:7.1f} s")
+    print(f"  {"+ step tasks' own time around pipetask (setup, Butler, ledger)":<64} {step_tasks - step_seconds:7.1f} s")
+    print(f"  {'+ hop tasks on the path (register .. verify)':<64} {hop_tasks:7.1f} s")
+    print(f"  {'+ scheduling and queueing between tasks':<64} {wall - step_tasks - hop_tasks:7.1f} s")
+    print(f"  {'= campaign wall time (Airflow run start to end)':<64} {wall:7.1f} s")
+    print(f"  all step time, every site and group: {all_steps:.1f} s over {len(records)} step runs on {cores} cores")
+    print(f"controller overhead = wall / critical-path step time:  {wall / step_seconds:.2f}")
+    print(f"against the machine's floor max(critical path, all step time / cores) = {floor:.1f} s: {wall / floor:.2f}")
 
 
 if __name__ == "__main__":
