@@ -119,16 +119,17 @@ def prepend_to_chain(butler, chain: str, runs: Iterable[str]) -> list[str]:
 
 
 def _raw_dataset_type(butler, campaign: Campaign):
+    """The raw dataset type, with the dimensions of the pipeline spec and our mocked storage class."""
     from lsst.daf.butler import DatasetType
-
-    from .pipeline import storage_class_for
-
-    from ._config import load_pipeline_spec
-
-    spec = load_pipeline_spec(campaign.pipeline_path)
-    dims = spec.dataset_types.get(RAW, {}).get("dimensions", ["instrument", "visit", "detector"])
     from lsst.pipe.base.tests.mocks import MockStorageClass
 
+    from ._config import load_pipeline_spec
+    from .pipeline import storage_class_for
+
+    spec = load_pipeline_spec(campaign.pipeline_path)
+    if RAW not in spec.dataset_types:
+        raise StacksideError(f"{spec.path}: dataset_types has no {RAW!r}: the synthetic sky needs it")
+    dims = spec.dataset_types[RAW]["dimensions"]
     sc = MockStorageClass.get_or_register_mock(storage_class_for(RAW)).name
     return DatasetType(RAW, dims, sc, universe=butler.dimensions)
 
@@ -221,21 +222,28 @@ def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], c
                 found[visit_tract(data_id["visit"])] += 1
             else:
                 missing.append(f"raw visit={key[0]} detector={key[1]} (tract {visit_tract(key[0])})")
+        from lsst.daf.butler.registry import MissingCollectionError
+
         missing_colls = []
         for coll in campaign.input_collections:
-            if not butler.collections.query(coll):
+            try:
+                butler.collections.get_info(coll)
+            except MissingCollectionError:
                 missing_colls.append(coll)
         if missing_colls:
             missing.append(f"input collections missing: {missing_colls}")
             created = False
         else:
             created = ensure_chain(butler, chain, campaign.input_collections)
+    limit = 100
+    shown = missing[:limit] + ([f"... and {len(missing) - limit} more"] if len(missing) > limit else [])
     return {
         "ok": not missing,
+        "missing_count": len(missing),
         "site": site,
         "repo": str(repo),
         "raws_per_tract": {str(t): [found.get(t, 0), expected[t]] for t in tracts},
-        "missing": missing,
+        "missing": shown,
         "chain": chain,
         "chain_created": created,
     }
