@@ -41,3 +41,4 @@ make_env() {  # prefix lockfile
 
 make_env "$DRP_CONTROLLER_PREFIX" requirements/controller.lock
 make_env "$DRP_STACK_PREFIX" requirements/stack.lock
+make_env "$DRP_RUCIO_PREFIX" requirements/rucio.lock

@@ -1,0 +1,209 @@
+"""The local Rucio (scripts/rucio-server.sh, drp_campaign.rucio_local): a real Rucio 41 server.
+
+Runs in the controller environment, which has rucio-clients only: the server, its bootstrap and
+its daemons run in .venvs/rucio as subprocesses; this side talks REST with rucio.client.Client,
+configured from the connection.json the bootstrap writes. Own work dir, database and port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from drp_campaign.checksums import adler32
+from drp_campaign.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = PROJECT_ROOT / "scripts" / "rucio-server.sh"
+TEST_DB = "drp_rucio_test"
+TEST_PORT = "8082"
+SCOPE = "test-3x3"
+RSES = {"USDF_DISK": "DISK", "FRDF_DISK": "DISK", "UKDF_RAL_DISK": "DISK",
+        "UKDF_LANCS_DISK": "DISK", "USDF_TAPE": "TAPE"}
+
+
+def _drop_database(name: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc",
+                    f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
+
+
+@pytest.fixture(scope="module")
+def rucio(tmp_path_factory):
+    """A Rucio server brought up from nothing (no database, no work dir); stopped afterwards."""
+    work = tmp_path_factory.mktemp("rucio-work")
+    env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB,
+           "DRP_RUCIO_PORT": TEST_PORT}
+    env.pop("RUCIO_CONFIG", None)
+    _drop_database(TEST_DB)
+    t0 = time.monotonic()
+    started = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - t0
+    assert started.returncode == 0, started.stdout + started.stderr
+    print(f"\nRucio bring-up from nothing: {seconds:.1f} s ({started.stdout.strip()})")
+    home = work / "rucio"
+    conn = json.loads((home / "connection.json").read_text())
+    saved = os.environ.get("RUCIO_CONFIG")
+    os.environ["RUCIO_CONFIG"] = conn["client_config"]   # token cache etc. under the work dir
+    try:
+        yield {"env": env, "work": work, "home": home, "conn": conn, "bringup_seconds": seconds}
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
+        if saved is None:
+            os.environ.pop("RUCIO_CONFIG", None)
+        else:
+            os.environ["RUCIO_CONFIG"] = saved
+
+
+@pytest.fixture(scope="module")
+def client(rucio):
+    from rucio.client import Client
+
+    c = rucio["conn"]
+    return Client(rucio_host=c["rucio_host"], auth_host=c["auth_host"], account=c["account"],
+                  auth_type=c["auth_type"], creds={"username": c["username"], "password": c["password"]},
+                  vo=c["vo"])
+
+
+def _daemons_once(rucio, *rule_ids: str, timeout: int = 60) -> dict:
+    args = ["bash", str(SCRIPT), "daemons-once", "--timeout", str(timeout)]
+    for rule_id in rule_ids:
+        args += ["--rule", rule_id]
+    done = subprocess.run(args, env=rucio["env"], capture_output=True, text=True, timeout=timeout + 60)
+    assert done.stdout.strip(), done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _site_files(rucio, site: str, n: int, size: int = 4096) -> list[tuple[str, Path]]:
+    """n real files inside a site's Butler repo dir: [(relpath, path)]."""
+    run = f"u/test/run-{uuid.uuid4().hex[:8]}"
+    out = []
+    for i in range(n):
+        rel = f"{run}/calexp/20240101/HSC-I/calexp_HSC_I_{i}.fits"
+        path = rucio["work"] / "repos" / site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size + i))
+        out.append((rel, path))
+    return out
+
+
+def _register(client, rse: str, files, dataset: str) -> None:
+    client.add_replicas(rse, [{"scope": SCOPE, "name": rel, "bytes": path.stat().st_size,
+                               "adler32": adler32(path)} for rel, path in files])
+    client.add_dataset(SCOPE, dataset)
+    client.attach_dids(SCOPE, dataset, [{"scope": SCOPE, "name": rel} for rel, _ in files])
+
+
+def test_bring_up_from_nothing(rucio):
+    import requests
+
+    assert rucio["bringup_seconds"] < 60
+    assert requests.get(f"{rucio['conn']['rucio_host']}/ping", timeout=5).json()["version"] == "41.5.1"
+    assert (rucio["home"] / "rucio.cfg").stat().st_mode & 0o077 == 0   # holds passwords
+    # start again: idempotent, the same server keeps running
+    pid = (rucio["home"] / "pids" / "server.pid").read_text()
+    again = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=rucio["env"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    assert (rucio["home"] / "pids" / "server.pid").read_text() == pid
+
+
+def test_whoami_as_controller_account(client, rucio):
+    me = client.whoami()
+    assert me["account"] == rucio["conn"]["account"] == "drp"
+    assert me["status"] == "ACTIVE"
+    assert client.ping()["version"] == "41.5.1"
+
+
+def test_rses_types_distances_limits_scopes(client, rucio):
+    names = {r["rse"] for r in client.list_rses()}
+    assert set(RSES) <= names
+    for rse, rse_type in RSES.items():
+        info = client.get_rse(rse)
+        assert info["rse_type"] == rse_type, rse
+        assert info["deterministic"]
+        (proto,) = [p for p in info["protocols"] if p["scheme"] == "file"]
+        expected = (rucio["work"] / "rse" / rse) if rse_type == "TAPE" else \
+            (rucio["work"] / "repos" / rse.removesuffix("_DISK"))
+        assert Path(proto["prefix"]) == expected.resolve(), rse
+        assert client.list_rse_attributes(rse)["lfn2pfn_algorithm"] == "drp_relpath"
+    for src in RSES:
+        for dst in RSES:
+            if src != dst:
+                dist = client.get_distance(src, dst)
+                assert dist and dist[0]["distance"] in (1, 2), (src, dst)
+    assert client.get_distance("USDF_DISK", "USDF_TAPE")[0]["distance"] == 1
+    limits = client.get_local_account_limits("drp")
+    assert limits["FRDF_DISK"] == 5000 * 10**12 and limits["UKDF_LANCS_DISK"] == 300 * 10**12
+    assert {"test-3x3", "nightly"} <= set(client.list_scopes())
+
+
+def test_replicate_in_place_files_to_usdf(client, rucio):
+    from rucio.common.exception import DuplicateRule
+
+    files = _site_files(rucio, "FRDF", 3)
+    dataset = f"hop-step2c-{uuid.uuid4().hex[:8]}"
+    _register(client, "FRDF_DISK", files, dataset)
+    # registered in place: the PFN Rucio hands out is the very file the Butler wrote
+    for rel, path in files:
+        (rep,) = client.list_replicas([{"scope": SCOPE, "name": rel}], schemes=["file"])
+        (pfn,) = rep["rses"]["FRDF_DISK"]
+        assert pfn.endswith(str(path)), (pfn, path)
+    t0 = time.monotonic()
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    result = _daemons_once(rucio, rule_id)
+    seconds = time.monotonic() - t0
+    print(f"\nrule FRDF_DISK -> USDF_DISK, 3 files: OK after {seconds:.1f} s "
+          f"({result['passes']} daemon passes, {result['seconds']} s in the daemons)")
+    assert result["settled"], result
+    rule = client.get_replication_rule(rule_id)
+    assert rule["state"] == "OK" and rule["locks_ok_cnt"] == 3, rule
+    for rel, path in files:
+        landed = rucio["work"] / "repos" / "USDF" / rel
+        assert landed.is_file(), landed
+        assert adler32(landed) == adler32(path)
+        assert landed.stat().st_size == path.stat().st_size
+        (rep,) = client.list_replicas([{"scope": SCOPE, "name": rel}])
+        assert rep["states"] == {"FRDF_DISK": "AVAILABLE", "USDF_DISK": "AVAILABLE"}
+    # the same rule again: Rucio refuses the duplicate; the existing rule is found instead
+    with pytest.raises(DuplicateRule):
+        client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    existing = [r["id"] for r in client.list_did_rules(SCOPE, dataset)
+                if r["rse_expression"] == "USDF_DISK" and r["account"] == "drp"]
+    assert existing == [rule_id]
+
+
+def test_corrupted_source_file_fails_and_rule_is_stuck(client, rucio):
+    files = _site_files(rucio, "UKDF_RAL", 2)
+    dataset = f"hop-corrupt-{uuid.uuid4().hex[:8]}"
+    _register(client, "UKDF_RAL_DISK", files, dataset)
+    bad_rel, bad_path = files[0]
+    data = bytearray(bad_path.read_bytes())
+    data[100] ^= 0xFF                        # same size, different content: only adler32 tells
+    bad_path.write_bytes(bytes(data))
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    result = _daemons_once(rucio, rule_id)
+    assert result["settled"], result
+    rule = client.get_replication_rule(rule_id)
+    print(f"\ncorrupted file: rule {rule['state']} after {result['passes']} daemon passes "
+          f"({result['seconds']} s); rule error: {rule['error']}")
+    assert rule["state"] == "STUCK", rule
+    assert rule["locks_ok_cnt"] == 1 and rule["locks_stuck_cnt"] == 1, rule
+    assert "CHECKSUM MISMATCH" in (rule["error"] or ""), rule["error"]
+    # why, per file: the failed lock's replica and the last transfer request say it
+    req = client.list_request_history_by_did(bad_rel, "USDF_DISK", scope=SCOPE)
+    req = req if isinstance(req, dict) else next(iter(req))
+    assert req["state"] == "FAILED", req
+    print(f"request history: {req['state']} retry_count={req.get('retry_count')}: {req['err_msg']}")
+    assert "SOURCE CHECKSUM MISMATCH" in req["err_msg"] and bad_rel.split("/")[-1] in req["err_msg"]
+    assert not (rucio["work"] / "repos" / "USDF" / bad_rel).exists()
+    good_rel = files[1][0]
+    assert (rucio["work"] / "repos" / "USDF" / good_rel).is_file()
