@@ -9,21 +9,13 @@ relpath, bytes, adler32, ref}]}.
 from __future__ import annotations
 
 import json
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..checksums import adler32
 from ._errors import StacksideError
 from .repo import _split, matching_runs, open_butler, prepend_to_chain, with_lock_retry
-
-
-def adler32_of(path: Path, chunk: int = 1 << 20) -> str:
-    value = 1
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            value = zlib.adler32(block, value)
-    return f"{value & 0xFFFFFFFF:08x}"
 
 
 def _jsonable_data_id(data_id) -> dict[str, Any]:
@@ -68,7 +60,7 @@ def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path)
                         "path": str(path),
                         "relpath": rel,
                         "bytes": path.stat().st_size,
-                        "adler32": adler32_of(path),
+                        "adler32": adler32(path),
                         "ref": json.loads(ref.to_json()),
                     }
                 )
@@ -119,7 +111,7 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
                 rejected.append({"dataset_id": did, "relpath": rel, "reason": f"replica file missing: {path}"})
                 continue
             size = path.stat().st_size
-            checksum = adler32_of(path)
+            checksum = adler32(path)
             if size != e.get("bytes"):
                 rejected.append({"dataset_id": did, "relpath": rel, "reason": f"size mismatch: replica {size} bytes, manifest {e.get('bytes')}"})
                 continue
