@@ -16,6 +16,7 @@ test: envs
 	@bash scripts/test.sh
 
 benchmark: envs
+	@bash scripts/rucio-server.sh start
 	@bash scripts/airflow-services.sh start
 	@bash scripts/with-env.sh python benchmarks/controller_overhead.py $(CAMPAIGN)
 
@@ -24,6 +25,7 @@ airflow-start: envs
 
 stop:
 	@bash scripts/airflow-services.sh stop
+	@bash scripts/rucio-server.sh stop
 
 clean: stop
 	rm -rf var

@@ -226,6 +226,12 @@ class HopConfig(_Model):
     direction: Literal["fan_in", "fan_out"]
     after: list[str] = Field(min_length=1)
     dataset_types: list[str] = Field(min_length=1)
+    # How the replication rule is made (Rucio): its activity (FTS share) and, for intermediates a
+    # site need not keep, a lifetime after which Rucio may release the copy.
+    activity: str = "User Subscriptions"
+    lifetime_days: float | None = Field(default=None, gt=0)
+    # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails.
+    stuck_after_minutes: float = Field(default=0, ge=0)
 
 
 class QaConfig(_Model):

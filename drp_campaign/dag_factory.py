@@ -147,7 +147,12 @@ class _Renderer:
             with self.groups[site], TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"):
                 register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
                 replicate = ReplicateHopOperator(task_id="replicate", queue=self._queue(source), **hop_args)
-                wait = HopReplicationSensor(task_id="wait", rule_id=replicate.output, queue=self._queue(dest))
+                wait = HopReplicationSensor(
+                    task_id="wait",
+                    rule_id=replicate.output,
+                    stuck_after_s=self.campaign.hops[stage.name].stuck_after_minutes * 60,
+                    queue=self._queue(dest),
+                )
                 ingest = IngestHopOperator(task_id="ingest", queue=self._queue(dest), **hop_args)
                 verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
                 register >> replicate >> wait >> ingest >> verify

@@ -109,11 +109,15 @@ GLOBAL_GROUP = WorkGroup(label="all", tracts=())
 
 
 def run_key(dag_run_id: str) -> str:
-    """A campaign run's id made safe for collection names and file names.
+    """A campaign run's id made short and safe for collection, file and Rucio DID names.
 
-    Airflow run ids hold ':' '+' and '.', which are awkward in paths and collection names.
+    Airflow run ids hold ':' '+' and '.', awkward in paths, and the key appears twice in every
+    Butler file path (directory and file name), which Rucio caps at 250 characters: keep
+    milliseconds, drop a UTC offset (a '+' that went through a URL query arrives as ' ').
     """
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", dag_run_id).strip("-")
+    key = re.sub(r"(T\d\d:\d\d:\d\d\.\d{3})\d*", r"\1", dag_run_id)
+    key = re.sub(r"[+ ]00:00$", "", key)
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")
 
 
 def site_chain(campaign: CampaignConfig, key: str) -> str:

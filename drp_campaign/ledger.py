@@ -62,6 +62,21 @@ step_runs = sa.Table(
     sa.Column("duration_s", sa.Float, nullable=False),
 )
 
+hop_rules = sa.Table(
+    "hop_rules",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("hop", sa.String(100), primary_key=True),
+    sa.Column("src_site", sa.String(50), primary_key=True),
+    sa.Column("dst_site", sa.String(50), primary_key=True),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("files_ok", sa.Integer, nullable=False),
+    sa.Column("files_total", sa.Integer, nullable=False),
+    sa.Column("bytes_ok", sa.BigInteger, nullable=False),
+    sa.Column("updated", sa.DateTime, nullable=False),
+)
+
 campaign_runs = sa.Table(
     "campaign_runs",
     metadata,
@@ -253,6 +268,23 @@ class Ledger:
             lines += [f"  {p}" for b in bad for p in b.problems[:20]]
             raise LedgerUnbalanced("ledger does not balance for run " + run_key + ":\n" + "\n".join(lines))
         return balances
+
+    def record_rule(self, *, run_key: str, hop: str, src_site: str, dst_site: str, status) -> None:
+        """The replication rule of one hop pair and where it stands (a RuleStatus)."""
+        key = dict(run_key=run_key, hop=hop, src_site=src_site, dst_site=dst_site)
+        values = dict(rule_id=status.rule_id, state=status.state, files_ok=status.files_ok,
+                      files_total=status.files_total, bytes_ok=status.bytes_ok, updated=_now())  # fmt: skip
+        where = [hop_rules.c[k] == v for k, v in key.items()]
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(hop_rules.c.rule_id).where(*where)).first():
+                conn.execute(hop_rules.update().where(*where).values(**values))
+            else:
+                conn.execute(hop_rules.insert().values(**key, **values))
+
+    def rules(self, run_key: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(hop_rules).where(hop_rules.c.run_key == run_key).order_by(hop_rules.c.hop))
+            return [dict(r._mapping) for r in rows]
 
     # -- steps -------------------------------------------------------------------------------
     def record_step(

@@ -16,6 +16,7 @@ def report_file(run_key: str) -> Path:
 def build_report(ledger: Ledger, campaign: str, run_key: str, hub_products: dict | None = None, hub_repo: str = "") -> dict:
     steps = ledger.step_records(run_key)
     balances = ledger.hop_balances(run_key)
+    rules = {(r["hop"], r["src_site"], r["dst_site"]): r for r in ledger.rules(run_key)}
     return {
         "campaign": campaign,
         "run_key": run_key,
@@ -25,7 +26,9 @@ def build_report(ledger: Ledger, campaign: str, run_key: str, hub_products: dict
         ],
         "hops": [
             {"hop": b.hop, "from": b.src_site, "to": b.dst_site, "sent": b.sent, "arrived": b.arrived,
-             "bytes": b.arrived_bytes, "problems": b.problems}
+             "bytes": b.arrived_bytes, "problems": b.problems,
+             "rule_id": rules.get((b.hop, b.src_site, b.dst_site), {}).get("rule_id", ""),
+             "rule_state": rules.get((b.hop, b.src_site, b.dst_site), {}).get("state", "")}
             for b in balances
         ],  # fmt: skip
         "ledger_balanced": all(b.balanced for b in balances),
@@ -50,7 +53,8 @@ def format_report(report: dict) -> str:
         )
     lines += ["", "Datasets moved per hop:"]
     for h in report["hops"]:
-        lines.append(f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<10} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B")
+        rule = f"  rule {h['rule_id']} {h['rule_state']}" if h.get("rule_id") else ""
+        lines.append(f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<10} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}")
         lines += [f"      {p}" for p in h["problems"][:10]]
     verdict = "BALANCED: every dataset sent arrived intact" if report["ledger_balanced"] else "UNBALANCED: see problems above"
     lines += ["", f"Ledger: {verdict}"]

@@ -50,6 +50,18 @@ class HopOperator(CampaignOperator):
     def manifest_file(self, context, kind: str):
         return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination}.{kind}.json"
 
+    def service(self):
+        hop = self.campaign.hops[self.hop]
+        return TransferHook().get_service(activity=hop.activity, lifetime_days=hop.lifetime_days)
+
+    def record_rule(self, context, service, rule_id: str):
+        """Put the rule's id and state in the ledger, where the campaign view shows it."""
+        status = service.rule_status(rule_id)
+        self.ledger.record_rule(
+            run_key=self.run_key(context), hop=self.hop, src_site=self.source, dst_site=self.destination, status=status
+        )
+        return status
+
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination}"
 
@@ -74,7 +86,7 @@ class RegisterHopOperator(HopOperator):
         manifest = Manifest.read(manifest_path)
         did = self.dataset_did(context)
         rse = self.site_config(self.source).rucio.disk_rse
-        added = TransferHook().get_service().register(did, rse, manifest)
+        added = self.service().register(did, rse, manifest)
         new_rows = self.ledger.record_registered(
             run_key=key,
             campaign=self.campaign.name,
@@ -103,8 +115,10 @@ class ReplicateHopOperator(HopOperator):
         self.skip_unless_selected(context)
         did = self.dataset_did(context)
         rse = self.site_config(self.destination).rucio.disk_rse
-        rule_id = TransferHook().get_service().replicate(did, rse)
-        self.log.info("%s: rule %s for %s -> %s", self.pair(), rule_id, did, rse)
+        service = self.service()
+        rule_id = service.replicate(did, rse)
+        status = self.record_rule(context, service, rule_id)
+        self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files", self.pair(), rule_id, did, rse, status.state, status.files_ok, status.files_total)
         return rule_id
 
 
@@ -114,7 +128,11 @@ class IngestHopOperator(HopOperator):
     def execute(self, context) -> dict:
         self.skip_unless_selected(context)
         key = self.run_key(context)
-        service = TransferHook().get_service()
+        service = self.service()
+        rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
+        if rule_id:
+            status = self.record_rule(context, service, rule_id)
+            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
         manifest_path = self.manifest_file(context, "registered")
         service.manifest(self.dataset_did(context)).write(manifest_path)
         dest = self.site_config(self.destination)

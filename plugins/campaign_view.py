@@ -62,8 +62,9 @@ def run_page(run_id: str) -> str:
           s["quanta_failed"], s["attempts"], f"{s['duration_s']:.1f}", s["output_run"]] for s in report["steps"]],
     )  # fmt: skip
     hops = _table(
-        ["hop", "from", "to", "sent", "arrived intact", "bytes", "problems"],
-        [[h["hop"], h["from"], h["to"], h["sent"], h["arrived"], h["bytes"], "; ".join(h["problems"][:5])] for h in report["hops"]],
+        ["hop", "from", "to", "rule", "rule state", "sent", "arrived intact", "bytes", "problems"],
+        [[h["hop"], h["from"], h["to"], h.get("rule_id", ""), h.get("rule_state", ""), h["sent"], h["arrived"], h["bytes"],
+          "; ".join(h["problems"][:5])] for h in report["hops"]],
     )
     title = f"Campaign {report['campaign']} — run {report['run_key']}"
     return f"<html><head><title>{html.escape(title)}</title>{_STYLE}</head><body><h2>{html.escape(title)}</h2>{verdict}<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}</body></html>"

@@ -25,6 +25,23 @@ prepare() {
   local t0=$SECONDS
   airflow db migrate >"$LOGS/db-migrate.log" 2>&1 || { tail -20 "$LOGS/db-migrate.log" >&2; echo "error: airflow db migrate failed (log: $LOGS/db-migrate.log)" >&2; exit 1; }
   echo "metadata DB $DRP_AIRFLOW_DB migrated in $((SECONDS - t0)) s"
+  connect_rucio
+}
+
+# The Airflow Connection the Rucio hook reads (credentials live there, not in code or YAML),
+# made from what scripts/rucio-server.sh wrote for the local Rucio.
+connect_rucio() {
+  local info="$DRP_WORK_DIR/rucio/connection.json"
+  [ -f "$info" ] || return 0
+  airflow connections delete rucio_default >/dev/null 2>&1 || true
+  airflow connections add rucio_default --conn-json "$(python - "$info" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(json.dumps({"conn_type": "generic", "host": d["rucio_host"], "login": d["username"], "password": d["password"],
+                  "extra": {"auth_host": d["auth_host"], "account": d["account"], "auth_type": d["auth_type"], "vo": d["vo"]}}))
+PY
+)" >/dev/null
+  echo "Airflow connection rucio_default -> $(python -c "import json;print(json.load(open('$info'))['rucio_host'])")"
 }
 
 start() {

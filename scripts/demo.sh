@@ -9,7 +9,8 @@ echo "== 1/4 checking the campaign file"
 drp-campaign validate "$CAMPAIGN"
 echo "== 2/4 seeding each site's Butler repo (synthetic raws for its tracts)"
 drp-campaign seed "$CAMPAIGN"
-echo "== 3/4 starting Airflow (scheduler, dag-processor, triggerer, api-server; LocalExecutor)"
+echo "== 3/4 starting Rucio (server + daemons) and Airflow (scheduler, dag-processor, triggerer, api-server)"
+bash scripts/rucio-server.sh start
 bash scripts/airflow-services.sh start
 export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
 echo "== 4/4 triggering the campaign and following it"
@@ -18,7 +19,7 @@ drp-campaign run "$CAMPAIGN" || status=$?
 cat <<EOT
 
 Airflow UI: http://127.0.0.1:$DRP_AIRFLOW_PORT   login: admin / $(python3 -c "import json;print(json.load(open('$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated'))['admin'])")
-The services stay up for a look; stop them with: make stop
+The services (Airflow and Rucio) stay up for a look; stop them with: make stop
 Demo took $((SECONDS - t0)) s.
 EOT
 exit $status

@@ -7,6 +7,7 @@ export DRP_CONTROLLER_PREFIX="${DRP_CONTROLLER_PREFIX:-$ROOT/.venvs/controller}"
 export DRP_RUCIO_PREFIX="${DRP_RUCIO_PREFIX:-$ROOT/.venvs/rucio}"
 export DRP_RUCIO_PORT="${DRP_RUCIO_PORT:-8080}"
 export DRP_RUCIO_DB="${DRP_RUCIO_DB:-drp_rucio}"
+export DRP_TRANSFER_SERVICE="${DRP_TRANSFER_SERVICE:-rucio}"   # hops go through Rucio; "local" = plain copies
 export DRP_LEDGER_URL="${DRP_LEDGER_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger}"
 export DRP_PG_HOST="${DRP_PG_HOST:-127.0.0.1}" DRP_PG_USER="${DRP_PG_USER:-postgres}"
 export DRP_AIRFLOW_DB="${DRP_AIRFLOW_DB:-drp_airflow}"

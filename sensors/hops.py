@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
+from drp_campaign.transfer import service_kind
 from drp_campaign.triggers.rule_state import RuleStateTrigger
 
 
@@ -22,7 +23,9 @@ class HopReplicationSensor(BaseSensorOperator):
 
     def execute(self, context) -> None:
         self.defer(
-            trigger=RuleStateTrigger(self.rule_id, poll_interval_s=self.poll_interval_s, stuck_after_s=self.stuck_after_s),
+            trigger=RuleStateTrigger(
+                self.rule_id, service_kind(), poll_interval_s=self.poll_interval_s, stuck_after_s=self.stuck_after_s
+            ),
             method_name="execute_complete",
         )
 

@@ -20,8 +20,13 @@ E2E_ENV = {
     "DRP_AIRFLOW_DB": "drp_airflow_test",
     "DRP_AIRFLOW_PORT": "8091",
     "DRP_LEDGER_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger_test",
+    "DRP_RUCIO_DB": "drp_rucio_e2e",
+    "DRP_RUCIO_PORT": "8083",
+    "DRP_TRANSFER_SERVICE": "rucio",
     "AIRFLOW_HOME": str(PROJECT_ROOT / "var" / "test-e2e" / "airflow"),
 }
+
+SERVICES = ("airflow-services.sh", "rucio-server.sh")  # stopped in this order, started in reverse
 
 
 def _environment_of(script: str, overrides: dict[str, str]) -> dict[str, str]:
@@ -41,21 +46,24 @@ def _drop_database(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def airflow_env():
-    """Start Airflow on a clean slate; stop it and restore the environment after the module."""
+    """Start Rucio and Airflow on a clean slate; stop them and restore the environment after the module."""
     work = Path(E2E_ENV["DRP_WORK_DIR"])
-    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "stop"], env={**os.environ, **E2E_ENV}, check=False)
+    for service in SERVICES:
+        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **E2E_ENV}, check=False)
     shutil.rmtree(work, ignore_errors=True)
-    _drop_database(E2E_ENV["DRP_AIRFLOW_DB"])
-    _drop_database("drp_ledger_test")
+    for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test", E2E_ENV["DRP_RUCIO_DB"]):
+        _drop_database(db)
     env = _environment_of("env.sh", E2E_ENV)
     saved = dict(os.environ)
-    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=env, check=True)
+    for service in reversed(SERVICES):  # Rucio first: Airflow's connection to it is made at start
+        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "start"], env=env, check=True)
     env["AIRFLOW__API_AUTH__JWT_SECRET"] = (Path(env["AIRFLOW_HOME"]) / "jwt_secret").read_text().strip()
     os.environ.update(env)
     try:
         yield env
     finally:
-        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "stop"], env=env, check=False)
+        for service in SERVICES:
+            subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env=env, check=False)
         os.environ.clear()
         os.environ.update(saved)
 

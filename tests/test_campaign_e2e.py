@@ -122,6 +122,7 @@ def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
 
     report = json.loads((PROJECT_ROOT / "var" / "test-e2e" / "reports" / f"{key}.json").read_text())
     assert report["ledger_balanced"] is True
+    assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
 
 

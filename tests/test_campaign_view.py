@@ -14,16 +14,21 @@ def ledger(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("DRP_LEDGER_URL", url)
     ledger = Ledger(url)
-    ledger.start_campaign_run("manual__2026-11-25T17-00-00-00-00", "test-3x3", "manual__2026-11-25T17:00:00+00:00")
+    ledger.start_campaign_run("manual__2026-11-25T17-00-00", "test-3x3", "manual__2026-11-25T17:00:00+00:00")
     now = dt.datetime(2026, 11, 25, 17)
     ledger.record_step(
-        run_key="manual__2026-11-25T17-00-00-00-00", campaign="test-3x3", dag_run_id="manual__2026-11-25T17:00:00+00:00",
+        run_key="manual__2026-11-25T17-00-00", campaign="test-3x3", dag_run_id="manual__2026-11-25T17:00:00+00:00",
         site="FRDF", step="step2b", group_label="g000", output_run="drp/test-3x3/x/FRDF/step2b/g000",
         status="failed", quanta={"total": 1, "failed": 1}, started=now, finished=now, duration_s=3.0,
     )  # fmt: skip
     entries = [HopEntry("id-1", "isolated_star", "run", 10, "0000000a")]
-    ledger.record_registered(run_key="manual__2026-11-25T17-00-00-00-00", campaign="test-3x3", hop="gather_for_step2c",
+    ledger.record_registered(run_key="manual__2026-11-25T17-00-00", campaign="test-3x3", hop="gather_for_step2c",
                              src_site="UKDF_RAL", dst_site="USDF", entries=entries)  # fmt: skip
+    from drp_campaign.transfer.base import RuleStatus
+
+    for state in ("REPLICATING", "STUCK"):  # the latest state wins
+        ledger.record_rule(run_key="manual__2026-11-25T17-00-00", hop="gather_for_step2c", src_site="UKDF_RAL",
+                           dst_site="USDF", status=RuleStatus("rule-abc123", state, 1, 0, 0))  # fmt: skip
     return ledger
 
 
@@ -35,6 +40,7 @@ def test_a_run_page_shows_steps_hops_and_the_verdict(ledger):
     assert "Ledger UNBALANCED" in page.text
     assert "step2b" in page.text and "FRDF" in page.text and "0/1" in page.text
     assert "sent, never arrived" in page.text
+    assert "rule-abc123" in page.text and "STUCK" in page.text and "REPLICATING" not in page.text
     assert client.get("/api/run", params={"run_id": "manual__2026-11-25T17:00:00+00:00"}).json()["ledger_balanced"] is False
 
 
@@ -45,6 +51,6 @@ def test_an_unknown_run_is_a_clear_404(ledger):
 
 def test_the_runs_list_links_each_run_and_the_plugin_registers_its_views(ledger):
     page = TestClient(app).get("/runs")
-    assert 'href="run?run_id=manual__2026-11-25T17-00-00-00-00"' in page.text
+    assert 'href="run?run_id=manual__2026-11-25T17-00-00"' in page.text
     assert {v["destination"] for v in DrpCampaignPlugin.external_views} == {"nav", "dag_run"}
     assert DrpCampaignPlugin.fastapi_apps[0]["url_prefix"] == "/drp"

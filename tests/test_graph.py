@@ -40,6 +40,8 @@ def test_groups_split_a_sites_tracts_and_honour_the_selection():
 
 def test_run_key_is_safe_for_paths_and_collections():
     key = graph.run_key("manual__2026-11-25T17:00:00.123456+00:00")
-    assert key == "manual__2026-11-25T17-00-00-123456-00-00"
+    assert key == "manual__2026-11-25T17-00-00-123"
+    assert graph.run_key("manual__2026-11-25T17:00:00.123456 00:00") == key, "a '+' decoded as ' ' in a URL query"
+    assert graph.run_key("scheduled__2026-11-25T03:00:00+00:00") == "scheduled__2026-11-25T03-00-00"
     assert graph.output_run(campaign(), key, "FRDF", "step2b", "g001") == f"drp/test-3x3/{key}/FRDF/step2b/g001"
     assert graph.site_runs_pattern(campaign(), key, "FRDF") == f"drp/test-3x3/{key}/FRDF/*"

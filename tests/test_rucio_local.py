@@ -207,3 +207,95 @@ def test_corrupted_source_file_fails_and_rule_is_stuck(client, rucio):
     assert not (rucio["work"] / "repos" / "USDF" / bad_rel).exists()
     good_rel = files[1][0]
     assert (rucio["work"] / "repos" / "USDF" / good_rel).is_file()
+
+
+# --- the controller's Rucio transfer service against this server -------------------------------
+
+
+def _manifest(files) -> "Manifest":
+    from drp_campaign.transfer.base import Manifest, ManifestEntry
+
+    return Manifest("test", [
+        ManifestEntry(str(uuid.uuid4()), "isolated_star", rel.split("/calexp")[0], rel, path.stat().st_size, adler32(path),
+                      ref={"id": f"ref-{i}", "run": rel.split("/calexp")[0]})
+        for i, (rel, path) in enumerate(files)
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def service(client):
+    from drp_campaign.transfer.rucio import RucioTransferService
+
+    return RucioTransferService(client, activity="User Subscriptions")
+
+
+def test_service_registration_is_idempotent_and_keeps_the_sidecar(rucio, client, service):
+    files = _site_files(rucio, "FRDF", 3)
+    manifest = _manifest(files)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
+    assert service.register(did, "FRDF_DISK", manifest) == 3
+    assert service.register(did, "FRDF_DISK", manifest) == 0, "a re-run registers nothing twice"
+    scope, name = did.split(":")
+    assert len(list(client.list_files(scope, name))) == 3
+    back = {e.relpath: e for e in service.manifest(did).entries}
+    for sent in manifest.entries:
+        got = back[sent.relpath]
+        assert (got.dataset_id, got.bytes, got.adler32, got.ref) == (sent.dataset_id, sent.bytes, sent.adler32, sent.ref)
+
+
+def test_service_finds_the_existing_rule_and_reports_the_copy(rucio, client, service):
+    files = _site_files(rucio, "FRDF", 2)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
+    service.register(did, "FRDF_DISK", _manifest(files))
+    rule_id = service.replicate(did, "USDF_DISK")
+    assert service.replicate(did, "USDF_DISK") == rule_id, "the existing rule is found, not remade"
+    scope, name = did.split(":")
+    assert len(list(client.list_did_rules(scope, name))) == 1
+    _daemons_once(rucio, rule_id)
+    status = service.rule_status(rule_id)
+    assert (status.state, status.files_ok, status.files_total) == ("OK", 2, 2)
+    assert status.bytes_ok == sum(p.stat().st_size for _, p in files)
+    assert service.replica_dir("USDF_DISK") == (rucio["work"] / "repos" / "USDF").resolve()
+    for rel, path in files:
+        assert adler32(service.replica_dir("USDF_DISK") / rel) == adler32(path)
+
+
+def test_service_names_the_stuck_file_when_the_source_is_corrupted(rucio, service):
+    files = _site_files(rucio, "UKDF_RAL", 2)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/UKDF_RAL"
+    service.register(did, "UKDF_RAL_DISK", _manifest(files))
+    bad_rel, bad_path = files[1]
+    bad_path.write_bytes(b"x" * bad_path.stat().st_size)  # same size, other content
+    rule_id = service.replicate(did, "USDF_DISK")
+    _daemons_once(rucio, rule_id)
+    status = service.rule_status(rule_id)
+    assert status.state == "STUCK" and status.files_ok == 1
+    assert any(bad_rel in e for e in status.errors), status.errors
+    assert not (service.replica_dir("USDF_DISK") / bad_rel).exists(), "nothing damaged lands at the destination"
+
+
+def test_an_unknown_rule_or_dataset_is_a_clear_error(service):
+    from drp_campaign.transfer.base import TransferError
+
+    with pytest.raises(TransferError, match="does not exist: run the hop's replicate task again"):
+        service.rule_status("0" * 32)
+    with pytest.raises(TransferError, match="is not registered in Rucio: run the hop's register task first"):
+        service.manifest(f"{SCOPE}:no/such/dataset")
+
+
+def test_a_missing_airflow_connection_says_how_to_add_it(monkeypatch):
+    from drp_campaign.hooks.rucio import RucioConnectionMissing, RucioHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_RUCIO_NOWHERE", raising=False)
+    with pytest.raises(RucioConnectionMissing, match="'rucio_nowhere' is not defined: add it .*airflow connections add rucio_nowhere"):
+        RucioHook("rucio_nowhere").get_conn()
+
+
+def test_a_path_too_long_for_a_rucio_name_is_refused_before_anything_is_registered(service, client):
+    from drp_campaign.transfer.base import Manifest, ManifestEntry, TransferError
+
+    long_rel = "drp/" + "x" * 260 + ".json"
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
+    with pytest.raises(TransferError, match="longer than Rucio's 250-character DID names.*shorten the campaign's output_prefix"):
+        service.register(did, "FRDF_DISK", Manifest("x", [ManifestEntry("id", "t", "r", long_rel, 1, "00000001")]))
+    assert not list(client.list_dids(SCOPE, {"name": did.split(":")[1]}, did_type="dataset"))

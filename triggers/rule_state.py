@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from drp_campaign.transfer import transfer_service
+from drp_campaign.transfer import TransferService, transfer_service
 
 
 class RuleStateTrigger(BaseTrigger):
@@ -18,10 +18,18 @@ class RuleStateTrigger(BaseTrigger):
     Rucio retries stuck transfers itself, so a STUCK rule is given time before the task fails.
     """
 
-    def __init__(self, rule_id: str, service_kind: str | None = None, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0):
+    def __init__(
+        self,
+        rule_id: str,
+        service_kind: str | None = None,
+        rucio_conn_id: str = "rucio_default",
+        poll_interval_s: float = 2.0,
+        stuck_after_s: float = 0.0,
+    ):
         super().__init__()
         self.rule_id = rule_id
         self.service_kind = service_kind
+        self.rucio_conn_id = rucio_conn_id
         self.poll_interval_s = poll_interval_s
         self.stuck_after_s = stuck_after_s
 
@@ -31,13 +39,26 @@ class RuleStateTrigger(BaseTrigger):
             {
                 "rule_id": self.rule_id,
                 "service_kind": self.service_kind,
+                "rucio_conn_id": self.rucio_conn_id,
                 "poll_interval_s": self.poll_interval_s,
                 "stuck_after_s": self.stuck_after_s,
             },
         )
 
+    async def _service(self) -> TransferService:
+        if self.service_kind != "rucio":
+            return transfer_service(self.service_kind)
+        from airflow.sdk import BaseHook
+
+        from drp_campaign.hooks.rucio import connection_fields
+        from drp_campaign.transfer.rucio import rucio_client
+
+        conn = await BaseHook.aget_connection(self.rucio_conn_id)
+        client = await asyncio.to_thread(rucio_client, connection_fields(conn))
+        return transfer_service("rucio", client)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        service = transfer_service(self.service_kind)
+        service = await self._service()
         stuck_since: float | None = None
         while True:
             status = await asyncio.to_thread(service.rule_status, self.rule_id)

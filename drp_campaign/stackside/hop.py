@@ -152,10 +152,18 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
             expanded = ref.expanded(butler.registry.expandDataId(ref.dataId))
             datasets.append(FileDataset(path=str(path), refs=[expanded]))
         if datasets:
+            root = Path(repo).resolve()
+
             def do_ingest() -> None:
                 todo = [d for d in datasets if butler.get_dataset(d.refs[0].id) is None]
-                if todo:
-                    butler.ingest(*todo, transfer="copy")
+                # Rucio delivers into the destination repo itself (its RSE prefix is the repo
+                # root): register those files where they are; copy the ones delivered elsewhere.
+                in_place = [d for d in todo if Path(d.path).resolve().is_relative_to(root)]
+                elsewhere = [d for d in todo if d not in in_place]
+                if in_place:
+                    butler.ingest(*in_place, transfer=None)
+                if elsewhere:
+                    butler.ingest(*elsewhere, transfer="copy")
 
             with_lock_retry(do_ingest, what=f"ingesting into {repo}")
         for _, _, info in to_ingest:
