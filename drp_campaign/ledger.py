@@ -129,7 +129,7 @@ def _ensure_postgres_database(url: sa.URL) -> None:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database})
             if exists.scalar() is None:
                 conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
-    except sa.exc.ProgrammingError:  # created concurrently by another task
+    except (sa.exc.ProgrammingError, sa.exc.IntegrityError):  # another task created it first
         pass
     finally:
         admin.dispose()
@@ -143,7 +143,11 @@ class Ledger:
         if self.url.get_backend_name() == "postgresql":
             _ensure_postgres_database(self.url)
         self.engine = sa.create_engine(self.url, pool_pre_ping=True)
-        metadata.create_all(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            if self.url.get_backend_name() == "postgresql":
+                # Many tasks start at once on a fresh database: one creates the tables.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(724201)"))
+            metadata.create_all(conn, checkfirst=True)
 
     # -- campaign runs ---------------------------------------------------------------------
     def start_campaign_run(self, run_key: str, campaign: str, dag_run_id: str) -> None:
@@ -236,13 +240,14 @@ class Ledger:
                 ],
             )
 
-    def hop_balances(self, run_key: str, hop: str | None = None, dst_site: str | None = None) -> list[HopBalance]:
+    def hop_balances(
+        self, run_key: str, hop: str | None = None, dst_site: str | None = None, src_site: str | None = None
+    ) -> list[HopBalance]:
         """Per (hop, source, destination): what was sent, what arrived intact, and every problem."""
         query = sa.select(hop_files).where(hop_files.c.run_key == run_key)
-        if hop:
-            query = query.where(hop_files.c.hop == hop)
-        if dst_site:
-            query = query.where(hop_files.c.dst_site == dst_site)
+        for column, value in (("hop", hop), ("dst_site", dst_site), ("src_site", src_site)):
+            if value:
+                query = query.where(hop_files.c[column] == value)
         balances: dict[tuple[str, str, str], HopBalance] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query.order_by(hop_files.c.hop, hop_files.c.src_site, hop_files.c.dataset_id)):
@@ -259,9 +264,11 @@ class Ledger:
                     bal.problems.append(_describe_problem(row))
         return list(balances.values())
 
-    def check_balanced(self, run_key: str, hop: str | None = None, dst_site: str | None = None) -> list[HopBalance]:
+    def check_balanced(
+        self, run_key: str, hop: str | None = None, dst_site: str | None = None, src_site: str | None = None
+    ) -> list[HopBalance]:
         """Return the balances, or raise LedgerUnbalanced naming every dataset not intact."""
-        balances = self.hop_balances(run_key, hop, dst_site)
+        balances = self.hop_balances(run_key, hop, dst_site, src_site)
         bad = [b for b in balances if not b.balanced]
         if bad:
             lines = [f"{b.hop} {b.src_site}->{b.dst_site}: {b.arrived}/{b.sent} intact" for b in bad]

@@ -65,3 +65,32 @@ def test_step_attempts_count_retries(ledger):
         )  # fmt: skip
     [record] = ledger.step_records("r1")
     assert record["status"] == "succeeded" and record["attempts"] == 2
+
+
+def test_a_pair_is_checked_on_its_own_while_another_source_is_still_in_flight(ledger):
+    register(ledger, sent(2))  # FRDF -> USDF
+    ledger.record_registered(run_key="r1", campaign="test-3x3", hop="gather", src_site="UKDF_RAL", dst_site="USDF",
+                             entries=[HopEntry("other", "isolated_star", "run", 5, "00000005")])  # fmt: skip
+    ledger.record_arrived(run_key="r1", hop="gather", dst_site="USDF", entries=sent(2))
+    [frdf] = ledger.check_balanced("r1", "gather", "USDF", src_site="FRDF")
+    assert frdf.balanced and frdf.sent == 2
+    with pytest.raises(LedgerUnbalanced, match="UKDF_RAL->USDF: 0/1 intact"):
+        ledger.check_balanced("r1", "gather", "USDF")
+
+
+def test_many_tasks_opening_a_fresh_postgres_ledger_at_once_all_succeed():
+    """The first tasks of a campaign all open the ledger together: database and tables are made once."""
+    import subprocess
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"drp_ledger_race_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            ledgers = list(pool.map(lambda _: Ledger(url), range(6)))
+        assert all(lg.hop_balances("none") == [] for lg in ledgers)
+        for lg in ledgers:
+            lg.engine.dispose()
+    finally:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
