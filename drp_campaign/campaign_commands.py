@@ -39,7 +39,8 @@ def seed(args: argparse.Namespace) -> int:
             log=lambda line: None,
         )
         state = "created" if result.get("created") else "already there"
-        print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {result.get('raws')} raws)")
+        raws = result.get("raws") or {}
+        print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {raws.get('total')} raws for tracts {raws.get('tracts')})")
     return EXIT_OK
 
 
