@@ -40,7 +40,8 @@ def _environment_of(script: str, overrides: dict[str, str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
 
 
-def _drop_database(name: str) -> None:
+def drop_database(name: str) -> None:
+    """Drop a test database even if a stopped service left connections to it (tests share this)."""
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
 
 
@@ -52,7 +53,7 @@ def airflow_env():
         subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **E2E_ENV}, check=False)
     shutil.rmtree(work, ignore_errors=True)
     for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test", E2E_ENV["DRP_RUCIO_DB"]):
-        _drop_database(db)
+        drop_database(db)
     env = _environment_of("env.sh", E2E_ENV)
     saved = dict(os.environ)
     for service in reversed(SERVICES):  # Rucio first: Airflow's connection to it is made at start

@@ -80,9 +80,10 @@ def test_a_pair_is_checked_on_its_own_while_another_source_is_still_in_flight(le
 
 def test_many_tasks_opening_a_fresh_postgres_ledger_at_once_all_succeed():
     """The first tasks of a campaign all open the ledger together: database and tables are made once."""
-    import subprocess
     import uuid
     from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import drop_database
 
     name = f"drp_ledger_race_{uuid.uuid4().hex[:8]}"
     url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
@@ -93,4 +94,4 @@ def test_many_tasks_opening_a_fresh_postgres_ledger_at_once_all_succeed():
         for lg in ledgers:
             lg.engine.dispose()
     finally:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
+        drop_database(name)

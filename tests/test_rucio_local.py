@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import drop_database
 from drp_campaign.checksums import adler32
 from drp_campaign.settings import PROJECT_ROOT
 
@@ -29,11 +30,6 @@ RSES = {"USDF_DISK": "DISK", "FRDF_DISK": "DISK", "UKDF_RAL_DISK": "DISK",
         "UKDF_LANCS_DISK": "DISK", "USDF_TAPE": "TAPE"}
 
 
-def _drop_database(name: str) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc",
-                    f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
-
-
 @pytest.fixture(scope="module")
 def rucio(tmp_path_factory):
     """A Rucio server brought up from nothing (no database, no work dir); stopped afterwards."""
@@ -41,7 +37,7 @@ def rucio(tmp_path_factory):
     env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB,
            "DRP_RUCIO_PORT": TEST_PORT}
     env.pop("RUCIO_CONFIG", None)
-    _drop_database(TEST_DB)
+    drop_database(TEST_DB)
     t0 = time.monotonic()
     started = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=env,
                              capture_output=True, text=True, timeout=120)
