@@ -223,15 +223,19 @@ class HopConfig(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
-    direction: Literal["fan_in", "fan_out"]
+    # fan_in: every site -> hub disk; fan_out: hub -> every site; to_tape: hub disk -> hub tape.
+    direction: Literal["fan_in", "fan_out", "to_tape"]
     after: list[str] = Field(min_length=1)
     dataset_types: list[str] = Field(min_length=1)
     # How the replication rule is made (Rucio): its activity (FTS share) and, for intermediates a
-    # site need not keep, a lifetime after which Rucio may release the copy.
+    # site need not keep, a lifetime on the rule that holds the site's copy (the destination rule
+    # of a fan-out, the source hold of a fan-in), after which Rucio may release it.
     activity: str = "User Subscriptions"
     lifetime_days: float | None = Field(default=None, gt=0)
     # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails.
     stuck_after_minutes: float = Field(default=0, ge=0)
+    # to_tape only: hops whose site copies are released once this hop's tape copy is confirmed.
+    release_site_copies_of: list[str] = []
 
 
 class QaConfig(_Model):
@@ -606,6 +610,7 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
     _check_steps(doc, file, pipeline, sites)
     _check_graph(doc, file)
     _check_hop_dataset_types(doc, file, pipeline)
+    _check_archive_hops(doc, file, sites)
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
@@ -753,3 +758,33 @@ def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: Pipel
                                   f"earlier step produces ({origin}; steps before the hop: "
                                   f"{_names(earlier)}); add the producing step to the hop's "
                                   "after chain or remove the dataset type")
+
+
+def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+    """A tape hop needs the hub's tape RSE; a release names earlier site hops whose data it archives."""
+    ancestors = _ancestors(doc)
+    for name, hop in doc.hops.items():
+        if hop.direction == "to_tape" and not sites.sites[sites.hub].rucio.tape_rse:
+            raise ConfigError(file, f"hops.{name}.direction", f"hop {name} goes to tape, but the hub "
+                              f"{sites.hub} has no rucio.tape_rse in {sites.file}; add it there or "
+                              "remove the hop")
+        if hop.release_site_copies_of and hop.direction != "to_tape":
+            raise ConfigError(file, f"hops.{name}.release_site_copies_of", "only a to_tape hop "
+                              "releases site copies (they are released once safe on tape); move "
+                              "the list to the campaign's to_tape hop")
+        for i, other in enumerate(hop.release_site_copies_of):
+            where = f"hops.{name}.release_site_copies_of[{i}]"
+            site_hops = [n for n, h in doc.hops.items() if h.direction != "to_tape"]
+            if other not in site_hops:
+                raise ConfigError(file, where, f"{other!r} is not a fan_in or fan_out hop of this "
+                                  f"campaign; use one of: {_names(site_hops)}")
+            if other not in ancestors[name]:
+                raise ConfigError(file, where, f"hop {other} does not run before {name}, so its "
+                                  f"site copies could be released before they reach tape; add it "
+                                  f"to {name}'s after chain")
+            unarchived = [t for t in doc.hops[other].dataset_types if t not in hop.dataset_types]
+            if unarchived:
+                raise ConfigError(file, where, f"hop {other} moves {_names(unarchived)}, which "
+                                  f"{name} does not put on tape: releasing their site copies would "
+                                  f"leave them on disk only; add them to hops.{name}.dataset_types "
+                                  "or leave the hop out of this list")

@@ -4,7 +4,8 @@ Per-site work sits in one task group per site (`FRDF.step2b`); each per-site ste
 the site's work groups, which `FRDF.check_inputs` returns at run time (so the trigger form's
 site and tract choices shape the run without re-parsing). Global steps sit in the hub's group.
 A hop between the hub and a site is a small group in that site's group:
-register -> replicate -> wait (deferred) -> ingest -> verify.
+register -> replicate -> wait (deferred) -> ingest -> verify. The tape hop is a group in the hub's:
+register -> replicate -> wait -> confirm_tape, then each site's `release_site_copies`.
 
 Parsing does no network or database I/O: only the campaign YAML files are read.
 """
@@ -16,6 +17,7 @@ import logging
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
+from drp_campaign.operators.archive import ConfirmTapeOperator, ReleaseSiteCopiesOperator
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
 from drp_campaign.operators.report import CampaignReportOperator
 from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
@@ -103,11 +105,19 @@ class _Renderer:
                 self._site_step(stage)
             elif stage.is_global_step:
                 self._global_step(stage)
+            elif stage.scope == "to_tape":
+                self._archive(stage)
             else:
                 self._hop(stage)
         consumed = {dep for s in self.graph.stages.values() for dep in s.after}
         finals = tuple(name for name in self.graph.stages if name not in consumed)
-        report = CampaignReportOperator(task_id="campaign_report", queue=self._queue(self.hub), **self.common)
+        report = CampaignReportOperator(
+            task_id="campaign_report",
+            queue=self._queue(self.hub),
+            # Sites left out of a run skip their last tasks; the report covers the rest.
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+            **self.common,
+        )
         self.after_everywhere(finals) >> report
 
     def _site_step(self, stage: Stage) -> None:
@@ -147,12 +157,7 @@ class _Renderer:
             with self.groups[site], TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"):
                 register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
                 replicate = ReplicateHopOperator(task_id="replicate", queue=self._queue(source), **hop_args)
-                wait = HopReplicationSensor(
-                    task_id="wait",
-                    rule_id=replicate.output,
-                    stuck_after_s=self.campaign.hops[stage.name].stuck_after_minutes * 60,
-                    queue=self._queue(dest),
-                )
+                wait = self._wait(stage, replicate, dest)
                 ingest = IngestHopOperator(task_id="ingest", queue=self._queue(dest), **hop_args)
                 verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
                 register >> replicate >> wait >> ingest >> verify
@@ -160,6 +165,36 @@ class _Renderer:
             self.done[(stage.name, site)] = [verify]
         if self.hub in self.sites:  # the hub already holds its own data: nothing to move
             self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
+
+
+    def _wait(self, stage: Stage, replicate, dest: str) -> HopReplicationSensor:
+        return HopReplicationSensor(
+            task_id="wait",
+            rule_id=replicate.output,
+            stuck_after_s=self.campaign.hops[stage.name].stuck_after_minutes * 60,
+            queue=self._queue(dest),
+        )
+
+    def _archive(self, stage: Stage) -> None:
+        """Hub disk -> hub tape, then each site's copies released once the tape copy is confirmed."""
+        hub_args = dict(hop=stage.name, site=self.hub, queue=self._queue(self.hub), **self.common)
+        tape = self.campaign.sites_config.sites[self.hub].rucio.tape_rse
+        with self.groups[self.hub], TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {tape}: {', '.join(stage.dataset_types)}"):
+            register = RegisterHopOperator(task_id="register", **hub_args)
+            replicate = ReplicateHopOperator(task_id="replicate", **hub_args)
+            confirm = ConfirmTapeOperator(task_id="confirm_tape", **hub_args)
+            register >> replicate >> self._wait(stage, replicate, self.hub) >> confirm
+        self.after_everywhere(stage.after) >> register
+        done = [confirm]
+        if self.campaign.hops[stage.name].release_site_copies_of:
+            for site in self.graph.remote_sites():
+                with self.groups[site]:
+                    release = ReleaseSiteCopiesOperator(
+                        task_id="release_site_copies", hop=stage.name, site=site, queue=self._queue(site), **self.common
+                    )
+                confirm >> release
+                done.append(release)
+        self.done[(stage.name, None)] = done
 
 
 def build_dag(campaign: CampaignConfig) -> DAG:

@@ -22,7 +22,7 @@ class Stage:
 
     name: str
     kind: StageKind
-    scope: Literal["site", "global", "fan_in", "fan_out"]
+    scope: Literal["site", "global", "fan_in", "fan_out", "to_tape"]
     after: tuple[str, ...]
     site: str | None = None  # where a global step runs
     dataset_types: tuple[str, ...] = ()  # what a hop moves
@@ -133,3 +133,9 @@ def output_run(campaign: CampaignConfig, key: str, site: str, step: str, group: 
 def site_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:
     """Glob matching every RUN a site produced in this campaign run (what a hop may send)."""
     return f"{campaign.output_prefix}/{key}/{site}/*"
+
+
+def campaign_runs_pattern(campaign: CampaignConfig, key: str) -> str:
+    """Glob matching every RUN of this campaign run at a site, whichever site made it (the hub
+    holds its own and what the others sent, under the same names)."""
+    return f"{campaign.output_prefix}/{key}/*"

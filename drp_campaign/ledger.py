@@ -77,6 +77,19 @@ hop_rules = sa.Table(
     sa.Column("updated", sa.DateTime, nullable=False),
 )
 
+site_releases = sa.Table(
+    "site_releases",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("hop", sa.String(100), primary_key=True),  # the hop whose site copy was released
+    sa.Column("site", sa.String(50), primary_key=True),
+    sa.Column("rse", sa.String(100), nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("rule_ids", sa.Text, nullable=False),  # the rules dropped, comma-separated
+    sa.Column("released", sa.DateTime, nullable=False),
+)
+
 campaign_runs = sa.Table(
     "campaign_runs",
     metadata,
@@ -291,6 +304,24 @@ class Ledger:
     def rules(self, run_key: str) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(hop_rules).where(hop_rules.c.run_key == run_key).order_by(hop_rules.c.hop))
+            return [dict(r._mapping) for r in rows]
+
+    # -- releases ------------------------------------------------------------------------------
+    def record_release(self, *, run_key: str, hop: str, site: str, rse: str, files: int, nbytes: int, rule_ids: list[str]) -> None:
+        """A site copy was released; a re-run that dropped no rule keeps the first record's rules."""
+        where = [site_releases.c.run_key == run_key, site_releases.c.hop == hop, site_releases.c.site == site]
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(site_releases.c.hop).where(*where).with_for_update()).first():
+                if rule_ids:
+                    conn.execute(site_releases.update().where(*where).values(rule_ids=",".join(rule_ids), released=_now()))
+                return
+            conn.execute(site_releases.insert().values(run_key=run_key, hop=hop, site=site, rse=rse, files=files,
+                                                       bytes=nbytes, rule_ids=",".join(rule_ids), released=_now()))
+
+    def releases(self, run_key: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(site_releases).where(site_releases.c.run_key == run_key)
+                                .order_by(site_releases.c.site, site_releases.c.hop))
             return [dict(r._mapping) for r in rows]
 
     # -- steps -------------------------------------------------------------------------------

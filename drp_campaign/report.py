@@ -32,6 +32,11 @@ def build_report(ledger: Ledger, campaign: str, run_key: str, hub_products: dict
             for b in balances
         ],  # fmt: skip
         "ledger_balanced": all(b.balanced for b in balances),
+        "released": [
+            {"site": r["site"], "hop": r["hop"], "rse": r["rse"], "files": r["files"], "bytes": r["bytes"],
+             "rules": r["rule_ids"], "at": str(r["released"])}
+            for r in ledger.releases(run_key)
+        ],  # fmt: skip
         "hub_repo": hub_repo,
         "hub_products": hub_products or {},
     }
@@ -58,6 +63,9 @@ def format_report(report: dict) -> str:
         lines += [f"      {p}" for p in h["problems"][:10]]
     verdict = "BALANCED: every dataset sent arrived intact" if report["ledger_balanced"] else "UNBALANCED: see problems above"
     lines += ["", f"Ledger: {verdict}"]
+    if report.get("released"):
+        lines += ["", "Site copies released (safe at the hub's disk and tape):"]
+        lines += [f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B" for r in report["released"]]
     if report.get("hub_products"):
         lines += ["", f"Products at the hub ({report['hub_repo']}):"]
         lines += [f"  {t:<26} {n}" for t, n in sorted(report["hub_products"].items())]

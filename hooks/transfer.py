@@ -15,6 +15,6 @@ class TransferHook(BaseHook):
         self.kind = service_kind(kind)
         self.rucio_conn_id = rucio_conn_id
 
-    def get_service(self, activity: str = "User Subscriptions", lifetime_days: float | None = None) -> TransferService:
+    def get_service(self, activity: str = "User Subscriptions") -> TransferService:
         client = RucioHook(self.rucio_conn_id).get_conn() if self.kind == "rucio" else None
-        return transfer_service(self.kind, client, activity, lifetime_days)
+        return transfer_service(self.kind, client, activity)

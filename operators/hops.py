@@ -21,6 +21,11 @@ from drp_campaign.transfer.base import Manifest
 from .base import CampaignOperator
 
 
+def hop_dataset_did(campaign, run_key: str, hop: str, source: str) -> str:
+    """One Rucio dataset per (run, hop, source site): scope is the campaign."""
+    return f"{campaign.name}:{run_key}/{hop}/{source}"
+
+
 class HopOperator(CampaignOperator):
     """A task of one hop for one (source, destination) pair; `site` is the non-hub end."""
 
@@ -41,29 +46,42 @@ class HopOperator(CampaignOperator):
 
     @property
     def destination(self) -> str:
-        return self.campaign.hub() if self.direction == "fan_in" else self.site
+        """The site whose storage receives the copy (the hub for fan-in and tape)."""
+        return self.site if self.direction == "fan_out" else self.campaign.hub()
+
+    @property
+    def destination_rse(self) -> str:
+        rucio = self.site_config(self.destination).rucio
+        return rucio.tape_rse if self.direction == "to_tape" else rucio.disk_rse
+
+    @property
+    def destination_label(self) -> str:
+        """What the ledger and logs call the destination: a site, or the tape RSE."""
+        return self.destination_rse if self.direction == "to_tape" else self.destination
 
     def dataset_did(self, context) -> str:
-        """One Rucio dataset per (run, hop, source): scope is the campaign."""
-        return f"{self.campaign.name}:{self.run_key(context)}/{self.hop}/{self.source}"
+        return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.source)
 
     def manifest_file(self, context, kind: str):
-        return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination}.{kind}.json"
+        return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination_label}.{kind}.json"
 
     def service(self):
-        hop = self.campaign.hops[self.hop]
-        return TransferHook().get_service(activity=hop.activity, lifetime_days=hop.lifetime_days)
+        return TransferHook().get_service(activity=self.campaign.hops[self.hop].activity)
+
+    def skip_unless_selected(self, context, site: str | None = None) -> None:
+        if self.direction != "to_tape":  # the tape hop archives whatever the run made
+            super().skip_unless_selected(context, site)
 
     def record_rule(self, context, service, rule_id: str):
         """Put the rule's id and state in the ledger, where the campaign view shows it."""
         status = service.rule_status(rule_id)
         self.ledger.record_rule(
-            run_key=self.run_key(context), hop=self.hop, src_site=self.source, dst_site=self.destination, status=status
+            run_key=self.run_key(context), hop=self.hop, src_site=self.source, dst_site=self.destination_label, status=status
         )
         return status
 
     def pair(self) -> str:
-        return f"hop {self.hop} {self.source}->{self.destination}"
+        return f"hop {self.hop} {self.source}->{self.destination_label}"
 
 
 class RegisterHopOperator(HopOperator):
@@ -74,11 +92,13 @@ class RegisterHopOperator(HopOperator):
         key = self.run_key(context)
         hop = self.campaign.hops[self.hop]
         manifest_path = self.manifest_file(context, "source")
+        # A site sends what it made; the tape hop archives everything the hub holds for this run.
+        runs = graph.campaign_runs_pattern(self.campaign, key) if self.direction == "to_tape" else graph.site_runs_pattern(self.campaign, key, self.source)
         result = StackHook(self.site_config(self.source)).run(
             "export-hop",
             [
                 "--repo", str(self.site_config(self.source).butler_repo_path()),
-                "--collections", graph.site_runs_pattern(self.campaign, key, self.source),
+                "--collections", runs,
                 "--dataset-types", ",".join(hop.dataset_types),
                 "--manifest", str(manifest_path),
             ],
@@ -92,7 +112,7 @@ class RegisterHopOperator(HopOperator):
             campaign=self.campaign.name,
             hop=self.hop,
             src_site=self.source,
-            dst_site=self.destination,
+            dst_site=self.destination_label,
             entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
         )
         self.log.info(
@@ -102,7 +122,7 @@ class RegisterHopOperator(HopOperator):
         if not manifest.entries and not self.is_dry_run(context):
             raise AirflowException(
                 f"{self.pair()}: nothing to send: no {list(hop.dataset_types)} in "
-                f"{graph.site_runs_pattern(self.campaign, key, self.source)} at {self.source}; "
+                f"{runs} at {self.source}; "
                 "check that the steps before this hop produced them"
             )
         return {"did": did, "files": len(manifest.entries), "bytes": manifest.total_bytes}
@@ -114,9 +134,18 @@ class ReplicateHopOperator(HopOperator):
     def execute(self, context) -> str:
         self.skip_unless_selected(context)
         did = self.dataset_did(context)
-        rse = self.site_config(self.destination).rucio.disk_rse
+        rse = self.destination_rse
         service = self.service()
-        rule_id = service.replicate(did, rse)
+        hop = self.campaign.hops[self.hop]
+        lifetime_s = int(hop.lifetime_days * 86400) if hop.lifetime_days else None
+        if self.direction != "fan_out":
+            # Hold the source copy with a rule of its own, so Rucio (not a person) decides when it
+            # may go: a site's with the hop's lifetime, or until released once safe on tape.
+            source_rse = self.site_config(self.source).rucio.disk_rse
+            hold_id = service.replicate(did, source_rse, lifetime_s=lifetime_s if self.direction == "fan_in" else None)
+            self.log.info("%s: source copy at %s held by rule %s", self.pair(), source_rse, hold_id)
+        # The hub keeps what it receives; a site's received copy (fan-out) is an intermediate.
+        rule_id = service.replicate(did, rse, lifetime_s=lifetime_s if self.direction == "fan_out" else None)
         status = self.record_rule(context, service, rule_id)
         self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files", self.pair(), rule_id, did, rse, status.state, status.files_ok, status.files_total)
         return rule_id
@@ -146,9 +175,9 @@ class IngestHopOperator(HopOperator):
             ],
         )  # fmt: skip
         arrived = [HopEntry(e["dataset_id"], e["dataset_type"], e["run"], e["bytes"], e["adler32"]) for e in result["entries"]]
-        self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination, entries=arrived)
+        self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination_label, entries=arrived)
         rejected = [(r["dataset_id"], r["reason"]) for r in result.get("rejected", [])]
-        self.ledger.record_rejected(run_key=key, hop=self.hop, dst_site=self.destination, rejected=rejected)
+        self.ledger.record_rejected(run_key=key, hop=self.hop, dst_site=self.destination_label, rejected=rejected)
         self.log.info(
             "%s: ingested %d, already present %d, rejected %d",
             self.pair(), result["ingested"], result["already_present"], len(rejected),
@@ -171,7 +200,7 @@ class VerifyHopOperator(HopOperator):
         self.skip_unless_selected(context)
         try:
             # Only this pair: another site's data on the same hop may still be on its way.
-            [balance] = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination, self.source) or [None]
+            [balance] = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination_label, self.source) or [None]
         except LedgerUnbalanced as exc:
             raise AirflowException(f"{self.pair()}: {exc}") from None
         summary = {"sent": balance.sent, "arrived": balance.arrived, "bytes": balance.arrived_bytes} if balance else {"sent": 0, "arrived": 0, "bytes": 0}

@@ -66,8 +66,13 @@ def run_page(run_id: str) -> str:
         [[h["hop"], h["from"], h["to"], h.get("rule_id", ""), h.get("rule_state", ""), h["sent"], h["arrived"], h["bytes"],
           "; ".join(h["problems"][:5])] for h in report["hops"]],
     )
+    released = _table(
+        ["site", "copy of hop", "RSE", "files", "bytes", "rules dropped", "released"],
+        [[r["site"], r["hop"], r["rse"], r["files"], r["bytes"], r["rules"], r["at"]] for r in report.get("released", [])],
+    )
     title = f"Campaign {report['campaign']} — run {report['run_key']}"
-    return f"<html><head><title>{html.escape(title)}</title>{_STYLE}</head><body><h2>{html.escape(title)}</h2>{verdict}<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}</body></html>"
+    return (f"<html><head><title>{html.escape(title)}</title>{_STYLE}</head><body><h2>{html.escape(title)}</h2>{verdict}"
+            f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}</body></html>")
 
 
 @app.get("/runs", response_class=HTMLResponse)

@@ -252,6 +252,20 @@ BAD_INPUTS = [
         "hop gather_for_step2c moves 'visit_summary', which no earlier step produces"),
     bad("hop-type-unknown", put(C, "hops.return_products.dataset_types", ["objects"]), C,
         "hops.return_products.dataset_types[0]", "does not define"),
+    # the tape hop and releases
+    bad("tape-hop-without-tape-rse", drop(S, "sites.USDF.rucio.tape_rse"), C,
+        "hops.archive_products.direction", "the hub USDF has no rucio.tape_rse"),
+    bad("release-on-a-site-hop", put(C, "hops.return_products.release_site_copies_of", ["gather_for_step2c"]),
+        C, "hops.return_products.release_site_copies_of", "only a to_tape hop releases site copies"),
+    bad("release-unknown-hop", put(C, "hops.archive_products.release_site_copies_of", ["return_product"]), C,
+        "hops.archive_products.release_site_copies_of[0]", "'return_product' is not a fan_in or fan_out hop"),
+    bad("release-of-unarchived-types", put(C, "hops.archive_products.release_site_copies_of", ["gather_for_step2c"]),
+        C, "hops.archive_products.release_site_copies_of[0]",
+        "hop gather_for_step2c moves isolated_star, preliminary_visit_summary, which archive_products does not put on tape"),
+    bad("release-before-its-hop", (put(C, "hops.archive_products.after", ["step2c"]),
+        put(C, "hops.archive_products.dataset_types", ["fgcm_photo_calib"]),
+        put(C, "hops.archive_products.release_site_copies_of", ["return_products"])), C,
+        "hops.archive_products.release_site_copies_of[0]", "hop return_products does not run before archive_products"),
     bad("review-gate-unknown", put(C, "review_gates", ["step3", "step9"]), C, "review_gates[1]",
         "'step9' is not a step of this campaign"),
 ]
@@ -327,7 +341,7 @@ def test_campaign_helpers() -> None:
 def test_cli_validate_ok() -> None:
     result = subprocess.run([*_cli(), "validate", str(CAMPAIGN)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "OK test-3x3: 3 sites, 6 tracts, 10 steps, 3 hops\n"
+    assert result.stdout == "OK test-3x3: 3 sites, 6 tracts, 10 steps, 4 hops\n"
     assert result.stderr == ""
 
 

@@ -40,7 +40,23 @@ def test_global_steps_wait_for_every_site_and_run_at_the_hub(dagbag):
     assert dag.get_task("USDF.final_qa").upstream_task_ids == {
         "FRDF.return_products.verify", "UKDF_RAL.return_products.verify", "USDF.step5",
     }  # fmt: skip
-    assert dag.get_task("campaign_report").upstream_task_ids == {"USDF.final_qa"}
+    assert dag.get_task("USDF.archive_products.register").upstream_task_ids == {"USDF.final_qa"}
+
+
+def test_the_tape_hop_is_confirmed_before_any_site_copy_is_released(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    chain = ["register", "replicate", "wait", "confirm_tape"]
+    for before, after in zip(chain, chain[1:]):
+        assert f"USDF.archive_products.{before}" in dag.get_task(f"USDF.archive_products.{after}").upstream_task_ids
+    assert type(dag.get_task("USDF.archive_products.wait")).__name__ == "HopReplicationSensor"
+    for site in ("FRDF", "UKDF_RAL"):
+        release = dag.get_task(f"{site}.release_site_copies")
+        assert release.upstream_task_ids == {"USDF.archive_products.confirm_tape"}
+        assert release.queue == site.lower()
+    assert "USDF.release_site_copies" not in dag.task_dict, "the hub keeps its copies"
+    assert dag.get_task("campaign_report").upstream_task_ids == {
+        "USDF.archive_products.confirm_tape", "FRDF.release_site_copies", "UKDF_RAL.release_site_copies",
+    }  # fmt: skip
 
 
 def test_hops_are_register_replicate_wait_ingest_verify(dagbag):

@@ -15,7 +15,7 @@ def test_stages_are_in_dependency_order():
     for name, stage in g.stages.items():
         for dep in stage.after:
             assert order.index(dep) < order.index(name), f"{dep} must come before {name}"
-    assert order[0] == "step1" and order[-1] == "final_qa"
+    assert order[0] == "step1" and order[-2:] == ["final_qa", "archive_products"]
 
 
 def test_stage_kinds_follow_the_campaign_file():
@@ -25,6 +25,7 @@ def test_stage_kinds_follow_the_campaign_file():
     assert g.stages["gather_for_step2c"].scope == "fan_in"
     assert g.stages["gather_for_step2c"].dataset_types == ("isolated_star", "preliminary_visit_summary")
     assert g.stages["distribute_step2c"].scope == "fan_out"
+    assert g.stages["archive_products"].scope == "to_tape" and g.stages["archive_products"].kind == "hop"
     assert g.remote_sites() == ["FRDF", "UKDF_RAL"]
 
 

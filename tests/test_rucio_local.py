@@ -68,11 +68,12 @@ def client(rucio):
                   vo=c["vo"])
 
 
-def _daemons_once(rucio, *rule_ids: str, timeout: int = 60) -> dict:
+def _daemons_once(rucio, *rule_ids: str, timeout: int = 60, env: dict | None = None) -> dict:
     args = ["bash", str(SCRIPT), "daemons-once", "--timeout", str(timeout)]
     for rule_id in rule_ids:
         args += ["--rule", rule_id]
-    done = subprocess.run(args, env=rucio["env"], capture_output=True, text=True, timeout=timeout + 60)
+    done = subprocess.run(args, env={**rucio["env"], **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout + 60)
     assert done.stdout.strip(), done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -203,6 +204,44 @@ def test_corrupted_source_file_fails_and_rule_is_stuck(client, rucio):
     assert not (rucio["work"] / "repos" / "USDF" / bad_rel).exists()
     good_rel = files[1][0]
     assert (rucio["work"] / "repos" / "USDF" / good_rel).is_file()
+
+
+def test_a_transfer_that_fails_once_is_retried_by_rucio_and_lands_once(client, rucio):
+    files = _site_files(rucio, "FRDF", 2)
+    dataset = f"hop-flaky-{uuid.uuid4().hex[:8]}"
+    _register(client, "FRDF_DISK", files, dataset)
+    flaky_rel, flaky_path = files[0]
+    faults = rucio["work"] / f"faults-{dataset}.json"
+    # a pattern, as an operator would write it; it matches the first file only
+    faults.write_text(json.dumps([{"name": flaky_rel.rsplit("/", 1)[0] + "/*_I_0.fits", "fail": 1}]))
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    result = _daemons_once(rucio, rule_id, env={"DRP_RUCIO_TRANSFER_FAULTS": str(faults)})
+    assert result["settled"], result
+    rule = client.get_replication_rule(rule_id)
+    print(f"\nfail-once transfer: rule {rule['state']} after {result['passes']} daemon passes "
+          f"({result['seconds']} s in the daemons)")
+    assert rule["state"] == "OK" and rule["locks_ok_cnt"] == 2 and rule["locks_stuck_cnt"] == 0, rule
+    # the fault really fired, once: the transfertool counted it and Rucio archived the FAILED
+    # request it retried, then the DONE one; the other file never failed
+    counts = json.loads((rucio["home"] / "transfers.faults-count.json").read_text())
+    assert [n for key, n in counts.items() if key.endswith(f"{SCOPE}:{flaky_rel}")] == [1], counts
+    history = [r for r in client.list_requests_history("FRDF_DISK", "USDF_DISK", "F,D", limit=10000)
+               if r["name"] in {rel for rel, _ in files}]
+    flaky = sorted((r for r in history if r["name"] == flaky_rel), key=lambda r: r["retry_count"] or 0)
+    assert [r["state"] for r in flaky] == ["FAILED", "DONE"], flaky
+    assert flaky[0]["err_msg"] and "INJECTED FAULT" in flaky[0]["err_msg"], flaky[0]
+    assert flaky[1]["previous_attempt_id"] == flaky[0]["id"], flaky   # a retry, not a new rule
+    assert [r["state"] for r in history if r["name"] != flaky_rel] == ["DONE"], history
+    # the bytes that landed are the source's, exactly once: one replica, no part files left
+    dest_dir = rucio["work"] / "repos" / "USDF" / flaky_rel.rsplit("/", 1)[0]
+    assert sorted(p.name for p in dest_dir.iterdir()) == sorted(rel.rsplit("/", 1)[1] for rel, _ in files)
+    for rel, path in files:
+        landed = rucio["work"] / "repos" / "USDF" / rel
+        assert (landed.read_bytes(), adler32(landed)) == (path.read_bytes(), adler32(path)), rel
+        (rep,) = client.list_replicas([{"scope": SCOPE, "name": rel}], all_states=True)
+        assert rep["states"] == {"FRDF_DISK": "AVAILABLE", "USDF_DISK": "AVAILABLE"}, rep
+    (ds,) = [d for d in client.list_dataset_replicas(SCOPE, dataset, deep=True) if d["rse"] == "USDF_DISK"]
+    assert (ds["available_length"], ds["available_bytes"]) == (2, sum(p.stat().st_size for _, p in files)), ds
 
 
 # --- the controller's Rucio transfer service against this server -------------------------------

@@ -45,3 +45,20 @@ def test_a_corrupted_source_leaves_the_rule_stuck_naming_the_file(tmp_path):
     status = service.rule_status(service.replicate("test:r1/hop/FRDF", "USDF_DISK"))
     assert status.state == "STUCK" and status.files_ok == 2
     assert len(status.errors) == 1 and status.errors[0].startswith("run/file1.json: checksum mismatch")
+
+
+def test_a_hold_at_the_source_copies_nothing_and_release_drops_only_that_rule(tmp_path):
+    service = LocalTransferService(tmp_path / "work")
+    manifest = make_manifest(tmp_path)
+    did = "test:r1/hop/FRDF"
+    service.register(did, "FRDF_DISK", manifest)
+    hold = service.replicate(did, "FRDF_DISK", lifetime_s=86400)
+    assert service.rule_status(hold).state == "OK"
+    assert not service.replica_dir("FRDF_DISK").exists(), "a hold must not copy the source's files"
+    assert service.replicas_at(did, "FRDF_DISK") == {e.relpath: e.bytes for e in manifest.entries}
+    assert service.replicas_at(did, "USDF_DISK") == {}
+    rule = service.replicate(did, "USDF_DISK")
+    assert set(service.replicas_at(did, "USDF_DISK")) == {e.relpath for e in manifest.entries}
+    assert service.release(did, "FRDF_DISK") == [hold]
+    assert service.release(did, "FRDF_DISK") == [], "a second release finds nothing to drop"
+    assert service.rule_status(rule).state == "OK", "the hub's copy is untouched"

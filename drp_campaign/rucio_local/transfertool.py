@@ -19,6 +19,20 @@ reports success without copying anything. This one stands in for FTS:
 * `bulk_query` (called by the conveyor-poller) reads those files and returns per-request status
   reports; a job without a results file is reported lost (Rucio then resubmits).
 
+Fault injection (for tests and drills; off unless `$DRP_RUCIO_TRANSFER_FAULTS` is set in the
+daemons' environment): the variable names a JSON file listing the transfers to fail on purpose,
+
+    [{"name": "u/test/run-1234/*_0.fits", "fail": 1},          # fnmatch pattern on the DID name
+     {"name": "*.fits", "fail": 5, "rse": "USDF_DISK"}]        # optional: only into this RSE
+
+The first `fail` transfers of each file matching an entry are reported FAILED with the reason
+"INJECTED FAULT: ..." without copying anything, as FTS reports a failed copy; later ones run
+normally. So `"fail": 1` is a transfer that fails then succeeds on Rucio's retry, and `"fail": 4`
+outlasts Rucio's 3 retries (lock and rule STUCK). The count of failures already injected per
+(entry, DID) is kept in `<results dir>.faults-count.json`, so it survives daemon passes and
+processes (`daemons once` is a new process each time); delete that file to start counting again.
+An unreadable faults file is logged as an error and injects nothing.
+
 Registered under the name "local" in rucio.core.transfer.TRANSFERTOOL_CLASSES_BY_NAME by
 `register()` (no file of rucio is changed); rucio.cfg says `[conveyor] transfertool = local`.
 Runs in the daemons' process (daemons.py), never in the REST server.
@@ -27,6 +41,8 @@ Runs in the daemons' process (daemons.py), never in the REST server.
 from __future__ import annotations
 
 import datetime
+import fcntl
+import fnmatch
 import json
 import logging
 import os
@@ -51,6 +67,7 @@ if TYPE_CHECKING:
 _CHUNK = 4 * 1024 * 1024
 PART_SUFFIX = ".rucio-local.part"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+FAULTS_ENV = "DRP_RUCIO_TRANSFER_FAULTS"
 
 
 def results_dir() -> Path:
@@ -58,6 +75,38 @@ def results_dir() -> Path:
                            default=None) or Path(tempfile.gettempdir()) / "rucio-local-transfers")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _injected_fault(scope: str, name: str, dst_rse: str) -> Optional[str]:
+    """The reason to fail this transfer on purpose, or None; see the module docstring."""
+    spec = os.environ.get(FAULTS_ENV)
+    if not spec:
+        return None
+    try:
+        faults = [f for f in json.loads(Path(spec).read_text())
+                  if fnmatch.fnmatchcase(name, f["name"]) and f.get("rse", dst_rse) == dst_rse]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        logging.error("%s=%s cannot be read (%s): no fault injected", FAULTS_ENV, spec, exc)
+        return None
+    if not faults:
+        return None
+    counts_path = results_dir().with_name(results_dir().name + ".faults-count.json")
+    # The poller, a `daemons once` and the demo's loop may all be submitting: count under a lock.
+    fd = os.open(counts_path, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        counts = json.loads(f.read() or "{}")
+        for fault in faults:
+            key = f"{fault['name']} {fault.get('rse', '*')} {scope}:{name}"
+            done = counts.get(key, 0)
+            if done < int(fault["fail"]):
+                counts[key] = done + 1
+                f.seek(0)
+                f.truncate()
+                f.write(json.dumps(counts, indent=1))
+                return (f"INJECTED FAULT: transfer {done + 1} of {fault['fail']} to fail of "
+                        f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {spec})")
+    return None
 
 
 def _adler32_of(path: str | Path) -> tuple[str, int]:
@@ -213,6 +262,12 @@ class LocalTransfertool(Transfertool):
             "bytes_expected": expected_bytes, "adler32_expected": expected_adler,
             "started_at": _utcnow(), "finished_at": None, "attempts": [],
         }
+        fault = _injected_fault(str(rws.scope), rws.name, dst_rse.name)
+        if fault:
+            result.update(reason=fault, finished_at=_utcnow())
+            self.logger(logging.WARNING, "local transfer %s:%s -> %s: %s", rws.scope, rws.name,
+                        dst_rse.name, fault)
+            return result
         if not expected_adler and not rws.md5:
             result["reason"] = "no checksum registered in Rucio for this file: refusing to copy unverified"
             result["finished_at"] = _utcnow()

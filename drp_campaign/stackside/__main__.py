@@ -90,6 +90,12 @@ def cmd_ingest_hop(args) -> dict[str, Any]:
     return ingest_hop(_repo(args), Path(args.manifest).resolve(), Path(args.replica_dir).resolve(), args.chain)
 
 
+def cmd_forget_datasets(args) -> dict[str, Any]:
+    from .hop import forget_datasets
+
+    return forget_datasets(_repo(args), Path(args.ids).resolve())
+
+
 def cmd_count_datasets(args) -> dict[str, Any]:
     from .repo import count_datasets
 
@@ -145,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--replica-dir", required=True, help="directory holding the replicas at their manifest relpath")
     sp.add_argument("--chain", required=True, help="CHAINED collection the ingested runs are prepended to")
     sp.set_defaults(func=cmd_ingest_hop)
+
+    sp = sub.add_parser("forget-datasets", help="drop datasets from the Butler, keep the files (site copy released)")
+    common(sp)
+    sp.add_argument("--ids", required=True, help="JSON file: list of dataset ids")
+    sp.set_defaults(func=cmd_forget_datasets)
 
     sp = sub.add_parser("count-datasets", help="count datasets per type in matching RUNs")
     common(sp)

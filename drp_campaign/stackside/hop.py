@@ -183,3 +183,35 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         "chain": chain,
         "chain_added": added,
     }
+
+
+def forget_datasets(repo: Path, ids_file: Path) -> dict[str, Any]:
+    """Remove datasets from a site's Butler (registry and datastore records) but leave the files.
+
+    Used when a site copy is released: Rucio owns the files and its reaper deletes them once
+    the rule that held them is gone; the Butler must stop pointing at them first. Re-running
+    finds the datasets already gone and changes nothing.
+    """
+    try:
+        ids = json.loads(Path(ids_file).read_text())
+    except FileNotFoundError:
+        raise StacksideError(f"forget-datasets: ids file {ids_file} does not exist") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise StacksideError(f"forget-datasets: {ids_file} must hold a JSON list of dataset ids")
+    import uuid
+
+    butler, _ = open_butler(repo, what=" (release site copies)")
+    with butler:
+        refs = [r for r in (butler.get_dataset(uuid.UUID(i)) for i in ids) if r is not None]
+
+        def forget() -> None:
+            todo = [r for r in refs if butler.get_dataset(r.id) is not None]
+            if todo:
+                with butler.transaction():
+                    butler._datastore.forget(todo)  # records only: no file is touched
+                    butler.registry.removeDatasets(todo)
+
+        if refs:
+            with_lock_retry(forget, what=f"forgetting datasets in {repo}")
+        by_type = Counter(r.datasetType.name for r in refs)
+    return {"repo": str(repo), "forgotten": len(refs), "already_gone": len(ids) - len(refs), "by_type": dict(by_type)}

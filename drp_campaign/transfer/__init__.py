@@ -21,14 +21,14 @@ def service_kind(kind: str | None = None) -> str:
     return kind
 
 
-def transfer_service(kind: str | None = None, client=None, activity: str = "User Subscriptions", lifetime_days: float | None = None) -> TransferService:
+def transfer_service(kind: str | None = None, client=None, activity: str = "User Subscriptions") -> TransferService:
     """The service of that kind; `rucio` needs a rucio Client (the hook or trigger makes it)."""
     if service_kind(kind) == "rucio":
         from .rucio import RucioTransferService
 
         if client is None:
             raise ValueError("the rucio transfer service needs a client: build it with hooks.rucio.RucioHook")
-        return RucioTransferService(client, activity, int(lifetime_days * 86400) if lifetime_days else None)
+        return RucioTransferService(client, activity)
     from .local import LocalTransferService
 
     return LocalTransferService()

@@ -80,8 +80,9 @@ class TransferService(ABC):
         """Attach the manifest's files to the dataset DID at the source RSE; returns files newly added."""
 
     @abstractmethod
-    def replicate(self, dataset_did: str, destination_rse: str) -> str:
-        """Ask for a copy at the destination; returns the rule id, the existing one if already asked."""
+    def replicate(self, dataset_did: str, destination_rse: str, lifetime_s: int | None = None) -> str:
+        """Ask for a copy at the destination (or hold the one there); returns the rule id, the
+        existing one if already asked. A lifetime lets Rucio release the copy after it."""
 
     @abstractmethod
     def rule_status(self, rule_id: str) -> RuleStatus:
@@ -94,3 +95,12 @@ class TransferService(ABC):
     @abstractmethod
     def manifest(self, dataset_did: str) -> Manifest:
         """The registered files and their metadata (the destination ingests from this)."""
+
+    @abstractmethod
+    def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
+        """The dataset's files that have an available replica at the RSE: {name: bytes}."""
+
+    @abstractmethod
+    def release(self, dataset_did: str, rse: str) -> list[str]:
+        """Drop our rules on the dataset at the RSE so its copy there may be deleted; returns the
+        rule ids dropped (none when already released)."""

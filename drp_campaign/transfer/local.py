@@ -54,15 +54,45 @@ class LocalTransferService(TransferService):
             raise TransferError(f"dataset {dataset_did} is not registered: run the hop's register task first")
         return Manifest.read(path)
 
-    def replicate(self, dataset_did: str, destination_rse: str) -> str:
-        rule_id = hashlib.sha1(f"{dataset_did}@{destination_rse}".encode()).hexdigest()[:32]
+    @staticmethod
+    def _rule_id(dataset_did: str, rse: str) -> str:
+        return hashlib.sha1(f"{dataset_did}@{rse}".encode()).hexdigest()[:32]
+
+    def replicate(self, dataset_did: str, destination_rse: str, lifetime_s: int | None = None) -> str:
+        rule_id = self._rule_id(dataset_did, destination_rse)
         rule_file = self._rule_file(rule_id)
         if rule_file.exists() and json.loads(rule_file.read_text())["state"] == "OK":
             return rule_id  # the rule exists and is satisfied: nothing to do again
-        status = self._copy_all(rule_id, self.manifest(dataset_did), self.replica_dir(destination_rse))
+        manifest = self.manifest(dataset_did)
+        if (self._did_dir(dataset_did) / "source_rse").read_text() == destination_rse:
+            # A hold on the source's own copy: nothing to copy (Rucio makes the locks at once).
+            status = RuleStatus(rule_id, "OK", len(manifest.entries), len(manifest.entries), manifest.total_bytes)
+        else:
+            status = self._copy_all(rule_id, manifest, self.replica_dir(destination_rse))
         rule_file.parent.mkdir(parents=True, exist_ok=True)
-        rule_file.write_text(json.dumps({"did": dataset_did, "rse": destination_rse, **status.to_dict()}))
+        rule_file.write_text(json.dumps({"did": dataset_did, "rse": destination_rse, "lifetime_s": lifetime_s, **status.to_dict()}))
         return rule_id
+
+    def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
+        """Files copied there and intact in size (the copy checked their adler32 already)."""
+        root = self.replica_dir(rse)
+        at_source = (self._did_dir(dataset_did) / "source_rse").read_text() == rse
+        found = {}
+        for e in self.manifest(dataset_did).entries:
+            path = Path(e.path) if at_source else root / e.relpath  # the source's files stay in its repo
+            if path.is_file() and path.stat().st_size == e.bytes:
+                found[e.relpath] = e.bytes
+        return found
+
+    def release(self, dataset_did: str, rse: str) -> list[str]:
+        """Forget the rule. Unlike Rucio's reaper, nothing deletes the files here: the local
+        service moves data but does not manage site storage."""
+        rule_id = self._rule_id(dataset_did, rse)
+        rule_file = self._rule_file(rule_id)
+        if not rule_file.exists():
+            return []
+        rule_file.unlink()
+        return [rule_id]
 
     def rule_status(self, rule_id: str) -> RuleStatus:
         rule_file = self._rule_file(rule_id)

@@ -53,6 +53,10 @@ def rucio_client(fields: dict[str, Any]):
     )
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def split_did(did: str) -> tuple[str, str]:
     scope, _, name = did.partition(":")
     if not scope or not name:
@@ -61,10 +65,9 @@ def split_did(did: str) -> tuple[str, str]:
 
 
 class RucioTransferService(TransferService):
-    def __init__(self, client, activity: str = "User Subscriptions", lifetime_s: int | None = None):
+    def __init__(self, client, activity: str = "User Subscriptions"):
         self.client = client
         self.activity = activity
-        self.lifetime_s = lifetime_s
 
     # -- register ------------------------------------------------------------------------------
     def register(self, dataset_did: str, source_rse: str, manifest: Manifest) -> int:
@@ -113,25 +116,45 @@ class RucioTransferService(TransferService):
             self.client.add_replicas(rse=rse, files=files)
 
     # -- replicate -------------------------------------------------------------------------------
-    def replicate(self, dataset_did: str, destination_rse: str) -> str:
-        from rucio.common.exception import DuplicateRule
+    def replicate(self, dataset_did: str, destination_rse: str, lifetime_s: int | None = None) -> str:
+        from rucio.common.exception import (
+            DuplicateRule,
+            InsufficientAccountLimit,
+            InsufficientTargetRSEs,
+            InvalidRSEExpression,
+            RSEWriteBlocked,
+        )
 
         scope, name = split_did(dataset_did)
         existing = self._find_rule(scope, name, destination_rse)
         if existing:
             return existing
+        where = f"{dataset_did} -> {destination_rse}"
         try:
             [rule_id] = self.client.add_replication_rule(
                 dids=[{"scope": scope, "name": name}],
                 copies=1,
                 rse_expression=destination_rse,
-                lifetime=self.lifetime_s,
+                lifetime=lifetime_s,
                 activity=self.activity,
                 comment=f"drp-campaign hop {name}",
             )
             return rule_id
         except DuplicateRule:  # a twin task made it between our look and our add
             return self._find_rule(scope, name, destination_rse)
+        except InsufficientAccountLimit as exc:
+            raise TransferError(
+                f"{where}: account {self.client.account} is over its quota at {destination_rse} ({_first_line(exc)}); "
+                f"nothing was asked: free space there (release site copies of finished campaigns) or raise the "
+                f"limit (rucio-admin account set-limits {self.client.account} {destination_rse} <bytes>), then retry"
+            ) from None
+        except InvalidRSEExpression as exc:
+            raise TransferError(f"{where}: Rucio knows no RSE {destination_rse!r} ({_first_line(exc)}); check the RSE names in sites.yaml") from None
+        except (RSEWriteBlocked, InsufficientTargetRSEs) as exc:
+            raise TransferError(
+                f"{where}: {destination_rse} does not accept writes now ({_first_line(exc)}); the site may be down "
+                "or its RSE blocked: retry when it is back (the rule is created then, once)"
+            ) from None
 
     def _find_rule(self, scope: str, name: str, rse_expression: str) -> str | None:
         for rule in self.client.list_did_rules(scope, name):
@@ -159,6 +182,25 @@ class RucioTransferService(TransferService):
         if rule["state"] == "OK":  # locks carry no sizes; the dataset's files do
             bytes_ok = sum(int(f["bytes"]) for f in self.client.list_files(rule["scope"], rule["name"]))
         return RuleStatus(rule_id, rule["state"], ok + replicating + stuck, ok, bytes_ok, errors)
+
+    def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
+        scope, name = split_did(dataset_did)
+        found: dict[str, int] = {}
+        # list_replicas on the dataset DID resolves its files server-side, in one streamed call.
+        for rep in self.client.list_replicas([{"scope": scope, "name": name}], rse_expression=rse, all_states=True):
+            if rep.get("states", {}).get(rse) == "AVAILABLE":
+                found[rep["name"]] = int(rep["bytes"])
+        return found
+
+    def release(self, dataset_did: str, rse: str) -> list[str]:
+        scope, name = split_did(dataset_did)
+        dropped = []
+        for rule in self.client.list_did_rules(scope, name):
+            if rule["rse_expression"] == rse and rule["account"] == self.client.account:
+                # purge_replicas: the copy is deleted by the reaper now, not when its tombstone ages.
+                self.client.delete_replication_rule(rule["id"], purge_replicas=True)
+                dropped.append(rule["id"])
+        return dropped
 
     # -- destination ---------------------------------------------------------------------------------
     def replica_dir(self, destination_rse: str) -> Path:
