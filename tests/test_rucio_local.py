@@ -210,7 +210,7 @@ def test_a_transfer_that_fails_once_is_retried_by_rucio_and_lands_once(client, r
     files = _site_files(rucio, "FRDF", 2)
     dataset = f"hop-flaky-{uuid.uuid4().hex[:8]}"
     _register(client, "FRDF_DISK", files, dataset)
-    flaky_rel, flaky_path = files[0]
+    flaky_rel = files[0][0]
     faults = rucio["work"] / f"faults-{dataset}.json"
     # a pattern, as an operator would write it; it matches the first file only
     faults.write_text(json.dumps([{"name": flaky_rel.rsplit("/", 1)[0] + "/*_I_0.fits", "fail": 1}]))
@@ -324,6 +324,68 @@ def test_a_missing_airflow_connection_says_how_to_add_it(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_RUCIO_NOWHERE", raising=False)
     with pytest.raises(RucioConnectionMissing, match="'rucio_nowhere' is not defined: add it .*airflow connections add rucio_nowhere"):
         RucioHook("rucio_nowhere").get_conn()
+
+
+def _client_from_config(cfg: Path):
+    """A Client configured by cfg alone. rucio-clients reads $RUCIO_CONFIG once per process, and
+    client.cfg's [client] auth_token_file_path is drp's token file: a Client of any other account
+    built under it reads drp's token and acts as drp. So another account needs its own config."""
+    from rucio.client import Client
+    from rucio.common.config import clean_cached_config
+
+    saved = os.environ["RUCIO_CONFIG"]
+    os.environ["RUCIO_CONFIG"] = str(cfg)
+    clean_cached_config()
+    try:
+        return Client()
+    finally:
+        os.environ["RUCIO_CONFIG"] = saved
+        clean_cached_config()
+
+
+def test_a_destination_over_the_accounts_quota_is_refused_and_no_rule_is_made(rucio, client, service):
+    from drp_campaign.transfer.base import TransferError
+    from drp_campaign.transfer.rucio import RucioTransferService
+
+    # drp is admin, and Rucio skips quota checks for admin accounts (RSESelector), so the quota is
+    # tried with a plain USER account. Only root may add accounts in the generic policy
+    # (perm_add_account): rucio.cfg's [client] section is root's, as for rucio-admin.
+    root = _client_from_config(rucio["home"] / "rucio.cfg")
+    probe, password = f"quota_probe_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    root.add_account(probe, "USER", f"{probe}@localhost")
+    root.add_identity(probe, probe, "USERPASS", f"{probe}@localhost", default=True, password=password)
+    root.set_local_account_limit(probe, "USDF_DISK", 1000)   # bytes: less than one file
+    root.set_local_account_limit(probe, "UKDF_RAL_DISK", 10**9)
+    c = rucio["conn"]
+    cfg = rucio["work"] / f"{probe}.cfg"
+    cfg.write_text(f"[client]\nrucio_host = {c['rucio_host']}\nauth_host = {c['auth_host']}\n"
+                   f"auth_type = userpass\nusername = {probe}\npassword = {password}\naccount = {probe}\n"
+                   f"vo = {c['vo']}\nauth_token_file_path = {rucio['home'] / 'tokens' / probe / 'token'}\n")
+    probe_client = _client_from_config(cfg)
+    assert probe_client.whoami()["account"] == probe
+    files = _site_files(rucio, "FRDF", 2)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
+    service.register(did, "FRDF_DISK", _manifest(files))   # as drp: only admins add replicas here
+    with pytest.raises(TransferError) as err:
+        RucioTransferService(probe_client).replicate(did, "USDF_DISK")
+    print(f"\nover quota: {err.value}")
+    assert f"account {probe} is over its quota at USDF_DISK" in str(err.value), err.value
+    assert did in str(err.value)
+    assert list(client.list_did_rules(*did.split(":"))) == []
+    # where its quota suffices, the same account may make the rule: the refusal was the quota
+    rule_id = RucioTransferService(probe_client).replicate(did, "UKDF_RAL_DISK")
+    assert [(r["id"], r["account"]) for r in client.list_did_rules(*did.split(":"))] == [(rule_id, probe)]
+
+
+def test_a_destination_rse_rucio_does_not_know_is_refused_and_no_rule_is_made(rucio, client, service):
+    from drp_campaign.transfer.base import TransferError
+
+    files = _site_files(rucio, "FRDF", 1)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
+    service.register(did, "FRDF_DISK", _manifest(files))
+    with pytest.raises(TransferError, match=f"{did} -> NOWHERE_DISK: Rucio knows no RSE 'NOWHERE_DISK'"):
+        service.replicate(did, "NOWHERE_DISK")
+    assert list(client.list_did_rules(*did.split(":"))) == []
 
 
 def test_a_path_too_long_for_a_rucio_name_is_refused_before_anything_is_registered(service, client):

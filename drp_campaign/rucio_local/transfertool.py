@@ -91,7 +91,7 @@ def _injected_fault(scope: str, name: str, dst_rse: str) -> Optional[str]:
     if not faults:
         return None
     counts_path = results_dir().with_name(results_dir().name + ".faults-count.json")
-    # The poller, a `daemons once` and the demo's loop may all be submitting: count under a lock.
+    # A `daemons once` and the demo's loop may submit at the same time: count under a lock.
     fd = os.open(counts_path, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
