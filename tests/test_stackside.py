@@ -248,6 +248,18 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
     ids = {e["dataset_id"] for e in at_ral["entries"]}
     assert len(ids) == 8 and corrupt["dataset_id"] not in ids and missing["dataset_id"] not in ids
 
+    # Releasing UKDF_RAL's copy: its Butler forgets the datasets; the files stay for Rucio's reaper.
+    ids_file = work / "release-ids.json"
+    ids_file.write_text(json.dumps(sorted(ids)))
+    released = stackside(work, "forget-datasets", "--repo", repo(work, "UKDF_RAL"), "--ids", str(ids_file))
+    assert (released["forgotten"], released["already_gone"]) == (8, 0)
+    assert manifest_of(work, "UKDF_RAL", f"{PREFIX}/FRDF/*", "isolated_star,preliminary_visit_summary", "ral-released")["entries"] == []
+    assert all(Path(e["path"]).is_file() for e in at_ral["entries"]), "forgetting deletes no file"
+    again = stackside(work, "forget-datasets", "--repo", repo(work, "UKDF_RAL"), "--ids", str(ids_file))
+    assert (again["forgotten"], again["already_gone"]) == (0, 8)
+    kept = manifest_of(work, "USDF", f"{PREFIX}/FRDF/*", "isolated_star,preliminary_visit_summary", "usdf-kept")
+    assert len(kept["entries"]) == 10, "another site's copy is untouched"
+
 
 def test_full_step_sequence_in_one_repo(tmp_path: Path):
     """step1..step5 per site-group plus step2c and final_qa at the hub, in one repo holding every tract."""
