@@ -5,8 +5,13 @@ from __future__ import annotations
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
+from drp_campaign.hooks.transfer import TransferHook
 from drp_campaign.transfer import service_kind
 from drp_campaign.triggers.rule_state import RuleStateTrigger
+
+
+# Long enough for the scheduler to see the deferring worker exit, even on a loaded machine.
+FIRST_POLL_DELAY_S = 10.0
 
 
 class HopReplicationSensor(BaseSensorOperator):
@@ -21,10 +26,22 @@ class HopReplicationSensor(BaseSensorOperator):
         self.poll_interval_s = poll_interval_s
         self.stuck_after_s = stuck_after_s
 
-    def execute(self, context) -> None:
+    def execute(self, context) -> dict | None:
+        # Look once before deferring: a rule that is already settled needs no trigger. This also
+        # keeps clear of an Airflow 3.3 race (apache/airflow#72716): when a trigger fires before the
+        # scheduler has drained the deferring worker's exit event, the resumed task is failed as
+        # "state changed externally". Hence, too, the trigger's first poll waits a little.
+        status = TransferHook().get_service().rule_status(self.rule_id)
+        if status.state == "OK" or (status.state in ("STUCK", "SUSPENDED") and self.stuck_after_s <= 0):
+            return self.execute_complete(context, status.to_dict())
+        self.log.info("rule %s: %s, %d/%d files; waiting in the triggerer", self.rule_id, status.state, status.files_ok, status.files_total)
         self.defer(
             trigger=RuleStateTrigger(
-                self.rule_id, service_kind(), poll_interval_s=self.poll_interval_s, stuck_after_s=self.stuck_after_s
+                self.rule_id,
+                service_kind(),
+                poll_interval_s=self.poll_interval_s,
+                stuck_after_s=self.stuck_after_s,
+                first_poll_delay_s=FIRST_POLL_DELAY_S,
             ),
             method_name="execute_complete",
         )

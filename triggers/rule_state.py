@@ -25,8 +25,10 @@ class RuleStateTrigger(BaseTrigger):
         rucio_conn_id: str = "rucio_default",
         poll_interval_s: float = 2.0,
         stuck_after_s: float = 0.0,
+        first_poll_delay_s: float = 0.0,
     ):
         super().__init__()
+        self.first_poll_delay_s = first_poll_delay_s
         self.rule_id = rule_id
         self.service_kind = service_kind
         self.rucio_conn_id = rucio_conn_id
@@ -42,6 +44,7 @@ class RuleStateTrigger(BaseTrigger):
                 "rucio_conn_id": self.rucio_conn_id,
                 "poll_interval_s": self.poll_interval_s,
                 "stuck_after_s": self.stuck_after_s,
+                "first_poll_delay_s": self.first_poll_delay_s,
             },
         )
 
@@ -59,6 +62,7 @@ class RuleStateTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         service = await self._service()
+        await asyncio.sleep(self.first_poll_delay_s)  # the sensor has just looked (see sensors/hops.py)
         stuck_since: float | None = None
         while True:
             status = await asyncio.to_thread(service.rule_status, self.rule_id)
