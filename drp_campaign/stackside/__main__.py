@@ -29,40 +29,58 @@ def _tracts(text: str | None) -> list[int] | None:
         raise StacksideError(f"--tracts {text!r}: expected comma-separated integers, e.g. 0,1") from None
 
 
+def _load(loader, *args):
+    """Call a drp_campaign.config loader; a refused file becomes a StacksideError (one line, exit 2)."""
+    from ..config import ConfigError
+
+    try:
+        return loader(*args)
+    except ConfigError as exc:
+        raise StacksideError(str(exc)) from None
+
+
+def _campaign(args):
+    from ..config import load_campaign
+
+    # Checked against the same sites file --repo defaults come from.
+    return _load(load_campaign, args.campaign, args.sites)
+
+
 def _repo(args) -> Path:
     if getattr(args, "repo", None):
         return Path(args.repo).expanduser().resolve()
     site = getattr(args, "site", None)
     if not site:
         raise StacksideError("--repo is required (or --site with a sites.yaml entry)")
-    from ._config import site_repo
+    from ..config import load_sites
 
-    return site_repo(site, getattr(args, "sites", None))
+    sites = _load(load_sites, args.sites)
+    if site not in sites.sites:
+        raise StacksideError(f"{sites.file}: unknown site {site!r}; known: {', '.join(sorted(sites.sites))}")
+    return sites.sites[site].butler_repo_path()
 
 
 def cmd_seed_repo(args) -> dict[str, Any]:
-    from ._config import load_campaign
     from .repo import seed_repo
+    from .sky import campaign_tracts
 
-    campaign = load_campaign(args.campaign)
-    tracts = campaign.all_tracts if args.all_tracts else _tracts(args.tracts)
+    campaign = _campaign(args)
+    tracts = campaign_tracts(campaign) if args.all_tracts else _tracts(args.tracts)
     return seed_repo(campaign, args.site, _repo(args), tracts=tracts)
 
 
 def cmd_check_inputs(args) -> dict[str, Any]:
-    from ._config import load_campaign
-    from .repo import check_inputs
+    from .repo import check_inputs, site_tracts
 
-    campaign = load_campaign(args.campaign)
-    tracts = _tracts(args.tracts) or campaign.site_tracts(args.site)
+    campaign = _campaign(args)
+    tracts = _tracts(args.tracts) or site_tracts(campaign, args.site)
     return check_inputs(campaign, args.site, _repo(args), tracts, args.chain)
 
 
 def cmd_run_step(args) -> dict[str, Any]:
-    from ._config import load_campaign
     from .step import run_step
 
-    campaign = load_campaign(args.campaign)
+    campaign = _campaign(args)
     return run_step(
         campaign,
         site=args.site,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ._config import PipelineSpec
+from ..config import PipelineSpec
 from ._errors import StacksideError
 
 TASK_CLASS = "lsst.pipe.base.tests.mocks.DynamicTestPipelineTask"
@@ -40,7 +40,7 @@ def parse_faults(faults: list[str] | None, spec: PipelineSpec, labels: list[str]
         if not sep or not label or not expr:
             raise StacksideError(f"--fail {text!r}: expected LABEL:EXPR, e.g. isolatedStarAssociation:'tract = 2'")
         if label not in spec.tasks:
-            raise StacksideError(f"--fail {text!r}: unknown task label {label!r} in {spec.path}")
+            raise StacksideError(f"--fail {text!r}: unknown task label {label!r} in {spec.file}")
         if label not in labels:
             raise StacksideError(f"--fail {text!r}: task {label!r} is not part of this step ({', '.join(labels)})")
         try:
@@ -65,22 +65,22 @@ def _config_python(spec: PipelineSpec, label: str, universe, fail_condition: str
     task = spec.tasks[label]
     lines = [
         "from lsst.pipe.base.tests.mocks import DynamicConnectionConfig",
-        f"config.dimensions = {list(task['dimensions'])!r}",
+        f"config.dimensions = {task.dimensions!r}",
     ]
-    for name in task["inputs"]:
-        dims = list(spec.dataset_types[name]["dimensions"])
-        multiple = _is_multiple(universe, task["dimensions"], dims)
+    for name in task.inputs:
+        dims = spec.dataset_types[name].dimensions
+        multiple = _is_multiple(universe, task.dimensions, dims)
         lines.append(
             f"config.inputs[{name!r}] = DynamicConnectionConfig(dataset_type_name={name!r}, "
             f"dimensions={dims!r}, storage_class={storage_class_for(name)!r}, multiple={multiple!r})"
         )
-    for name in task["outputs"]:
-        dims = list(spec.dataset_types[name]["dimensions"])
-        task_group = universe.conform(task["dimensions"])
+    for name in task.outputs:
+        dims = spec.dataset_types[name].dimensions
+        task_group = universe.conform(task.dimensions)
         if not set(universe.conform(dims).required).issubset(set(task_group.names)):
             raise StacksideError(
-                f"{spec.path}: task {label} output {name} has dimensions {dims} that are not part of the "
-                f"task's dimensions {task['dimensions']}: fix the spec"
+                f"{spec.file}: task {label} output {name} has dimensions {dims} that are not part of the "
+                f"task's dimensions {task.dimensions}: fix the spec"
             )
         lines.append(
             f"config.outputs[{name!r}] = DynamicConnectionConfig(dataset_type_name={name!r}, "
@@ -112,7 +112,7 @@ def build_pipeline_yaml(
     labels = spec.step_tasks(step) if step else list(spec.tasks)
     faults = faults or {}
     doc: dict = {
-        "description": f"{spec.description} [{step or 'all steps'}] (generated from {spec.path.name})",
+        "description": f"{spec.description} [{step or 'all steps'}] (generated from {spec.file.name})",
         "tasks": {},
     }
     for label in labels:
@@ -121,7 +121,7 @@ def build_pipeline_yaml(
             "config": {"python": _Literal(_config_python(spec, label, universe, faults.get(label)))},
         }
     subsets = {}
-    for s in spec.steps:
+    for s in spec.steps():
         members = [lbl for lbl in spec.step_tasks(s) if lbl in labels]
         if members:
             subsets[s] = {"subset": members, "description": f"{s} of the DRP-shaped mock pipeline"}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._config import Campaign
+from ..config import CampaignConfig
 from ._errors import StacksideError
 from .sky import SyntheticSky, visit_tract
 
@@ -118,18 +118,25 @@ def prepend_to_chain(butler, chain: str, runs: Iterable[str]) -> list[str]:
     return with_lock_retry(do, what=f"prepending to chain {chain}")
 
 
-def _raw_dataset_type(butler, campaign: Campaign):
+def site_tracts(campaign: CampaignConfig, site: str) -> list[int]:
+    """SITE's tracts, sorted; a site the campaign has no tracts for is a bad --site."""
+    try:
+        return sorted(campaign.site_tracts(site))
+    except KeyError as exc:
+        raise StacksideError(f"{campaign.file}: {exc.args[0]}") from None
+
+
+def _raw_dataset_type(butler, campaign: CampaignConfig):
     """The raw dataset type, with the dimensions of the pipeline spec and our mocked storage class."""
     from lsst.daf.butler import DatasetType
     from lsst.pipe.base.tests.mocks import MockStorageClass
 
-    from ._config import load_pipeline_spec
     from .pipeline import storage_class_for
 
-    spec = load_pipeline_spec(campaign.pipeline_path)
+    spec = campaign.pipeline_spec
     if RAW not in spec.dataset_types:
-        raise StacksideError(f"{spec.path}: dataset_types has no {RAW!r}: the synthetic sky needs it")
-    dims = spec.dataset_types[RAW]["dimensions"]
+        raise StacksideError(f"{spec.file}: dataset_types has no {RAW!r}: the synthetic sky needs it")
+    dims = spec.dataset_types[RAW].dimensions
     sc = MockStorageClass.get_or_register_mock(storage_class_for(RAW)).name
     return DatasetType(RAW, dims, sc, universe=butler.dimensions)
 
@@ -153,19 +160,19 @@ def insert_sky(butler, sky: SyntheticSky) -> dict[str, int]:
     return inserted
 
 
-def seed_repo(campaign: Campaign, site: str, repo: Path, *, tracts: list[int] | None = None) -> dict[str, Any]:
+def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[int] | None = None) -> dict[str, Any]:
     """Create REPO if missing, insert the whole sky, put mock raws for SITE's tracts (or TRACTS)."""
     from lsst.daf.butler import DatasetIdGenEnum, DatasetRef
     from lsst.pipe.base.tests.mocks import MockDataset
 
-    tracts = sorted(tracts) if tracts is not None else campaign.site_tracts(site)
+    tracts = sorted(tracts) if tracts is not None else site_tracts(campaign, site)
     sky = SyntheticSky(campaign)
     butler, created = open_butler(repo, create=True, what=f" (site {site})")
     with butler:
         inserted = insert_sky(butler, sky)
         raw_type = _raw_dataset_type(butler, campaign)
         registered_type = butler.registry.registerDatasetType(raw_type)
-        run = campaign.input_collections[0]
+        run = campaign.data.input_collections[0]
         registered_run = butler.collections.register(run)
         have = {
             (ref.dataId["visit"], ref.dataId["detector"])
@@ -201,7 +208,7 @@ def seed_repo(campaign: Campaign, site: str, repo: Path, *, tracts: list[int] | 
     }
 
 
-def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], chain: str) -> dict[str, Any]:
+def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[int], chain: str) -> dict[str, Any]:
     butler, _ = open_butler(repo, what=f" (site {site})")
     with butler:
         sky = SyntheticSky(campaign)
@@ -210,10 +217,10 @@ def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], c
         missing: list[str] = []
         have: set[tuple[int, int]] = set()
         try:
-            refs = butler.query_datasets(RAW, collections=campaign.input_collections, explain=False, limit=None)
+            refs = butler.query_datasets(RAW, collections=campaign.data.input_collections, explain=False, limit=None)
         except Exception as exc:  # noqa: BLE001 - missing dataset type or collection: nothing found
             refs = []
-            missing.append(f"cannot query raws in {campaign.input_collections}: {exc}".replace("\n", " "))
+            missing.append(f"cannot query raws in {campaign.data.input_collections}: {exc}".replace("\n", " "))
         for ref in refs:
             have.add((ref.dataId["visit"], ref.dataId["detector"]))
         for data_id in sky.raw_data_ids(tracts):
@@ -225,7 +232,7 @@ def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], c
         from lsst.daf.butler.registry import MissingCollectionError
 
         missing_colls = []
-        for coll in campaign.input_collections:
+        for coll in campaign.data.input_collections:
             try:
                 butler.collections.get_info(coll)
             except MissingCollectionError:
@@ -234,7 +241,7 @@ def check_inputs(campaign: Campaign, site: str, repo: Path, tracts: list[int], c
             missing.append(f"input collections missing: {missing_colls}")
             created = False
         else:
-            created = ensure_chain(butler, chain, campaign.input_collections)
+            created = ensure_chain(butler, chain, campaign.data.input_collections)
     limit = 100
     shown = missing[:limit] + ([f"... and {len(missing) - limit} more"] if len(missing) > limit else [])
     return {

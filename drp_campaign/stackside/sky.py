@@ -15,7 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ._config import Campaign
+from ..config import CampaignConfig
+from ._errors import StacksideError
 
 TRACT_PITCH_DEG = 10.0
 TRACT_HALF_WIDTH_DEG = 4.0
@@ -38,6 +39,11 @@ def visit_tract(visit: int) -> int:
     return visit // 1000 - 1
 
 
+def campaign_tracts(campaign: CampaignConfig) -> list[int]:
+    """Every tract the campaign names, at any site."""
+    return sorted({t for ts in campaign.tracts.values() for t in ts})
+
+
 @dataclass(frozen=True)
 class Visit:
     id: int
@@ -51,12 +57,16 @@ class Visit:
 
 
 class SyntheticSky:
-    def __init__(self, campaign: Campaign):
+    def __init__(self, campaign: CampaignConfig):
+        if campaign.data.synthetic is None:
+            raise StacksideError(f"{campaign.file}: data.synthetic is missing; the embedded sites' "
+                                 "synthetic sky is made from it: add it")
         self.campaign = campaign
-        self.instrument = campaign.instrument
-        self.skymap = campaign.skymap
-        self.syn = campaign.synthetic
-        self.tracts = list(range(campaign.n_tracts))
+        self.instrument = campaign.data.instrument
+        self.skymap = campaign.data.skymap
+        self.syn = campaign.data.synthetic
+        # Tract ids 0..N-1 cover every tract the campaign names (it names at least one).
+        self.tracts = list(range(max(campaign_tracts(campaign)) + 1))
 
     # ---- geometry -------------------------------------------------------------------------
     def tract_box(self, tract: int) -> tuple[float, float, float, float]:
@@ -173,10 +183,12 @@ class SyntheticSky:
                     )
         records["visit"] = visits
         records["visit_detector_region"] = vdrs
+        # Hash the text the sky's first version hashed (a dataclass repr): repos seeded before agree.
+        syn = "Synthetic(" + ", ".join(f"{k}={v!r}" for k, v in self.syn.model_dump().items()) + ")"
         records["skymap"] = [
             {
                 "name": self.skymap,
-                "hash": hashlib.sha1(f"{self.skymap}:{len(self.tracts)}:{self.syn}".encode()).digest(),
+                "hash": hashlib.sha1(f"{self.skymap}:{len(self.tracts)}:{syn}".encode()).digest(),
                 "tract_max": len(self.tracts),
                 "patch_nx_max": 1,
                 "patch_ny_max": self.syn.patches_per_tract,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ._config import Campaign, load_pipeline_spec
+from ..config import CampaignConfig
 from ._errors import StacksideError
 from .pipeline import parse_faults, write_pipeline
 from .repo import open_butler, prepend_to_chain
@@ -85,7 +85,7 @@ def _count_outputs(repo: Path, run: str, dataset_types: list[str]) -> dict[str, 
 
 
 def run_step(
-    campaign: Campaign,
+    campaign: CampaignConfig,
     *,
     site: str,
     repo: Path,
@@ -98,8 +98,10 @@ def run_step(
     result_path: Path | None = None,
     processes: int = 1,
 ) -> dict[str, Any]:
-    spec = load_pipeline_spec(campaign.pipeline_path)
+    spec = campaign.pipeline_spec
     labels = spec.step_tasks(step)
+    if not labels:
+        raise StacksideError(f"{spec.file}: no task has step {step!r}; steps are {', '.join(spec.steps())}")
     fault_map = parse_faults(faults, spec, labels)
     if not (repo / "butler.yaml").exists():
         raise StacksideError(f"Butler repo {repo} (site {site}) does not exist: run `seed-repo` for this site first")
@@ -123,7 +125,7 @@ def run_step(
     exists, existing_configs = _run_exists(repo, output_run, chain, site)
     cmd = [pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo), "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]
     if tracts:
-        cmd += ["-d", f"skymap='{campaign.skymap}' AND tract IN ({', '.join(str(t) for t in tracts)})"]
+        cmd += ["-d", f"skymap='{campaign.data.skymap}' AND tract IN ({', '.join(str(t) for t in tracts)})"]
     if exists:
         # Retry: redo only what did not succeed, in the same RUN, never duplicating a dataset.
         cmd += ["--extend-run", "--skip-existing-in", output_run, "--clobber-outputs"] if not dry_run else ["--skip-existing-in", output_run]
