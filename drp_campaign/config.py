@@ -234,8 +234,10 @@ class HopConfig(_Model):
     lifetime_days: float | None = Field(default=None, gt=0)
     # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails.
     stuck_after_minutes: float = Field(default=0, ge=0)
-    # to_tape only: hops whose site copies are released once this hop's tape copy is confirmed.
+    # to_tape only: hops whose site copies are released once this hop's tape copy is confirmed,
+    # and how long Rucio waits before deleting them (a release can be taken back until then).
     release_site_copies_of: list[str] = []
+    release_grace_minutes: float = Field(default=0, ge=0)
 
 
 class QaConfig(_Model):
@@ -768,6 +770,9 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
             raise ConfigError(file, f"hops.{name}.direction", f"hop {name} goes to tape, but the hub "
                               f"{sites.hub} has no rucio.tape_rse in {sites.file}; add it there or "
                               "remove the hop")
+        if hop.release_grace_minutes and hop.direction != "to_tape":
+            raise ConfigError(file, f"hops.{name}.release_grace_minutes", "only a to_tape hop "
+                              "releases site copies; move the key to the campaign's to_tape hop")
         if hop.release_site_copies_of and hop.direction != "to_tape":
             raise ConfigError(file, f"hops.{name}.release_site_copies_of", "only a to_tape hop "
                               "releases site copies (they are released once safe on tape); move "

@@ -5,8 +5,9 @@ ingested at a tape RSE: `ConfirmTapeOperator` reads from Rucio which files have 
 replica there (FTS - here the local transfertool - verified size and adler32 on the way) and
 balances the ledger. Only then may `ReleaseSiteCopiesOperator` let a site's copies go: it checks
 again, from Rucio, that every file of the site's copy is available at the hub's disk and tape,
-removes the datasets from the site's Butler (files stay), and drops the rule that held them, so
-Rucio's reaper deletes the files and the site's storage returns within quota. Both are safe to
+removes the datasets from the site's Butler (files stay), and gives the rule that held them a
+lifetime of `release_grace_minutes` with purge_replicas: Rucio's judge-cleaner then deletes the
+rule and its reaper the files, so the site's storage returns within quota. Both are safe to
 re-run: a second run finds the ledger balanced, the datasets gone and no rule left to drop.
 """
 
@@ -33,6 +34,7 @@ class ConfirmTapeOperator(HopOperator):
         key = self.run_key(context)
         did = self.dataset_did(context)
         service = self.service()
+        self.refresh_rule(context, service)
         manifest = service.manifest(did)
         on_tape = service.replicas_at(did, self.destination_rse)
         arrived = [
@@ -90,19 +92,19 @@ class ReleaseSiteCopiesOperator(HopOperator):
         for name, did in self.site_copies(context):
             manifest = manifests[name]
             forgotten = self._forget_in_butler([e.dataset_id for e in manifest.entries])
-            dropped = service.release(did, site_rse)
+            released_rules = service.release(did, site_rse, grace_s=int(self.campaign.hops[self.hop].release_grace_minutes * 60))
             self.ledger.record_release(run_key=key, hop=name, site=self.site, rse=site_rse, files=len(manifest.entries),
-                                       nbytes=manifest.total_bytes, rule_ids=dropped)  # fmt: skip
-            released[name] = {"files": len(manifest.entries), "bytes": manifest.total_bytes, "rules_dropped": dropped}
+                                       nbytes=manifest.total_bytes, rule_ids=released_rules)  # fmt: skip
+            released[name] = {"files": len(manifest.entries), "bytes": manifest.total_bytes, "rules_released": released_rules}
             self.log.info(
-                "%s: released %s's copy at %s: %d files (%d B); %d datasets removed from the Butler (%d already gone); rules dropped %s",
+                "%s: released %s's copy at %s: %d files (%d B); %d datasets removed from the Butler (%d already gone); rules released %s",
                 self.site, name, site_rse, len(manifest.entries), manifest.total_bytes,
-                forgotten["forgotten"], forgotten["already_gone"], dropped or "none (released before)",
+                forgotten["forgotten"], forgotten["already_gone"], released_rules or "none (released before)",
             )  # fmt: skip
         return released
 
     def _forget_in_butler(self, dataset_ids: list[str]) -> dict:
-        """Butler first: once the rule is dropped the reaper deletes the files, and the site's
+        """Butler first: once the rule is released_rules the reaper deletes the files, and the site's
         Butler must not point at files that are gone."""
         site = self.site_config()
         with tempfile.TemporaryDirectory(prefix="drp-release-") as tmp:

@@ -80,6 +80,13 @@ class HopOperator(CampaignOperator):
         )
         return status
 
+    def refresh_rule(self, context, service) -> None:
+        """After the wait: put the rule's settled state (from the replicate task's id) in the ledger."""
+        rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
+        if rule_id:
+            status = self.record_rule(context, service, rule_id)
+            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
+
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination_label}"
 
@@ -158,10 +165,7 @@ class IngestHopOperator(HopOperator):
         self.skip_unless_selected(context)
         key = self.run_key(context)
         service = self.service()
-        rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
-        if rule_id:
-            status = self.record_rule(context, service, rule_id)
-            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
+        self.refresh_rule(context, service)
         manifest_path = self.manifest_file(context, "registered")
         service.manifest(self.dataset_did(context)).write(manifest_path)
         dest = self.site_config(self.destination)

@@ -1,7 +1,8 @@
 """The whole 3x3 campaign in real Airflow, with real Butler repos and the real stack.
 
 1. A clean run: every task succeeds, the ledger balances, USDF holds exactly the expected
-   products, and datasets keep their UUIDs across sites.
+   products, and datasets keep their UUIDs across sites; products reach USDF_TAPE, and only then
+   are the sites' copies released (their Butler forgets them, Rucio's reaper deletes the files).
 2. A fault: one quantum of step2b at FRDF fails. FRDF's task fails naming that quantum; the other
    sites run up to the fan-in barrier and step2c does not start. With the fault removed, a retry
    (clearing the failed tasks) completes the campaign with no duplicated dataset and a balanced
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -111,19 +114,52 @@ def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
             ("distribute_step2c", "USDF", site),
             ("return_products", site, "USDF"),
         )
-    }
+    } | {("archive_products", "USDF", "USDF_TAPE")}
     assert all(b.sent > 0 and b.arrived == b.sent for b in balances)
 
     assert hub_counts(campaign, key) == expected_products(campaign)
 
-    sent = dataset_ids(campaign, "FRDF", key, "FRDF", "isolated_star,object_table", tmp_path)
-    received = dataset_ids(campaign, "USDF", key, "FRDF", "isolated_star,object_table", tmp_path)
-    assert len(sent) == 4 and sent == received, "UUIDs are kept across the hop"
+    sent = dataset_ids(campaign, "FRDF", key, "FRDF", "isolated_star", tmp_path)
+    received = dataset_ids(campaign, "USDF", key, "FRDF", "isolated_star", tmp_path)
+    assert len(sent) == 2 and sent == received, "UUIDs are kept across the hop"
 
     report = json.loads((PROJECT_ROOT / "var" / "test-e2e" / "reports" / f"{key}.json").read_text())
     assert report["ledger_balanced"] is True
     assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
+    assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
+
+
+def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):
+    """Products went to tape; then FRDF's Butler forgot its copies and Rucio's reaper deleted the files."""
+    [tape] = [h for h in report["hops"] if h["to"] == "USDF_TAPE"]
+    assert tape["arrived"] == tape["sent"] == sum(
+        n for t, n in expected_products(campaign).items()
+        if t in campaign.hops["archive_products"].dataset_types
+    ), "every product and metric of the run is on tape"  # fmt: skip
+    assert {(r["site"], r["hop"]) for r in report["released"]} == {
+        (site, hop) for site in ("FRDF", "UKDF_RAL") for hop in ("return_products", "distribute_step2c")
+    }
+    assert all(r["files"] > 0 and r["rules"] for r in report["released"])
+
+    with Ledger().engine.connect() as conn:
+        sent_products = set(conn.execute(sa.select(hop_files.c.dataset_id).where(
+            hop_files.c.run_key == key, hop_files.c.hop == "return_products", hop_files.c.src_site == "FRDF",
+            hop_files.c.dataset_type == "object_table")).scalars())  # fmt: skip
+    assert len(sent_products) == 2
+    assert dataset_ids(campaign, "FRDF", key, "FRDF", "object_table", tmp_path) == set(), "FRDF's Butler forgot its copy"
+    assert dataset_ids(campaign, "USDF", key, "FRDF", "object_table", tmp_path) == sent_products, "USDF keeps them, same UUIDs"
+
+    # Rucio's reaper (in the daemon loop) deletes the released files at FRDF; USDF's and tape's stay.
+    manifests = PROJECT_ROOT / "var" / "test-e2e" / "transfers" / "manifests" / key
+    released = [e for e in json.loads((manifests / "return_products" / "FRDF-USDF.source.json").read_text())["entries"]]
+    usdf_root = campaign.sites_config.sites["USDF"].butler_repo_path()
+    deadline = time.monotonic() + 120
+    while any(Path(e["path"]).exists() for e in released) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not any(Path(e["path"]).exists() for e in released), "the reaper deletes released site copies"
+    assert all((usdf_root / e["relpath"]).is_file() for e in released)
+    assert all((PROJECT_ROOT / "var" / "test-e2e" / "rse" / "USDF_TAPE" / e["relpath"]).is_file() for e in released)
 
 
 def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicates(client, campaign):

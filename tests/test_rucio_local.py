@@ -295,6 +295,32 @@ def test_service_finds_the_existing_rule_and_reports_the_copy(rucio, client, ser
         assert adler32(service.replica_dir("USDF_DISK") / rel) == adler32(path)
 
 
+def test_a_held_site_copy_goes_to_tape_and_is_released_only_then(rucio, client, service):
+    """The fan-in's source hold, the hub's copy and tape copy; releasing the site's copy lets
+    Rucio's judge-cleaner and reaper delete the site's files, and nothing else."""
+    files = _site_files(rucio, "FRDF", 3)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/return/FRDF"
+    service.register(did, "FRDF_DISK", _manifest(files))
+    hold = service.replicate(did, "FRDF_DISK", lifetime_s=30 * 86400)
+    to_hub = service.replicate(did, "USDF_DISK")
+    to_tape = service.replicate(did, "USDF_TAPE")
+    _daemons_once(rucio, hold, to_hub, to_tape)
+    assert {service.rule_status(r).state for r in (hold, to_hub, to_tape)} == {"OK"}
+    names = {rel: path.stat().st_size for rel, path in files}
+    assert service.replicas_at(did, "USDF_TAPE") == names == service.replicas_at(did, "USDF_DISK")
+    for rel, path in files:
+        assert adler32(rucio["work"] / "rse" / "USDF_TAPE" / rel) == adler32(path)
+
+    assert service.release(did, "FRDF_DISK") == [hold]
+    assert service.release(did, "FRDF_DISK") == [], "a re-run releases nothing again"
+    _daemons_once(rucio)
+    scope, name = did.split(":")
+    assert {r["rse_expression"] for r in client.list_did_rules(scope, name)} == {"USDF_DISK", "USDF_TAPE"}
+    assert not any(path.exists() for _, path in files), "the reaper deleted the released site copy"
+    assert service.replicas_at(did, "FRDF_DISK") == {}
+    assert service.replicas_at(did, "USDF_DISK") == names and service.replicas_at(did, "USDF_TAPE") == names
+
+
 def test_service_names_the_stuck_file_when_the_source_is_corrupted(rucio, service):
     files = _site_files(rucio, "UKDF_RAL", 2)
     did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/UKDF_RAL"

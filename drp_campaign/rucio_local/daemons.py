@@ -8,8 +8,8 @@ One *pass* runs, in this order, each daemon's own code for one iteration (`once=
 waits at 0: judge-evaluator (rucio.daemons.judge.evaluator.run_once through
 rucio.daemons.common.run_daemon, partition wait 0 instead of its built-in 1 s),
 conveyor-submitter, conveyor-poller (older_than=0: poll what was just submitted),
-conveyor-finisher (partition waits 0 instead of 10 s), then a greedy reaper (deletes replicas
-whose tombstone has passed). The judge-repairer (re-tries STUCK rules) runs in loop mode only.
+conveyor-finisher (partition waits 0 instead of 10 s), judge-cleaner (deletes rules whose
+lifetime has passed), then a greedy reaper (deletes replicas whose tombstone has passed). The judge-repairer (re-tries STUCK rules) runs in loop mode only.
 
 * `once` repeats passes until the work has *settled*: no transfer request left (of the given
   rules, or at all), no DID waiting for the judge-evaluator, and none of the given rules still
@@ -45,6 +45,7 @@ _STOP = threading.Event()
 # State the daemons keep between their iterations (what their own loops would keep).
 _PAUSED_DIDS: dict = {}
 _PAUSED_RULES: dict = {}
+_PAUSED_CLEANER: dict = {}
 
 
 def setup(local: LocalRucio | None = None, log_file: str | None = None) -> LocalRucio:
@@ -77,7 +78,7 @@ def run_pass(*, reaper: bool = True, repairer: bool = False, bulk: int = 1000) -
     """One iteration of each daemon, waits at 0; returns the seconds it took."""
     from rucio.daemons.common import run_daemon
     from rucio.daemons.conveyor import finisher, poller, submitter
-    from rucio.daemons.judge import evaluator
+    from rucio.daemons.judge import cleaner, evaluator
     from rucio.daemons.judge import repairer as repairer_mod
     from rucio.daemons.reaper import reaper as reaper_mod
 
@@ -101,6 +102,11 @@ def run_pass(*, reaper: bool = True, repairer: bool = False, bulk: int = 1000) -
     poller.poller(once=True, partition_wait_time=0, sleep_time=60, older_than=0, db_bulk=bulk,
                   fts_bulk=100, transfertool=TRANSFERTOOL_NAME, filter_transfertool=None)
     finisher.finisher(once=True, partition_wait_time=0, sleep_time=60, bulk=bulk, db_bulk=bulk)
+    # judge-cleaner: delete rules whose lifetime has passed (released site copies, expired
+    # intermediates); with purge_replicas their replicas become the reaper's right away.
+    run_daemon(once=True, graceful_stop=cleaner.graceful_stop, executable=cleaner.DAEMON_NAME,
+               partition_wait_time=0, sleep_time=60,
+               run_once_fnc=functools.partial(cleaner.run_once, paused_rules=_PAUSED_CLEANER))
     if reaper:
         reaper_mod.reaper(rses=[], include_rses=None, exclude_rses=None, once=True, greedy=True,
                           sleep_time=60)

@@ -101,6 +101,6 @@ class TransferService(ABC):
         """The dataset's files that have an available replica at the RSE: {name: bytes}."""
 
     @abstractmethod
-    def release(self, dataset_did: str, rse: str) -> list[str]:
-        """Drop our rules on the dataset at the RSE so its copy there may be deleted; returns the
-        rule ids dropped (none when already released)."""
+    def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
+        """Let our rules on the dataset at the RSE expire after `grace_s`, so the copy there is
+        deleted; returns the rule ids released now (none when already released)."""

@@ -84,9 +84,9 @@ class LocalTransferService(TransferService):
                 found[e.relpath] = e.bytes
         return found
 
-    def release(self, dataset_did: str, rse: str) -> list[str]:
-        """Forget the rule. Unlike Rucio's reaper, nothing deletes the files here: the local
-        service moves data but does not manage site storage."""
+    def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
+        """Forget the rule at once. Unlike Rucio's reaper, nothing deletes the files here: the
+        local service moves data but does not manage site storage."""
         rule_id = self._rule_id(dataset_did, rse)
         rule_file = self._rule_file(rule_id)
         if not rule_file.exists():

@@ -192,15 +192,21 @@ class RucioTransferService(TransferService):
                 found[rep["name"]] = int(rep["bytes"])
         return found
 
-    def release(self, dataset_did: str, rse: str) -> list[str]:
+    def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
+        """Give our rules there a lifetime of `grace_s` with purge_replicas: Rucio's judge-cleaner
+        deletes them when it passes and the reaper deletes the files. (delete_replication_rule
+        would do the same with a fixed hour's grace for non-root accounts.) Until then an
+        operator can take the release back by clearing the rule's lifetime."""
         scope, name = split_did(dataset_did)
-        dropped = []
+        released = []
         for rule in self.client.list_did_rules(scope, name):
-            if rule["rse_expression"] == rse and rule["account"] == self.client.account:
-                # purge_replicas: the copy is deleted by the reaper now, not when its tombstone ages.
-                self.client.delete_replication_rule(rule["id"], purge_replicas=True)
-                dropped.append(rule["id"])
-        return dropped
+            if rule["rse_expression"] != rse or rule["account"] != self.client.account:
+                continue
+            if rule["purge_replicas"] and rule["expires_at"]:
+                continue  # released before: a re-run does not push the expiry back
+            self.client.update_replication_rule(rule["id"], {"lifetime": max(int(grace_s), 1), "purge_replicas": True})
+            released.append(rule["id"])
+        return released
 
     # -- destination ---------------------------------------------------------------------------------
     def replica_dir(self, destination_rse: str) -> Path:
