@@ -129,6 +129,12 @@ class AirflowClient:
         cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
         return [t["task_id"] for t in cleared.get("task_instances", [])]
 
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
+        """Clear these tasks (whatever their state) so they run again, as the UI's Clear does."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False, "reset_dag_runs": True}
+        cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+        return [t["task_id"] for t in cleared.get("task_instances", [])]
+
     def follow(
         self,
         dag_id: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from drp_campaign import graph, settings
 from drp_campaign.hooks.stack import StackHook
@@ -80,6 +80,12 @@ class HopOperator(CampaignOperator):
         )
         return status
 
+    def site_copy_released(self, context) -> dict | None:
+        """The ledger's record of the site's copy of this hop (what a fan-in sent, what a fan-out
+        delivered) being released after the tape hop, if it was."""
+        key = self.run_key(context)
+        return next((r for r in self.ledger.releases(key) if (r["hop"], r["site"]) == (self.hop, self.site)), None)
+
     def refresh_rule(self, context, service) -> None:
         """After the wait: put the rule's settled state (from the replicate task's id) in the ledger."""
         rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
@@ -113,6 +119,12 @@ class RegisterHopOperator(HopOperator):
         manifest = Manifest.read(manifest_path)
         did = self.dataset_did(context)
         rse = self.site_config(self.source).rucio.disk_rse
+        released = self.site_copy_released(context) if self.direction == "fan_in" else None
+        if released and not manifest.entries:
+            # A re-run after the tape hop released this copy: what was sent is registered and safe.
+            self.log.info("%s: the site copy was released at %s after reaching tape (%d files); nothing to register again",
+                          self.pair(), released["released"], released["files"])  # fmt: skip
+            return {"did": did, "files": released["files"], "bytes": released["bytes"]}
         added = self.service().register(did, rse, manifest)
         new_rows = self.ledger.record_registered(
             run_key=key,
@@ -145,7 +157,14 @@ class ReplicateHopOperator(HopOperator):
         service = self.service()
         hop = self.campaign.hops[self.hop]
         lifetime_s = int(hop.lifetime_days * 86400) if hop.lifetime_days else None
-        if self.direction != "fan_out":
+        released = self.site_copy_released(context) if self.direction != "to_tape" else None
+        if released and self.direction == "fan_out":
+            # A re-run after the release: a new rule would have Rucio copy the files back.
+            raise AirflowSkipException(f"{self.pair()}: the site's copy was released at {released['released']} after "
+                                       "reaching tape; nothing to deliver again")
+        if released:
+            self.log.info("%s: the source copy was released after reaching tape; not held again", self.pair())
+        elif self.direction != "fan_out":
             # Hold the source copy with a rule of its own, so Rucio (not a person) decides when it
             # may go: a site's with the hop's lifetime, or until released once safe on tape.
             source_rse = self.site_config(self.source).rucio.disk_rse

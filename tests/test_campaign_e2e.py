@@ -25,7 +25,7 @@ from drp_campaign import graph
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.config import load_campaign
 from drp_campaign.faults import faults_file
-from drp_campaign.ledger import Ledger, campaign_runs, hop_files
+from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
 from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
 from drp_campaign.stack import run_stack
 
@@ -160,6 +160,57 @@ def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):
     assert not any(Path(e["path"]).exists() for e in released), "the reaper deletes released site copies"
     assert all((usdf_root / e["relpath"]).is_file() for e in released)
     assert all((PROJECT_ROOT / "var" / "test-e2e" / "rse" / "USDF_TAPE" / e["relpath"]).is_file() for e in released)
+
+
+def _finished_full_run() -> str:
+    """The run id of the full campaign test's run (this module runs it first)."""
+    with Ledger().engine.connect() as conn:
+        released = sa.select(site_releases.c.run_key)
+        run = conn.execute(sa.select(campaign_runs).where(campaign_runs.c.run_key.in_(released))).first()
+    assert run is not None, "the full campaign test must have run first in this module"
+    return run.dag_run_id
+
+
+def _hop_state(campaign, key) -> dict:
+    """Everything a re-run could duplicate: ledger rows, and per hop dataset its Rucio files and rules."""
+    from drp_campaign.transfer.rucio import rucio_client
+
+    ledger = Ledger()
+    conn_info = json.loads((PROJECT_ROOT / "var" / "test-e2e" / "rucio" / "connection.json").read_text())
+    rucio = rucio_client(conn_info)
+    datasets = {}
+    for did in rucio.list_dids(campaign.name, [{"name": f"{key}/*"}], did_type="dataset"):
+        datasets[did] = (
+            sorted(f["name"] for f in rucio.list_files(campaign.name, did)),
+            sorted((r["rse_expression"], r["id"]) for r in rucio.list_did_rules(campaign.name, did)),
+        )
+    return {
+        "hop_files": sorted((b.hop, b.src_site, b.dst_site, b.sent, b.arrived, b.arrived_bytes) for b in ledger.hop_balances(key)),
+        "rules": sorted((r["hop"], r["src_site"], r["dst_site"], r["rule_id"], r["state"]) for r in ledger.rules(key)),
+        "released": sorted((r["hop"], r["site"], r["files"], r["bytes"], r["rule_ids"]) for r in ledger.releases(key)),
+        "datasets": datasets,
+        "hub": hub_counts(campaign, key),
+    }
+
+
+def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client, campaign):
+    """Clear what already succeeded (a fan-in after its copy was released, the tape hop, the
+    release, the report): the run succeeds again and no DID, rule, ledger row or dataset is added."""
+    run_id = _finished_full_run()
+    key = graph.run_key(run_id)
+    before = _hop_state(campaign, key)
+    assert len(before["datasets"]) == 6 and all(files for files, _ in before["datasets"].values())
+    hop_tasks = ("register", "replicate", "wait", "ingest", "verify")
+    tasks = [f"FRDF.{hop}.{t}" for hop in ("return_products", "distribute_step2c") for t in hop_tasks]
+    tasks += [f"USDF.archive_products.{t}" for t in ("register", "replicate", "wait", "confirm_tape")]
+    tasks += ["FRDF.release_site_copies", "campaign_report"]
+    assert set(client.clear_tasks(DAG_ID, run_id, tasks)) == set(tasks)
+    assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "success"
+    assert _hop_state(campaign, key) == before
+    states = states_by_task(client, run_id)
+    # The calibration FRDF was sent and has since released is not delivered again.
+    assert states["FRDF.distribute_step2c.replicate"] == ["skipped"] and states["FRDF.distribute_step2c.verify"] == ["skipped"]
+    assert all(states[t] == ["success"] for t in tasks if "distribute_step2c" not in t), states
 
 
 def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicates(client, campaign):
