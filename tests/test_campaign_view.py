@@ -29,6 +29,9 @@ def ledger(tmp_path, monkeypatch):
     for state in ("REPLICATING", "STUCK"):  # the latest state wins
         ledger.record_rule(run_key="manual__2026-11-25T17-00-00", hop="gather_for_step2c", src_site="UKDF_RAL",
                            dst_site="USDF", status=RuleStatus("rule-abc123", state, 1, 0, 0))  # fmt: skip
+    for released in (["rule-hold-9"], []):  # a re-run that released nothing keeps the first record
+        ledger.record_release(run_key="manual__2026-11-25T17-00-00", hop="return_products", site="FRDF",
+                              rse="FRDF_DISK", files=20, nbytes=45858, rule_ids=released)  # fmt: skip
     return ledger
 
 
@@ -41,6 +44,9 @@ def test_a_run_page_shows_steps_hops_and_the_verdict(ledger):
     assert "step2b" in page.text and "FRDF" in page.text and "0/1" in page.text
     assert "sent, never arrived" in page.text
     assert "rule-abc123" in page.text and "STUCK" in page.text and "REPLICATING" not in page.text
+    assert "Site copies released" in page.text and "FRDF_DISK" in page.text and "rule-hold-9" in page.text
+    [released] = client.get("/api/run", params={"run_id": "manual__2026-11-25T17-00-00"}).json()["released"]
+    assert (released["site"], released["files"], released["bytes"], released["rules"]) == ("FRDF", 20, 45858, "rule-hold-9")
     assert client.get("/api/run", params={"run_id": "manual__2026-11-25T17:00:00+00:00"}).json()["ledger_balanced"] is False
 
 
