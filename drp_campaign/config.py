@@ -240,6 +240,32 @@ class HopConfig(_Model):
     release_grace_minutes: float = Field(default=0, ge=0)
 
 
+class BpsRequest(_Model):
+    """What one quantum of a step asks the batch system for (ctrl_bps requestMemory/requestCpus)."""
+
+    request_memory_mb: int | None = Field(default=None, gt=0)
+    request_cpus: int | None = Field(default=None, gt=0)
+    number_of_retries: int | None = Field(default=None, ge=0)
+
+
+class BpsConfig(BpsRequest):
+    """How each (site, step, group) is submitted with `bps submit` (issue #4)."""
+
+    # parsl: ctrl_bps_parsl on the local machine (the embedded default); panda: ctrl_bps_panda
+    # to the site's PanDA computeSite, configured from an Airflow Connection per site.
+    wms: Literal["parsl", "panda"] = "parsl"
+    request_memory_mb: int = Field(default=2048, gt=0)
+    request_cpus: int = Field(default=1, gt=0)
+    number_of_retries: int = Field(default=0, ge=0)
+    steps: dict[str, BpsRequest] = {}  # per-step overrides of the three requests
+
+    def for_step(self, step: str) -> BpsRequest:
+        """The campaign-wide request with the step's overrides applied (every field set)."""
+        override = self.steps.get(step, BpsRequest())
+        return BpsRequest(**{name: getattr(override, name) if getattr(override, name) is not None else getattr(self, name)
+                             for name in BpsRequest.model_fields})
+
+
 class QaConfig(_Model):
     tolerance: float = Field(default=0.001, gt=0)
 
@@ -260,6 +286,7 @@ class _CampaignDocument(_Model):
     hops: dict[str, HopConfig] = {}
     qa: QaConfig = QaConfig()
     review_gates: list[str] = []
+    bps: BpsConfig = BpsConfig()
     schedule: str | None = None
 
     @field_validator("steps", "hops", mode="before")
@@ -613,6 +640,7 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
     _check_graph(doc, file)
     _check_hop_dataset_types(doc, file, pipeline)
     _check_archive_hops(doc, file, sites)
+    _check_bps_requests(doc, file, sites)
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
@@ -793,3 +821,22 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
                                   f"{name} does not put on tape: releasing their site copies would "
                                   f"leave them on disk only; add them to hops.{name}.dataset_types "
                                   "or leave the hop out of this list")
+
+
+def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+    """Each step's memory request must fit the cores it asks for at every site that runs it."""
+    for name in doc.bps.steps:
+        if name not in doc.steps:
+            raise ConfigError(file, f"bps.steps.{name}", f"{name!r} is not a step of this campaign; "
+                              f"use one of: {_names(doc.steps)}")
+    for name, step in doc.steps.items():
+        request = doc.bps.for_step(name)
+        where = f"bps.steps.{name}.request_memory_mb" if doc.bps.steps.get(name, BpsRequest()).request_memory_mb else "bps.request_memory_mb"
+        runs_at = [step.site or sites.hub] if step.scope == "global" else list(doc.tracts)
+        for site_name in runs_at:
+            site = sites.sites[site_name]
+            limit_mb = int(site.gb_per_core * 1024 * request.request_cpus)
+            if request.request_memory_mb > limit_mb:
+                raise ConfigError(file, where, f"{name} asks {request.request_memory_mb} MB per quantum, but "
+                                  f"{site_name} has {site.gb_per_core:g} GB per core ({limit_mb} MB for "
+                                  f"{request.request_cpus} cpus); lower the request or raise request_cpus")

@@ -266,6 +266,15 @@ BAD_INPUTS = [
         put(C, "hops.archive_products.dataset_types", ["fgcm_photo_calib"]),
         put(C, "hops.archive_products.release_site_copies_of", ["return_products"])), C,
         "hops.archive_products.release_site_copies_of[0]", "hop return_products does not run before archive_products"),
+    # BPS requests (refused before anything is submitted)
+    bad("bps-memory-over-gb-per-core", put(C, "bps", {"request_memory_mb": 5000}), C, "bps.request_memory_mb",
+        "step1 asks 5000 MB per quantum, but USDF has 4 GB per core (4096 MB for 1 cpus)"),
+    bad("bps-step-memory-over-gb-per-core", put(C, "bps", {"steps": {"step2c": {"request_memory_mb": 9000}}}), C,
+        "bps.steps.step2c.request_memory_mb", "step2c asks 9000 MB per quantum, but USDF has 4 GB per core"),
+    bad("bps-unknown-step", put(C, "bps", {"steps": {"step9": {"request_cpus": 2}}}), C, "bps.steps.step9",
+        "'step9' is not a step of this campaign"),
+    bad("bps-unknown-wms", put(C, "bps", {"wms": "condor"}), C, "bps.wms",
+        "'condor' (a string) is not allowed; use one of 'parsl' or 'panda'"),
     bad("review-gate-unknown", put(C, "review_gates", ["step3", "step9"]), C, "review_gates[1]",
         "'step9' is not a step of this campaign"),
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
+from ..bps import group_data_query
 from ..config import CampaignConfig
 from ._errors import StacksideError
 from .pipeline import parse_faults, write_pipeline
@@ -125,7 +126,7 @@ def run_step(
     exists, existing_configs = _run_exists(repo, output_run, chain, site)
     cmd = [pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo), "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]
     if tracts:
-        cmd += ["-d", f"skymap='{campaign.data.skymap}' AND tract IN ({', '.join(str(t) for t in tracts)})"]
+        cmd += ["-d", group_data_query(campaign, tracts)]
     if exists:
         # Retry: redo only what did not succeed, in the same RUN, never duplicating a dataset.
         cmd += ["--extend-run", "--skip-existing-in", output_run, "--clobber-outputs"] if not dry_run else ["--skip-existing-in", output_run]
