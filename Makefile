@@ -29,3 +29,15 @@ stop:
 
 clean: stop
 	rm -rf var
+
+# Benchmarks of the issue's data-movement figures (see the scripts' docstrings). Use your own
+# DRP_WORK_DIR / DRP_RUCIO_PORT / DRP_RUCIO_DB to keep them off a running demo.
+BENCH_FILES ?= 10000
+BENCH_SINGLE ?= 300
+.PHONY: bench-registration bench-ingest
+bench-registration: envs
+	@bash scripts/rucio-server.sh start
+	@bash scripts/with-env.sh python benchmarks/rucio_registration.py --files $(BENCH_FILES) --single $(BENCH_SINGLE)
+
+bench-ingest: envs
+	@bash scripts/with-env.sh bash -c '"$$DRP_STACK_PREFIX/bin/python" benchmarks/ingest_hop.py'

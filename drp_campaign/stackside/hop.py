@@ -158,8 +158,9 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
                 todo = [d for d in datasets if butler.get_dataset(d.refs[0].id) is None]
                 # Rucio delivers into the destination repo itself (its RSE prefix is the repo
                 # root): register those files where they are; copy the ones delivered elsewhere.
-                in_place = [d for d in todo if Path(d.path).resolve().is_relative_to(root)]
-                elsewhere = [d for d in todo if d not in in_place]
+                in_place, elsewhere = [], []
+                for d in todo:  # one pass: `d not in in_place` compared DatasetRefs pairwise (O(n^2))
+                    (in_place if Path(d.path).resolve().is_relative_to(root) else elsewhere).append(d)
                 if in_place:
                     butler.ingest(*in_place, transfer=None)
                 if elsewhere:
