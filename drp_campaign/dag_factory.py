@@ -166,7 +166,6 @@ class _Renderer:
         if self.hub in self.sites:  # the hub already holds its own data: nothing to move
             self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
 
-
     def _wait(self, stage: Stage, replicate, dest: str) -> HopReplicationSensor:
         return HopReplicationSensor(
             task_id="wait",

@@ -20,7 +20,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowException
 
 from drp_campaign.hooks.stack import StackHook
-from drp_campaign.ledger import HopEntry, LedgerUnbalanced
+from drp_campaign.ledger import HopEntry
 
 from .hops import HopOperator, hop_dataset_did
 
@@ -43,11 +43,8 @@ class ConfirmTapeOperator(HopOperator):
             if on_tape.get(e.relpath) == e.bytes
         ]
         self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination_label, entries=arrived)
-        try:
-            [balance] = self.ledger.check_balanced(key, self.hop, self.destination_label, self.source) or [None]
-        except LedgerUnbalanced as exc:
-            raise AirflowException(f"{self.pair()}: tape copy not confirmed: {exc}") from None
-        files, nbytes = (balance.arrived, balance.arrived_bytes) if balance else (0, 0)
+        balance = self.check_pair_balanced(context, "tape copy not confirmed: ")
+        files, nbytes = balance["arrived"], balance["bytes"]
         self.log.info("%s: %d files (%d B) confirmed at %s", self.pair(), files, nbytes, self.destination_rse)
         return {"rse": self.destination_rse, "files": files, "bytes": nbytes}
 
@@ -74,7 +71,8 @@ class ReleaseSiteCopiesOperator(HopOperator):
         hub = self.site_config(self.campaign.hub()).rucio
         archive_did = self.dataset_did(context)
         on_tape, on_hub_disk = service.replicas_at(archive_did, hub.tape_rse), service.replicas_at(archive_did, hub.disk_rse)
-        manifests = {name: service.manifest(did) for name, did in self.site_copies(context)}
+        copies = self.site_copies(context)
+        manifests = {name: service.manifest(did) for name, did in copies}
         unsafe = [
             f"{name}: {e.relpath} ({'not on tape' if e.relpath not in on_tape else 'not at ' + hub.disk_rse})"
             for name, manifest in manifests.items()
@@ -89,7 +87,7 @@ class ReleaseSiteCopiesOperator(HopOperator):
             )
         site_rse = self.site_config().rucio.disk_rse
         released = {}
-        for name, did in self.site_copies(context):
+        for name, did in copies:
             manifest = manifests[name]
             forgotten = self._forget_in_butler([e.dataset_id for e in manifest.entries])
             released_rules = service.release(did, site_rse, grace_s=int(self.campaign.hops[self.hop].release_grace_minutes * 60))
@@ -104,7 +102,7 @@ class ReleaseSiteCopiesOperator(HopOperator):
         return released
 
     def _forget_in_butler(self, dataset_ids: list[str]) -> dict:
-        """Butler first: once the rule is released_rules the reaper deletes the files, and the site's
+        """Butler first: once the rule is released the reaper deletes the files, and the site's
         Butler must not point at files that are gone."""
         site = self.site_config()
         with tempfile.TemporaryDirectory(prefix="drp-release-") as tmp:

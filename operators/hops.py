@@ -93,6 +93,15 @@ class HopOperator(CampaignOperator):
             status = self.record_rule(context, service, rule_id)
             self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
 
+    def check_pair_balanced(self, context, problem: str = "") -> dict:
+        """Balance the ledger for this pair only (another site's data on the same hop may still be
+        on its way); fail naming every dataset not intact; return what arrived."""
+        try:
+            [balance] = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination_label, self.source) or [None]
+        except LedgerUnbalanced as exc:
+            raise AirflowException(f"{self.pair()}: {problem}{exc}") from None
+        return {"sent": balance.sent, "arrived": balance.arrived, "bytes": balance.arrived_bytes} if balance else {"sent": 0, "arrived": 0, "bytes": 0}
+
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination_label}"
 
@@ -221,12 +230,7 @@ class VerifyHopOperator(HopOperator):
 
     def execute(self, context) -> dict:
         self.skip_unless_selected(context)
-        try:
-            # Only this pair: another site's data on the same hop may still be on its way.
-            [balance] = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination_label, self.source) or [None]
-        except LedgerUnbalanced as exc:
-            raise AirflowException(f"{self.pair()}: {exc}") from None
-        summary = {"sent": balance.sent, "arrived": balance.arrived, "bytes": balance.arrived_bytes} if balance else {"sent": 0, "arrived": 0, "bytes": 0}
+        summary = self.check_pair_balanced(context)
         self.log.info("%s: ledger balanced: %s", self.pair(), json.dumps(summary))
         return summary
 
