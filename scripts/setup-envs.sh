@@ -2,6 +2,7 @@
 # Create (or bring up to date) the two environments from the pinned lock files:
 #   .venvs/controller  Airflow 3.3 + clients (runs DAGs, operators, the CLI, the tests)
 #   .venvs/stack       the LSST science stack (Python 3.12): what a site's setup command activates
+#   .venvs/idds        the real iDDS server + the local PanDA relay (scripts/idds-server.sh)
 # Re-running is cheap: an environment is rebuilt only when its lock file changed.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -42,3 +43,4 @@ make_env() {  # prefix lockfile
 make_env "$DRP_CONTROLLER_PREFIX" requirements/controller.lock
 make_env "$DRP_STACK_PREFIX" requirements/stack.lock
 make_env "$DRP_RUCIO_PREFIX" requirements/rucio.lock
+make_env "$DRP_IDDS_PREFIX" requirements/idds.lock
