@@ -1,4 +1,4 @@
-"""The BPS submit file for one (site, step, work group): what `bps submit` gets (issue #4).
+"""The BPS submit file for one (site, step, work group), and the record of its run (issue #4).
 
 Airflow-free and stack-free: rendered from the validated campaign and sites config, so a bad
 request (memory over the site's GB per core, a site without a PanDA computeSite) is refused at
@@ -9,10 +9,12 @@ another; the step's pipeline subset is the file the stack side writes (stackside
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from . import graph
+from . import graph, settings
 from .config import CampaignConfig
 
 WMS_SERVICE_CLASSES = {
@@ -37,20 +39,28 @@ def submit_config(
     key: str,
     pipeline_yaml: Path,
     submit_dir: Path,
+    output_run: str | None = None,
+    rescue_of: list[str] = (),
+    chain: str | None = None,
+    repo: str | None = None,
 ) -> dict[str, Any]:
     """The submit YAML as a mapping; the caller writes it next to the run's other files."""
     site_cfg = campaign.sites_config.sites[site]
     request = campaign.bps.for_step(step)
     wms = campaign.bps.wms
+    chain = chain or graph.site_chain(campaign, key)
     payload = {
         "payloadName": f"{campaign.name}-{site}-{step}-{group.label}",
-        "butlerConfig": str(site_cfg.butler_repo_path()),
-        "inCollection": graph.site_chain(campaign, key),
-        "output": graph.site_chain(campaign, key),
-        "outputRun": graph.output_run(campaign, key, site, step, group.label),
+        "butlerConfig": repo or str(site_cfg.butler_repo_path()),
+        "inCollection": chain,
+        "output": chain,
+        "outputRun": output_run or graph.output_run(campaign, key, site, step, group.label),
         "dataQuery": group_data_query(campaign, group.tracts),
     }
-    return {
+    if rescue_of:
+        # A rescue reads what the earlier RUNs made and skips the quanta that already succeeded.
+        payload["inCollection"] = ",".join([*rescue_of, payload["inCollection"]])
+    config = {
         "pipelineYaml": str(pipeline_yaml),
         "project": "drp-multisite",
         "campaign": campaign.name,
@@ -64,4 +74,84 @@ def submit_config(
         "requestCpus": request.request_cpus,
         "numberOfRetries": request.number_of_retries,
         "payload": payload,
+        # The RUN joins the site's chain only once the controller has read a clean outcome.
+        "pipetaskOutput": "",
+        "finalJob": {
+            "updateOutputChain": "",
+            "requestMemory": request.request_memory_mb,
+            "requestCpus": request.request_cpus,
+            # The mock pipeline's storage classes exist only once lsst.pipe.base.tests.mocks is
+            # imported, which the plain `butler` CLI does not do.
+            "command1": (
+                "python -m drp_campaign.stackside.butler_cli aggregate-graph "
+                "{fileDistributionEndPoint}{qgraphFile} {butlerConfig} -j 1 --register-dataset-types"
+            ),
+        },
     }
+    if rescue_of:
+        config["extraQgraphOptions"] = f"--skip-existing-in {','.join(rescue_of)}"
+    if wms == "parsl":
+        # One job per group (quanta of a step share a process: ~60 ms each instead of ~3 s of
+        # start-up) on a thread pool: the local machine stands in for the site's batch system.
+        labels = campaign.pipeline_spec.step_tasks(step)
+        config["clusterAlgorithm"] = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+        config["cluster"] = {step: {"pipetasks": ", ".join(labels)}}
+        config["site"] = {"local": {"class": "drp_campaign.stackside.parsl_site.LocalThreads", "cores": 2, "retries": 0}}
+    return config
+
+
+# --- the record of a step group's BPS run: written at the site, read by the controller ---------
+
+RECORD = "run.json"
+
+
+def run_dir(campaign: CampaignConfig, key: str, site: str, step: str, label: str) -> Path:
+    """Where one step group's BPS files live (submit dirs, logs, the run record); retry-stable."""
+    return settings.work_dir() / "bps" / campaign.name / key / site / step / label
+
+
+def read_record(directory: Path) -> dict | None:
+    path = Path(directory) / RECORD
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_record(directory: Path, record: dict) -> None:
+    path = Path(directory) / RECORD
+    tmp = path.with_name(RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)  # atomic: a reader never sees half a record
+
+
+def exit_file(directory: Path, attempt: int) -> Path:
+    return Path(directory) / f"attempt-{attempt}.exit"
+
+
+def local_state(directory: Path) -> str:
+    """State of a local (parsl) run from its files alone, cheap enough to poll every few seconds.
+
+    RUNNING while the detached `bps` lives; FINISHED once it wrote its exit code (the quanta's
+    outcome is then read by the report); CANCELLED when cancelled; LOST when the process is gone
+    without an exit code (killed with its host): a restart picks it up.
+    """
+    record = read_record(directory)
+    if record is None:
+        return "MISSING"
+    attempt = record["attempts"][-1]
+    if attempt.get("cancelled"):
+        return "CANCELLED"
+    if exit_file(directory, attempt["n"]).exists():
+        return "FINISHED"
+    return "RUNNING" if process_alive(attempt.get("pid")) else "LOST"
+
+
+LAUNCHER_NAME = "drp-bps-run"  # $0 of the detached shell: tells our process from a reused pid
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return LAUNCHER_NAME.encode() in cmdline and os.path.exists(f"/proc/{pid}")

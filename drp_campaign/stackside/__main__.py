@@ -96,6 +96,41 @@ def cmd_run_step(args) -> dict[str, Any]:
     )
 
 
+def cmd_bps_submit(args) -> dict[str, Any]:
+    from .. import graph
+    from .bps_run import submit
+
+    campaign = _campaign(args)
+    group = graph.WorkGroup(args.group, tuple(_tracts(args.tracts) or ()))
+    return submit(campaign, site=args.site, repo=_repo(args), step=args.step, group=group, key=args.key,
+                  chain=args.chain, run_dir=Path(args.run_dir).resolve(), faults=args.fail,
+                  transient_fault=args.transient_fault)  # fmt: skip
+
+
+def cmd_bps_report(args) -> dict[str, Any]:
+    from .bps_run import report
+
+    return report(_campaign(args), Path(args.run_dir).resolve(), update_chain=not args.no_chain)
+
+
+def cmd_bps_restart(args) -> dict[str, Any]:
+    from .bps_run import restart
+
+    return restart(_campaign(args), Path(args.run_dir).resolve())
+
+
+def cmd_bps_cancel(args) -> dict[str, Any]:
+    from .bps_run import cancel
+
+    return cancel(Path(args.run_dir).resolve())
+
+
+def cmd_bps_status(args) -> dict[str, Any]:
+    from .bps_run import run_state
+
+    return {"run_dir": args.run_dir, "state": run_state(Path(args.run_dir).resolve())}
+
+
 def cmd_export_hop(args) -> dict[str, Any]:
     from .hop import export_hop
 
@@ -155,6 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="build the quantum graph only")
     sp.add_argument("-j", "--processes", type=int, default=1, help="pipetask -j")
     sp.set_defaults(func=cmd_run_step)
+
+    sp = sub.add_parser("bps-submit", help="submit one step group with BPS, or find its run (idempotent)")
+    common(sp, campaign=True, site=True, site_required=True)
+    sp.add_argument("--step", required=True)
+    sp.add_argument("--group", required=True, help="work group label, e.g. g000 (or 'global')")
+    sp.add_argument("--tracts", help="the group's tracts (omit for global steps)")
+    sp.add_argument("--key", required=True, help="campaign run key (names the output RUN)")
+    sp.add_argument("--chain", required=True, help="input CHAINED collection; the RUN joins it once clean")
+    sp.add_argument("--run-dir", required=True, help="directory of this group's BPS run (record, submit files)")
+    sp.add_argument("--fail", action="append", metavar="LABEL:EXPR", help="inject a fault: task LABEL raises for data IDs matching EXPR")
+    sp.add_argument("--transient-fault", action="store_true", help="inject a fault: the first job dies (exit 137) once")
+    sp.set_defaults(func=cmd_bps_submit)
+
+    for name, func, text in (("bps-report", cmd_bps_report, "per-task outcome of the run; chain the RUN(s) when clean"),
+                             ("bps-restart", cmd_bps_restart, "restart the run's failed part (same RUN)"),
+                             ("bps-cancel", cmd_bps_cancel, "cancel the run, and confirm it stopped"),
+                             ("bps-status", cmd_bps_status, "the run's WMS state")):  # fmt: skip
+        sp = sub.add_parser(name, help=text)
+        common(sp, campaign=name in ("bps-report", "bps-restart"))
+        sp.add_argument("--run-dir", required=True)
+        if name == "bps-report":
+            sp.add_argument("--no-chain", action="store_true", help="do not add the RUN(s) to the chain")
+        sp.set_defaults(func=func)
 
     sp = sub.add_parser("export-hop", help="write a manifest of datasets to move")
     common(sp)

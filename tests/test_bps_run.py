@@ -1,0 +1,156 @@
+"""A step group through the real `bps` with ctrl_bps_parsl: submit, report, restart, rescue, cancel.
+
+The stack side is called by subprocess from the controller env, exactly as the operator does.
+Each BPS run of one step1 group takes ~10 s here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_stackside import CAMPAIGN, repo, stackside
+
+from drp_campaign import bps as bpsrec
+
+pytestmark = pytest.mark.integration
+
+KEY = "manual__bps"
+CHAIN = f"drp/test-3x3/{KEY}"
+FAULT = "calibrateImage:detector = 1"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("bps")
+    stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"))
+    stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"), "--chain", CHAIN)
+    return work
+
+
+def submit(work: Path, group: str, tract: int, *extra: str, ok: bool = True):
+    return stackside(work, "bps-submit", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
+                     "--step", "step1", "--group", group, "--tracts", str(tract), "--key", KEY, "--chain", CHAIN,
+                     "--run-dir", str(work / "bps" / group), *extra, ok=ok)  # fmt: skip
+
+
+def wait_finished(work: Path, group: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := bpsrec.local_state(work / "bps" / group)) == "RUNNING":
+        assert time.monotonic() < deadline, f"BPS run of {group} still running after {timeout} s"
+        time.sleep(0.5)
+    return state
+
+
+def report(work: Path, group: str) -> dict:
+    return stackside(work, "bps-report", "--campaign", str(CAMPAIGN), "--run-dir", str(work / "bps" / group))
+
+
+def visible_in_step1_runs(work: Path) -> dict:
+    return stackside(work, "count-datasets", "--repo", repo(work, "FRDF"), "--collections", f"{CHAIN}/FRDF/step1/*",
+                    "--dataset-types", "single_visit_star")  # fmt: skip
+
+
+def test_a_clean_run_is_reported_per_task_and_joins_the_chain(work: Path):
+    first = submit(work, "g000", 2)
+    assert first["action"] == "submitted" and first["wms"] == "parsl"
+    assert first["output_run"] == f"{CHAIN}/FRDF/step1/g000"
+    # While it runs, asking again attaches to the same run: nothing is submitted twice.
+    again = submit(work, "g000", 2)
+    assert again["action"] in ("attached",) and again["attempt"] == 1
+    assert wait_finished(work, "g000") == "FINISHED"
+    res = report(work, "g000")
+    assert res["status"] == "succeeded"
+    assert res["quanta"] == {"total": 16, "succeeded": 16, "failed": 0, "blocked": 0}
+    assert res["quanta_per_task"] == {"isr": 8, "calibrateImage": 8}
+    assert res["outputs"]["single_visit_star"] == 8
+    assert res["chain_updated"] is True
+    # A finished clean run is left alone by a later submit (a retried task, a restarted scheduler).
+    after = submit(work, "g000", 2)
+    assert after["action"] == "attached" and after["attempt"] == 1
+    assert len(bpsrec.read_record(work / "bps" / "g000")["attempts"]) == 1
+    assert visible_in_step1_runs(work)["single_visit_star"] == 8
+
+
+def test_failed_quanta_are_listed_then_a_fix_is_rescued_into_a_new_run(work: Path):
+    first = submit(work, "g001", 3, "--fail", FAULT)
+    assert first["action"] == "submitted"
+    wait_finished(work, "g001")
+    res = report(work, "g001")
+    assert res["status"] == "failed" and res["chain_updated"] is False
+    assert res["quanta"] == {"total": 16, "succeeded": 12, "failed": 4, "blocked": 0}
+    failed = res["failed_quanta"]
+    assert {q["task"] for q in failed} == {"calibrateImage"}
+    assert sorted(q["data_id"]["visit"] for q in failed) == [4000, 4001, 4002, 4003]
+    assert all(q["data_id"]["detector"] == 1 and q["error"].startswith("ValueError: Simulated failure") for q in failed)
+
+    # Same definition (the fault still there): a restart of the same run; still failing, no duplicates.
+    again = submit(work, "g001", 3, "--fail", FAULT)
+    assert again["action"] == "restarted" and again["output_run"] == first["output_run"]
+    wait_finished(work, "g001")
+    res = report(work, "g001")
+    assert res["status"] == "failed" and res["restarts"] == 1
+    assert res["quanta"]["succeeded"] == 12 and res["outputs"]["single_visit_star"] == 4
+
+    # The fault removed (a fix): the definition changed, so a rescue RUN redoes only what failed.
+    fixed = submit(work, "g001", 3)
+    assert fixed["action"] == "rescued" and fixed["output_run"] == f"{first['output_run']}/rescue3"
+    wait_finished(work, "g001")
+    res = report(work, "g001")
+    assert res["status"] == "succeeded", res["failed_quanta"]
+    assert res["output_runs"] == [fixed["output_run"], first["output_run"]]
+    assert res["outputs"]["single_visit_star"] == 8, "4 from the first RUN + 4 from the rescue, none twice"
+    assert res["outputs"]["post_isr_image"] == 8, "isr succeeded the first time and was not redone"
+    assert res["chain_updated"] is True
+
+
+def test_cancel_stops_the_run_and_a_later_submit_restarts_it(work: Path):
+    first = submit(work, "g002", 2)  # a second group over tract 2, in its own RUN
+    assert first["action"] == "submitted"
+    time.sleep(2)
+    record = bpsrec.read_record(work / "bps" / "g002")
+    pid = record["attempts"][-1]["pid"]
+    assert bpsrec.process_alive(pid)
+    out = stackside(work, "bps-cancel", "--run-dir", str(work / "bps" / "g002"))
+    assert out["action"] == "cancelled"
+    assert not bpsrec.process_alive(pid), "the detached bps and its jobs are gone"
+    assert bpsrec.local_state(work / "bps" / "g002") == "CANCELLED"
+    # Cancelling again is harmless.
+    assert stackside(work, "bps-cancel", "--run-dir", str(work / "bps" / "g002"))["action"] == "nothing_to_cancel"
+    again = submit(work, "g002", 2)
+    assert again["action"] in ("restarted", "submitted", "rescued")
+    wait_finished(work, "g002")
+    res = report(work, "g002")
+    assert res["status"] == "succeeded", res["failed_quanta"]
+    assert res["quanta"]["succeeded"] == 16
+
+
+def test_a_transient_job_failure_is_reported_with_its_exit_code_and_a_restart_succeeds(work: Path):
+    first = submit(work, "g003", 3, "--transient-fault")
+    assert first["action"] == "submitted"
+    wait_finished(work, "g003")
+    res = report(work, "g003")
+    assert res["status"] == "failed" and res["quanta"]["failed"] == 0 and res["quanta"]["blocked"] == 16
+    assert [q["exit_code"] for q in res["failed_quanta"]] == [137]
+    assert "node lost" in res["failed_quanta"][0]["error"]
+    restarted = stackside(work, "bps-restart", "--campaign", str(CAMPAIGN), "--run-dir", str(work / "bps" / "g003"))
+    assert restarted["action"] == "restarted"
+    wait_finished(work, "g003")
+    res = report(work, "g003")
+    assert res["status"] == "succeeded", res["failed_quanta"]
+    assert res["quanta"]["succeeded"] == 16 and res["restarts"] == 1
+
+
+def test_a_group_that_selects_nothing_is_refused_before_submission(work: Path):
+    proc = submit(work, "g009", 0, ok=False)  # tract 0 lives at USDF: no raws here
+    assert proc.returncode == 2
+    assert "selects none of the step's inputs" in proc.stderr and "tract IN (0)" in proc.stderr
+    assert "nothing was submitted" in proc.stderr
+    assert bpsrec.read_record(work / "bps" / "g009") is None
+
+
+def test_status_and_report_of_an_unknown_run_dir_say_what_to_do(work: Path):
+    proc = stackside(work, "bps-report", "--campaign", str(CAMPAIGN), "--run-dir", str(work / "bps" / "nope"), ok=False)
+    assert proc.returncode == 2 and "no BPS run recorded" in proc.stderr
+    assert stackside(work, "bps-status", "--run-dir", str(work / "bps" / "nope"))["state"] == "MISSING"
