@@ -4,6 +4,8 @@ The file ($DRP_WORK_DIR/faults.yaml, or $DRP_FAULTS_FILE) is read when a step st
 can be added or removed between a failure and its retry without touching the DAG:
 
     - {site: FRDF, step: step2b, task: isolatedStarAssociation, where: "tract = 2"}
+    - {site: UKDF_RAL, step: step2a, job: transient}   # the first BPS job dies once (exit 137)
+    - {site: FRDF, step: step3, job: "slow:60"}         # every BPS job waits 60 s first
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ def faults_file() -> Path:
 
 def active_faults(site: str, step: str) -> list[str]:
     """`task:where` strings for the stack side's --fail option, for this site and step."""
+    return [f"{f['task']}:{f['where']}" for f in _entries(site, step) if "task" in f]
+
+
+def active_job_fault(site: str, step: str) -> str | None:
+    """The stack side's --job-fault for this site and step ('transient', 'slow:SECONDS'), if any."""
+    return next((str(f["job"]) for f in _entries(site, step) if "job" in f), None)
+
+
+def _entries(site: str, step: str) -> list[dict]:
     path = faults_file()
     if not path.exists():
         return []
     entries = yaml.safe_load(path.read_text()) or []
-    return [f"{f['task']}:{f['where']}" for f in entries if f.get("site") == site and f.get("step") == step]
+    return [f for f in entries if f.get("site") == site and f.get("step") == step]

@@ -56,6 +56,9 @@ step_runs = sa.Table(
     sa.Column("quanta_total", sa.Integer, nullable=False),
     sa.Column("quanta_succeeded", sa.Integer, nullable=False),
     sa.Column("quanta_failed", sa.Integer, nullable=False),
+    # Failed quanta the failure rules accept (a known data problem): counted, not failing the step.
+    sa.Column("quanta_accepted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("wms_run_id", sa.String(500), nullable=False, server_default=""),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("started", sa.DateTime, nullable=False),
     sa.Column("finished", sa.DateTime, nullable=False),
@@ -161,6 +164,7 @@ class Ledger:
                 # Many tasks start at once on a fresh database: one creates the tables.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(724201)"))
             metadata.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
 
     # -- campaign runs ---------------------------------------------------------------------
     def start_campaign_run(self, run_key: str, campaign: str, dag_run_id: str) -> None:
@@ -340,6 +344,7 @@ class Ledger:
         started: dt.datetime,
         finished: dt.datetime,
         duration_s: float,
+        wms_run_id: str = "",
     ) -> None:
         """Upsert the latest outcome of one group of one step; attempts counts the tries."""
         key = dict(run_key=run_key, site=site, step=step, group_label=group_label)
@@ -351,6 +356,8 @@ class Ledger:
             quanta_total=int(quanta.get("total", 0)),
             quanta_succeeded=int(quanta.get("succeeded", 0)),
             quanta_failed=int(quanta.get("failed", 0)),
+            quanta_accepted=int(quanta.get("accepted", 0)),
+            wms_run_id=wms_run_id,
             started=started,
             finished=finished,
             duration_s=duration_s,
@@ -369,6 +376,19 @@ class Ledger:
                 sa.select(step_runs).where(step_runs.c.run_key == run_key).order_by(step_runs.c.started)
             )
             return [dict(r._mapping) for r in rows]
+
+
+def _add_missing_columns(conn) -> None:
+    """A ledger made by an older version gets the columns added since (with their defaults)."""
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                default = column.server_default.arg if column.server_default is not None else None
+                clause = f" NOT NULL DEFAULT '{default}'" if default is not None else ""
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{clause}'))
 
 
 def _describe_problem(row) -> str:

@@ -52,10 +52,14 @@ def write_report(report: dict) -> Path:
 def format_report(report: dict) -> str:
     lines = [f"Campaign {report['campaign']}  run {report['run_key']}", "", "Steps (site, step, group: state, quanta ok/total, seconds):"]
     for s in report["steps"]:
+        accepted = f"  accepted failures {s['quanta_accepted']}" if s.get("quanta_accepted") else ""
         lines.append(
             f"  {s['site']:<11} {s['step']:<9} {s['group_label']:<5} {s['status']:<10} "
-            f"{s['quanta_succeeded']:>4}/{s['quanta_total']:<4} {s['duration_s']:7.1f}s  attempts {s['attempts']}"
+            f"{s['quanta_succeeded']:>4}/{s['quanta_total']:<4} {s['duration_s']:7.1f}s  attempts {s['attempts']}{accepted}"
         )
+    total_accepted = sum(s.get("quanta_accepted", 0) for s in report["steps"])
+    if total_accepted:
+        lines.append(f"  {total_accepted} failed quanta accepted by the failure rules (configs/failure-rules.yaml)")
     lines += ["", "Datasets moved per hop:"]
     for h in report["hops"]:
         rule = f"  rule {h['rule_id']} {h['rule_state']}" if h.get("rule_id") else ""

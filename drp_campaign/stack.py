@@ -28,8 +28,9 @@ def stack_argv(site: SiteConfig, subcommand: str, args: list[str]) -> list[str]:
 class StackCommand:
     """One run of a stack-side subcommand; `kill()` stops it and everything it started."""
 
-    def __init__(self, site: SiteConfig, subcommand: str, args: list[str]):
+    def __init__(self, site: SiteConfig, subcommand: str, args: list[str], extra_env: dict[str, str] | None = None):
         self.site = site
+        self.extra_env = extra_env or {}
         self.subcommand = subcommand
         self.argv = stack_argv(site, subcommand, args)
         self.process: subprocess.Popen | None = None
@@ -40,7 +41,7 @@ class StackCommand:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=settings.site_environment(),
+            env={**settings.site_environment(), **self.extra_env},
             start_new_session=True,  # its own process group, so kill() reaches pipetask too
         )
         stdout, stderr_lines = self._stream(log)
@@ -72,5 +73,6 @@ class StackCommand:
             os.killpg(self.process.pid, signal.SIGTERM)
 
 
-def run_stack(site: SiteConfig, subcommand: str, args: list[str], log: Callable[[str], None] = print) -> dict:
-    return StackCommand(site, subcommand, args).run(log)
+def run_stack(site: SiteConfig, subcommand: str, args: list[str], log: Callable[[str], None] = print,
+              extra_env: dict[str, str] | None = None) -> dict:
+    return StackCommand(site, subcommand, args, extra_env).run(log)

@@ -19,8 +19,8 @@ class StackHook(BaseHook):
         self.site = site
         self._current: StackCommand | None = None
 
-    def run(self, subcommand: str, args: list[str]) -> dict:
-        self._current = StackCommand(self.site, subcommand, args)
+    def run(self, subcommand: str, args: list[str], extra_env: dict[str, str] | None = None) -> dict:
+        self._current = StackCommand(self.site, subcommand, args, extra_env)
         self.log.info("site %s: %s", self.site.name, " ".join(self._current.argv[4:]))
         try:
             return self._current.run(log=lambda line: self.log.info("[%s] %s", self.site.name, line))

@@ -1,20 +1,37 @@
-"""Operators that run pipeline work at a site: input checks and one group of one step."""
+"""Operators that run pipeline work at a site: input checks and one group of one step (via BPS)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from pathlib import Path
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from drp_campaign import graph
-from drp_campaign.faults import active_faults
+from drp_campaign import bps, graph
+from drp_campaign.failures import load_rules
+from drp_campaign.faults import active_faults, active_job_fault
 from drp_campaign.hooks.stack import StackHook
+from drp_campaign.panda_connection import connection_id
+from drp_campaign.stack import StackCommandError
+from drp_campaign.triggers.bps_run import ENDED, BpsRunTrigger
 
 from .base import CampaignOperator
 
+# Long enough for the scheduler to see the deferring worker exit (apache/airflow#72716).
+FIRST_POLL_DELAY_S = 10.0
 
-class StepFailed(AirflowException):
-    """Quanta failed: the message names the site, step, group, failing tasks and data IDs."""
+
+class StepFailed(AirflowFailException):
+    """Quanta failed for review: the message names site, step, group, data IDs and failure classes.
+
+    Not retried by Airflow on its own (a rerun of the same definition would fail the same way);
+    transient failures were already restarted by the operator, as the failure rules allow.
+    """
+
+
+class StepRefused(AirflowFailException):
+    """Refused before submission (bad request, missing Connection, empty data query): nothing ran."""
 
 
 class CheckInputsOperator(CampaignOperator):
@@ -51,57 +68,159 @@ class CheckInputsOperator(CampaignOperator):
 
 
 class PipelineStepOperator(CampaignOperator):
-    """Run one group of one step at a site with the real stack, and fail on the real outcome.
+    """Run one group of one step at a site through BPS, wait deferred, finish on the real outcome.
 
-    The output RUN is named from (campaign run, site, step, group), so a retry extends the same
-    RUN: quanta that succeeded are skipped, failed ones are redone, nothing is duplicated.
+    Submits with `bps submit` (ctrl_bps_parsl here, ctrl_bps_panda at a data facility), then hands
+    the wait to BpsRunTrigger, holding no worker slot. The run lives in a retry-stable directory,
+    so a retried task, a cleared task or a restarted scheduler finds the same run (the stack side's
+    bps-submit is idempotent: attach, restart, or rescue after a fix; never a second run). When the
+    run ends, failed quanta are classified by configs/failure-rules.yaml: transient ones restart the
+    run (up to the rule's max_retries), accepted ones are counted and let the campaign go on, and
+    anything else fails the task for review with the data IDs in the message.
     """
 
     template_fields = (*CampaignOperator.template_fields, "work_group")
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, step: str, work_group: dict | None = None, **kwargs):
+    def __init__(self, *, step: str, work_group: dict | None = None, poll_interval_s: float = 2.0, **kwargs):
         super().__init__(**kwargs)
         self.step = step
         self.work_group = work_group or graph.GLOBAL_GROUP.as_xcom()
+        self.poll_interval_s = poll_interval_s
         self._hook: StackHook | None = None
 
+    # -- where things are -----------------------------------------------------------------------
+    def _label(self) -> str:
+        return self.work_group["label"]
+
+    def _run_dir(self, key: str) -> Path:
+        return bps.run_dir(self.campaign, key, self.site, self.step, self._label())
+
+    def _panda_env(self) -> dict[str, str]:
+        if self.campaign.bps.wms != "panda":
+            return {}
+        from airflow.sdk import BaseHook
+
+        from drp_campaign.panda_connection import connection_id, panda_environment
+
+        conn_id = connection_id(self.site)
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
+            raise StepRefused(
+                f"site {self.site}: no Airflow Connection {conn_id!r} for PanDA ({type(exc).__name__}); "
+                f"add it (host = the PanDA server URL, password = the token, extra = {{\"vo\": ...}}; see "
+                f"drp_campaign/panda_connection.py) and clear this task"
+            ) from None
+        return panda_environment(conn)
+
+    def _stack(self, subcommand: str, args: list[str]) -> dict:
+        self._hook = StackHook(self.site_config())
+        try:
+            return self._hook.run(subcommand, args, extra_env=self._panda_env())
+        finally:
+            self._hook = None
+
+    # -- submit and wait ------------------------------------------------------------------------
     def execute(self, context) -> dict:
         stage = self.campaign.steps[self.step]
         if stage.scope == "site":
             self.skip_unless_selected(context)
         key = self.run_key(context)
-        label = self.work_group["label"]
-        out_run = graph.output_run(self.campaign, key, self.site, self.step, label)
+        if self.is_dry_run(context):
+            return self._dry_run(context, key)
         args = [
             "--campaign", str(self.campaign.file),
             "--site", self.site,
             "--repo", str(self.site_config().butler_repo_path()),
             "--step", self.step,
+            "--group", self._label(),
+            "--key", key,
             "--chain", graph.site_chain(self.campaign, key),
-            "--output-run", out_run,
+            "--run-dir", str(self._run_dir(key)),
         ]  # fmt: skip
         if self.work_group["tracts"]:
             args += ["--tracts", ",".join(map(str, self.work_group["tracts"]))]
         for fault in active_faults(self.site, self.step):
             self.log.warning("fault injected at %s %s: %s", self.site, self.step, fault)
             args += ["--fail", fault]
-        if self.is_dry_run(context):
-            args.append("--dry-run")
-
-        self._hook = StackHook(self.site_config())
-        result = self._hook.run("run-step", args)
-        self._record(context, key, label, out_run, result)
-        quanta = result.get("quanta", {})
+        if job_fault := active_job_fault(self.site, self.step):
+            self.log.warning("job fault injected at %s %s: %s", self.site, self.step, job_fault)
+            args += ["--job-fault", job_fault]
+        try:
+            run = self._stack("bps-submit", args)
+        except StackCommandError as exc:
+            raise StepRefused(str(exc)) from None
         self.log.info(
-            "site %s %s %s: %s; quanta %s; outputs %s; run %s",
-            self.site, self.step, label, result["status"], quanta, result.get("outputs"), out_run,
+            "site %s %s %s: BPS run %s (%s, attempt %d): %s; output run %s",
+            self.site, self.step, self._label(), run["run_id"], run["wms"], run["attempt"], run["action"], run["output_run"],
         )  # fmt: skip
-        if result["status"] == "failed":
-            raise StepFailed(self._failure_message(label, out_run, result))
-        return {"output_run": out_run, "status": result["status"], "quanta": quanta}
+        return self._wait(context, run)
 
-    def _record(self, context, key: str, label: str, out_run: str, result: dict) -> None:
+    def _wait(self, context, run: dict) -> dict:
+        # Look once before deferring: a run that already ended needs no trigger (and this keeps
+        # clear of apache/airflow#72716, as in sensors/hops.py: the trigger's first poll waits).
+        trigger = BpsRunTrigger(
+            run_dir=run["run_dir"], wms=run["wms"], run_id=str(run["run_id"]), site=self.site,
+            campaign_file=str(self.campaign.file), sites_file=self.sites_file,
+            panda_conn_id=connection_id(self.site) if run["wms"] == "panda" else None,
+            poll_interval_s=self.poll_interval_s, first_poll_delay_s=FIRST_POLL_DELAY_S,
+        )  # fmt: skip
+        state = asyncio.run(trigger.state(self._panda_env() or None))
+        if state in ENDED:
+            return self.execute_complete(context, {"run_dir": run["run_dir"], "state": state, "polls": 1})
+        self.log.info("BPS run %s: %s; waiting in the triggerer", run["run_id"], state)
+        self.defer(trigger=trigger, method_name="execute_complete")
+
+    def execute_complete(self, context, event: dict) -> dict:
+        key = self.run_key(context)
+        label = self._label()
+        args = ["--campaign", str(self.campaign.file), "--run-dir", event["run_dir"]]
+        result = self._stack("bps-report", args)
+        if result["status"] == "running":  # held, or restarted by someone meanwhile
+            return self._wait(context, {**result, "run_dir": event["run_dir"]})
+        classification = load_rules().classify(result["failed_quanta"])
+        verdict = "succeeded" if result["status"] == "succeeded" else classification.verdict(result["restarts"])
+        quanta = {**result["quanta"], "accepted": len(classification.accepted) if verdict == "accept" else 0}
+        self.log.info(
+            "site %s %s %s: BPS run %s %s after %d poll(s); quanta %s; per task %s; outputs %s",
+            self.site, self.step, label, result["run_id"], result["status"], event.get("polls", 0), quanta,
+            result["quanta_per_task"], result["outputs"],
+        )  # fmt: skip
+        if verdict == "retry":
+            self.log.warning("transient failures, restarting the run:\n%s",
+                             classification.message(self.site, self.step, label, result["output_run"]))  # fmt: skip
+            run = self._stack("bps-restart", args)
+            return self._wait(context, run)
+        if verdict == "accept":
+            self._stack("bps-report", [*args, "--accept-failures"])  # the RUNs join the chain
+            self.log.warning("accepted failures (counted in the campaign report):\n%s",
+                             classification.message(self.site, self.step, label, result["output_run"]))  # fmt: skip
+        self._record(context, key, label, result, quanta, verdict)
+        if verdict == "fail":
+            raise StepFailed(self._failure_message(result, classification))
+        return {"output_run": result["output_run"], "output_runs": result["output_runs"], "status": verdict,
+                "run_id": result["run_id"], "quanta": quanta, "per_task": result["quanta_per_task"],
+                "failures": classification.as_xcom() if result["failed_quanta"] else {}}  # fmt: skip
+
+    def _dry_run(self, context, key: str) -> dict:
+        out_run = graph.output_run(self.campaign, key, self.site, self.step, self._label())
+        args = ["--campaign", str(self.campaign.file), "--site", self.site,
+                "--repo", str(self.site_config().butler_repo_path()), "--step", self.step,
+                "--chain", graph.site_chain(self.campaign, key), "--output-run", out_run, "--dry-run"]  # fmt: skip
+        if self.work_group["tracts"]:
+            args += ["--tracts", ",".join(map(str, self.work_group["tracts"]))]
+        result = self._stack("run-step", args)
+        self.log.info("dry run %s %s %s: %s quanta per task", self.site, self.step, self._label(), result.get("quanta_per_task"))
+        self.ledger.record_step(
+            run_key=key, campaign=self.campaign.name, dag_run_id=context["run_id"], site=self.site, step=self.step,
+            group_label=self._label(), output_run=out_run, status=result["status"], quanta=result.get("quanta", {}),
+            started=_parse_time(result.get("started")), finished=_parse_time(result.get("finished")),
+            duration_s=float(result.get("duration_s") or 0.0),
+        )  # fmt: skip
+        return {"output_run": out_run, "status": result["status"], "quanta": result.get("quanta", {})}
+
+    def _record(self, context, key: str, label: str, result: dict, quanta: dict, verdict: str) -> None:
         self.ledger.record_step(
             run_key=key,
             campaign=self.campaign.name,
@@ -109,27 +228,25 @@ class PipelineStepOperator(CampaignOperator):
             site=self.site,
             step=self.step,
             group_label=label,
-            output_run=out_run,
-            status=result["status"],
-            quanta=result.get("quanta", {}),
+            output_run=result["output_run"],
+            status={"succeeded": "succeeded", "accept": "accepted", "fail": "failed"}[verdict],
+            quanta=quanta,
             started=_parse_time(result.get("started")),
             finished=_parse_time(result.get("finished")),
-            duration_s=float(result.get("duration_s") or 0.0),
+            duration_s=(_parse_time(result.get("finished")) - _parse_time(result.get("started"))).total_seconds(),
+            wms_run_id=str(result["run_id"]),
         )
 
-    def _failure_message(self, label: str, out_run: str, result: dict) -> str:
-        quanta = result.get("quanta", {})
-        failed = result.get("failed_quanta", [])
-        lines = [
-            f"site {self.site} step {self.step} group {label}: {quanta.get('failed', len(failed))} of "
-            f"{quanta.get('total', '?')} quanta failed ({quanta.get('blocked', 0)} blocked downstream); "
-            f"output run {out_run}; pipetask log {result.get('log')}",
-        ]
-        lines += [f"  {q.get('task')} {q.get('data_id')}: {q.get('error')}" for q in failed[:20]]
-        if len(failed) > 20:
-            lines.append(f"  ... and {len(failed) - 20} more")
-        lines.append("Fix the cause, then clear this task: the retry redoes only the failed quanta.")
-        return "\n".join(lines)
+    def _failure_message(self, result: dict, classification) -> str:
+        quanta = result["quanta"]
+        head = (f"{quanta['failed']} of {quanta['total']} quanta failed ({quanta['blocked']} blocked downstream); "
+                f"BPS run {result['run_id']} ({result['wms']}), log {result['log']}")  # fmt: skip
+        return "\n".join([
+            head,
+            classification.message(self.site, self.step, self._label(), result["output_run"]),
+            "Clearing this task restarts the same run (only what failed reruns); if you changed the step's "
+            "pipeline or config, it submits a rescue run that skips what already succeeded.",
+        ])  # fmt: skip
 
     def on_kill(self) -> None:
         if self._hook:

@@ -127,7 +127,7 @@ def test_cancel_stops_the_run_and_a_later_submit_restarts_it(work: Path):
 
 
 def test_a_transient_job_failure_is_reported_with_its_exit_code_and_a_restart_succeeds(work: Path):
-    first = submit(work, "g003", 3, "--transient-fault")
+    first = submit(work, "g003", 3, "--job-fault", "transient")
     assert first["action"] == "submitted"
     wait_finished(work, "g003")
     res = report(work, "g003")
@@ -154,3 +154,31 @@ def test_status_and_report_of_an_unknown_run_dir_say_what_to_do(work: Path):
     proc = stackside(work, "bps-report", "--campaign", str(CAMPAIGN), "--run-dir", str(work / "bps" / "nope"), ok=False)
     assert proc.returncode == 2 and "no BPS run recorded" in proc.stderr
     assert stackside(work, "bps-status", "--run-dir", str(work / "bps" / "nope"))["state"] == "MISSING"
+
+
+def test_the_trigger_waits_cheaply_and_its_on_kill_cancels_the_run_for_real(work: Path):
+    """What the triggerer does: poll the run's files until it ends; a user's mark-failed cancels it."""
+    import asyncio
+
+    from drp_campaign.triggers.bps_run import BpsRunTrigger
+
+    run = submit(work, "g004", 2, "--job-fault", "slow:120")
+    trigger = BpsRunTrigger(run_dir=run["run_dir"], wms="parsl", run_id=run["run_id"], site="FRDF",
+                            campaign_file=str(CAMPAIGN), poll_interval_s=0.2)  # fmt: skip
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "drp_campaign.triggers.bps_run.BpsRunTrigger" and BpsRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+    async def first_event(timeout: float):
+        gen = trigger.run()
+        try:
+            return await asyncio.wait_for(gen.__anext__(), timeout)
+        finally:
+            await gen.aclose()
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(first_event(3.0))  # still running: no event, no worker slot
+    pid = bpsrec.read_record(work / "bps" / "g004")["attempts"][-1]["pid"]
+    asyncio.run(trigger.on_kill())
+    assert not bpsrec.process_alive(pid)
+    event = asyncio.run(first_event(10.0))
+    assert event.payload["state"] == "CANCELLED" and event.payload["run_dir"] == run["run_dir"]

@@ -104,13 +104,14 @@ def cmd_bps_submit(args) -> dict[str, Any]:
     group = graph.WorkGroup(args.group, tuple(_tracts(args.tracts) or ()))
     return submit(campaign, site=args.site, repo=_repo(args), step=args.step, group=group, key=args.key,
                   chain=args.chain, run_dir=Path(args.run_dir).resolve(), faults=args.fail,
-                  transient_fault=args.transient_fault)  # fmt: skip
+                  job_fault=args.job_fault)  # fmt: skip
 
 
 def cmd_bps_report(args) -> dict[str, Any]:
     from .bps_run import report
 
-    return report(_campaign(args), Path(args.run_dir).resolve(), update_chain=not args.no_chain)
+    return report(_campaign(args), Path(args.run_dir).resolve(), update_chain=not args.no_chain,
+                  accept_failures=args.accept_failures)
 
 
 def cmd_bps_restart(args) -> dict[str, Any]:
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chain", required=True, help="input CHAINED collection; the RUN joins it once clean")
     sp.add_argument("--run-dir", required=True, help="directory of this group's BPS run (record, submit files)")
     sp.add_argument("--fail", action="append", metavar="LABEL:EXPR", help="inject a fault: task LABEL raises for data IDs matching EXPR")
-    sp.add_argument("--transient-fault", action="store_true", help="inject a fault: the first job dies (exit 137) once")
+    sp.add_argument("--job-fault", help="inject a fault: 'transient' (the first job dies once, exit 137) or 'slow:SECONDS'")
     sp.set_defaults(func=cmd_bps_submit)
 
     for name, func, text in (("bps-report", cmd_bps_report, "per-task outcome of the run; chain the RUN(s) when clean"),
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--run-dir", required=True)
         if name == "bps-report":
             sp.add_argument("--no-chain", action="store_true", help="do not add the RUN(s) to the chain")
+            sp.add_argument("--accept-failures", action="store_true", help="chain the RUN(s) although quanta failed (accepted by the failure rules)")
         sp.set_defaults(func=func)
 
     sp = sub.add_parser("export-hop", help="write a manifest of datasets to move")

@@ -39,8 +39,10 @@ from .repo import open_butler, prepend_to_chain
 PANDA_RUN_ID = re.compile(r"^Run Id:\s*(\S+)", re.M)
 # ctrl_bps WmsStates as `bps status --id` exit codes (FIELD-NOTES): anything else is in flight.
 WMS_EXIT_STATES = {0: "SUCCEEDED", 19: "FAILED", 15: "RUNNING", 1: "UNKNOWN"}
-TRANSIENT_FAULT = """#!/bin/bash
-# Injected transient fault: the first job to start here dies as if its node were lost.
+# Injected job faults (tests, drills), as a wrapper around each BPS job's command.
+JOB_FAULTS = {
+    # The first job to start dies as if its node were lost; later ones (a restart) run.
+    "transient": """#!/bin/bash
 marker="$(dirname "$0")/transient-fault.fired"
 if [ ! -e "$marker" ]; then
   touch "$marker"
@@ -48,7 +50,13 @@ if [ ! -e "$marker" ]; then
   exit 137
 fi
 exec "$@"
-"""
+""",
+    # Every job waits first: a run that stays in flight long enough to cancel or to outlive a restart.
+    "slow": """#!/bin/bash
+sleep {seconds}
+exec "$@"
+""",
+}
 RUN_QUANTUM = "pipetask {runPreCmdOpts} run-qbb {butlerConfig} {fileDistributionEndPoint}{qgraphFile} --qgraph-node-id {qgraphNodeId} {extraRunQuantumOptions}"
 
 
@@ -84,13 +92,15 @@ def submit(
     chain: str,
     run_dir: Path,
     faults: list[str] | None = None,
-    transient_fault: bool = False,
+    job_fault: str | None = None,
 ) -> dict[str, Any]:
     spec = campaign.pipeline_spec
     labels = spec.step_tasks(step)
     if not labels:
         raise StacksideError(f"{spec.file}: no task has step {step!r}; steps are {', '.join(spec.steps())}")
     pipeline_text = build_pipeline_yaml(spec, step, parse_faults(faults, spec, labels))
+    if job_fault:
+        _job_fault_script(job_fault)  # a bad one is refused before anything is written
     sha = hashlib.sha256(pipeline_text.encode()).hexdigest()[:16]
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline_file = run_dir / f"pipeline-{sha}.yaml"
@@ -103,7 +113,7 @@ def submit(
         record = {"wms": wms, "site": site, "step": step, "group": group.label, "chain": chain,
                   "repo": str(repo), "output_run": graph.output_run(campaign, key, site, step, group.label),
                   "attempts": []}  # fmt: skip
-        return _new_attempt(campaign, record, run_dir, "submit", site, step, group, key, pipeline_file, sha, transient_fault)
+        return _new_attempt(campaign, record, run_dir, "submit", site, step, group, key, pipeline_file, sha, job_fault)
 
     state = run_state(run_dir)
     if state == "RUNNING":
@@ -118,7 +128,7 @@ def submit(
     if started and sha == record["attempts"][-1]["pipeline_sha"] and _has_workflow(record["wms"], _last_submission(record)):
         return restart(campaign, run_dir)
     kind = "rescue" if started else "submit"
-    return _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, transient_fault)
+    return _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault)
 
 
 def _has_workflow(wms: str, attempt: dict) -> bool:
@@ -161,7 +171,14 @@ def _check_group_selects_something(campaign, site, repo, step, group, chain) -> 
     )
 
 
-def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, transient_fault) -> dict:
+def _job_fault_script(job_fault: str) -> str:
+    kind, _, arg = job_fault.partition(":")
+    if kind not in JOB_FAULTS or (kind == "slow") != arg.isdigit():
+        raise StacksideError(f"--job-fault {job_fault!r}: expected 'transient' or 'slow:SECONDS'")
+    return JOB_FAULTS[kind].replace("{seconds}", arg)
+
+
+def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault) -> dict:
     n = len(record["attempts"]) + 1
     base_run = record["output_run"]
     earlier = list(dict.fromkeys(a["output_run"] for a in reversed(record["attempts"]) if _has_workflow(record["wms"], a)))
@@ -172,9 +189,9 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
         campaign, site, step, group, key=key, pipeline_yaml=pipeline_file, submit_dir=attempt_dir / "submit",
         output_run=out_run, rescue_of=earlier if kind == "rescue" else (), chain=record["chain"], repo=record["repo"],
     )  # fmt: skip
-    if transient_fault:
-        script = attempt_dir / "transient-fault.sh"
-        script.write_text(TRANSIENT_FAULT)
+    if job_fault:
+        script = attempt_dir / "job-fault.sh"
+        script.write_text(_job_fault_script(job_fault))
         script.chmod(0o755)
         config["runQuantumCommand"] = f"{script} {RUN_QUANTUM}"
     submit_yaml = attempt_dir / "submit.yaml"
@@ -308,8 +325,12 @@ def _record(run_dir: Path) -> dict:
 _JOB_EXIT = re.compile(r"exited with (?:return )?code (-?\d+)|exit(?:ed)? (?:status|code) (-?\d+)", re.I)
 
 
-def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True) -> dict[str, Any]:
-    """Per-task succeeded / failed / blocked counts and the failed quanta, from the repo itself."""
+def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True, accept_failures: bool = False) -> dict[str, Any]:
+    """Per-task succeeded / failed / blocked counts and the failed quanta, from the repo itself.
+
+    The RUN(s) join the site's chain when the run is clean, or when the controller has accepted
+    its failures (known data problems): downstream steps then use what did succeed.
+    """
     record = _record(run_dir)
     last = record["attempts"][-1]
     state = run_state(run_dir)
@@ -359,7 +380,7 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
     for run in result["output_runs"]:
         for name, count in _count_outputs(repo, run, campaign.pipeline_spec.step_outputs(record["step"])).items():
             result["outputs"][name] = result["outputs"].get(name, 0) + count
-    if result["status"] == "succeeded" and update_chain:
+    if update_chain and (result["status"] == "succeeded" or accept_failures) and result["output_runs"]:
         butler, _ = open_butler(repo)
         with butler:
             result["chain_updated"] = bool(prepend_to_chain(butler, record["chain"], result["output_runs"]))
