@@ -22,10 +22,12 @@ get_token_string checks, so it wins over any OIDC_AUTH_* the worker has); PANDA_
 writable directory per connection, under $DRP_WORK_DIR/panda/); PANDA_BEHIND_REAL_LB=1 (else
 importing pandaclient.Client resolves the cache host with getaddrinfo/getfqdn and rewrites the
 URL to the reverse-DNS name: a failure at import on a host without DNS for it, a wrong URL
-behind a load balancer); PANDA_VERIFY_HOST=on.
+behind a load balancer); PANDA_VERIFY_HOST=on; BPS_WMS_SERVICE_CLASS (so `bps status|report|
+cancel|restart --id N` ask PanDA, not ctrl_bps's default HTCondor).
 
 `request_state(env, request_id)` asks iDDS, through the PanDA relay, for a request's state the
-way ctrl_bps_panda's get_status does, and maps it the same way (WmsStates names); it needs
+way ctrl_bps_panda's get_status does, and maps it the same way (WmsStates names);
+`request_status` gives iDDS's own status name (what confirms a cancel or a restart). Both need
 panda-client and idds-common (requirements/controller.lock), not the LSST stack.
 No airflow import here: callers pass any object with the Connection's attributes.
 """
@@ -42,8 +44,10 @@ from urllib.parse import urlparse
 from drp_campaign import settings
 from drp_campaign.errors import DrpError
 
-__all__ = ["PandaConfigError", "PandaError", "connection_id", "panda_environment", "request_state"]
+__all__ = ["PandaConfigError", "PandaError", "connection_id", "panda_environment", "request_state",
+           "request_status"]
 
+PANDA_SERVICE_CLASS = "lsst.ctrl.bps.panda.PanDAService"
 # ctrl_bps_panda PanDAService.get_status: iDDS request status -> WmsStates name; others RUNNING.
 IDDS_TO_WMS = {"Finished": "SUCCEEDED", "Failed": "FAILED", "Expired": "FAILED",
                "SubFinished": "FAILED", "Cancelled": "DELETED", "Suspended": "HELD"}
@@ -100,25 +104,29 @@ def panda_environment(conn: Any) -> dict[str, str]:
     return {"PANDA_URL": url, "PANDA_URL_SSL": url, "PANDACACHE_URL": cache_url,
             "PANDA_AUTH": "oidc", "PANDA_AUTH_VO": vo.strip(), "PANDA_AUTH_ID_TOKEN": token,
             "PANDA_CONFIG_ROOT": str(config_root), "PANDA_BEHIND_REAL_LB": "1",
-            "PANDA_VERIFY_HOST": "on"}
+            "PANDA_VERIFY_HOST": "on", "BPS_WMS_SERVICE_CLASS": PANDA_SERVICE_CLASS}
 
 
 def request_state(env: dict[str, str], request_id: int) -> str:
-    """The WmsStates name of an iDDS request (SUCCEEDED, FAILED, DELETED, HELD, RUNNING).
+    """The WmsStates name of an iDDS request (SUCCEEDED, FAILED, DELETED, HELD or RUNNING),
+    mapped from `request_status` as ctrl_bps_panda's get_status maps it. One relay call: cheap
+    enough for a deferrable trigger's every poll; no LSST stack import."""
+    return IDDS_TO_WMS.get(request_status(env, request_id), "RUNNING")
 
-    One relay call (`get_requests(request_id, with_detail=False)`, manager=True, as ctrl_bps_panda's
-    get_status); raises PandaError when the relay or iDDS refuses, or the id is unknown.
-    """
-    ret = _call(env, "get_requests", request_id=int(request_id), with_detail=False)
-    status, payload = ret
+
+def request_status(env: dict[str, str], request_id: int) -> str:
+    """iDDS's own status name of a request (New, Transforming, Cancelling, Resuming, Finished, ...):
+    what confirms a cancel (-> Cancelling) or a restart (-> Resuming), which ctrl_bps maps to
+    RUNNING. `get_requests(request_id, with_detail=False)` with manager=True, as ctrl_bps_panda
+    calls it; raises PandaError when the relay or iDDS refuses, or the id is unknown."""
+    status, payload = _call(env, "get_requests", request_id=int(request_id), with_detail=False)
     if not status:
         raise PandaError(f"iDDS refused get_requests for request {request_id}: {payload}")
     if not payload:
         raise PandaError(f"no iDDS request {request_id} at {env.get('PANDA_URL_SSL')}: check the id")
     if not isinstance(payload, list) or not isinstance(payload[0], dict):
         raise PandaError(f"iDDS get_requests for request {request_id} failed: {payload}")
-    name = _status_name(payload[0].get("status"))
-    return IDDS_TO_WMS.get(name, "RUNNING")
+    return _status_name(payload[0].get("status"))
 
 
 def _status_name(status: Any) -> str:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The real iDDS server and the local PanDA relay (see drp_campaign/panda_local/__init__.py).
-#   scripts/idds-server.sh start    bootstrap (configs, database, schema; idempotent), then iDDS's
+#   scripts/idds-server.sh start [--no-clerk]
+#                                   bootstrap (configs, database, schema; idempotent), then iDDS's
 #                                   REST app under gunicorn on 127.0.0.1:$DRP_IDDS_PORT/idds and the
 #                                   relay on 127.0.0.1:$DRP_PANDA_RELAY_PORT/server/panda; waits
-#                                   until both answer
-#   scripts/idds-server.sh stop     stop both (by pid)
+#                                   until both answer; then iDDS's Clerk agent (unless --no-clerk or
+#                                   DRP_IDDS_CLERK=0), which applies abort/retry to request states
+#   scripts/idds-server.sh stop     stop all three (by pid)
 #   scripts/idds-server.sh status
 # State, configs, logs and pids under $DRP_WORK_DIR/idds/. The Airflow Connection for the relay:
 # $DRP_WORK_DIR/idds/connection.json (format: drp_campaign/panda_connection.py).
@@ -50,7 +52,9 @@ wait_for() {  # name ok-function
 }
 
 start() {
-  local t0; t0="$(now)"
+  local clerk=1 t0; t0="$(now)"
+  [ "${1:-}" = "--no-clerk" ] && clerk=0
+  [ "${DRP_IDDS_CLERK:-1}" = "0" ] && clerk=0
   need_env
   mkdir -p "$PIDS" "$LOGS"
   if ! "$PY" -m drp_campaign.panda_local.bootstrap >"$LOGS/bootstrap.json" 2>"$LOGS/bootstrap.log"; then
@@ -62,7 +66,14 @@ start() {
   start_one relay "$DRP_PANDA_RELAY_PORT" drp_campaign.panda_local.relay:application relay_ok
   wait_for idds idds_ok
   wait_for relay relay_ok
-  echo "iDDS is up: $IDDS_URL, PanDA relay $RELAY_URL in $(since "$t0") s (connection: $IHOME/connection.json; logs: $LOGS)"
+  if [ $clerk = 1 ]; then
+    if running clerk; then echo "clerk already running (pid $(cat "$PIDS/clerk.pid"))"
+    else
+      IDDS_AGENTS=clerk setsid nohup "$PY" -m idds.agents.main >"$LOGS/clerk.out" 2>&1 </dev/null &
+      echo $! >"$PIDS/clerk.pid"
+    fi
+  fi
+  echo "iDDS is up: $IDDS_URL, PanDA relay $RELAY_URL in $(since "$t0") s (clerk: $([ $clerk = 1 ] && echo running || echo off); connection: $IHOME/connection.json; logs: $LOGS)"
 }
 
 stop_one() {
@@ -76,10 +87,10 @@ stop_one() {
   rm -f "$PIDS/$1.pid"
 }
 
-stop() { stop_one relay; stop_one idds; }
+stop() { stop_one clerk; stop_one relay; stop_one idds; }
 
 status() {
-  for svc in idds relay; do
+  for svc in idds relay clerk; do
     if running "$svc"; then echo "$svc: running (pid $(cat "$PIDS/$svc.pid"))"; else echo "$svc: stopped"; fi
   done
   if idds_ok; then echo "ping $IDDS_URL: OK"; else echo "ping $IDDS_URL: no answer"; fi
@@ -87,8 +98,8 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--no-clerk]|stop|status" >&2; exit 2 ;;
 esac

@@ -120,11 +120,14 @@ class LocalIdds:
             "database": {"default": self.db_url, "schema": SCHEMA, "pool_size": "5", "pool_recycle": "3600",
                          "echo": "0", "pool_reset_on_return": "rollback"},
             "rest": {"host": self.idds_url, "cacher_dir": str(self.path("cache"))},
-            # What `idds-server.sh clerk-once` runs; the other agents need PanDA itself.
+            # The one iDDS agent scripts/idds-server.sh runs (IDDS_AGENTS=clerk): it turns the
+            # commands that abort/retry register into request states. Its update poll stays long
+            # (iDDS's default): a request it is updating is locked, and a command that finds its
+            # request locked stays unprocessed until clean_locks, minutes later.
             "main": {"agents": "clerk"},
             "eventbus": {"backend": "default"},
-            "clerk": {"num_threads": "1", "max_number_workers": "1", "poll_period": "1",
-                      "new_poll_period": "1", "update_poll_period": "1",
+            "clerk": {"num_threads": "2", "max_number_workers": "4", "poll_period": "1",
+                      "new_poll_period": "1", "update_poll_period": "300",
                       "new_command_poll_period": "1", "update_command_poll_period": "1",
                       "retrieve_bulk_size": "32", "pending_time": "30"},
         }

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 from drp_campaign.panda_local.config import RELAY_PATH
 
 _LOG = logging.getLogger("drp.panda_relay")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")  # -> relay.out
 _CONFIG: dict | None = None
 
 
