@@ -135,6 +135,11 @@ class AirflowClient:
         cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
         return [t["task_id"] for t in cleared.get("task_instances", [])]
 
+    def mark_task(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> None:
+        """Set one task instance's state, as the UI's "Mark as failed/success" does."""
+        self._patch(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}",
+                    {"new_state": state})  # fmt: skip
+
     def follow(
         self,
         dag_id: str,

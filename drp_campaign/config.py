@@ -599,6 +599,13 @@ def _check_sites(sites: SitesConfig) -> None:
             raise ConfigError(file, f"sites.{name}", f"site name {name!r} may use only letters, "
                               "digits, '_' and '-' (it becomes part of Airflow task ids); "
                               "rename it")
+        panda = sites.sites[name].panda
+        if panda.compute_site not in panda.queues:
+            # BPS's computeSite is a PanDA queue name: one the site does not have would be
+            # refused by PanDA only after the workflow was built and uploaded.
+            raise ConfigError(file, f"sites.{name}.panda.compute_site", f"unknown computeSite "
+                              f"{panda.compute_site!r}: not one of {name}'s PanDA queues "
+                              f"({_names(panda.queues)}); use one of them or add the queue")
     if sites.hub not in sites.sites:
         raise ConfigError(file, "hub", f"hub {sites.hub!r} is not one of the sites "
                           f"({_names(sites.sites)}); set hub to one of them")

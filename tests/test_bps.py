@@ -40,10 +40,10 @@ def test_panda_goes_to_the_sites_compute_site_with_step_overrides(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     campaign = load_campaign(tmp_path / "c.yaml")
     step3 = render(campaign, site="FRDF", step="step3", tmp_path=tmp_path)
-    assert (step3["wmsServiceClass"], step3["computeSite"]) == (WMS_SERVICE_CLASSES["panda"], "CC-IN2P3")
+    assert (step3["wmsServiceClass"], step3["computeSite"]) == (WMS_SERVICE_CLASSES["panda"], "CC-IN2P3_Rubin")
     assert (step3["requestMemory"], step3["requestCpus"]) == (8000, 2)
     step1 = render(campaign, site="UKDF_RAL", step="step1", tmp_path=tmp_path)
-    assert (step1["computeSite"], step1["requestMemory"], step1["requestCpus"]) == ("RAL", 3000, 1)
+    assert (step1["computeSite"], step1["requestMemory"], step1["requestCpus"]) == ("RAL_Rubin", 3000, 1)
 
 
 def test_a_global_step_selects_everything():

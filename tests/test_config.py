@@ -209,6 +209,8 @@ BAD_INPUTS = [
     bad("work-share-above-one", put(S, "sites.FRDF.work_share", 1.5), S, "sites.FRDF.work_share",
         "must be at most 1"),
     bad("hub-not-a-site", put(S, "hub", "CHDF"), S, "hub", "hub 'CHDF' is not one of the sites"),
+    bad("unknown-compute-site", put(S, "sites.FRDF.panda.compute_site", "CC-IN2P3_Rubin_GPU"), S,
+        "sites.FRDF.panda.compute_site", "unknown computeSite 'CC-IN2P3_Rubin_GPU': not one of FRDF's PanDA queues"),
     # pipeline
     bad("pipeline-undeclared-dataset-type", put(P, "tasks.isr.inputs", ["raw_image"]), P,
         "tasks.isr.inputs[0]", "'raw_image' is not declared"),
