@@ -232,3 +232,11 @@ def test_a_bad_connection_names_the_field(idds):
         panda_environment(connection(idds, extra_dejson={}))
     with pytest.raises(PandaConfigError, match="host must be the PanDA server URL"):
         panda_environment(connection(idds, host="127.0.0.1"))
+
+
+def test_the_relay_refuses_a_call_without_a_token(idds):
+    url = f"http://127.0.0.1:{RELAY_PORT}/server/panda/relay_idds_command"
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST", "-d", "command_name=ping", url],
+                         capture_output=True, text=True, timeout=30)
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "401" and "no bearer token" in body, out.stdout
