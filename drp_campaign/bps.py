@@ -88,6 +88,8 @@ def submit_config(
             ),
         },
     }
+    if wms == "panda":
+        config["fileDistributionEndPoint"] = site_cfg.panda.file_distribution or f"file://{Path(submit_dir).parent}/distribution/"
     if rescue_of:
         config["extraQgraphOptions"] = f"--skip-existing-in {','.join(rescue_of)}"
     if wms == "parsl":

@@ -114,6 +114,9 @@ class RucioRses(_Model):
 class PandaSite(_Model):
     compute_site: str
     queues: list[str] = Field(min_length=1)
+    # Where PanDA jobs fetch the quantum graph from (BPS fileDistributionEndPoint: an S3 or WebDAV
+    # URL at a DF, ending in '/'); unset: a file:// directory next to the submit files.
+    file_distribution: str | None = None
 
 
 class SiteConfig(_Model):

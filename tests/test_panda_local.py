@@ -240,3 +240,41 @@ def test_the_relay_refuses_a_call_without_a_token(idds):
                          capture_output=True, text=True, timeout=30)
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "401" and "no bearer token" in body, out.stdout
+
+
+def test_the_step_commands_submit_attach_cancel_and_restart_a_panda_run(idds, submitted, tmp_path):
+    """What the step operator calls, on the PanDA path: bps-submit (idempotent), bps-cancel and a
+    later bps-submit (a cleared task) that restarts the same request, each confirmed in iDDS."""
+    doc = yaml.safe_load(CAMPAIGN.read_text())
+    doc["pipeline"] = str(CAMPAIGN.parent / doc["pipeline"])
+    doc["bps"]["wms"] = "panda"
+    campaign_file = tmp_path / "panda-campaign.yaml"
+    campaign_file.write_text(yaml.safe_dump(doc))
+    env = panda_env(idds)
+    repo = idds["work"] / "repos" / SITE  # seeded by the `submitted` fixture
+    run_dir = tmp_path / "run"
+
+    def step(*args: str) -> dict:
+        proc = subprocess.run([str(STACK / "bin" / "python"), "-m", "drp_campaign.stackside", *args],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    submit = ("bps-submit", "--campaign", str(campaign_file), "--site", SITE, "--repo", str(repo), "--step", STEP,
+              "--group", "g000", "--tracts", "2", "--key", KEY, "--chain", graph.site_chain(load_campaign(CAMPAIGN), KEY),
+              "--run-dir", str(run_dir))
+    first = step(*submit)
+    assert first["action"] == "submitted" and first["wms"] == "panda" and int(first["run_id"]) > 0
+    request_id = int(first["run_id"])
+    assert step("bps-status", "--run-dir", str(run_dir))["state"] == "RUNNING"
+    again = step(*submit)
+    assert again["action"] == "attached" and again["run_id"] == first["run_id"], "no second request"
+
+    cancelled = step("bps-cancel", "--run-dir", str(run_dir))
+    assert cancelled["action"] == "cancelled"
+    assert status_name(idds_request(idds, request_id)) in ("Cancelling", "Cancelled")
+    assert step("bps-status", "--run-dir", str(run_dir))["state"] == "CANCELLED"
+
+    restarted = step(*submit)  # a cleared task: same definition, so the same request is restarted
+    assert restarted["action"] == "restarted" and restarted["run_id"] == first["run_id"]
+    assert status_name(idds_request(idds, request_id)) not in ("Cancelling", "Cancelled", "Failed")

@@ -37,6 +37,9 @@ from .pipeline import build_pipeline_yaml, parse_faults
 from .repo import open_butler, prepend_to_chain
 
 PANDA_RUN_ID = re.compile(r"^Run Id:\s*(\S+)", re.M)
+# iDDS request states that confirm a cancel, and those a restart must have left.
+IDDS_CANCELLED = {"Cancelling", "ToCancel", "Cancelled"}
+IDDS_NOT_RESTARTED = {"Failed", "SubFinished", "Expired", "Cancelled", "Cancelling", "ToCancel", "Suspended"}
 # ctrl_bps WmsStates as `bps status --id` exit codes (FIELD-NOTES): anything else is in flight.
 WMS_EXIT_STATES = {0: "SUCCEEDED", 19: "FAILED", 15: "RUNNING", 1: "UNKNOWN"}
 # Injected job faults (tests, drills), as a wrapper around each BPS job's command.
@@ -248,6 +251,8 @@ def run_state(run_dir: Path) -> str:
     if record["wms"] == "parsl":
         return bpsrec.local_state(run_dir)
     last = record["attempts"][-1]
+    if last.get("cancelled"):
+        return "CANCELLED"  # iDDS says Cancelling (bps: RUNNING) until its agents finish the job
     proc = _bps(["status", "--id", str(last["run_id"])], run_dir, last["n"], "status")
     return WMS_EXIT_STATES.get(proc.returncode, "RUNNING")
 
@@ -264,10 +269,10 @@ def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
         attempt["pid"] = _launch_detached(run_dir, n, argv)
     else:
         proc = _bps(["restart", "--id", str(last["run_id"])], run_dir, n, "restart")
-        state = _wait_for_state(run_dir, n, last["run_id"], lambda s: s != "FAILED")
-        if proc.returncode != 0 or state == "FAILED":
-            raise StacksideError(f"PanDA did not restart request {last['run_id']} (still {state}; bps exit {proc.returncode}); "
-                                 f"see {run_dir}/attempt-{n}.restart.log")  # fmt: skip
+        status = _wait_for_idds_status(last["run_id"], lambda s: s not in IDDS_NOT_RESTARTED)
+        if proc.returncode != 0 or status in IDDS_NOT_RESTARTED:
+            raise StacksideError(f"PanDA did not restart request {last['run_id']} (iDDS still {status}; bps exit "
+                                 f"{proc.returncode}); see {run_dir}/attempt-{n}.restart.log")  # fmt: skip
     bpsrec.write_record(run_dir, record)
     return _answer(record, run_dir, "restarted", "RUNNING")
 
@@ -282,10 +287,10 @@ def cancel(run_dir: Path) -> dict[str, Any]:
         _kill_group(last.get("pid"))
     else:
         proc = _bps(["cancel", "--id", str(last["run_id"])], run_dir, last["n"], "cancel")
-        after = _wait_for_state(run_dir, last["n"], last["run_id"], lambda s: s != "RUNNING")
-        if after == "RUNNING":
-            raise StacksideError(f"PanDA did not cancel request {last['run_id']} (still RUNNING; bps exit {proc.returncode}); "
-                                 f"see {run_dir}/attempt-{last['n']}.cancel.log")  # fmt: skip
+        status = _wait_for_idds_status(last["run_id"], lambda s: s in IDDS_CANCELLED)
+        if status not in IDDS_CANCELLED:
+            raise StacksideError(f"PanDA did not cancel request {last['run_id']} (iDDS still {status}; bps exit "
+                                 f"{proc.returncode}); see {run_dir}/attempt-{last['n']}.cancel.log")  # fmt: skip
     last["cancelled"] = True
     last["cancelled_at"] = _now()
     bpsrec.write_record(run_dir, record)
@@ -303,13 +308,15 @@ def _kill_group(pid: int | None, grace_s: float = 20.0) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _wait_for_state(run_dir: Path, n: int, run_id, accept, timeout_s: float = 30.0) -> str:
+def _wait_for_idds_status(request_id, accept, timeout_s: float = 60.0) -> str:
+    """iDDS's own status name (bps maps Cancelling and Resuming to RUNNING, so it cannot confirm)."""
+    from ..panda_connection import request_status
+
     deadline = time.monotonic() + timeout_s
     while True:
-        proc = _bps(["status", "--id", str(run_id)], run_dir, n, "confirm")
-        state = WMS_EXIT_STATES.get(proc.returncode, "RUNNING")
-        if accept(state) or time.monotonic() > deadline:
-            return state
+        status = request_status(dict(os.environ), int(request_id))
+        if accept(status) or time.monotonic() > deadline:
+            return status
         time.sleep(1.0)
 
 
