@@ -34,10 +34,16 @@ clean: stop
 # DRP_WORK_DIR / DRP_RUCIO_PORT / DRP_RUCIO_DB to keep them off a running demo.
 BENCH_FILES ?= 10000
 BENCH_SINGLE ?= 300
-.PHONY: bench-registration bench-ingest
+.PHONY: bench-registration bench-ingest bench-poll
 bench-registration: envs
 	@bash scripts/rucio-server.sh start
 	@bash scripts/with-env.sh python benchmarks/rucio_registration.py --files $(BENCH_FILES) --single $(BENCH_SINGLE)
 
 bench-ingest: envs
 	@bash scripts/with-env.sh bash -c '"$$DRP_STACK_PREFIX/bin/python" benchmarks/ingest_hop.py'
+
+# Poll cost of 500 deferred BPS runs vs a poking sensor per run (~4 min; the PanDA part uses its own
+# iDDS on ports 8096/8097 and database drp_idds_pollbench, stopped and dropped after).
+POLL_ARGS ?=
+bench-poll: envs
+	@bash scripts/with-env.sh python benchmarks/bps_poll_cost.py $(POLL_ARGS)
