@@ -6,7 +6,7 @@ Runs the campaign (or reads an existing run), then prints
 
     overhead = campaign wall time / sum, along the critical path, of the time the steps ran
 
-where a step's time is the wall time of its pipetask process (from the ledger) and, for a step
+where a step's time is the wall time of its BPS workflow (from the ledger) and, for a step
 split into groups at a site, the longest group (groups run side by side). The critical path is the
 longest such path through the campaign graph; hops count as zero step time, so the time spent
 moving data, scheduling, starting workers and waiting is all in the overhead.
@@ -109,8 +109,8 @@ def main() -> None:
     labels = [f"{site}.{stage} {'(hop)' if t is None else f'{t:.1f}s'}" for site, stage, t in path]
     print(f"campaign {campaign.name}, run {run_id}")
     print(f"  critical path: {' -> '.join(labels)}")
-    print(f"  {'step time on the critical path (pipetask wall time)':<64} {step_seconds:7.1f} s")
-    print(f"  {"+ step tasks' own time around pipetask (setup, Butler, ledger)":<64} {step_tasks - step_seconds:7.1f} s")
+    print(f"  {'step time on the critical path (BPS workflow wall time)':<64} {step_seconds:7.1f} s")
+    print(f"  {"+ step tasks' own time around BPS (submit, wait, report, ledger)":<64} {step_tasks - step_seconds:7.1f} s")
     print(f"  {'+ hop tasks on the path (register .. verify)':<64} {hop_tasks:7.1f} s")
     print(f"  {'+ scheduling and queueing between tasks':<64} {wall - step_tasks - hop_tasks:7.1f} s")
     print(f"  {'= campaign wall time (Airflow run start to end)':<64} {wall:7.1f} s")

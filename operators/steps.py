@@ -198,7 +198,9 @@ class PipelineStepOperator(CampaignOperator):
                              classification.message(self.site, self.step, label, result["output_run"]))  # fmt: skip
         self._record(context, key, label, result, quanta, verdict)
         if verdict == "fail":
-            raise StepFailed(self._failure_message(result, classification))
+            message = self._failure_message(result, classification)
+            self.log.error("%s", message)  # in the task log as text, not only in the exception's detail
+            raise StepFailed(message)
         return {"output_run": result["output_run"], "output_runs": result["output_runs"], "status": verdict,
                 "run_id": result["run_id"], "quanta": quanta, "per_task": result["quanta_per_task"],
                 "failures": classification.as_xcom() if result["failed_quanta"] else {}}  # fmt: skip

@@ -350,7 +350,7 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart"),
         "status": None, "quanta": {"total": 0, "succeeded": 0, "failed": 0, "blocked": 0},
         "quanta_per_task": {}, "failed_quanta": [], "outputs": {}, "chain_updated": False,
-        "started": record["attempts"][0]["started"], "finished": _now(),
+        "started": record["attempts"][0]["started"], "finished": _ended(run_dir, last),
         "log": str(run_dir / f"attempt-{last['n']}.log"),
     }  # fmt: skip
     if state == "RUNNING":
@@ -392,6 +392,14 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         with butler:
             result["chain_updated"] = bool(prepend_to_chain(butler, record["chain"], result["output_runs"]))
     return result
+
+
+def _ended(run_dir: Path, attempt: dict) -> str:
+    """When the workflow itself ended (a local run's exit file), else now: its wall time, not ours."""
+    done = bpsrec.exit_file(run_dir, attempt["n"])
+    if done.exists():
+        return datetime.fromtimestamp(done.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return _now()
 
 
 def _output_runs(record: dict) -> list[str]:
