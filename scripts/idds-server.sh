@@ -12,18 +12,16 @@
 # $DRP_WORK_DIR/idds/connection.json (format: drp_campaign/panda_connection.py).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/service-lib.sh"
 IHOME="$DRP_WORK_DIR/idds" PIDS="$DRP_WORK_DIR/idds/pids" LOGS="$DRP_WORK_DIR/idds/logs"
 PY="$DRP_IDDS_PREFIX/bin/python"
 IDDS_URL="http://127.0.0.1:$DRP_IDDS_PORT/idds"
 RELAY_URL="http://127.0.0.1:$DRP_PANDA_RELAY_PORT/server/panda"
 RELAY_DN="$(sed -n 's/^RELAY_DN = "\(.*\)"$/\1/p' "$ROOT/drp_campaign/panda_local/__init__.py")"
 
-running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 # iDDS answers /ping only to an allowed DN (auth cannot be switched off); the relay has isAlive.
 idds_ok() { curl -fsS -m 2 -H "SSL-CLIENT-S-DN: $RELAY_DN" -H "SSL-CLIENT-CERT: ping" "$IDDS_URL/ping" 2>/dev/null | grep -q '"OK"'; }
 relay_ok() { curl -fsS -m 2 "$RELAY_URL/isAlive" 2>/dev/null | grep -q 'alive=yes'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 need_env() {  # without importing idds: it wants its config at import
   [ -x "$PY" ] && "$PY" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ('idds.rest', 'idds.doma', 'idds.prompt', 'gunicorn', 'psycopg2', 'drp_campaign.panda_local')))" 2>/dev/null || {
@@ -74,17 +72,6 @@ start() {
     fi
   fi
   echo "iDDS is up: $IDDS_URL, PanDA relay $RELAY_URL in $(since "$t0") s (clerk: $([ $clerk = 1 ] && echo running || echo off); connection: $IHOME/connection.json; logs: $LOGS)"
-}
-
-stop_one() {
-  if running "$1"; then
-    local pid; pid="$(cat "$PIDS/$1.pid")"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    echo "stopped $1"
-  fi
-  rm -f "$PIDS/$1.pid"
 }
 
 stop() { stop_one clerk; stop_one relay; stop_one idds; }

@@ -12,15 +12,13 @@
 # RUCIO_CONFIG=$DRP_WORK_DIR/rucio/client.cfg, or $DRP_WORK_DIR/rucio/connection.json.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/service-lib.sh"
 RHOME="$DRP_WORK_DIR/rucio" PIDS="$DRP_WORK_DIR/rucio/pids" LOGS="$DRP_WORK_DIR/rucio/logs"
 PY="$DRP_RUCIO_PREFIX/bin/python"
 URL="http://127.0.0.1:$DRP_RUCIO_PORT"
 export RUCIO_CONFIG="$RHOME/rucio.cfg"
 
-running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 pinging() { curl -fsS -m 2 "$URL/ping" 2>/dev/null | grep -q '"version"'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 need_env() {
   [ -x "$PY" ] && "$PY" -c "import rucio.web, drp_campaign.rucio_local" 2>/dev/null || {
@@ -63,18 +61,7 @@ start() {
   echo "Rucio is up: $URL in $(since "$t0") s (daemons: $([ $daemons = 1 ] && echo loop || echo off); client config: $RHOME/client.cfg; logs: $LOGS)"
 }
 
-stop_one() {
-  if running "$1"; then
-    local pid; pid="$(cat "$PIDS/$1.pid")"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    echo "stopped rucio $1"
-  fi
-  rm -f "$PIDS/$1.pid"
-}
-
-stop() { stop_one daemons; stop_one server; }
+stop() { stop_one daemons "rucio "; stop_one server "rucio "; }
 
 status() {
   for svc in server daemons; do
