@@ -95,3 +95,35 @@ def test_many_tasks_opening_a_fresh_postgres_ledger_at_once_all_succeed():
             lg.engine.dispose()
     finally:
         drop_database(name)
+
+
+def test_a_ledger_made_before_accepted_failures_gets_the_new_columns(tmp_path):
+    """An existing ledger (older step_runs without quanta_accepted / wms_run_id) is brought up to date."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE step_runs (run_key VARCHAR(200), site VARCHAR(50), step VARCHAR(100), group_label VARCHAR(50), "
+            "campaign VARCHAR(100) NOT NULL, dag_run_id VARCHAR(250) NOT NULL, output_run VARCHAR(500) NOT NULL, "
+            "status VARCHAR(20) NOT NULL, quanta_total INTEGER NOT NULL, quanta_succeeded INTEGER NOT NULL, "
+            "quanta_failed INTEGER NOT NULL, attempts INTEGER NOT NULL, started DATETIME NOT NULL, finished DATETIME NOT NULL, "
+            "duration_s FLOAT NOT NULL, PRIMARY KEY (run_key, site, step, group_label))"))
+        conn.execute(sa.text("INSERT INTO step_runs VALUES ('old', 'FRDF', 'step1', 'g000', 'test-3x3', 'd', 'r', 'succeeded', "
+                             "4, 4, 0, 1, '2026-01-01 00:00:00', '2026-01-01 00:01:00', 60.0)"))
+    ledger = Ledger(url)
+    [old] = ledger.step_records("old")
+    assert (old["quanta_accepted"], old["wms_run_id"]) == (0, "")
+    now = dt.datetime(2026, 1, 2)
+    ledger.record_step(run_key="new", campaign="test-3x3", dag_run_id="d", site="FRDF", step="step1", group_label="g000",
+                       output_run="r", status="accepted", quanta={"total": 4, "succeeded": 3, "failed": 1, "accepted": 1},
+                       started=now, finished=now, duration_s=1.0, wms_run_id="/submit/path")  # fmt: skip
+    [new] = ledger.step_records("new")
+    assert (new["status"], new["quanta_accepted"], new["wms_run_id"]) == ("accepted", 1, "/submit/path")
+    from drp_campaign.report import build_report, format_report
+
+    text = format_report(build_report(ledger, "test-3x3", "new"))
+    assert "accepted failures 1" in text and "1 failed quanta accepted by the failure rules" in text
