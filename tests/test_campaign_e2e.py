@@ -4,9 +4,12 @@
    products, and datasets keep their UUIDs across sites; products reach USDF_TAPE, and only then
    are the sites' copies released (their Butler forgets them, Rucio's reaper deletes the files).
 2. A fault: one quantum of step2b at FRDF fails. FRDF's task fails naming that quantum; the other
-   sites run up to the fan-in barrier and step2c does not start. With the fault removed, a retry
-   (clearing the failed tasks) completes the campaign with no duplicated dataset and a balanced
-   ledger.
+   sites run up to the fan-in barrier and step2c does not start; UKDF_RAL's step2a jobs die once
+   (a transient fault) and the operator restarts their BPS runs by itself. With the fault removed,
+   a retry (clearing the failed tasks) rescues the failed group into a new RUN and completes the
+   campaign with no duplicated dataset and a balanced ledger.
+3. In flight: a cancel from the UI really stops a BPS run, and a scheduler and triggerer killed
+   while another run is in flight come back to exactly that one run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import requests
 import sqlalchemy as sa
 import yaml
 
-from drp_campaign import graph
+from drp_campaign import bps, graph
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.config import load_campaign
 from drp_campaign.faults import faults_file
@@ -215,8 +218,9 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
 
 def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicates(client, campaign):
     fault = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAssociation", "where": "tract = 2"}
+    transient = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
     faults_file().parent.mkdir(parents=True, exist_ok=True)
-    faults_file().write_text(yaml.safe_dump([fault]))
+    faults_file().write_text(yaml.safe_dump([fault, transient]))
     try:
         run_id = client.trigger(DAG_ID)
         assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
@@ -233,12 +237,18 @@ def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicate
         assert states[f"{site}.step2b"] == ["success", "success"]
     assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
     assert states["USDF.step2c"] == ["upstream_failed"]
+    # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
+    for group in ("g000", "g001"):
+        attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
+        assert [a["kind"] for a in attempts] == ["submit", "restart"]
+    assert "transient failures, restarting the run" in client.task_log(DAG_ID, run_id, "UKDF_RAL.step2a", map_index=0)
 
     # The failure names the quantum: in the task's log and in the ledger's step record.
     [failed] = [r for r in Ledger().step_records(key) if r["status"] == "failed"]
     assert (failed["site"], failed["step"], failed["quanta_failed"]) == ("FRDF", "step2b", 1)
     log = client.task_log(DAG_ID, run_id, "FRDF.step2b", map_index=0)
-    assert "isolatedStarAssociation" in log and "tract" in log and "2" in log
+    assert "isolatedStarAssociation" in log and "tract: 2" in log and "[review]" in log
+    assert sorted(s for s in states["FRDF.step2b"]) == ["failed", "success"], "a failure for review is not retried by Airflow"
 
     client.clear_failed(DAG_ID, run_id)
     assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
@@ -247,11 +257,58 @@ def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicate
     assert retried["status"] == "succeeded" and retried["attempts"] >= 2
     Ledger().check_balanced(key)
     assert hub_counts(campaign, key) == expected_products(campaign), "a retry must not duplicate datasets"
+    # The fix changed the step's definition: the clear rescued the group into a new RUN that
+    # made only what had failed; the first RUN and the rescue together hold exactly one.
+    attempts = bps.read_record(bps.run_dir(campaign, key, "FRDF", "step2b", "g000"))["attempts"]
+    assert [a["kind"] for a in attempts] == ["submit", "rescue"]
+    first_run = graph.output_run(campaign, key, "FRDF", "step2b", "g000")
     frdf = campaign.sites_config.sites["FRDF"]
-    frdf_counts = stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
-                        "--collections", graph.output_run(campaign, key, "FRDF", "step2b", "g000"),
-                        "--dataset-types", "isolated_star")  # fmt: skip
-    assert frdf_counts == {"isolated_star": 1}
+    counts = {run: stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
+                         "--collections", run, "--dataset-types", "isolated_star")["isolated_star"]
+              for run in (first_run, attempts[-1]["output_run"])}  # fmt: skip
+    assert counts == {first_run: 0, attempts[-1]["output_run"]: 1}
+
+
+def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what}: not after {timeout_s:.0f} s"
+        time.sleep(poll_s)
+    return found
+
+
+def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(client, campaign, airflow_env):
+    faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:90"}]))
+    try:
+        run_id = client.trigger(DAG_ID, {"sites": ["FRDF"]})
+        wait_until("both FRDF.step1 groups deferred",
+                   lambda: states_by_task(client, run_id).get("FRDF.step1") == ["deferred", "deferred"])
+    finally:
+        faults_file().unlink()
+    key = graph.run_key(run_id)
+    run_dirs = [bps.run_dir(campaign, key, "FRDF", "step1", group) for group in ("g000", "g001")]
+
+    # Mark g001 failed in the UI: the triggerer's on_kill cancels its BPS run for real.
+    cancelled_pid = bps.read_record(run_dirs[1])["attempts"][-1]["pid"]
+    assert bps.process_alive(cancelled_pid)
+    client.mark_task(DAG_ID, run_id, "FRDF.step1", "failed", map_index=1)
+    wait_until("the cancelled run's processes gone", lambda: not bps.process_alive(cancelled_pid), timeout_s=60)
+    assert bps.local_state(run_dirs[1]) == "CANCELLED"
+
+    # Kill the scheduler and the triggerer as a crash would, while g000 is in flight; start them again.
+    assert bps.local_state(run_dirs[0]) == "RUNNING"
+    pids = Path(airflow_env["AIRFLOW_HOME"]) / "pids"
+    for service in ("scheduler", "triggerer"):
+        subprocess.run(["kill", "-KILL", "--", f"-{(pids / f'{service}.pid').read_text().strip()}"], check=False)
+    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True)
+
+    assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"  # g001 was marked failed
+    states = states_by_task(client, run_id)
+    assert sorted(states["FRDF.step1"]) == ["failed", "success"]
+    attempts = bps.read_record(run_dirs[0])["attempts"]
+    assert [a["kind"] for a in attempts] == ["submit"], "exactly one BPS run, found again after the restart"
+    [record] = [r for r in Ledger().step_records(key) if (r["step"], r["group_label"]) == ("step1", "g000")]
+    assert record["status"] == "succeeded" and record["quanta_succeeded"] == record["quanta_total"] > 0
 
 
 def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, campaign):
