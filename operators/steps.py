@@ -101,7 +101,7 @@ class PipelineStepOperator(CampaignOperator):
             return {}
         from airflow.sdk import BaseHook
 
-        from drp_campaign.panda_connection import connection_id, panda_environment
+        from drp_campaign.panda_connection import PandaConfigError, connection_id, panda_environment
 
         conn_id = connection_id(self.site)
         try:
@@ -112,7 +112,10 @@ class PipelineStepOperator(CampaignOperator):
                 f"add it (host = the PanDA server URL, password = the token, extra = {{\"vo\": ...}}; see "
                 f"drp_campaign/panda_connection.py) and clear this task"
             ) from None
-        return panda_environment(conn)
+        try:
+            return panda_environment(conn)
+        except PandaConfigError as exc:  # a field missing or wrong: fixing the Connection is the cure
+            raise StepRefused(f"site {self.site}: {exc}") from None
 
     def _stack(self, subcommand: str, args: list[str]) -> dict:
         self._hook = StackHook(self.site_config())

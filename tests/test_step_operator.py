@@ -47,3 +47,11 @@ def test_panda_environment_comes_from_the_connection_not_from_code(tmp_path, mon
 
 def test_the_local_wms_needs_no_connection():
     assert operator(CAMPAIGN)._panda_env() == {}
+
+
+def test_a_connection_without_its_vo_is_refused_naming_the_field(tmp_path, monkeypatch):
+    conn = {"conn_type": "http", "host": "http://127.0.0.1:8093/server/panda", "password": "a-token-value"}
+    monkeypatch.setenv("AIRFLOW_CONN_DRP_PANDA_FRDF", json.dumps(conn))
+    with pytest.raises(StepRefused) as err:
+        operator(panda_campaign(tmp_path))._panda_env()
+    assert "site FRDF" in str(err.value) and "drp_panda_frdf" in str(err.value) and "vo" in str(err.value)
