@@ -26,21 +26,26 @@ def _campaign_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def seed(args: argparse.Namespace) -> int:
-    """Create each campaign site's Butler repo (if missing) with synthetic raws for its tracts."""
+    """Create each campaign site's Butler repo (if missing). With a place hop the hub gets the whole
+    synthetic sky's inputs and the other sites only its records (their inputs are placed by the
+    campaign); without one each site gets the raws of its own tracts."""
     from drp_campaign.stack import run_stack
 
     campaign = load_campaign(args.campaign, args.sites_file)
-    for site in campaign.campaign_sites():
+    placed = campaign.place_hop() is not None
+    for site in [campaign.hub(), *[s for s in campaign.campaign_sites() if s != campaign.hub()]]:
         cfg = campaign.sites_config.sites[site]
+        mode = (["--all-tracts"] if site == campaign.hub() else ["--no-data"]) if placed else []
         result = run_stack(
             cfg,
             "seed-repo",
-            ["--campaign", str(campaign.file), "--site", site, "--repo", str(cfg.butler_repo_path())],
+            ["--campaign", str(campaign.file), "--site", site, "--repo", str(cfg.butler_repo_path()), *mode],
             log=lambda line: None,
         )
         state = "created" if result.get("created") else "already there"
-        raws = result.get("raws") or {}
-        print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {raws.get('total')} raws for tracts {raws.get('tracts')})")
+        held = ", ".join(f"{n} {c}" for n, c in (result.get("inputs_put") or {}).items())
+        what = f"inputs put now: {held or 'none'}" if "--no-data" not in mode else "no data: inputs are placed from the hub"
+        print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {what})")
     return EXIT_OK
 
 
@@ -154,8 +159,42 @@ def ledger(args: argparse.Namespace) -> int:
     return EXIT_OK if _print_ledger(args.run_id) else EXIT_FAILED
 
 
+# --- inventory -----------------------------------------------------------------------------------
+
+EXIT_BAD_INPUT = 2
+
+
+def _inventory_arguments(parser: argparse.ArgumentParser) -> None:
+    _campaign_argument(parser)
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN",  # not `run`: that is the command's function
+                        help="Airflow run id or run key (default: the newest run Rucio knows for the campaign)")
+    parser.add_argument("--json", action="store_true", help="print the inventory (its rows, run key, verdict) as JSON")
+    parser.add_argument("--rucio-connection", type=Path, default=None, metavar="FILE",
+                        help="Rucio connection JSON (default: $DRP_WORK_DIR/rucio/connection.json of the local Rucio)")
+
+
+def inventory(args: argparse.Namespace) -> int:
+    """Per destination and dataset type: expected / present / verified, from Rucio and the Butlers
+    (not the ledger). Exit 0 when everything balances, 1 when not, 2 for a run Rucio does not know
+    or a connection file that cannot be read."""
+    import sys
+
+    from drp_campaign.inventory import BadConnectionFile, UnknownRun, format_inventory, inventory_from
+
+    campaign = load_campaign(args.campaign, args.sites_file)
+    try:
+        inv = inventory_from(campaign, args.rucio_connection, args.run_id)
+    except (UnknownRun, BadConnectionFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(inv.to_dict(), indent=1) if args.json else format_inventory(inv))
+    return EXIT_OK if inv.balanced else EXIT_FAILED
+
+
 COMMANDS = [
     Command("seed", "create each site's Butler repo with synthetic raws for its tracts", _campaign_argument, seed),
     Command("run", "trigger a campaign in Airflow, follow it and print the summary", _run_arguments, run),
     Command("ledger", "print a campaign run's ledger; exit 1 if anything sent did not arrive intact", _ledger_arguments, ledger),
+    Command("inventory", "per site and dataset type, what Rucio and the Butlers hold of a run; exit 1 unless it balances",
+            _inventory_arguments, inventory),
 ]

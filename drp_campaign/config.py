@@ -139,16 +139,37 @@ class SiteConfig(_Model):
         return settings.expand(self.butler_repo)
 
 
+class IdacConfig(_Model):
+    """An Independent Data Access Center: products go there from the hub, after tape."""
+
+    loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str
+    rse: str  # its Rucio disk RSE
+    facility: str
+    storage_tb: float = Field(gt=0)
+
+
 class SitesConfig(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
 
     file: Path = Field(strict=False)
     hub: str
     sites: dict[str, SiteConfig] = Field(min_length=1)
+    idacs: dict[str, IdacConfig] = {}
 
     @field_validator("sites", mode="before")
     @classmethod
     def _name_sites(cls, value: Any) -> Any:
+        return _name_from_key(value, "name")
+
+    @field_validator("idacs", mode="before")
+    @classmethod
+    def _name_idacs(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
+            if isinstance(name, str) and not NODE_NAME_RE.match(name):
+                raise _KeyProblem((name,), f"IDAC name {name!r} may use only letters, digits, '_' "
+                                  "and '-' (it becomes part of Airflow task ids); rename it")
         return _name_from_key(value, "name")
 
 
@@ -157,6 +178,7 @@ class SitesConfig(_Model):
 
 class DatasetTypeSpec(_Model):
     dimensions: list[str]
+    calibration: bool = False  # certified into a CALIBRATION collection with validity ranges
 
 
 class PipelineTaskSpec(_Model):
@@ -166,6 +188,8 @@ class PipelineTaskSpec(_Model):
     step: str
     dimensions: list[str]
     inputs: list[str]
+    # Looked up, not produced in the pipeline: calibrations by the quantum's time, shards by its region.
+    prerequisites: list[str] = []
     outputs: list[str] = Field(min_length=1)
 
 
@@ -222,14 +246,28 @@ class StepConfig(_Model):
     after: list[str] = []
 
 
+# How a place hop picks, from the hub's Butler, what each site needs of one input dataset type.
+InputSelectionKind = Literal["visits_in_tracts", "valid_for_visits", "overlaps_tracts"]
+
+
+class InputSelection(_Model):
+    collection: str  # where the hub holds them (one of data.input_collections)
+    # visits_in_tracts: datasets of the visits/detectors overlapping the site's tracts (raws);
+    # valid_for_visits: calibrations certified for when those visits were taken (by detector);
+    # overlaps_tracts: sky-pixel shards overlapping the site's tracts (reference catalogs).
+    select: InputSelectionKind
+
+
 class HopConfig(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
+    # place: the campaign's inputs, hub -> every other site, before anything runs there;
     # fan_in: every site -> hub disk; fan_out: hub -> every site; to_tape: hub disk -> hub tape.
-    direction: Literal["fan_in", "fan_out", "to_tape"]
-    after: list[str] = Field(min_length=1)
-    dataset_types: list[str] = Field(min_length=1)
+    direction: Literal["place", "fan_in", "fan_out", "to_tape"]
+    after: list[str] = []  # required, except for a place hop (it runs first)
+    dataset_types: list[str] = []  # required, except for a place hop (the keys of its inputs)
+    inputs: dict[str, InputSelection] = {}  # place only: input dataset type -> how to select it
     # How the replication rule is made (Rucio): its activity (FTS share) and, for intermediates a
     # site need not keep, a lifetime on the rule that holds the site's copy (the destination rule
     # of a fan-out, the source hold of a fan-in), after which Rucio may release it.
@@ -241,6 +279,8 @@ class HopConfig(_Model):
     # and how long Rucio waits before deleting them (a release can be taken back until then).
     release_site_copies_of: list[str] = []
     release_grace_minutes: float = Field(default=0, ge=0)
+    # to_tape only: IDACs (sites file `idacs`) that get a copy from the hub once tape is confirmed.
+    idacs: list[str] = []
 
 
 class BpsRequest(_Model):
@@ -330,6 +370,10 @@ class CampaignConfig(_CampaignDocument):
     def hub(self) -> str:
         return self.sites_config.hub
 
+    def place_hop(self) -> HopConfig | None:
+        """The hop that places the campaign's inputs at the sites, if the campaign has one."""
+        return next((hop for hop in self.hops.values() if hop.direction == "place"), None)
+
     def dag_id(self) -> str:
         """The Airflow DAG id of this campaign."""
         return "campaign_" + self.name.replace("-", "_")
@@ -376,9 +420,14 @@ def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> Cam
         if step.scope == "global" and step.site is None else step
         for name, step in doc.steps.items()
     }
+    # A place hop moves the types it selects inputs for.
+    hops = {
+        name: hop.model_copy(update={"dataset_types": list(hop.inputs)}) if hop.direction == "place" else hop
+        for name, hop in doc.hops.items()
+    }
     fields = {name: getattr(doc, name) for name in _CampaignDocument.model_fields}
     return CampaignConfig.model_validate({
-        **fields, "steps": steps, "pipeline": pipeline_file, "file": file,
+        **fields, "steps": steps, "hops": hops, "pipeline": pipeline_file, "file": file,
         "pipeline_spec": pipeline, "sites_config": sites,
     })
 
@@ -625,7 +674,7 @@ def _check_pipeline(spec: PipelineSpec) -> None:
         if not NODE_NAME_RE.match(task.step):
             raise ConfigError(file, f"tasks.{label}.step", f"step name {task.step!r} may use only "
                               "letters, digits, '_' and '-'; rename it")
-        for key in ("inputs", "outputs"):
+        for key in ("inputs", "prerequisites", "outputs"):
             for i, name in enumerate(getattr(task, key)):
                 if name not in spec.dataset_types:
                     raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {name!r} "
@@ -647,6 +696,7 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
                           "the pipeline's instrument or another pipeline")
     _check_tracts(doc, file, sites)
     _check_steps(doc, file, pipeline, sites)
+    _check_placement(doc, file, pipeline)
     _check_graph(doc, file)
     _check_hop_dataset_types(doc, file, pipeline)
     _check_archive_hops(doc, file, sites)
@@ -780,9 +830,64 @@ def _ancestors(doc: _CampaignDocument) -> dict[str, set[str]]:
     return memo
 
 
+def _check_placement(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
+    """A place hop runs first and selects inputs the hub holds; every other hop runs after
+    something and moves what steps made."""
+    places = [name for name, hop in doc.hops.items() if hop.direction == "place"]
+    if len(places) > 1:
+        raise ConfigError(file, f"hops.{places[1]}.direction", f"a campaign places its inputs once, "
+                          f"but {_names(places)} are all place hops; merge their inputs into one")
+    for name, hop in doc.hops.items():
+        if hop.direction != "place":
+            if hop.inputs:
+                raise ConfigError(file, f"hops.{name}.inputs", "only a place hop selects inputs; "
+                                  "remove the key or make the hop direction: place")
+            for key in ("after", "dataset_types"):
+                if not getattr(hop, key):
+                    raise ConfigError(file, f"hops.{name}.{key}", f"a {hop.direction} hop needs at "
+                                      f"least one entry in {key}; list what it "
+                                      f"{'runs after' if key == 'after' else 'moves'}")
+            continue
+        if hop.after:
+            raise ConfigError(file, f"hops.{name}.after", "a place hop runs before anything else "
+                              "at the sites (their first steps wait for it); remove after")
+        if hop.dataset_types:
+            raise ConfigError(file, f"hops.{name}.dataset_types", "a place hop moves the dataset "
+                              "types of its inputs; remove dataset_types")
+        if not hop.inputs:
+            raise ConfigError(file, f"hops.{name}.inputs", "a place hop needs inputs: dataset type "
+                              "-> {collection, select}; add e.g. raw: {collection: ..., select: "
+                              "visits_in_tracts}")
+        for dataset_type, sel in hop.inputs.items():
+            where = f"hops.{name}.inputs.{dataset_type}"
+            spec = pipeline.dataset_types.get(dataset_type)
+            if spec is None:
+                raise ConfigError(file, where, f"{dataset_type!r} is not a dataset type of the "
+                                  f"pipeline {pipeline.file}; declare it there or fix the name")
+            if sel.collection not in doc.data.input_collections:
+                raise ConfigError(file, f"{where}.collection", f"{sel.collection!r} is not one of "
+                                  f"data.input_collections ({_names(doc.data.input_collections)}); "
+                                  "the sites' steps read only those: add it there")
+            wanted = {
+                "visits_in_tracts": ("visit" in spec.dimensions and "detector" in spec.dimensions,
+                                     "visit and detector dimensions"),
+                "valid_for_visits": (spec.calibration, "calibration: true in the pipeline's "
+                                     "dataset_types"),
+                "overlaps_tracts": (any(d.startswith(("htm", "healpix")) for d in spec.dimensions),
+                                    "a sky-pixel dimension such as htm7"),
+            }
+            ok, needs = wanted[sel.select]
+            if not ok:
+                raise ConfigError(file, f"{where}.select", f"select {sel.select} needs a dataset "
+                                  f"type with {needs}; {dataset_type} has dimensions "
+                                  f"{spec.dimensions}: pick another select")
+
+
 def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
     ancestors = _ancestors(doc)
     for name, hop in doc.hops.items():
+        if hop.direction == "place":  # inputs, not products: checked by _check_placement
+            continue
         earlier = [step for step in doc.steps if step in ancestors[name]]
         produced = {dt for step in earlier for dt in pipeline.step_outputs(step)}
         for i, dataset_type in enumerate(hop.dataset_types):
@@ -801,7 +906,8 @@ def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: Pipel
 
 
 def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
-    """A tape hop needs the hub's tape RSE; a release names earlier site hops whose data it archives."""
+    """A tape hop needs the hub's tape RSE; a release names earlier site hops whose data it
+    archives; the IDACs it sends products to are those of the sites file."""
     ancestors = _ancestors(doc)
     for name, hop in doc.hops.items():
         if hop.direction == "to_tape" and not sites.sites[sites.hub].rucio.tape_rse:
@@ -815,6 +921,18 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
             raise ConfigError(file, f"hops.{name}.release_site_copies_of", "only a to_tape hop "
                               "releases site copies (they are released once safe on tape); move "
                               "the list to the campaign's to_tape hop")
+        if hop.idacs and hop.direction != "to_tape":
+            raise ConfigError(file, f"hops.{name}.idacs", "only a to_tape hop sends products to "
+                              "IDACs (they go once safe on tape); move the list to the campaign's "
+                              "to_tape hop")
+        for i, idac in enumerate(hop.idacs):
+            where = f"hops.{name}.idacs[{i}]"
+            if idac not in sites.idacs:
+                raise ConfigError(file, where, f"unknown IDAC {idac!r}; use one of the IDACs in "
+                                  f"{sites.file} ({_names(sites.idacs)}) or add it there under "
+                                  "idacs")
+            if idac in hop.idacs[:i]:
+                raise ConfigError(file, where, f"IDAC {idac} is listed twice; name each IDAC once")
         for i, other in enumerate(hop.release_site_copies_of):
             where = f"hops.{name}.release_site_copies_of[{i}]"
             site_hops = [n for n, h in doc.hops.items() if h.direction != "to_tape"]

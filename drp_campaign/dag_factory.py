@@ -3,9 +3,12 @@
 Per-site work sits in one task group per site (`FRDF.step2b`); each per-site step is mapped over
 the site's work groups, which `FRDF.check_inputs` returns at run time (so the trigger form's
 site and tract choices shape the run without re-parsing). Global steps sit in the hub's group.
-A hop between the hub and a site is a small group in that site's group:
-register -> replicate -> wait (deferred) -> ingest -> verify. The tape hop is a group in the hub's:
-register -> replicate -> wait -> confirm_tape, then each site's `release_site_copies`.
+Each site starts with `check_software` (its stack version and pipeline hash; the hub's is the
+reference). A hop between the hub and a site is a small group in that site's group:
+register -> replicate -> wait (deferred) -> ingest -> verify. The place hop (the campaign's
+inputs, hub -> each other site) is one such group, ahead of the site's check_inputs. The tape hop
+is a group in the hub's: register -> replicate -> wait -> confirm_tape, then each site's
+`release_site_copies`.
 
 Parsing does no network or database I/O: only the campaign YAML files are read.
 """
@@ -20,6 +23,7 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 from drp_campaign.operators.archive import ConfirmTapeOperator, ReleaseSiteCopiesOperator
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
 from drp_campaign.operators.report import CampaignReportOperator
+from drp_campaign.operators.software import CheckSoftwareOperator
 from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
 from drp_campaign.sensors.hops import HopReplicationSensor
 
@@ -69,6 +73,7 @@ class _Renderer:
         self.groups = {site: TaskGroup(site, tooltip=self._tooltip(site)) for site in {*self.sites, self.hub}}
         self.done: dict[tuple[str, str | None], list] = {}  # (stage, site or None for global) -> tasks
         self.check_inputs = {}
+        self.check_software = {}
 
     def _tooltip(self, site: str) -> str:
         cfg = self.campaign.sites_config.sites[site]
@@ -95,11 +100,21 @@ class _Renderer:
 
     # -- stages ------------------------------------------------------------------------------------
     def render(self) -> None:
+        # The hub's stack is the reference the others' pipeline hash is compared with.
+        for site in [self.hub, *[s for s in self.sites if s != self.hub]]:
+            with self.groups[site]:
+                self.check_software[site] = CheckSoftwareOperator(
+                    task_id="check_software", site=site, queue=self._queue(site),
+                    reference_task_id=None if site == self.hub else f"{self.hub}.check_software", **self.common,
+                )  # fmt: skip
+            if site != self.hub:
+                self.check_software[self.hub] >> self.check_software[site]
         for site in self.sites:
             with self.groups[site]:
                 self.check_inputs[site] = CheckInputsOperator(
                     task_id="check_inputs", site=site, queue=self._queue(site), **self.common
                 )
+            self.check_software[site] >> self.check_inputs[site]
         for stage in self.graph.stages.values():
             if stage.is_site_step:
                 self._site_step(stage)
@@ -110,7 +125,8 @@ class _Renderer:
             else:
                 self._hop(stage)
         consumed = {dep for s in self.graph.stages.values() for dep in s.after}
-        finals = tuple(name for name in self.graph.stages if name not in consumed)
+        # The place hop feeds each site's check_inputs, not an `after` list: not a final stage.
+        finals = tuple(name for name, s in self.graph.stages.items() if name not in consumed and s.scope != "place")
         report = CampaignReportOperator(
             task_id="campaign_report",
             queue=self._queue(self.hub),
@@ -148,6 +164,8 @@ class _Renderer:
                 **self.common,
             )
         self.after_everywhere(stage.after) >> task
+        if self.hub not in self.sites:  # no check_inputs at the hub: its software check comes first here
+            self.check_software[self.hub] >> task
         self.done[(stage.name, None)] = [task]
 
     def _hop(self, stage: Stage) -> None:
@@ -162,6 +180,9 @@ class _Renderer:
                 verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
                 register >> replicate >> wait >> ingest >> verify
             self.after_at_site(stage.after, site) >> register
+            if stage.scope == "place":  # nothing is placed at a site whose software is wrong, and
+                self.check_software[site] >> register  # nothing runs there before its inputs are verified
+                verify >> self.check_inputs[site]
             self.done[(stage.name, site)] = [verify]
         if self.hub in self.sites:  # the hub already holds its own data: nothing to move
             self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
@@ -175,16 +196,30 @@ class _Renderer:
         )
 
     def _archive(self, stage: Stage) -> None:
-        """Hub disk -> hub tape, then each site's copies released once the tape copy is confirmed."""
+        """Hub disk -> hub tape; once the tape copy is confirmed, each site's copies released and
+        a copy sent to each IDAC the hop names (to_<IDAC> -> wait_<IDAC> -> confirm_<IDAC>)."""
+        from drp_campaign.operators.archive import ConfirmIdacOperator, CopyToIdacOperator
+
         hub_args = dict(hop=stage.name, site=self.hub, queue=self._queue(self.hub), **self.common)
+        hop = self.campaign.hops[stage.name]
         tape = self.campaign.sites_config.sites[self.hub].rucio.tape_rse
-        with self.groups[self.hub], TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {tape}: {', '.join(stage.dataset_types)}"):
+        to = ", ".join([tape, *hop.idacs])
+        with self.groups[self.hub], TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {to}: {', '.join(stage.dataset_types)}"):
             register = RegisterHopOperator(task_id="register", **hub_args)
             replicate = ReplicateHopOperator(task_id="replicate", **hub_args)
             confirm = ConfirmTapeOperator(task_id="confirm_tape", **hub_args)
             register >> replicate >> self._wait(stage, replicate, self.hub) >> confirm
+            at_idacs = []
+            for idac in hop.idacs:  # after tape only; the releases below do not wait for them
+                copy = CopyToIdacOperator(task_id=f"to_{idac}", idac=idac, **hub_args)
+                wait = HopReplicationSensor(
+                    task_id=f"wait_{idac}", rule_id=copy.output, stuck_after_s=hop.stuck_after_minutes * 60, queue=self._queue(self.hub)
+                )
+                at_idac = ConfirmIdacOperator(task_id=f"confirm_{idac}", idac=idac, **hub_args)
+                confirm >> copy >> wait >> at_idac
+                at_idacs.append(at_idac)
         self.after_everywhere(stage.after) >> register
-        done = [confirm]
+        done = [confirm, *at_idacs]
         if self.campaign.hops[stage.name].release_site_copies_of:
             for site in self.graph.remote_sites():
                 with self.groups[site]:

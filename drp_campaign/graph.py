@@ -22,7 +22,7 @@ class Stage:
 
     name: str
     kind: StageKind
-    scope: Literal["site", "global", "fan_in", "fan_out", "to_tape"]
+    scope: Literal["site", "global", "place", "fan_in", "fan_out", "to_tape"]
     after: tuple[str, ...]
     site: str | None = None  # where a global step runs
     dataset_types: tuple[str, ...] = ()  # what a hop moves

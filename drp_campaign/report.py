@@ -1,22 +1,35 @@
-"""The campaign report: what ran where, what moved, whether the ledger balances, where outputs are."""
+"""The campaign report: what ran where, what moved, whether the ledger balances, where outputs are.
+
+Products out: what is at tape, at which IDACs, and which site copies were released where. The
+ledger keys a tape or IDAC copy by its RSE (`dst_site`); the campaign config says which RSE is
+which, so the report is given it when it has it (the campaign view shows the ledger alone).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import settings
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .config import CampaignConfig
 
 
 def report_file(run_key: str) -> Path:
     return settings.work_dir() / "reports" / f"{run_key}.json"
 
 
-def build_report(ledger: Ledger, campaign: str, run_key: str, hub_products: dict | None = None, hub_repo: str = "") -> dict:
+def build_report(
+    ledger: Ledger, campaign: str, run_key: str, hub_products: dict | None = None, hub_repo: str = "",
+    config: CampaignConfig | None = None,
+) -> dict:
     steps = ledger.step_records(run_key)
     balances = ledger.hop_balances(run_key)
     rules = {(r["hop"], r["src_site"], r["dst_site"]): r for r in ledger.rules(run_key)}
+    at_tape, at_idacs = _products_out(config, balances, rules) if config else ([], [])
     return {
         "campaign": campaign,
         "run_key": run_key,
@@ -37,9 +50,31 @@ def build_report(ledger: Ledger, campaign: str, run_key: str, hub_products: dict
              "rules": r["rule_ids"], "at": str(r["released"])}
             for r in ledger.releases(run_key)
         ],  # fmt: skip
+        "at_tape": at_tape,
+        "at_idacs": at_idacs,
         "hub_repo": hub_repo,
         "hub_products": hub_products or {},
     }
+
+
+def _products_out(config: CampaignConfig, balances, rules: dict) -> tuple[list[dict], list[dict]]:
+    """Per to_tape hop: its tape copy, and each IDAC it names (listed even before, or without, a
+    rule: an IDAC whose copy failed shows as such)."""
+    hub = config.hub()
+    tape_rse = config.sites_config.sites[hub].rucio.tape_rse
+    by_pair = {(b.hop, b.dst_site): b for b in balances if b.src_site == hub}
+
+    def copy(hop: str, rse: str) -> dict:
+        bal, rule = by_pair.get((hop, rse)), rules.get((hop, hub, rse), {})
+        return {"hop": hop, "rse": rse, "files": bal.arrived if bal else 0, "sent": bal.sent if bal else 0,
+                "bytes": bal.arrived_bytes if bal else 0, "rule_id": rule.get("rule_id", ""),
+                "rule_state": rule.get("state", "")}  # fmt: skip
+
+    tape_hops = [name for name, hop in config.hops.items() if hop.direction == "to_tape"]
+    at_tape = [copy(name, tape_rse) for name in tape_hops]
+    at_idacs = [{"idac": idac, **copy(name, config.sites_config.idacs[idac].rse)}
+                for name in tape_hops for idac in config.hops[name].idacs]  # fmt: skip
+    return at_tape, at_idacs
 
 
 def write_report(report: dict) -> Path:
@@ -63,12 +98,21 @@ def format_report(report: dict) -> str:
     lines += ["", "Datasets moved per hop:"]
     for h in report["hops"]:
         rule = f"  rule {h['rule_id']} {h['rule_state']}" if h.get("rule_id") else ""
-        lines.append(f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<10} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}")
+        lines.append(f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<12} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}")
         lines += [f"      {p}" for p in h["problems"][:10]]
     verdict = "BALANCED: every dataset sent arrived intact" if report["ledger_balanced"] else "UNBALANCED: see problems above"
     lines += ["", f"Ledger: {verdict}"]
+    if report.get("at_tape"):
+        lines += ["", "At tape (hop, RSE: files intact/registered, bytes, rule):"]
+        lines += [f"  {t['hop']:<20} {t['rse']:<16} {t['files']:>5}/{t['sent']:<5} files {t['bytes']:>9} B  "
+                  f"rule {t['rule_id'] or '(none)'} {t['rule_state']}" for t in report["at_tape"]]  # fmt: skip
+    if report.get("at_idacs"):
+        lines += ["", "At IDACs (IDAC, hop, RSE: files intact/registered, bytes, rule):"]
+        lines += [f"  {i['idac']:<11} {i['hop']:<20} {i['rse']:<16} {i['files']:>5}/{i['sent']:<5} files {i['bytes']:>9} B  "
+                  f"rule {i['rule_id'] or '(none: see the to_' + i['idac'] + ' task)'} {i['rule_state']}"
+                  for i in report["at_idacs"]]  # fmt: skip
     if report.get("released"):
-        lines += ["", "Site copies released (safe at the hub's disk and tape):"]
+        lines += ["", "Site copies released (site, copy of hop, RSE, files, bytes; safe at the hub's disk and tape):"]
         lines += [f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B" for r in report["released"]]
     if report.get("hub_products"):
         lines += ["", f"Products at the hub ({report['hub_repo']}):"]

@@ -1,4 +1,5 @@
-"""The end of a campaign's data path: confirm the tape copy, then release the sites' copies.
+"""The end of a campaign's data path: confirm the tape copy, then release the sites' copies and
+send the products on to the IDACs the tape hop names.
 
 The tape hop (direction `to_tape`) is register -> replicate -> wait like any hop, but nothing is
 ingested at a tape RSE: `ConfirmTapeOperator` reads from Rucio which files have an available
@@ -9,6 +10,13 @@ removes the datasets from the site's Butler (files stay), and gives the rule tha
 lifetime of `release_grace_minutes` with purge_replicas: Rucio's judge-cleaner then deletes the
 rule and its reaper the files, so the site's storage returns within quota. Both are safe to
 re-run: a second run finds the ledger balanced, the datasets gone and no rule left to drop.
+
+Each IDAC of the tape hop (`idacs`, sites.yaml `idacs`) gets, after the tape copy is confirmed,
+`to_<IDAC>` (`CopyToIdacOperator`: a rule for the archive dataset at the IDAC's RSE, its files
+put in the ledger with the RSE as destination) -> `wait_<IDAC>` (the hops' deferrable sensor) ->
+`confirm_<IDAC>` (`ConfirmIdacOperator`: what Rucio reports available there, balanced in the
+ledger). Nothing else waits for them but the report: the campaign's products are safe once on
+tape, and the sites' copies are released on that alone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.ledger import HopEntry
+from drp_campaign.transfer.base import TransferError
 
 from .hops import HopOperator, hop_dataset_did
 
@@ -29,6 +38,7 @@ class ConfirmTapeOperator(HopOperator):
     """Record what Rucio says is on tape, and fail unless everything registered is there."""
 
     ui_color = "#fce8e6"
+    copy_name = "tape copy"
 
     def execute(self, context) -> dict:
         key = self.run_key(context)
@@ -43,7 +53,7 @@ class ConfirmTapeOperator(HopOperator):
             if on_tape.get(e.relpath) == e.bytes
         ]
         self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination_label, entries=arrived)
-        balance = self.check_pair_balanced(context, "tape copy not confirmed: ")
+        balance = self.check_pair_balanced(context, f"{self.copy_name} not confirmed: ")
         files, nbytes = balance["arrived"], balance["bytes"]
         self.log.info("%s: %d files (%d B) confirmed at %s", self.pair(), files, nbytes, self.destination_rse)
         return {"rse": self.destination_rse, "files": files, "bytes": nbytes}
@@ -109,3 +119,76 @@ class ReleaseSiteCopiesOperator(HopOperator):
             ids_file = Path(tmp) / "ids.json"
             ids_file.write_text(json.dumps(dataset_ids))
             return StackHook(site).run("forget-datasets", ["--repo", str(site.butler_repo_path()), "--ids", str(ids_file)])
+
+
+class IdacOperator(HopOperator):
+    """A task of the tape hop for one IDAC: the hop's archived products, hub disk -> IDAC RSE.
+
+    The ledger and the rule table name the destination by the IDAC's RSE, as they name tape's."""
+
+    def __init__(self, *, idac: str, **kwargs):
+        super().__init__(**kwargs)
+        self.idac = idac
+
+    @property
+    def destination_rse(self) -> str:
+        return self.campaign.sites_config.idacs[self.idac].rse
+
+    @property
+    def destination_label(self) -> str:
+        return self.destination_rse
+
+    def pair(self) -> str:
+        return f"hop {self.hop} {self.source}->IDAC {self.idac} ({self.destination_rse})"
+
+    def refresh_rule(self, context, service) -> None:
+        group = self.task_id.rpartition(".")[0]
+        rule_id = context["ti"].xcom_pull(task_ids=f"{group}.to_{self.idac}" if group else f"to_{self.idac}")
+        if rule_id:
+            status = self.record_rule(context, service, rule_id)
+            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
+
+
+class CopyToIdacOperator(IdacOperator):
+    """Ask Rucio for the archived products at the IDAC's RSE (or find the rule); returns its id.
+
+    Runs after the tape copy is confirmed, so what an IDAC gets is what is archived. A refusal
+    (an RSE Rucio does not know, a quota, a blocked RSE) makes no rule and leaves the ledger as it
+    was: the tape copy and the sites' releases do not depend on this task."""
+
+    def execute(self, context) -> str:
+        key = self.run_key(context)
+        did = self.dataset_did(context)
+        rse = self.destination_rse
+        service = self.service()
+        try:
+            rule_id = service.replicate(did, rse)
+        except TransferError as exc:
+            raise AirflowException(
+                f"{self.pair()}: no copy asked, no rule made: {exc}\n"
+                f"The IDAC's RSE is idacs.{self.idac}.rse in {self.campaign.sites_config.file}: fix it there, or add "
+                f"{rse} to Rucio (locally `scripts/rucio-server.sh start` adds every RSE of that file), then clear "
+                "this task. The tape copy stands, and the sites' releases do not wait for this task."
+            ) from None
+        manifest = service.manifest(did)  # what Rucio will copy, from Rucio itself
+        new_rows = self.ledger.record_registered(
+            run_key=key,
+            campaign=self.campaign.name,
+            hop=self.hop,
+            src_site=self.source,
+            dst_site=self.destination_label,
+            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
+        )
+        status = self.record_rule(context, service, rule_id)
+        self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files (%d B; %d new ledger rows)", self.pair(), rule_id, did, rse,
+                      status.state, status.files_ok, status.files_total, manifest.total_bytes, new_rows)  # fmt: skip
+        return rule_id
+
+
+class ConfirmIdacOperator(IdacOperator, ConfirmTapeOperator):
+    """Record what Rucio says is available at the IDAC's RSE; fail unless all of it is there."""
+
+    copy_name = "IDAC copy"
+
+    def execute(self, context) -> dict:
+        return {"idac": self.idac, **super().execute(context)}

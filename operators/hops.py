@@ -47,7 +47,7 @@ class HopOperator(CampaignOperator):
     @property
     def destination(self) -> str:
         """The site whose storage receives the copy (the hub for fan-in and tape)."""
-        return self.site if self.direction == "fan_out" else self.campaign.hub()
+        return self.site if self.direction in ("fan_out", "place") else self.campaign.hub()
 
     @property
     def destination_rse(self) -> str:
@@ -60,7 +60,8 @@ class HopOperator(CampaignOperator):
         return self.destination_rse if self.direction == "to_tape" else self.destination
 
     def dataset_did(self, context) -> str:
-        return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.source)
+        # Each site's inputs are a selection of their own: one dataset per destination.
+        return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.site if self.direction == "place" else self.source)
 
     def manifest_file(self, context, kind: str):
         return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination_label}.{kind}.json"
@@ -114,17 +115,17 @@ class RegisterHopOperator(HopOperator):
         key = self.run_key(context)
         hop = self.campaign.hops[self.hop]
         manifest_path = self.manifest_file(context, "source")
-        # A site sends what it made; the tape hop archives everything the hub holds for this run.
-        runs = graph.campaign_runs_pattern(self.campaign, key) if self.direction == "to_tape" else graph.site_runs_pattern(self.campaign, key, self.source)
-        result = StackHook(self.site_config(self.source)).run(
-            "export-hop",
-            [
-                "--repo", str(self.site_config(self.source).butler_repo_path()),
-                "--collections", runs,
-                "--dataset-types", ",".join(hop.dataset_types),
-                "--manifest", str(manifest_path),
-            ],
-        )  # fmt: skip
+        source_repo = str(self.site_config(self.source).butler_repo_path())
+        if self.direction == "place":  # what the site's tracts need, selected from the hub's inputs
+            runs = ", ".join(sorted({sel.collection for sel in hop.inputs.values()}))
+            tracts = [t for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) for t in g.tracts]
+            subcommand, args = "export-inputs", ["--campaign", str(self.campaign.file), "--site", self.site,
+                                                 "--tracts", ",".join(map(str, tracts))]  # fmt: skip
+        else:
+            # A site sends what it made; the tape hop archives everything the hub holds for this run.
+            runs = graph.campaign_runs_pattern(self.campaign, key) if self.direction == "to_tape" else graph.site_runs_pattern(self.campaign, key, self.source)
+            subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(hop.dataset_types)]
+        result = StackHook(self.site_config(self.source)).run(subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)])
         manifest = Manifest.read(manifest_path)
         did = self.dataset_did(context)
         rse = self.site_config(self.source).rucio.disk_rse
@@ -167,7 +168,7 @@ class ReplicateHopOperator(HopOperator):
         hop = self.campaign.hops[self.hop]
         lifetime_s = int(hop.lifetime_days * 86400) if hop.lifetime_days else None
         released = self.site_copy_released(context) if self.direction != "to_tape" else None
-        if released and self.direction == "fan_out":
+        if released and self.direction in ("fan_out", "place"):
             # A re-run after the release: a new rule would have Rucio copy the files back.
             raise AirflowSkipException(f"{self.pair()}: the site's copy was released at {released['released']} after "
                                        "reaching tape; nothing to deliver again")
@@ -180,7 +181,7 @@ class ReplicateHopOperator(HopOperator):
             hold_id = service.replicate(did, source_rse, lifetime_s=lifetime_s if self.direction == "fan_in" else None)
             self.log.info("%s: source copy at %s held by rule %s", self.pair(), source_rse, hold_id)
         # The hub keeps what it receives; a site's received copy (fan-out) is an intermediate.
-        rule_id = service.replicate(did, rse, lifetime_s=lifetime_s if self.direction == "fan_out" else None)
+        rule_id = service.replicate(did, rse, lifetime_s=lifetime_s if self.direction in ("fan_out", "place") else None)
         status = self.record_rule(context, service, rule_id)
         self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files", self.pair(), rule_id, did, rse, status.state, status.files_ok, status.files_total)
         return rule_id
@@ -203,7 +204,8 @@ class IngestHopOperator(HopOperator):
                 "--repo", str(dest.butler_repo_path()),
                 "--manifest", str(manifest_path),
                 "--replica-dir", str(service.replica_dir(dest.rucio.disk_rse)),
-                "--chain", graph.site_chain(self.campaign, key),
+                # Inputs go into their own collections (check_inputs chains them); products into the run's chain.
+                "--chain", "" if self.direction == "place" else graph.site_chain(self.campaign, key),
             ],
         )  # fmt: skip
         arrived = [HopEntry(e["dataset_id"], e["dataset_type"], e["run"], e["bytes"], e["adler32"]) for e in result["entries"]]
@@ -232,5 +234,25 @@ class VerifyHopOperator(HopOperator):
         self.skip_unless_selected(context)
         summary = self.check_pair_balanced(context)
         self.log.info("%s: ledger balanced: %s", self.pair(), json.dumps(summary))
+        if self.direction == "place":
+            summary["by_type"] = self.check_site_butler(context)
         return summary
+
+    def check_site_butler(self, context) -> dict:
+        """Inputs only: per dataset type, what the hub's registry selected (the registered
+        manifest) must be what the site's Butler holds, each file with the same size and adler32."""
+        dest = self.site_config(self.destination)
+        manifest = self.manifest_file(context, "registered")
+        self.service().manifest(self.dataset_did(context)).write(manifest)  # what Rucio holds, not a file left over
+        result = StackHook(dest).run("check-datasets", ["--repo", str(dest.butler_repo_path()),
+                                                        "--manifest", str(manifest)])  # fmt: skip
+        counts = {t: f"{r['verified']}/{r['expected']}" for t, r in result["by_type"].items()}
+        if not result["ok"]:
+            raise AirflowException(
+                f"{self.pair()}: the site's Butler does not hold every input verified ({counts} verified/expected):\n"
+                + "\n".join(f"  {p}" for p in result["problems"])
+                + "\nClear the hop's ingest task (then this one); no step starts at the site until this passes."
+            )
+        self.log.info("%s: inputs verified in %s's Butler (verified/expected): %s", self.pair(), self.destination, counts)
+        return result["by_type"]
 

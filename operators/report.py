@@ -26,7 +26,7 @@ class CampaignReportOperator(CampaignOperator):
             ["--repo", str(hub.butler_repo_path()), "--collections", graph.site_chain(self.campaign, key),
              "--dataset-types", ",".join(product_types)],
         )  # fmt: skip
-        report = build_report(self.ledger, self.campaign.name, key, products, str(hub.butler_repo_path()))
+        report = build_report(self.ledger, self.campaign.name, key, products, str(hub.butler_repo_path()), config=self.campaign)
         path = write_report(report)
         self.ledger.finish_campaign_run(key)
         self.log.info("campaign report (%s):\n%s", path, format_report(report))

@@ -7,7 +7,7 @@ cd "$ROOT"
 t0=$SECONDS
 echo "== 1/4 checking the campaign file"
 drp-campaign validate "$CAMPAIGN"
-echo "== 2/4 seeding each site's Butler repo (synthetic raws for its tracts)"
+echo "== 2/4 seeding the Butler repos (the hub holds every input; the other sites get theirs placed by the campaign)"
 drp-campaign seed "$CAMPAIGN"
 echo "== 3/4 starting Rucio (server + daemons) and Airflow (scheduler, dag-processor, triggerer, api-server)"
 bash scripts/rucio-server.sh start

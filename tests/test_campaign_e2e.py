@@ -113,12 +113,16 @@ def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
         (hop, src, dst)
         for site in ("FRDF", "UKDF_RAL")
         for hop, src, dst in (
+            ("place_inputs", "USDF", site),
             ("gather_for_step2c", site, "USDF"),
             ("distribute_step2c", "USDF", site),
             ("return_products", site, "USDF"),
         )
-    } | {("archive_products", "USDF", "USDF_TAPE")}
+    } | {("archive_products", "USDF", "USDF_TAPE"), ("archive_products", "USDF", "IDAC_UK_DISK")}
     assert all(b.sent > 0 and b.arrived == b.sent for b in balances)
+    # The sites started empty: what they processed was placed from USDF, by their tracts only.
+    placed = {b.dst_site: b.sent for b in balances if b.hop == "place_inputs"}
+    assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 2 * 4 * 2 + 4 + 14}, "raws + biases (per day) + ref_cat shards"
 
     assert hub_counts(campaign, key) == expected_products(campaign)
 

@@ -268,6 +268,20 @@ BAD_INPUTS = [
         put(C, "hops.archive_products.dataset_types", ["fgcm_photo_calib"]),
         put(C, "hops.archive_products.release_site_copies_of", ["return_products"])), C,
         "hops.archive_products.release_site_copies_of[0]", "hop return_products does not run before archive_products"),
+    # IDACs: named in sites.yaml, sent to by the to_tape hop only
+    bad("idac-unknown", put(C, "hops.archive_products.idacs", ["IDAC_UK", "IDAC_DE"]), C,
+        "hops.archive_products.idacs[1]", "(IDAC_UK, IDAC_FR) or add it there under idacs"),
+    bad("idac-none-in-sites", drop(S, "idacs"), C, "hops.archive_products.idacs[0]",
+        "unknown IDAC 'IDAC_UK'; use one of the IDACs in"),
+    bad("idac-listed-twice", put(C, "hops.archive_products.idacs", ["IDAC_UK", "IDAC_UK"]), C,
+        "hops.archive_products.idacs[1]", "IDAC IDAC_UK is listed twice; name each IDAC once"),
+    bad("idacs-on-a-site-hop", put(C, "hops.return_products.idacs", ["IDAC_UK"]), C,
+        "hops.return_products.idacs", "only a to_tape hop sends products to IDACs"),
+    bad("idac-name-not-a-task-id", put(S, "idacs.IDAC UK", {"rse": "X_DISK", "facility": "X", "storage_tb": 1}), S,
+        "idacs.IDAC UK", "IDAC name 'IDAC UK' may use only letters, digits, '_' and '-'"),
+    bad("idac-missing-rse", drop(S, "idacs.IDAC_UK.rse"), S, "idacs.IDAC_UK.rse", "required key 'rse' is missing"),
+    bad("idac-unknown-key", put(S, "idacs.IDAC_FR.disk_rse", "IDAC_FR_DISK"), S, "idacs.IDAC_FR.disk_rse",
+        "unknown key 'disk_rse'; allowed keys here: rse, facility, storage_tb"),
     # BPS requests (refused before anything is submitted)
     bad("bps-memory-over-gb-per-core", put(C, "bps", {"request_memory_mb": 5000}), C, "bps.request_memory_mb",
         "step1 asks 5000 MB per quantum, but USDF has 4 GB per core (4096 MB for 1 cpus)"),
@@ -322,6 +336,9 @@ def test_shipped_sites() -> None:
     assert sites.hub == "USDF"
     assert list(sites.sites) == ["USDF", "FRDF", "UKDF_RAL", "UKDF_LANCS"]
     assert sites.sites["FRDF"].name == "FRDF" and sites.sites["FRDF"].rucio.tape_rse is None
+    assert {n: (i.name, i.rse) for n, i in sites.idacs.items()} == {
+        "IDAC_UK": ("IDAC_UK", "IDAC_UK_DISK"), "IDAC_FR": ("IDAC_FR", "IDAC_FR_DISK")}
+    assert load_campaign(CAMPAIGN).hops["archive_products"].idacs == ["IDAC_UK"]
     assert sum(s.work_share for s in sites.sites.values()) == pytest.approx(1.0)
 
 
@@ -352,7 +369,7 @@ def test_campaign_helpers() -> None:
 def test_cli_validate_ok() -> None:
     result = subprocess.run([*_cli(), "validate", str(CAMPAIGN)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "OK test-3x3: 3 sites, 6 tracts, 10 steps, 4 hops\n"
+    assert result.stdout == "OK test-3x3: 3 sites, 6 tracts, 10 steps, 5 hops\n"
     assert result.stderr == ""
 
 

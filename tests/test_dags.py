@@ -56,7 +56,24 @@ def test_the_tape_hop_is_confirmed_before_any_site_copy_is_released(dagbag):
     assert "USDF.release_site_copies" not in dag.task_dict, "the hub keeps its copies"
     assert dag.get_task("campaign_report").upstream_task_ids == {
         "USDF.archive_products.confirm_tape", "FRDF.release_site_copies", "UKDF_RAL.release_site_copies",
+        "USDF.archive_products.confirm_IDAC_UK",
     }  # fmt: skip
+
+
+def test_products_go_to_the_idacs_the_tape_hop_names_only_after_tape(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    group = "USDF.archive_products"
+    copy, wait, confirm = (dag.get_task(f"{group}.{t}_IDAC_UK") for t in ("to", "wait", "confirm"))
+    assert copy.upstream_task_ids == {f"{group}.confirm_tape"}
+    assert wait.upstream_task_ids == {copy.task_id} and confirm.upstream_task_ids == {wait.task_id}
+    assert (type(copy).__name__, type(wait).__name__, type(confirm).__name__) == (
+        "CopyToIdacOperator", "HopReplicationSensor", "ConfirmIdacOperator")
+    assert (copy.idac, confirm.idac, copy.hop) == ("IDAC_UK", "IDAC_UK", "archive_products")
+    assert {copy.queue, wait.queue, confirm.queue} == {"usdf"}
+    assert dag.get_task(f"{group}.confirm_tape").downstream_task_ids == {
+        copy.task_id, "FRDF.release_site_copies", "UKDF_RAL.release_site_copies", "campaign_report"}
+    assert not [t for t in dag.task_dict if "IDAC_FR" in t], "only the IDACs the campaign names"
+    assert not [t for t in dagbag.dags["campaign_nightly"].task_dict if "IDAC" in t]
 
 
 def test_hops_are_register_replicate_wait_ingest_verify(dagbag):

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import drop_database
 from drp_campaign.checksums import adler32
@@ -28,6 +29,8 @@ TEST_PORT = "8082"
 SCOPE = "test-3x3"
 RSES = {"USDF_DISK": "DISK", "FRDF_DISK": "DISK", "UKDF_RAL_DISK": "DISK",
         "UKDF_LANCS_DISK": "DISK", "USDF_TAPE": "TAPE"}
+IDAC_RSES = {"IDAC_UK_DISK", "IDAC_FR_DISK"}   # sites.yaml idacs: disk RSEs fed by USDF_DISK only
+CAMPAIGN = PROJECT_ROOT / "configs" / "campaigns" / "test-3x3.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +141,24 @@ def test_rses_types_distances_limits_scopes(client, rucio):
                 dist = client.get_distance(src, dst)
                 assert dist and dist[0]["distance"] in (1, 2), (src, dst)
     assert client.get_distance("USDF_DISK", "USDF_TAPE")[0]["distance"] == 1
+    assert IDAC_RSES <= names
+    for idac in IDAC_RSES:
+        info = client.get_rse(idac)
+        assert (info["rse_type"], info["deterministic"]) == ("DISK", True), idac
+        (proto,) = [p for p in info["protocols"] if p["scheme"] == "file"]
+        assert Path(proto["prefix"]) == (rucio["work"] / "rse" / idac).resolve(), idac
+        assert (rucio["work"] / "rse" / idac).is_dir() and not (rucio["work"] / "rse" / idac).is_symlink()
+        # only the hub's disk sends to an IDAC (Rucio picks no source without a distance), and
+        # nothing is copied out of one
+        assert client.get_distance("USDF_DISK", idac)[0]["distance"] == 2
+        for other in [*RSES, *IDAC_RSES]:
+            if other not in (idac, "USDF_DISK"):
+                assert not client.get_distance(other, idac), (other, idac)
+            if other != idac:
+                assert not client.get_distance(idac, other), (idac, other)
     limits = client.get_local_account_limits("drp")
     assert limits["FRDF_DISK"] == 5000 * 10**12 and limits["UKDF_LANCS_DISK"] == 300 * 10**12
+    assert limits["IDAC_UK_DISK"] == 500 * 10**12
     assert {"test-3x3", "nightly"} <= set(client.list_scopes())
 
 
@@ -422,3 +441,177 @@ def test_a_path_too_long_for_a_rucio_name_is_refused_before_anything_is_register
     with pytest.raises(TransferError, match="longer than Rucio's 250-character DID names.*shorten the campaign's output_prefix"):
         service.register(did, "FRDF_DISK", Manifest("x", [ManifestEntry("id", "t", "r", long_rel, 1, "00000001")]))
     assert not list(client.list_dids(SCOPE, {"name": did.split(":")[1]}, did_type="dataset"))
+
+
+# --- products out: tape, then the IDACs the campaign names ------------------------------------------
+
+
+def test_products_at_the_hub_reach_tape_and_an_idac_from_the_hubs_disk_only(rucio, client, service):
+    """Products returned from FRDF and made at USDF, registered at USDF_DISK as the tape hop does:
+    rules to USDF_TAPE and IDAC_UK_DISK reach OK with every file AVAILABLE at its size, and the
+    IDAC's copies come from USDF_DISK, never from FRDF's copy (which is released after tape)."""
+    returned, made = _site_files(rucio, "FRDF", 2), _site_files(rucio, "USDF", 2)
+    key = f"svc-{uuid.uuid4().hex[:8]}"
+    fan_in = f"{SCOPE}:{key}/return_products/FRDF"
+    service.register(fan_in, "FRDF_DISK", _manifest(returned))
+    _daemons_once(rucio, service.replicate(fan_in, "USDF_DISK"))
+    at_hub = [(rel, rucio["work"] / "repos" / "USDF" / rel) for rel, _ in returned] + made
+    archive = f"{SCOPE}:{key}/archive_products/USDF"
+    assert service.register(archive, "USDF_DISK", _manifest(at_hub)) == 4
+    hold, tape, idac = (service.replicate(archive, rse) for rse in ("USDF_DISK", "USDF_TAPE", "IDAC_UK_DISK"))
+    result = _daemons_once(rucio, hold, tape, idac)
+    assert result["settled"], result
+    sizes = {rel: path.stat().st_size for rel, path in at_hub}
+    for rule_id in (tape, idac):
+        status = service.rule_status(rule_id)
+        assert (status.state, status.files_ok, status.bytes_ok) == ("OK", 4, sum(sizes.values())), status
+    assert service.replicas_at(archive, "USDF_TAPE") == sizes == service.replicas_at(archive, "IDAC_UK_DISK")
+    for rel, path in at_hub:
+        landed = service.replica_dir("IDAC_UK_DISK") / rel
+        assert (landed.stat().st_size, adler32(landed)) == (path.stat().st_size, adler32(path)), rel
+    assert service.replica_dir("IDAC_UK_DISK") == (rucio["work"] / "rse" / "IDAC_UK_DISK").resolve()
+    came_from = sorted((r["name"], src, r["state"]) for src in ("USDF_DISK", "FRDF_DISK", "USDF_TAPE")
+                       for r in client.list_requests_history(src, "IDAC_UK_DISK", "F,D", limit=10000) if r["name"] in sizes)
+    assert came_from == sorted((rel, "USDF_DISK", "DONE") for rel in sizes), came_from
+
+
+class _TaskInstance:
+    """What the operators use of Airflow's task instance: the XComs of the tasks before them."""
+
+    def __init__(self, xcoms: dict[str, str]):
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids: str):
+        return self.xcoms.get(task_ids)
+
+
+@pytest.fixture
+def operator_env(rucio, monkeypatch, tmp_path):
+    """The Airflow Connection `rucio_default` for this server, the rucio transfer service and a
+    ledger of this test's own: what a worker running the archive tasks has."""
+    from drp_campaign.ledger import Ledger
+
+    c = rucio["conn"]
+    monkeypatch.setenv("AIRFLOW_CONN_RUCIO_DEFAULT", json.dumps({
+        "conn_type": "generic", "host": c["rucio_host"], "login": c["username"], "password": c["password"],
+        "extra": {"auth_host": c["auth_host"], "account": c["account"], "auth_type": c["auth_type"], "vo": c["vo"]}}))
+    monkeypatch.setenv("DRP_TRANSFER_SERVICE", "rucio")
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.setenv("DRP_WORK_DIR", str(rucio["work"]))
+    return Ledger()
+
+
+def _archived_at_usdf(rucio, service, ledger, run_id: str, n: int = 3, settle: bool = True):
+    """What the tape hop's register and replicate leave: the run's products registered at
+    USDF_DISK as the archive dataset, in the ledger towards USDF_TAPE, held at USDF and asked on tape."""
+    from drp_campaign import graph
+    from drp_campaign.ledger import HopEntry
+
+    key = graph.run_key(run_id)
+    did = f"{SCOPE}:{key}/archive_products/USDF"
+    files = _site_files(rucio, "USDF", n)
+    manifest = _manifest(files)
+    service.register(did, "USDF_DISK", manifest)
+    ledger.record_registered(run_key=key, campaign=SCOPE, hop="archive_products", src_site="USDF", dst_site="USDF_TAPE",
+                             entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries])
+    hold, tape = service.replicate(did, "USDF_DISK"), service.replicate(did, "USDF_TAPE")
+    if settle:
+        assert _daemons_once(rucio, hold, tape)["settled"]
+    return key, did, files, tape
+
+
+def test_the_idac_tasks_copy_the_archive_after_tape_and_the_report_shows_tape_idacs_and_releases(
+        rucio, client, service, operator_env):
+    from drp_campaign.config import load_campaign
+    from drp_campaign.operators.archive import ConfirmIdacOperator, ConfirmTapeOperator, CopyToIdacOperator
+    from drp_campaign.report import build_report, format_report
+    from drp_campaign.sensors.hops import HopReplicationSensor
+
+    ledger = operator_env
+    run_id = f"manual__idac-{uuid.uuid4().hex[:8]}"
+    key, did, files, tape_rule = _archived_at_usdf(rucio, service, ledger, run_id)
+    group = "USDF.archive_products"
+    args = dict(campaign_file=str(CAMPAIGN), hop="archive_products", site="USDF")
+    ti = _TaskInstance({f"{group}.replicate": tape_rule})
+    context = {"run_id": run_id, "params": {}, "ti": ti}
+    assert ConfirmTapeOperator(task_id=f"{group}.confirm_tape", **args).execute(context)["files"] == 3
+
+    copy = CopyToIdacOperator(task_id=f"{group}.to_IDAC_UK", idac="IDAC_UK", **args)
+    rule_id = copy.execute(context)
+    assert copy.execute(context) == rule_id, "a re-run finds the rule"
+    scope, name = did.split(":")
+    assert sorted(r["rse_expression"] for r in client.list_did_rules(scope, name)) == ["IDAC_UK_DISK", "USDF_DISK", "USDF_TAPE"]
+    [pending] = ledger.hop_balances(key, "archive_products", "IDAC_UK_DISK")
+    assert (pending.src_site, pending.sent, pending.arrived) == ("USDF", 3, 0), "registered once, not yet there"
+
+    _daemons_once(rucio, rule_id)
+    nbytes = sum(path.stat().st_size for _, path in files)
+    waited = HopReplicationSensor(task_id=f"{group}.wait_IDAC_UK", rule_id=rule_id).execute(context)
+    assert waited == {"rule_id": rule_id, "files_total": 3, "bytes_ok": nbytes}
+    ti.xcoms[f"{group}.to_IDAC_UK"] = rule_id
+    confirmed = ConfirmIdacOperator(task_id=f"{group}.confirm_IDAC_UK", idac="IDAC_UK", **args).execute(context)
+    assert confirmed == {"idac": "IDAC_UK", "rse": "IDAC_UK_DISK", "files": 3, "bytes": nbytes}
+    [balance] = ledger.check_balanced(key, "archive_products", "IDAC_UK_DISK", "USDF")
+    assert (balance.sent, balance.arrived, balance.arrived_bytes) == (3, 3, nbytes)
+    for rel, path in files:
+        assert adler32(rucio["work"] / "rse" / "IDAC_UK_DISK" / rel) == adler32(path)
+
+    # What the releases after tape put in the ledger (ReleaseSiteCopiesOperator), for the report.
+    ledger.record_release(run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=2, nbytes=8192,
+                          rule_ids=["r1"])  # fmt: skip
+    report = build_report(ledger, SCOPE, key, config=load_campaign(CAMPAIGN))
+    assert report["ledger_balanced"] is True
+    assert report["at_tape"] == [{"hop": "archive_products", "rse": "USDF_TAPE", "files": 3, "sent": 3, "bytes": nbytes,
+                                  "rule_id": tape_rule, "rule_state": "OK"}]  # fmt: skip
+    assert report["at_idacs"] == [{"idac": "IDAC_UK", "hop": "archive_products", "rse": "IDAC_UK_DISK", "files": 3,
+                                   "sent": 3, "bytes": nbytes, "rule_id": rule_id, "rule_state": "OK"}]  # fmt: skip
+    assert [(r["site"], r["hop"], r["rse"], r["files"], r["bytes"]) for r in report["released"]] == [
+        ("FRDF", "return_products", "FRDF_DISK", 2, 8192)]
+    text = format_report(report)
+    print("\n" + text)
+    assert f"archive_products     USDF_TAPE            3/3     files {nbytes:>9} B  rule {tape_rule} OK" in text
+    assert f"IDAC_UK     archive_products     IDAC_UK_DISK         3/3     files {nbytes:>9} B  rule {rule_id} OK" in text
+    assert "FRDF        return_products      FRDF_DISK            2 files      8192 B" in text
+
+
+def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(rucio, client, service, operator_env, tmp_path):
+    """sites.yaml names an IDAC whose RSE Rucio lacks: its to_<IDAC> task fails naming the IDAC,
+    the RSE and what to do; no rule is made, and the ledger (copies, rules, releases) is untouched."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from drp_campaign.operators.archive import CopyToIdacOperator
+
+    ledger = operator_env
+    sites = yaml.safe_load((PROJECT_ROOT / "configs" / "sites.yaml").read_text())
+    sites["idacs"]["IDAC_XX"] = {"rse": "NOWHERE_IDAC_DISK", "facility": "Nowhere", "storage_tb": 1}
+    sites_file = tmp_path / "sites.yaml"
+    sites_file.write_text(yaml.safe_dump(sites))
+    campaign = yaml.safe_load(CAMPAIGN.read_text())
+    campaign["pipeline"] = str(CAMPAIGN.parent / campaign["pipeline"])
+    campaign["hops"]["archive_products"]["idacs"] = ["IDAC_UK", "IDAC_XX"]
+    campaign_file = tmp_path / "test-3x3.yaml"
+    campaign_file.write_text(yaml.safe_dump(campaign))
+
+    run_id = f"manual__idac-{uuid.uuid4().hex[:8]}"
+    key, did, _, _ = _archived_at_usdf(rucio, service, ledger, run_id, n=1, settle=False)
+    ledger.record_release(run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=1, nbytes=4096,
+                          rule_ids=["r1"])  # fmt: skip
+    scope, name = did.split(":")
+
+    def state():
+        rules = sorted((r["rse_expression"], r["id"]) for r in client.list_did_rules(scope, name))
+        return rules, ledger.hop_balances(key), ledger.rules(key), ledger.releases(key)
+
+    before = state()
+    task = CopyToIdacOperator(task_id="USDF.archive_products.to_IDAC_XX", campaign_file=str(campaign_file),
+                              sites_file=str(sites_file), hop="archive_products", site="USDF", idac="IDAC_XX")  # fmt: skip
+    with pytest.raises(AirflowException) as err:
+        task.execute({"run_id": run_id, "params": {}, "ti": _TaskInstance({})})
+    text = str(err.value)
+    print(f"\nunknown IDAC RSE: {text}")
+    assert "IDAC IDAC_XX (NOWHERE_IDAC_DISK): no copy asked, no rule made" in text
+    assert "Rucio knows no RSE 'NOWHERE_IDAC_DISK'" in text
+    assert f"idacs.IDAC_XX.rse in {sites_file}: fix it there, or add NOWHERE_IDAC_DISK to Rucio" in text
+    assert "then clear this task" in text
+    assert state() == before
+    assert "NOWHERE_IDAC_DISK" not in {r["rse"] for r in client.list_rses()}

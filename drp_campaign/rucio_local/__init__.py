@@ -37,8 +37,13 @@ hostname "", port 0) and use the lfn2pfn algorithm `drp_relpath` (`lfn2pfn.py`):
   characters (Rucio's generic schema).
 * tape RSE (USDF_TAPE, rse_type TAPE): prefix = `$DRP_WORK_DIR/rse/<RSE>`, same algorithm, so the
   file is `$DRP_WORK_DIR/rse/USDF_TAPE/<name>`.
+* IDAC RSE (sites.yaml `idacs`, e.g. IDAC_UK_DISK, rse_type DISK): an IDAC has no Butler repo
+  here, so its prefix is a plain directory, `$DRP_WORK_DIR/rse/<RSE>`. Products reach it from the
+  hub only: its one distance is from the hub's disk RSE, so Rucio picks no other source (not a
+  site's copy being released) and copies nothing out of it.
 
-`$DRP_WORK_DIR/rse/<DISK RSE>` is a symlink to the site's repo root, for people looking around.
+`$DRP_WORK_DIR/rse/<site's DISK RSE>` is a symlink to the site's repo root, for people looking
+around.
 
 Accounts and quotas: `root` (bootstrap) and the controller's account `drp` (SERVICE, `admin`
 attribute, userpass identity `drp`), with a local account limit on each disk RSE of
@@ -72,10 +77,14 @@ class RseSpec:
     rse_type: str          # "DISK" or "TAPE"
     prefix: Path           # the directory a DID name is relative to
     quota_bytes: int       # local account limit for the controller account; -1 = unlimited
+    # The only RSEs with a distance to this one, and none from it (an IDAC: the hub's disk);
+    # None: distances to and from every RSE.
+    sources: tuple[str, ...] | None = None
 
 
 def rse_specs(sites_file: str | Path | None = None) -> list[RseSpec]:
-    """The RSEs of the sites file, with their directories (see the module docstring)."""
+    """The RSEs of the sites file (sites' and IDACs'), with their directories (see the module
+    docstring)."""
     from drp_campaign.config import load_sites
 
     sites = load_sites(sites_file)
@@ -87,6 +96,10 @@ def rse_specs(sites_file: str | Path | None = None) -> list[RseSpec]:
         if site.rucio.tape_rse:
             specs.append(RseSpec(site.rucio.tape_rse, site.name, "TAPE",
                                  settings.work_dir() / "rse" / site.rucio.tape_rse, -1))
+    hub_disk = sites.sites[sites.hub].rucio.disk_rse
+    for idac in sites.idacs.values():
+        specs.append(RseSpec(idac.rse, idac.name, "DISK", settings.work_dir() / "rse" / idac.rse,
+                             int(idac.storage_tb * TB), sources=(hub_disk,)))
     return specs
 
 

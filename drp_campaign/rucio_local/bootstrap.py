@@ -15,8 +15,9 @@ Idempotent, and cheap when everything is already there (~1 s, most of it importi
    passwords of secrets.json; account `drp` (SERVICE, attribute admin=True); for every RSE of
    sites.yaml (`rse_specs`) the RSE (DISK or TAPE), its `file` protocol at the prefix, its
    attributes, its directory; distances between every ordered pair (1 within a site, 2 between
-   sites); the controller account's local limit per RSE (storage_tb, unlimited on tape); one scope
-   per campaign file, owned by `drp`.
+   sites; to an IDAC's RSE only from the hub's disk, and none from it); the controller account's
+   local limit per RSE (storage_tb, unlimited on tape); one scope per campaign file, owned by
+   `drp`.
 
 Prints one JSON line: what it did and how long it took.
 """
@@ -188,7 +189,8 @@ def ensure_distances(specs: list[RseSpec], ids: dict[str, str], session) -> int:
     n = 0
     for src in specs:
         for dst in specs:
-            if src.name == dst.name:
+            if src.name == dst.name or src.sources is not None or \
+                    (dst.sources is not None and src.name not in dst.sources):
                 continue
             wanted = 1 if src.site == dst.site else 2
             have = distance_core.get_distances(src_rse_id=ids[src.name], dest_rse_id=ids[dst.name], session=session)

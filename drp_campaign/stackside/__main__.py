@@ -66,7 +66,22 @@ def cmd_seed_repo(args) -> dict[str, Any]:
 
     campaign = _campaign(args)
     tracts = campaign_tracts(campaign) if args.all_tracts else _tracts(args.tracts)
-    return seed_repo(campaign, args.site, _repo(args), tracts=tracts)
+    return seed_repo(campaign, args.site, _repo(args), tracts=tracts, data=not args.no_data)
+
+
+def cmd_export_inputs(args) -> dict[str, Any]:
+    from .placement import export_inputs
+    from .repo import site_tracts
+
+    campaign = _campaign(args)
+    tracts = _tracts(args.tracts) or site_tracts(campaign, args.site)
+    return export_inputs(campaign, args.site, tracts, _repo(args), Path(args.manifest).resolve())
+
+
+def cmd_check_datasets(args) -> dict[str, Any]:
+    from .placement import check_datasets
+
+    return check_datasets(_repo(args), Path(args.manifest).resolve())
 
 
 def cmd_check_inputs(args) -> dict[str, Any]:
@@ -156,6 +171,12 @@ def cmd_count_datasets(args) -> dict[str, Any]:
     return count_datasets(_repo(args), args.collections, args.dataset_types)
 
 
+def cmd_software_report(args) -> dict[str, Any]:
+    from .software import software_report
+
+    return software_report(_campaign(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m drp_campaign.stackside", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -172,8 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("seed-repo", help="create a site repo with the synthetic sky and its raws")
     common(sp, campaign=True, site=True, site_required=True)
     sp.add_argument("--tracts", help="put raws for these tracts instead of the site's (comma-separated)")
-    sp.add_argument("--all-tracts", action="store_true", help="put raws for every tract of the campaign (single-repo tests)")
+    sp.add_argument("--all-tracts", action="store_true", help="put raws for every tract of the campaign (the hub)")
+    sp.add_argument("--no-data", action="store_true", help="only the sky's records: a site whose inputs are placed from the hub")
     sp.set_defaults(func=cmd_seed_repo)
+
+    sp = sub.add_parser("export-inputs", help="at the hub: manifest of the inputs a site needs for its tracts")
+    common(sp, campaign=True, site=True, site_required=True)
+    sp.add_argument("--tracts", help="the site's tracts to place inputs for (default: all of them)")
+    sp.add_argument("--manifest", required=True, help="output manifest JSON")
+    sp.set_defaults(func=cmd_export_inputs)
+
+    sp = sub.add_parser("check-datasets", help="which of a manifest's datasets this Butler holds, with checksums")
+    common(sp)
+    sp.add_argument("--manifest", required=True)
+    sp.set_defaults(func=cmd_check_datasets)
 
     sp = sub.add_parser("check-inputs", help="count raws per tract; create the input chain")
     common(sp, campaign=True, site=True, site_required=True)
@@ -227,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--manifest", required=True)
     sp.add_argument("--replica-dir", required=True, help="directory holding the replicas at their manifest relpath")
-    sp.add_argument("--chain", required=True, help="CHAINED collection the ingested runs are prepended to")
+    sp.add_argument("--chain", default="", help="CHAINED collection the ingested runs are prepended to (none: inputs)")
     sp.set_defaults(func=cmd_ingest_hop)
 
     sp = sub.add_parser("forget-datasets", help="drop datasets from the Butler, keep the files (site copy released)")
@@ -240,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--collections", required=True, help="RUN name glob patterns, comma-separated")
     sp.add_argument("--dataset-types", help="comma-separated (default: every registered type with datasets)")
     sp.set_defaults(func=cmd_count_datasets)
+
+    sp = sub.add_parser("software-report", help="this site's stack version and the hash of the expanded pipeline")
+    common(sp, campaign=True)
+    sp.set_defaults(func=cmd_software_report)
     return p
 
 

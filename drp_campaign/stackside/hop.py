@@ -22,6 +22,38 @@ def _jsonable_data_id(data_id) -> dict[str, Any]:
     return {k: (v if isinstance(v, (int, float, str)) or v is None else str(v)) for k, v in data_id.required.items()}
 
 
+def manifest_entry(butler, root, ref, repo: Path) -> dict[str, Any]:
+    """One dataset's file as a manifest entry (the source's size and adler32)."""
+    uri = butler.getURI(ref)
+    if not uri.isLocal:
+        raise StacksideError(f"export: dataset {ref} in {repo} is not a local file ({uri}); only posix datastores are supported")
+    path = Path(uri.ospath)
+    rel = uri.relative_to(root)
+    if rel is None:
+        raise StacksideError(f"export: file {path} of dataset {ref.id} is outside repo root {repo}; cannot name a relpath")
+    if not path.exists():
+        raise StacksideError(f"export: file {path} of dataset {ref.id} ({ref.datasetType.name} {_jsonable_data_id(ref.dataId)}, "
+                             f"run {ref.run}) is missing in repo {repo}: restore it there (or remove the dataset) and retry")
+    return {
+        "dataset_id": str(ref.id),
+        "dataset_type": ref.datasetType.name,
+        "run": ref.run,
+        "data_id": _jsonable_data_id(ref.dataId),
+        "path": str(path),
+        "relpath": rel,
+        "bytes": path.stat().st_size,
+        "adler32": adler32(path),
+        "ref": json.loads(ref.to_json()),
+    }
+
+
+def write_manifest(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)  # readers never see half a manifest
+
+
 def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path) -> dict[str, Any]:
     patterns = _split(collections)
     types = _split(dataset_types)
@@ -41,34 +73,9 @@ def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path)
             if not runs or name not in registered:
                 continue
             refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
-            for ref in sorted(refs, key=lambda r: (r.run, str(r.id))):
-                uri = butler.getURI(ref)
-                if not uri.isLocal:
-                    raise StacksideError(f"export-hop: dataset {ref} in {repo} is not a local file ({uri}); only posix datastores are supported")
-                path = Path(uri.ospath)
-                rel = uri.relative_to(root)
-                if rel is None:
-                    raise StacksideError(f"export-hop: file {path} of dataset {ref.id} is outside repo root {repo}; cannot name a relpath")
-                if not path.exists():
-                    raise StacksideError(f"export-hop: file {path} of dataset {ref.id} ({name}, run {ref.run}) is missing in repo {repo}")
-                entries.append(
-                    {
-                        "dataset_id": str(ref.id),
-                        "dataset_type": name,
-                        "run": ref.run,
-                        "data_id": _jsonable_data_id(ref.dataId),
-                        "path": str(path),
-                        "relpath": rel,
-                        "bytes": path.stat().st_size,
-                        "adler32": adler32(path),
-                        "ref": json.loads(ref.to_json()),
-                    }
-                )
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"repo": str(Path(repo).resolve()), "collections": patterns, "runs": runs, "dataset_types": types, "entries": entries}
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(manifest)
+            entries += [manifest_entry(butler, root, ref, repo) for ref in sorted(refs, key=lambda r: (r.run, str(r.id)))]
+    write_manifest(manifest, {"repo": str(Path(repo).resolve()), "collections": patterns, "runs": runs,
+                              "dataset_types": types, "entries": entries})
     by_type = Counter(e["dataset_type"] for e in entries)
     return {
         "manifest": str(manifest),
@@ -99,6 +106,7 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
     rejected: list[dict[str, Any]] = []
     out_entries: list[dict[str, Any]] = []
     to_ingest: list[tuple[DatasetRef, Path, dict]] = []
+    to_certify: list[tuple[DatasetRef, dict]] = []
     already = 0
     with butler:
         for e in doc["entries"]:
@@ -127,6 +135,8 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
                 rejected.append({"dataset_id": did, "relpath": rel, "reason": "ref in manifest disagrees with dataset_id/run"})
                 continue
             info = {"dataset_id": did, "dataset_type": ref.datasetType.name, "run": ref.run, "bytes": size, "adler32": checksum}
+            if e.get("validity"):
+                to_certify.append((ref, e["validity"]))
             existing = butler.get_dataset(ref.id)
             if existing is not None:
                 already += 1
@@ -170,8 +180,10 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         for _, _, info in to_ingest:
             out_entries.append({**info, "status": "ingested"})
 
+        refused = {r["dataset_id"] for r in rejected}
+        certified = certify_missing(butler, [(r, v) for r, v in to_certify if str(r.id) not in refused])
         runs = sorted({e["run"] for e in out_entries})
-        added = prepend_to_chain(butler, chain, runs) if runs else []
+        added = prepend_to_chain(butler, chain, runs) if runs and chain else []
     return {
         "repo": str(repo),
         "manifest": str(manifest),
@@ -183,7 +195,32 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         "runs": runs,
         "chain": chain,
         "chain_added": added,
+        "certified": certified,
     }
+
+
+def certify_missing(butler, refs_with_validity: list[tuple[Any, dict]]) -> int:
+    """Certify calibrations into their CALIBRATION collection for the validity range the source
+    had ({collection, begin, end}, ISO TAI), unless already certified there; returns how many."""
+    import astropy.time
+    from lsst.daf.butler import CollectionType, Timespan
+
+    groups: dict[tuple[str, str, str], list] = {}
+    for ref, v in refs_with_validity:
+        groups.setdefault((v["collection"], v["begin"], v["end"]), []).append(ref)
+    done = 0
+    for (collection, begin, end), refs in sorted(groups.items()):
+        with_lock_retry(lambda c=collection: butler.collections.register(c, CollectionType.CALIBRATION),
+                        what=f"registering calibration collection {collection}")
+        names = {r.datasetType.name for r in refs}
+        have = {a.ref.id for name in names for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
+        todo = [r for r in refs if r.id not in have]
+        if todo:
+            span = Timespan(astropy.time.Time(begin, scale="tai"), astropy.time.Time(end, scale="tai"))
+            with_lock_retry(lambda c=collection, t=todo, sp=span: butler.registry.certify(c, t, sp),
+                            what=f"certifying {len(todo)} calibrations in {collection}")
+            done += len(todo)
+    return done
 
 
 def forget_datasets(repo: Path, ids_file: Path) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Rules:
   catalogs and tables use ArrowAstropy, everything else StructuredDataDict;
 - an input whose dimensions are not contained in the task's dimensions (after the universe's
   implied dimensions) is `multiple=True` (e.g. many detectors for a per-visit task);
+- a prerequisite (a calibration, found by the quantum's time; a sky-pixel shard, by its region) is
+  looked up by pipe_base when the quantum graph is built: a missing one leaves no quantum;
 - each step is a labeled subset, and a pipeline for one step holds exactly that step's tasks;
 - a fault `LABEL:EXPR` sets the mock's `fail_condition` (daf_butler expression on the quantum's
   data ID, e.g. `tract = 2`), so those quanta raise ValueError.
@@ -73,6 +75,14 @@ def _config_python(spec: PipelineSpec, label: str, universe, fail_condition: str
         lines.append(
             f"config.inputs[{name!r}] = DynamicConnectionConfig(dataset_type_name={name!r}, "
             f"dimensions={dims!r}, storage_class={storage_class_for(name)!r}, multiple={multiple!r})"
+        )
+    for name in task.prerequisites:
+        dims = spec.dataset_types[name].dimensions
+        lines.append(
+            f"config.prerequisite_inputs[{name!r}] = DynamicConnectionConfig(dataset_type_name={name!r}, "
+            f"dimensions={dims!r}, storage_class={storage_class_for(name)!r}, "
+            f"is_calibration={spec.dataset_types[name].calibration!r}, "
+            f"multiple={_is_multiple(universe, task.dimensions, dims)!r})"
         )
     for name in task.outputs:
         dims = spec.dataset_types[name].dimensions

@@ -126,19 +126,19 @@ def site_tracts(campaign: CampaignConfig, site: str) -> list[int]:
         raise StacksideError(f"{campaign.file}: {exc.args[0]}") from None
 
 
-def _raw_dataset_type(butler, campaign: CampaignConfig):
-    """The raw dataset type, with the dimensions of the pipeline spec and our mocked storage class."""
+def _dataset_type(butler, campaign: CampaignConfig, name: str):
+    """A dataset type of the pipeline spec, with our mocked storage class."""
     from lsst.daf.butler import DatasetType
     from lsst.pipe.base.tests.mocks import MockStorageClass
 
     from .pipeline import storage_class_for
 
     spec = campaign.pipeline_spec
-    if RAW not in spec.dataset_types:
-        raise StacksideError(f"{spec.file}: dataset_types has no {RAW!r}: the synthetic sky needs it")
-    dims = spec.dataset_types[RAW].dimensions
-    sc = MockStorageClass.get_or_register_mock(storage_class_for(RAW)).name
-    return DatasetType(RAW, dims, sc, universe=butler.dimensions)
+    if name not in spec.dataset_types:
+        raise StacksideError(f"{spec.file}: dataset_types has no {name!r}: the synthetic sky needs it")
+    sc = MockStorageClass.get_or_register_mock(storage_class_for(name)).name
+    return DatasetType(name, spec.dataset_types[name].dimensions, sc, universe=butler.dimensions,
+                       isCalibration=spec.dataset_types[name].calibration)
 
 
 def insert_sky(butler, sky: SyntheticSky) -> dict[str, int]:
@@ -160,43 +160,82 @@ def insert_sky(butler, sky: SyntheticSky) -> dict[str, int]:
     return inserted
 
 
-def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[int] | None = None) -> dict[str, Any]:
-    """Create REPO if missing, insert the whole sky, put mock raws for SITE's tracts (or TRACTS)."""
+def _put_missing(butler, dataset_type, data_ids: list[dict[str, Any]], run: str) -> list:
+    """Put a mock dataset for each data ID not yet in RUN; returns the refs put."""
     from lsst.daf.butler import DatasetIdGenEnum, DatasetRef
     from lsst.pipe.base.tests.mocks import MockDataset
 
+    butler.registry.registerDatasetType(dataset_type)
+    butler.collections.register(run)
+    dims = dataset_type.dimensions.required
+    have = {tuple(ref.dataId[d] for d in dims)
+            for ref in butler.query_datasets(dataset_type.name, collections=run, explain=False, limit=None)}
+    put = []
+    for data_id in data_ids:
+        if tuple(data_id[d] for d in dims) in have:
+            continue
+        coord = butler.registry.expandDataId(data_id)
+        # Deterministic UUIDs: the same dataset has the same id in every site's repo.
+        ref = DatasetRef(dataset_type, coord, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
+        butler.put(MockDataset(dataset_id=ref.id, dataset_type=ref.datasetType.to_simple(),
+                               data_id=dict(ref.dataId.mapping), run=ref.run), ref)
+        put.append(ref)
+    return put
+
+
+def _seed_calibrations(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str, collection: str) -> int:
+    """One calibration per detector per day, each in its day's RUN, certified into COLLECTION."""
+    from lsst.daf.butler import CollectionType
+
+    dataset_type = _dataset_type(butler, campaign, name)
+    butler.registry.registerDatasetType(dataset_type)
+    butler.collections.register(collection, CollectionType.CALIBRATION)
+    certified = {(a.ref.id) for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
+    put = 0
+    for span in sky.calib_validity_ranges():
+        run = f"{collection}/{name}/{span.begin.isot[:10].replace('-', '')}"
+        _put_missing(butler, dataset_type, [{"instrument": sky.instrument, "detector": d} for d in sky.detectors], run)
+        refs = [r for r in butler.query_datasets(name, collections=run, explain=False, limit=None) if r.id not in certified]
+        if refs:
+            butler.registry.certify(collection, refs, span)
+            put += len(refs)
+    return put
+
+
+def _seed_shards(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str, run: str, tracts: list[int]) -> int:
+    """Reference catalog shards (sky pixels) overlapping TRACTS."""
+    dataset_type = _dataset_type(butler, campaign, name)
+    [skypix] = [d for d in dataset_type.dimensions.required if d in butler.dimensions.skypix_dimensions.names]
+    pixelization = butler.dimensions.skypix_dimensions[skypix].pixelization
+    ids = [{skypix: i} for i in sky.shards_overlapping(tracts, pixelization)]
+    return len(_put_missing(butler, dataset_type, ids, run))
+
+
+def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[int] | None = None,
+              data: bool = True) -> dict[str, Any]:
+    """Create REPO if missing and insert the whole sky; with DATA, put mock raws for SITE's tracts
+    (or TRACTS) and the other inputs the campaign places (calibrations for every day of the sky,
+    reference catalog shards overlapping the tracts)."""
     tracts = sorted(tracts) if tracts is not None else site_tracts(campaign, site)
     sky = SyntheticSky(campaign)
     butler, created = open_butler(repo, create=True, what=f" (site {site})")
+    run = campaign.data.input_collections[0]
+    put: dict[str, int] = {}
     with butler:
         inserted = insert_sky(butler, sky)
-        raw_type = _raw_dataset_type(butler, campaign)
-        registered_type = butler.registry.registerDatasetType(raw_type)
-        run = campaign.data.input_collections[0]
-        registered_run = butler.collections.register(run)
-        have = {
-            (ref.dataId["visit"], ref.dataId["detector"])
-            for ref in butler.query_datasets(RAW, collections=run, explain=False, limit=None)
-        } if not registered_run else set()
-        put = 0
-        for data_id in sky.raw_data_ids(tracts):
-            if (data_id["visit"], data_id["detector"]) in have:
-                continue
-            coord = butler.registry.expandDataId(data_id)
-            # Deterministic UUIDs: the same raw has the same id in every site's repo.
-            ref = DatasetRef(raw_type, coord, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
-            butler.put(
-                MockDataset(
-                    dataset_id=ref.id,
-                    dataset_type=ref.datasetType.to_simple(),
-                    data_id=dict(ref.dataId.mapping),
-                    run=ref.run,
-                ),
-                ref,
-            )
-            put += 1
-        total = butler.query_datasets(RAW, collections=run, explain=False, limit=None)
-    changed = created or registered_type or registered_run or put > 0 or any(inserted.values())
+        if data:
+            put[RAW] = len(_put_missing(butler, _dataset_type(butler, campaign, RAW), sky.raw_data_ids(tracts), run))
+            place = campaign.place_hop()
+            for name, sel in (place.inputs.items() if place else []):
+                if sel.select == "valid_for_visits":
+                    put[name] = _seed_calibrations(butler, campaign, sky, name, sel.collection)
+                elif sel.select == "overlaps_tracts":
+                    put[name] = _seed_shards(butler, campaign, sky, name, sel.collection, tracts)
+        try:
+            total = len(butler.query_datasets(RAW, collections=run, explain=False, limit=None))
+        except Exception:  # noqa: BLE001 - no raw type or run yet (an empty site repo)
+            total = 0
+    changed = created or any(put.values()) or any(inserted.values())
     return {
         "repo": str(repo),
         "site": site,
@@ -204,7 +243,8 @@ def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[i
         "changed": changed,
         "message": "seeded" if changed else "nothing to do: repo already seeded",
         "dimension_records_inserted": inserted,
-        "raws": {"put": put, "total": len(total), "run": run, "tracts": tracts},
+        "raws": {"put": put.get(RAW, 0), "total": total, "run": run, "tracts": tracts if data else []},
+        "inputs_put": put,
     }
 
 

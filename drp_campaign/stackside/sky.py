@@ -24,6 +24,8 @@ DEC_HALF_HEIGHT_DEG = 4.0
 VISIT_HALF_WIDTH_DEG = 3.0
 VISIT_HALF_HEIGHT_DEG = 3.0
 DAY_OBS = 20260101
+FIRST_NIGHT = "2026-01-02T00:00:00"  # TAI; visit v starts v minutes later
+VISIT_SECONDS = 30.0
 
 
 def tract_center_ra(tract: int) -> float:
@@ -122,17 +124,42 @@ class SyntheticSky:
     def expected_raws_per_tract(self, tracts: list[int]) -> dict[int, int]:
         return {t: self.syn.visits_per_tract * self.syn.detectors_per_visit for t in tracts}
 
+    # ---- inputs beyond raws: calibrations by date, reference catalogs by sky pixel -------------
+    def visit_timespan(self, visit: int):
+        import astropy.time
+        from lsst.daf.butler import Timespan
+
+        begin = astropy.time.Time(FIRST_NIGHT, scale="tai") + astropy.time.TimeDelta(visit * 60.0, format="sec")
+        return Timespan(begin, begin + astropy.time.TimeDelta(VISIT_SECONDS, format="sec"))
+
+    def calib_validity_ranges(self):
+        """One validity range per (TAI) day the campaign's visits span: a daily calibration."""
+        import astropy.time
+        from lsst.daf.butler import Timespan
+
+        spans = [self.visit_timespan(v.id) for t in self.tracts for v in self.visits(t)]
+        first = astropy.time.Time(min(s.begin for s in spans).isot[:10] + "T00:00:00", scale="tai")
+        last = max(s.end for s in spans)
+        day = astropy.time.TimeDelta(86400.0, format="sec")
+        ranges = []
+        while first < last:
+            ranges.append(Timespan(first, first + day))
+            first = first + day
+        return ranges
+
+    def shards_overlapping(self, tracts: list[int], pixelization) -> list[int]:
+        """Sky-pixel ids (of PIXELIZATION, e.g. the universe's htm7) whose pixels may overlap the
+        tracts (sphgeom's envelope: a superset, as reference catalog loaders use)."""
+        ids: set[int] = set()
+        for t in tracts:
+            for begin, end in pixelization.envelope(_box(*self.tract_box(t))):
+                ids.update(range(begin, end))
+        return sorted(ids)
+
     # ---- butler records -------------------------------------------------------------------
     def dimension_records(self) -> dict[str, list[dict[str, Any]]]:
         """Records per dimension element, in insertion order, as plain dicts."""
-        import astropy.time
-        from lsst.daf.butler import Timespan
-        from lsst.sphgeom import ConvexPolygon, LonLat, UnitVector3d
-
-        def box(ra0: float, ra1: float, dec0: float, dec1: float) -> ConvexPolygon:
-            corners = [(ra0, dec0), (ra1, dec0), (ra1, dec1), (ra0, dec1)]
-            return ConvexPolygon([UnitVector3d(LonLat.fromDegrees(ra, dec)) for ra, dec in corners])
-
+        box = _box
         inst = self.instrument
         n_visits = self.syn.visits_per_tract
         records: dict[str, list[dict[str, Any]]] = {}
@@ -156,11 +183,8 @@ class SyntheticSky:
         records["day_obs"] = [{"instrument": inst, "id": DAY_OBS}]
         visits = []
         vdrs = []
-        t0 = astropy.time.Time("2026-01-02T00:00:00", scale="tai")
         for t in self.tracts:
             for v in self.visits(t):
-                begin = t0 + astropy.time.TimeDelta(v.id * 60.0, format="sec")
-                end = begin + astropy.time.TimeDelta(30.0, format="sec")
                 visits.append(
                     {
                         "instrument": inst,
@@ -169,12 +193,12 @@ class SyntheticSky:
                         "physical_filter": self.physical_filter(v.band),
                         "day_obs": DAY_OBS,
                         "seq_num": v.id,
-                        "exposure_time": 30.0,
+                        "exposure_time": VISIT_SECONDS,
                         "target_name": f"tract{t}",
                         "observation_reason": "science",
                         "science_program": "drp_mock",
                         "region": box(v.ra_min, v.ra_max, v.dec_min, v.dec_max),
-                        "timespan": Timespan(begin, end),
+                        "timespan": self.visit_timespan(v.id),
                     }
                 )
                 for d in self.detectors:
@@ -209,3 +233,10 @@ class SyntheticSky:
         ]
         del records["band"]
         return records
+
+
+def _box(ra0: float, ra1: float, dec0: float, dec1: float):
+    from lsst.sphgeom import ConvexPolygon, LonLat, UnitVector3d
+
+    corners = [(ra0, dec0), (ra1, dec0), (ra1, dec1), (ra0, dec1)]
+    return ConvexPolygon([UnitVector3d(LonLat.fromDegrees(ra, dec)) for ra, dec in corners])

@@ -32,6 +32,7 @@ class ManifestEntry:
     path: str = ""  # absolute path at the source; not needed at the destination
     data_id: dict = field(default_factory=dict)
     ref: str | dict = ""  # serialized DatasetRef, rebuilt at the destination with the same UUID
+    validity: dict = field(default_factory=dict)  # a calibration's {collection, begin, end} (TAI), certified alike
 
 
 @dataclass

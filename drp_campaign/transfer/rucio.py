@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 SIDECAR_KEY = "rubin_sidecar"
+VALIDITY_KEY = "rubin_validity"  # a calibration's validity range, so the destination certifies it alike
 MAX_NAME = 250  # Rucio's generic schema; longer names fail deep in the server's database
 
 
@@ -107,7 +108,8 @@ class RucioTransferService(TransferService):
                 "bytes": e.bytes,
                 "adler32": e.adler32,
                 "meta": {SIDECAR_KEY: json.dumps(e.ref) if not isinstance(e.ref, str) else e.ref,
-                         "rubin_dataset_id": e.dataset_id, "rubin_dataset_type": e.dataset_type, "rubin_run": e.run},
+                         "rubin_dataset_id": e.dataset_id, "rubin_dataset_type": e.dataset_type, "rubin_run": e.run,
+                         **({VALIDITY_KEY: json.dumps(e.validity)} if e.validity else {})},
             }
             for e in entries
             if e.relpath not in known
@@ -238,6 +240,7 @@ class RucioTransferService(TransferService):
                     bytes=int(f["bytes"]),
                     adler32=str(f["adler32"]),
                     ref=json.loads(sidecar) if sidecar else "",
+                    validity=json.loads(meta[VALIDITY_KEY]) if meta.get(VALIDITY_KEY) else {},
                 )
             )
         return Manifest(repo=dataset_did, entries=entries)
