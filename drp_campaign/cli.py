@@ -60,7 +60,7 @@ COMMANDS: list[Command] = [
 
 
 def all_commands() -> list[Command]:
-    """This table plus the campaign subcommands (seed, run, ledger), which live in their own module."""
+    """This table plus the campaign subcommands (seed, run, ledger, inventory), which live in their own module."""
     from drp_campaign.campaign_commands import COMMANDS as CAMPAIGN_COMMANDS
 
     return [*COMMANDS, *CAMPAIGN_COMMANDS]
