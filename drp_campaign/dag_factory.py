@@ -20,7 +20,12 @@ import logging
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
-from drp_campaign.operators.archive import ConfirmTapeOperator, ReleaseSiteCopiesOperator
+from drp_campaign.operators.archive import (
+    ConfirmIdacOperator,
+    ConfirmTapeOperator,
+    CopyToIdacOperator,
+    ReleaseSiteCopiesOperator,
+)
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
 from drp_campaign.operators.report import CampaignReportOperator
 from drp_campaign.operators.software import CheckSoftwareOperator
@@ -198,8 +203,6 @@ class _Renderer:
     def _archive(self, stage: Stage) -> None:
         """Hub disk -> hub tape; once the tape copy is confirmed, each site's copies released and
         a copy sent to each IDAC the hop names (to_<IDAC> -> wait_<IDAC> -> confirm_<IDAC>)."""
-        from drp_campaign.operators.archive import ConfirmIdacOperator, CopyToIdacOperator
-
         hub_args = dict(hop=stage.name, site=self.hub, queue=self._queue(self.hub), **self.common)
         hop = self.campaign.hops[stage.name]
         tape = self.campaign.sites_config.sites[self.hub].rucio.tape_rse

@@ -157,7 +157,6 @@ class CopyToIdacOperator(IdacOperator):
     was: the tape copy and the sites' releases do not depend on this task."""
 
     def execute(self, context) -> str:
-        key = self.run_key(context)
         did = self.dataset_did(context)
         rse = self.destination_rse
         service = self.service()
@@ -171,14 +170,7 @@ class CopyToIdacOperator(IdacOperator):
                 "this task. The tape copy stands, and the sites' releases do not wait for this task."
             ) from None
         manifest = service.manifest(did)  # what Rucio will copy, from Rucio itself
-        new_rows = self.ledger.record_registered(
-            run_key=key,
-            campaign=self.campaign.name,
-            hop=self.hop,
-            src_site=self.source,
-            dst_site=self.destination_label,
-            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
-        )
+        new_rows = self.record_sent(context, manifest)
         status = self.record_rule(context, service, rule_id)
         self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files (%d B; %d new ledger rows)", self.pair(), rule_id, did, rse,
                       status.state, status.files_ok, status.files_total, manifest.total_bytes, new_rows)  # fmt: skip

@@ -103,6 +103,17 @@ class HopOperator(CampaignOperator):
             raise AirflowException(f"{self.pair()}: {problem}{exc}") from None
         return {"sent": balance.sent, "arrived": balance.arrived, "bytes": balance.arrived_bytes} if balance else {"sent": 0, "arrived": 0, "bytes": 0}
 
+    def record_sent(self, context, manifest: Manifest) -> int:
+        """Put what this pair sends in the ledger (one row per dataset); returns the new rows."""
+        return self.ledger.record_registered(
+            run_key=self.run_key(context),
+            campaign=self.campaign.name,
+            hop=self.hop,
+            src_site=self.source,
+            dst_site=self.destination_label,
+            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
+        )
+
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination_label}"
 
@@ -136,14 +147,7 @@ class RegisterHopOperator(HopOperator):
                           self.pair(), released["released"], released["files"])  # fmt: skip
             return {"did": did, "files": released["files"], "bytes": released["bytes"]}
         added = self.service().register(did, rse, manifest)
-        new_rows = self.ledger.record_registered(
-            run_key=key,
-            campaign=self.campaign.name,
-            hop=self.hop,
-            src_site=self.source,
-            dst_site=self.destination_label,
-            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
-        )
+        new_rows = self.record_sent(context, manifest)
         self.log.info(
             "%s: registered %d datasets (%d B) as %s at %s (%d new files, %d new ledger rows); by type %s",
             self.pair(), len(manifest.entries), manifest.total_bytes, did, rse, added, new_rows, result.get("by_type"),

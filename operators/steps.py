@@ -61,7 +61,8 @@ class CheckInputsOperator(CampaignOperator):
         if not result.get("ok"):
             raise AirflowException(
                 f"site {self.site}: inputs missing for tracts {tracts}: {result.get('missing')}; "
-                f"place them in {self.site_config().butler_repo_path()} (drp-campaign seed) and retry"
+                f"place them in {self.site_config().butler_repo_path()} (the campaign's place hop, or "
+                "drp-campaign seed at the hub) and clear this task"
             )
         self.log.info("site %s: inputs verified: %s; %d work groups", self.site, result.get("raws_per_tract"), len(groups))
         return [g.as_xcom() for g in groups]

@@ -99,7 +99,7 @@ def states_by_task(client, run_id):
     return states
 
 
-def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
+def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path, airflow_env):
     run_id = client.trigger(DAG_ID)
     assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
     key = graph.run_key(run_id)
@@ -135,6 +135,25 @@ def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path):
     assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
     assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
+    assert_inventory_balances(campaign, run_id, airflow_env)
+
+
+def assert_inventory_balances(campaign, run_id, airflow_env):
+    """From outside Airflow, Rucio and the Butlers agree: inputs verified at the sites, products at
+    USDF, tape and the IDAC; the sites' released copies shown as released."""
+    proc = subprocess.run([f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "inventory", str(CAMPAIGN_FILE),
+                           "--run", run_id, "--json"], capture_output=True, text=True, env=airflow_env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    inventory = json.loads(proc.stdout)
+    assert inventory["balanced"] is True
+    rows = {(r["site_or_rse"], r["hop"], r["dataset_type"]): r for r in inventory["rows"]}
+    for site, biases, shards in (("FRDF", 2, 16), ("UKDF_RAL", 4, 14)):
+        placed = {t: rows[(site, "place_inputs", t)] for t in ("raw", "bias", "ref_cat")}
+        assert {t: (r["expected"], r["verified"], r["state"]) for t, r in placed.items()} == {
+            "raw": (16, 16, "ok"), "bias": (biases, biases, "ok"), "ref_cat": (shards, shards, "ok")}  # fmt: skip
+        assert rows[(site, "distribute_step2c", "fgcm_photo_calib")]["state"] == "released"
+    for rse in ("USDF_TAPE", "IDAC_UK_DISK"):
+        assert rows[(rse, "archive_products", "object_table")]["verified"] == 6
 
 
 def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):

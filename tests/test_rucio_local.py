@@ -297,6 +297,25 @@ def test_service_registration_is_idempotent_and_keeps_the_sidecar(rucio, client,
         assert (got.dataset_id, got.bytes, got.adler32, got.ref) == (sent.dataset_id, sent.bytes, sent.adler32, sent.ref)
 
 
+def test_twin_tasks_registering_one_dataset_at_once_both_succeed(rucio, client, service):
+    """Each site's fan-out register registers the hub's one dataset: Rucio refuses a batch holding
+    a file a twin attached first (FileAlreadyExists); the service attaches the rest instead."""
+    from rucio.common.exception import FileAlreadyExists
+
+    files = _site_files(rucio, "USDF", 4)
+    manifest = _manifest(files)
+    did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/distribute/USDF"
+    scope, name = did.split(":")
+    client.add_dataset(scope, name)
+    service._add_missing_replicas(scope, "USDF_DISK", manifest.entries)
+    # The twin got there first with half the files.
+    client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries[:2]], rse="USDF_DISK")
+    with pytest.raises(FileAlreadyExists):  # what Rucio does with the whole batch
+        client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries], rse="USDF_DISK")
+    service._attach(scope, name, "USDF_DISK", manifest.entries)
+    assert sorted(f["name"] for f in client.list_files(scope, name)) == sorted(e.relpath for e in manifest.entries)
+
+
 def test_service_finds_the_existing_rule_and_reports_the_copy(rucio, client, service):
     files = _site_files(rucio, "FRDF", 2)
     did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"

@@ -92,9 +92,26 @@ class RucioTransferService(TransferService):
         todo = [e for e in manifest.entries if e.relpath not in attached]
         for batch in _batches(todo):
             self._add_missing_replicas(scope, source_rse, batch)
-            self.client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in batch], rse=source_rse)
+            self._attach(scope, name, source_rse, batch)
         log.info("%s: %d files attached now, %d were already", dataset_did, len(todo), len(attached))
         return len(todo)
+
+    def _attach(self, scope: str, name: str, rse: str, entries: list[ManifestEntry]) -> None:
+        """Attach ENTRIES to the dataset. A twin task registering the same dataset (each site's
+        fan-out register does) may attach some first: Rucio then refuses the whole batch, so
+        attach what is still missing."""
+        from rucio.common.exception import FileAlreadyExists
+
+        for _ in range(5):
+            try:
+                self.client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in entries], rse=rse)
+                return
+            except FileAlreadyExists:
+                attached = {f["name"] for f in self.client.list_files(scope, name)}
+                entries = [e for e in entries if e.relpath not in attached]
+                if not entries:
+                    return
+        raise TransferError(f"{scope}:{name}: files kept being attached concurrently; clear this task to retry")
 
     def _add_missing_replicas(self, scope: str, rse: str, entries: list[ManifestEntry]) -> None:
         """Register in place the files not yet known as replicas at the source RSE (a re-run after
