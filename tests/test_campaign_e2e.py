@@ -354,6 +354,41 @@ def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, c
     assert sum(written.values()) == 0, f"a dry run must write no datasets, found {written}"
 
 
+def _hub_script(campaign, body: str) -> None:
+    """Run BODY (python, `butler` open on USDF's repo) in the stack env: a hand edit at the hub."""
+    from drp_campaign.settings import stack_prefix
+
+    code = ("import astropy.time\nfrom lsst.daf.butler import Butler, Timespan\n"
+            f"butler = Butler.from_config({str(campaign.sites_config.sites['USDF'].butler_repo_path())!r}, writeable=True)\n"
+            "day = Timespan(astropy.time.Time('2026-01-05T00:00:00', scale='tai'), astropy.time.Time('2026-01-06T00:00:00', scale='tai'))\n"
+            + body)  # fmt: skip
+    proc = subprocess.run([str(stack_prefix() / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_starts_there(client, campaign):
+    """USDF lacks detector 1's bias for 2026-01-05, when UKDF_RAL's tract 4 was observed: its place
+    hop fails naming the dates, registers nothing, and UKDF_RAL's step1 never starts."""
+    _hub_script(campaign, "butler.registry.decertify('MockCam/calib', 'bias', day, dataIds=[{'instrument': 'MockCam', 'detector': 1}])")
+    try:
+        run_id = client.trigger(DAG_ID, {"sites": ["UKDF_RAL"], "tracts": [4]})
+        assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"
+    finally:  # put the calibration back as it was
+        _hub_script(campaign, "[ref] = butler.query_datasets('bias', collections='MockCam/calib/bias/20260105', "
+                              "where=\"instrument='MockCam' AND detector=1\", explain=False)\n"
+                              "butler.registry.certify('MockCam/calib', [ref], day)")
+    key = graph.run_key(run_id)
+    states = states_by_task(client, run_id)
+    assert states["UKDF_RAL.check_software"] == ["success"]
+    assert states["UKDF_RAL.place_inputs.register"] == ["failed"]
+    assert states["UKDF_RAL.check_inputs"] == ["upstream_failed"]
+    assert set(states.get("UKDF_RAL.step1", ["upstream_failed"])) == {"upstream_failed"}, "no step starts on incomplete inputs"
+    log = client.task_log(DAG_ID, run_id, "UKDF_RAL.place_inputs.register")
+    assert "bias detector=1: nothing certified in MockCam/calib for 2026-01-05T11:20:00 .. 2026-01-05T11:23:30 TAI" in log and "visits 5000, 5001, 5002, 5003" in log
+    assert not Ledger().hop_balances(key), "nothing was registered for transfer"
+    assert not Ledger().releases(key), "and nothing released"
+
+
 def test_the_api_server_serves_the_campaign_view(client):
     """Runs after the full campaign above: its run's page shows the balanced ledger per hop."""
     with Ledger().engine.connect() as conn:
