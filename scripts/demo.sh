@@ -16,6 +16,9 @@ export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
 echo "== 4/4 triggering the campaign and following it"
 status=0
 drp-campaign run "$CAMPAIGN" || status=$?
+echo
+echo "== where the data is now, from Rucio and each site's Butler (drp-campaign inventory)"
+drp-campaign inventory "$CAMPAIGN" || status=$?
 cat <<EOT
 
 Airflow UI: http://127.0.0.1:$DRP_AIRFLOW_PORT   login: admin / $(python3 -c "import json;print(json.load(open('$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated'))['admin'])")

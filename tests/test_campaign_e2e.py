@@ -220,14 +220,16 @@ def _hop_state(campaign, key) -> dict:
 
 
 def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client, campaign):
-    """Clear what already succeeded (a fan-in after its copy was released, the tape hop, the
-    release, the report): the run succeeds again and no DID, rule, ledger row or dataset is added."""
+    """Clear what already succeeded (the input placement, a fan-in after its copy was released, the
+    tape hop, the release, the report): the run succeeds again and no DID, rule, ledger row or
+    dataset is added."""
     run_id = _finished_full_run()
     key = graph.run_key(run_id)
     before = _hop_state(campaign, key)
-    assert len(before["datasets"]) == 6 and all(files for files, _ in before["datasets"].values())
+    # Per site: place_inputs, gather_for_step2c, return_products; distribute_step2c and archive_products once.
+    assert len(before["datasets"]) == 8 and all(files for files, _ in before["datasets"].values())
     hop_tasks = ("register", "replicate", "wait", "ingest", "verify")
-    tasks = [f"FRDF.{hop}.{t}" for hop in ("return_products", "distribute_step2c") for t in hop_tasks]
+    tasks = [f"FRDF.{hop}.{t}" for hop in ("place_inputs", "return_products", "distribute_step2c") for t in hop_tasks]
     tasks += [f"USDF.archive_products.{t}" for t in ("register", "replicate", "wait", "confirm_tape")]
     tasks += ["FRDF.release_site_copies", "campaign_report"]
     assert set(client.clear_tasks(DAG_ID, run_id, tasks)) == set(tasks)
