@@ -302,6 +302,13 @@ def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):
     return found
 
 
+def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> bool:
+    """The triggerer has started this task instance's trigger (Airflow logs `... starting` in its log)."""
+    logs = (Path(airflow_env["AIRFLOW_HOME"]) / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+            / f"map_index={map_index}")  # fmt: skip
+    return any(" starting" in log.read_text() for log in logs.glob("attempt=*.log.trigger.*.log"))
+
+
 def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(client, campaign, airflow_env):
     faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:90"}]))
     try:
@@ -313,7 +320,10 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
     key = graph.run_key(run_id)
     run_dirs = [bps.run_dir(campaign, key, "FRDF", "step1", group) for group in ("g000", "g001")]
 
-    # Mark g001 failed in the UI: the triggerer's on_kill cancels its BPS run for real.
+    # Mark g001 failed in the UI while its wait runs in the triggerer: the trigger's on_kill cancels
+    # its BPS run for real. (In the second or two between deferral and the triggerer starting the
+    # trigger there is no on_kill to call: see README, "a cancel from the UI".)
+    wait_until("g001's trigger running in the triggerer", lambda: trigger_started(airflow_env, run_id, "FRDF.step1", 1))
     cancelled_pid = bps.read_record(run_dirs[1])["attempts"][-1]["pid"]
     assert bps.process_alive(cancelled_pid)
     client.mark_task(DAG_ID, run_id, "FRDF.step1", "failed", map_index=1)

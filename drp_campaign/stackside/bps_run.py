@@ -284,6 +284,10 @@ def cancel(run_dir: Path) -> dict[str, Any]:
     if state not in ("RUNNING", "LOST"):
         return {**_answer(record, run_dir, "nothing_to_cancel", state)}
     if record["wms"] == "parsl":
+        # Recorded first: once the process is gone, nobody must see the run as LOST (and restart it).
+        last["cancelled"] = True
+        last["cancelled_at"] = _now()
+        bpsrec.write_record(run_dir, record)
         _kill_group(last.get("pid"))
     else:
         proc = _bps(["cancel", "--id", str(last["run_id"])], run_dir, last["n"], "cancel")
