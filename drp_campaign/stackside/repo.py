@@ -185,21 +185,18 @@ def _put_missing(butler, dataset_type, data_ids: list[dict[str, Any]], run: str)
 
 def _seed_calibrations(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str, collection: str) -> int:
     """One calibration per detector per day, each in its day's RUN, certified into COLLECTION."""
-    from lsst.daf.butler import CollectionType
+    from .hop import certify_missing
 
     dataset_type = _dataset_type(butler, campaign, name)
-    butler.registry.registerDatasetType(dataset_type)
-    butler.collections.register(collection, CollectionType.CALIBRATION)
-    certified = {(a.ref.id) for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
-    put = 0
+    detectors = [{"instrument": sky.instrument, "detector": d} for d in sky.detectors]
+    certified = 0
     for span in sky.calib_validity_ranges():
         run = f"{collection}/{name}/{span.begin.isot[:10].replace('-', '')}"
-        _put_missing(butler, dataset_type, [{"instrument": sky.instrument, "detector": d} for d in sky.detectors], run)
-        refs = [r for r in butler.query_datasets(name, collections=run, explain=False, limit=None) if r.id not in certified]
-        if refs:
-            butler.registry.certify(collection, refs, span)
-            put += len(refs)
-    return put
+        _put_missing(butler, dataset_type, detectors, run)
+        validity = {"collection": collection, "begin": span.begin.tai.isot, "end": span.end.tai.isot}
+        refs = butler.query_datasets(name, collections=run, explain=False, limit=None)
+        certified += certify_missing(butler, [(ref, validity) for ref in refs])
+    return certified
 
 
 def _seed_shards(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str, run: str, tracts: list[int]) -> int:
