@@ -1,10 +1,11 @@
 # The two commands a fresh machine needs (see README):
 #   make demo   set up, run the 3x3 campaign end to end in real Airflow, print the summary
 #   make test   set up and run the test suite (what .ci/run runs)
+#   make test-fast   config, DAG and unit tests only (no services, no stack runs): the edit loop
 SHELL := /bin/bash
 CAMPAIGN ?= configs/campaigns/test-3x3.yaml
 
-.PHONY: demo test envs airflow-start stop clean benchmark
+.PHONY: demo test test-fast envs airflow-start stop clean benchmark
 
 envs:
 	@bash scripts/setup-envs.sh
@@ -13,7 +14,10 @@ demo: envs
 	@bash scripts/demo.sh $(CAMPAIGN)
 
 test: envs
-	@bash scripts/test.sh
+	@bash scripts/test.sh --durations=15
+
+test-fast: envs
+	@bash scripts/test.sh -m "not integration" --durations=5
 
 benchmark: envs
 	@bash scripts/rucio-server.sh start

@@ -30,6 +30,23 @@ def ledger_url() -> str:
     return os.environ.get("DRP_LEDGER_URL") or "postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger"
 
 
+def stack_server_dir() -> Path | None:
+    """Where the sites' warm stack servers live when $DRP_STACK_SERVER=warm (the embedded
+    default: scripts/env.sh); None means every stack command starts its own Python (production).
+    See drp_campaign/stackside/warm.py."""
+    if os.environ.get("DRP_STACK_SERVER", "per-call") != "warm":
+        return None
+    return work_dir() / "stack-servers"
+
+
+def warm_prefix(site: str, python: str = "python") -> list[str]:
+    """The words that run a stack command through SITE's warm server, or [] for the per-call path."""
+    directory = stack_server_dir()
+    if directory is None:
+        return []
+    return [python, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(directory), "--site", site, "--"]
+
+
 def site_environment() -> dict[str, str]:
     """Environment for a site's setup command: the caller's, plus the DRP_* paths it expands."""
     env = dict(os.environ)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -22,7 +23,10 @@ class StackCommandError(DrpError):
     """The stack-side command could not run or did not produce a result."""
 
 def stack_argv(site: SiteConfig, subcommand: str, args: list[str]) -> list[str]:
-    script = f'{site.stack_setup} && exec python -m drp_campaign.stackside "$@"'
+    # The site's own setup, then the command: through the site's warm stack server when one is
+    # configured (settings.stack_server_dir), else a Python of its own.
+    warm = " ".join(shlex.quote(word) for word in settings.warm_prefix(site.name))
+    script = f'{site.stack_setup} && exec {warm + " " if warm else ""}python -m drp_campaign.stackside "$@"'
     return ["bash", "-c", script, f"drp-stack@{site.name}", subcommand, *args]
 
 class StackCommand:

@@ -20,6 +20,9 @@ from .base import CampaignOperator
 
 # Long enough for the scheduler to see the deferring worker exit (apache/airflow#72716).
 FIRST_POLL_DELAY_S = 10.0
+# A run that ends within this long is waited for in the task itself: a deferral costs more than
+# that (a new task process to resume in, and the first-poll delay above). Longer runs defer.
+INLINE_WAIT_S = 30.0
 
 
 class StepFailed(AirflowFailException):
@@ -83,11 +86,13 @@ class PipelineStepOperator(CampaignOperator):
     template_fields = (*CampaignOperator.template_fields, "work_group")
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, step: str, work_group: dict | None = None, poll_interval_s: float = 2.0, **kwargs):
+    def __init__(self, *, step: str, work_group: dict | None = None, poll_interval_s: float = 2.0,
+                 inline_wait_s: float = INLINE_WAIT_S, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         self.step = step
         self.work_group = work_group or graph.GLOBAL_GROUP.as_xcom()
         self.poll_interval_s = poll_interval_s
+        self.inline_wait_s = inline_wait_s
         self._hook: StackHook | None = None
 
     # -- where things are -----------------------------------------------------------------------
@@ -162,19 +167,24 @@ class PipelineStepOperator(CampaignOperator):
         return self._wait(context, run)
 
     def _wait(self, context, run: dict) -> dict:
-        # Look once before deferring: a run that already ended needs no trigger (and this keeps
-        # clear of apache/airflow#72716, as in sensors/hops.py: the trigger's first poll waits).
+        # Look before deferring, for up to inline_wait_s: a run that ends by then needs no trigger
+        # (and this keeps clear of apache/airflow#72716, as in sensors/hops.py: the trigger's
+        # first poll waits).
         trigger = BpsRunTrigger(
             run_dir=run["run_dir"], wms=run["wms"], run_id=str(run["run_id"]), site=self.site,
             campaign_file=str(self.campaign.file), sites_file=self.sites_file,
             panda_conn_id=connection_id(self.site) if run["wms"] == "panda" else None,
             poll_interval_s=self.poll_interval_s, first_poll_delay_s=FIRST_POLL_DELAY_S,
         )  # fmt: skip
-        state = asyncio.run(trigger.state(self._panda_env() or None))
+        state = asyncio.run(trigger.wait(self._panda_env() or None, self.inline_wait_s, self._inline_poll_s(run["wms"])))
         if state in ENDED:
             return self.execute_complete(context, {"run_dir": run["run_dir"], "state": state, "polls": 1})
         self.log.info("BPS run %s: %s; waiting in the triggerer", run["run_id"], state)
         self.defer(trigger=trigger, method_name="execute_complete")
+
+    def _inline_poll_s(self, wms: str) -> float:
+        # A local run's state is two file checks; a PanDA one is a call to the site's server.
+        return min(self.poll_interval_s, 0.5) if wms == "parsl" else self.poll_interval_s
 
     def execute_complete(self, context, event: dict) -> dict:
         key = self.run_key(context)

@@ -74,6 +74,10 @@ stop() {
     fi
     rm -f "$PIDS/$svc.pid"
   done
+  # The sites' warm stack servers serve the workers' stack commands: they go with the workers.
+  if [ -d "$DRP_WORK_DIR/stack-servers" ] && [ -x "$DRP_STACK_PREFIX/bin/python" ]; then
+    "$DRP_STACK_PREFIX/bin/python" -m drp_campaign.stackside.warm stop --dir "$DRP_WORK_DIR/stack-servers" >/dev/null || true
+  fi
 }
 
 status() {

@@ -31,3 +31,9 @@ export PATH="$DRP_CONTROLLER_PREFIX/bin:$PATH"
 export DRP_IDDS_PREFIX="${DRP_IDDS_PREFIX:-$ROOT/.venvs/idds}"
 export DRP_IDDS_PORT="${DRP_IDDS_PORT:-8092}" DRP_PANDA_RELAY_PORT="${DRP_PANDA_RELAY_PORT:-8093}"
 export DRP_IDDS_DB="${DRP_IDDS_DB:-drp_idds}"
+# Stack commands run forked from one warm stack process per site (drp_campaign/stackside/warm.py):
+# the embedded default. "per-call" starts a Python of its own for each, as at a production site.
+export DRP_STACK_SERVER="${DRP_STACK_SERVER:-warm}"
+# Seconds between passes of the local Rucio daemons (judge, conveyor, reaper); Rucio's own daemons
+# at a real deployment keep their defaults.
+export DRP_RUCIO_DAEMON_INTERVAL="${DRP_RUCIO_DAEMON_INTERVAL:-1}"

@@ -54,7 +54,7 @@ start() {
   if [ $daemons = 1 ]; then
     if running daemons; then echo "rucio daemons already running (pid $(cat "$PIDS/daemons.pid"))"
     else
-      setsid nohup "$PY" -m drp_campaign.rucio_local.daemons loop >"$LOGS/daemons.out" 2>&1 </dev/null &
+      setsid nohup "$PY" -m drp_campaign.rucio_local.daemons loop --interval "${DRP_RUCIO_DAEMON_INTERVAL:-3}" >"$LOGS/daemons.out" 2>&1 </dev/null &
       echo $! >"$PIDS/daemons.pid"
     fi
   fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
@@ -12,6 +14,10 @@ from drp_campaign.triggers.rule_state import RuleStateTrigger
 
 # Long enough for the scheduler to see the deferring worker exit, even on a loaded machine.
 FIRST_POLL_DELAY_S = 10.0
+# A rule that settles within this long is waited for in the task (most hops of a small campaign):
+# resuming from a deferral costs more than that. Longer transfers defer to the triggerer.
+INLINE_WAIT_S = 20.0
+INLINE_POLL_S = 0.5
 
 
 class HopReplicationSensor(BaseSensorOperator):
@@ -20,20 +26,28 @@ class HopReplicationSensor(BaseSensorOperator):
     template_fields = ("rule_id",)
     ui_color = "#fef7e0"
 
-    def __init__(self, *, rule_id: str, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0, **kwargs):
+    def __init__(self, *, rule_id: str, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0,
+                 inline_wait_s: float = INLINE_WAIT_S, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         self.rule_id = rule_id
         self.poll_interval_s = poll_interval_s
         self.stuck_after_s = stuck_after_s
+        self.inline_wait_s = inline_wait_s
 
     def execute(self, context) -> dict | None:
-        # Look once before deferring: a rule that is already settled needs no trigger. This also
-        # keeps clear of an Airflow 3.3 race (apache/airflow#72716): when a trigger fires before the
-        # scheduler has drained the deferring worker's exit event, the resumed task is failed as
-        # "state changed externally". Hence, too, the trigger's first poll waits a little.
-        status = TransferHook().get_service().rule_status(self.rule_id)
-        if status.state == "OK" or (status.state in ("STUCK", "SUSPENDED") and self.stuck_after_s <= 0):
-            return self.execute_complete(context, status.to_dict())
+        # Look before deferring, for up to inline_wait_s: a rule settled by then needs no trigger.
+        # This also keeps clear of an Airflow 3.3 race (apache/airflow#72716): when a trigger fires
+        # before the scheduler has drained the deferring worker's exit event, the resumed task is
+        # failed as "state changed externally". Hence, too, the trigger's first poll waits a little.
+        service = TransferHook().get_service()
+        deadline = time.monotonic() + self.inline_wait_s
+        while True:
+            status = service.rule_status(self.rule_id)
+            if status.state == "OK" or (status.state in ("STUCK", "SUSPENDED") and self.stuck_after_s <= 0):
+                return self.execute_complete(context, status.to_dict())
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(INLINE_POLL_S)
         self.log.info("rule %s: %s, %d/%d files; waiting in the triggerer", self.rule_id, status.state, status.files_ok, status.files_total)
         self.defer(
             trigger=RuleStateTrigger(

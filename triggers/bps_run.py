@@ -74,6 +74,13 @@ class BpsRunTrigger(BaseTrigger):
 
         return await asyncio.to_thread(request_state, panda_env, int(self.run_id))
 
+    async def wait(self, panda_env: dict[str, str] | None, timeout_s: float, poll_s: float) -> str:
+        """Poll for up to TIMEOUT_S (the operator's short wait before deferring); the last state."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (state := await self.state(panda_env)) not in ENDED and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(poll_s)
+        return state
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         panda_env = await self._panda_env() if self.wms == "panda" else None
         await asyncio.sleep(self.first_poll_delay_s)  # the operator has just looked (see operators/steps.py)

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from .. import bps as bpsrec
-from .. import graph
+from .. import graph, settings
 from ..config import CampaignConfig
 from ._errors import StacksideError
 from .pipeline import build_pipeline_yaml, parse_faults
@@ -60,7 +60,6 @@ sleep {seconds}
 exec "$@"
 """,
 }
-RUN_QUANTUM = "pipetask {runPreCmdOpts} run-qbb {butlerConfig} {fileDistributionEndPoint}{qgraphFile} --qgraph-node-id {qgraphNodeId} {extraRunQuantumOptions}"
 
 
 def _now() -> str:
@@ -192,11 +191,13 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
         campaign, site, step, group, key=key, pipeline_yaml=pipeline_file, submit_dir=attempt_dir / "submit",
         output_run=out_run, rescue_of=earlier if kind == "rescue" else (), chain=record["chain"], repo=record["repo"],
     )  # fmt: skip
+    if record["wms"] == "parsl":
+        _through_warm_server(config, site)
     if job_fault:
         script = attempt_dir / "job-fault.sh"
         script.write_text(_job_fault_script(job_fault))
         script.chmod(0o755)
-        config["runQuantumCommand"] = f"{script} {RUN_QUANTUM}"
+        config["runQuantumCommand"] = f"{script} {config.get('runQuantumCommand') or _bps_defaults()['runQuantumCommand']}"
     submit_yaml = attempt_dir / "submit.yaml"
     submit_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
     attempt = {"n": n, "kind": kind, "output_run": out_run, "pipeline_sha": sha, "submit_yaml": str(submit_yaml),
@@ -204,7 +205,7 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
     record["attempts"].append(attempt)
     bpsrec.write_record(run_dir, record)  # before launching: a crash now leaves a LOST run, not an unknown one
     if record["wms"] == "parsl":
-        attempt["pid"] = _launch_detached(run_dir, n, [stack_exe("bps"), "submit", str(submit_yaml)])
+        attempt["pid"] = _launch_detached(run_dir, n, [stack_exe("bps"), "submit", str(submit_yaml)], site)
         attempt["run_id"] = attempt["submit_path"]  # ctrl_bps_parsl's run id is its submit path
     else:
         attempt["run_id"] = _panda_submit(run_dir, n, submit_yaml)
@@ -212,8 +213,31 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
     return _answer(record, run_dir, "submitted" if kind == "submit" else "rescued", "RUNNING")
 
 
-def _launch_detached(run_dir: Path, n: int, argv: list[str]) -> int:
-    """Start ARGV in its own session, outliving us; it writes its exit code when it ends."""
+def _bps_defaults() -> dict:
+    """ctrl_bps's own default commands (bps_defaults.yaml), to wrap rather than copy."""
+    from importlib.resources import files
+
+    return yaml.safe_load((files("lsst.ctrl.bps") / "etc" / "bps_defaults.yaml").read_text())
+
+
+def _through_warm_server(config: dict, site: str) -> None:
+    """Local WMS only: the workflow's own commands (quantum graph, init job, jobs, final job) run
+    through the site's warm stack server when there is one: the same commands, started forked
+    from a process that has the stack imported (stackside/warm.py) instead of importing it again."""
+    prefix = " ".join(settings.warm_prefix(site, sys.executable))
+    if not prefix:
+        return
+    defaults = _bps_defaults()
+    config["createQuantumGraph"] = f"{prefix} {defaults['createQuantumGraph']}"
+    config["runQuantumCommand"] = f"{prefix} {defaults['runQuantumCommand']}"
+    config["pipetask"] = {"pipetaskInit": {"runQuantumCommand": f"{prefix} {defaults['pipetask']['pipetaskInit']['runQuantumCommand']}"}}
+    config["finalJob"]["command1"] = f"{prefix} {config['finalJob']['command1']}"
+
+
+def _launch_detached(run_dir: Path, n: int, argv: list[str], site: str) -> int:
+    """Start ARGV in its own session, outliving us; it writes its exit code when it ends.
+    Through the site's warm stack server when there is one (the launcher waits for it)."""
+    argv = [*settings.warm_prefix(site, sys.executable), *argv]
     log, done = run_dir / f"attempt-{n}.log", bpsrec.exit_file(run_dir, n)
     script = '"${@:3}" > "$1" 2>&1; echo $? > "$2.tmp" && mv "$2.tmp" "$2"'
     proc = subprocess.Popen(
@@ -266,7 +290,7 @@ def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
     bpsrec.write_record(run_dir, record)
     if record["wms"] == "parsl":
         argv = [stack_exe("bps"), "restart", "--wms-service-class", bpsrec.WMS_SERVICE_CLASSES["parsl"], "--id", last["submit_path"]]
-        attempt["pid"] = _launch_detached(run_dir, n, argv)
+        attempt["pid"] = _launch_detached(run_dir, n, argv, record["site"])
     else:
         proc = _bps(["restart", "--id", str(last["run_id"])], run_dir, n, "restart")
         status = _wait_for_idds_status(last["run_id"], lambda s: s not in IDDS_NOT_RESTARTED)
