@@ -94,6 +94,8 @@ class PipelineStepOperator(CampaignOperator):
         self.poll_interval_s = poll_interval_s
         self.inline_wait_s = inline_wait_s
         self._hook: StackHook | None = None
+        self._panda_env_cache: dict[str, str] | None = None
+        self._waiting_on: str | None = None  # the run dir of the BPS run waited on in the task
 
     # -- where things are -----------------------------------------------------------------------
     def _label(self) -> str:
@@ -103,8 +105,14 @@ class PipelineStepOperator(CampaignOperator):
         return bps.run_dir(self.campaign, key, self.site, self.step, self._label())
 
     def _panda_env(self) -> dict[str, str]:
+        """The site's PanDA Connection as pandaclient's environment, looked up once per task run."""
         if self.campaign.bps.wms != "panda":
             return {}
+        if self._panda_env_cache is None:
+            self._panda_env_cache = self._lookup_panda_env()
+        return self._panda_env_cache
+
+    def _lookup_panda_env(self) -> dict[str, str]:
         from airflow.sdk import BaseHook
 
         from drp_campaign.panda_connection import PandaConfigError, connection_id, panda_environment
@@ -176,7 +184,11 @@ class PipelineStepOperator(CampaignOperator):
             panda_conn_id=connection_id(self.site) if run["wms"] == "panda" else None,
             poll_interval_s=self.poll_interval_s, first_poll_delay_s=FIRST_POLL_DELAY_S,
         )  # fmt: skip
-        state = asyncio.run(trigger.wait(self._panda_env() or None, self.inline_wait_s, self._inline_poll_s(run["wms"])))
+        self._waiting_on = run["run_dir"]  # on_kill cancels it, as the trigger's on_kill does once deferred
+        try:
+            state = asyncio.run(trigger.wait(self._panda_env() or None, self.inline_wait_s, self._inline_poll_s(run["wms"])))
+        finally:
+            self._waiting_on = None
         if state in ENDED:
             return self.execute_complete(context, {"run_dir": run["run_dir"], "state": state, "polls": 1})
         self.log.info("BPS run %s: %s; waiting in the triggerer", run["run_id"], state)
@@ -265,8 +277,15 @@ class PipelineStepOperator(CampaignOperator):
         ])  # fmt: skip
 
     def on_kill(self) -> None:
+        """Marked failed or cleared in the UI: stop the stack command running now, and cancel the
+        BPS run this task is waiting on in the task itself (once deferred, the trigger does it)."""
         if self._hook:
             self._hook.kill()
+        if run_dir := self._waiting_on:
+            self._waiting_on = None
+            self.log.warning("task killed while waiting on BPS run %s: cancelling it", run_dir)
+            result = StackHook(self.site_config()).run("bps-cancel", ["--run-dir", run_dir], extra_env=self._panda_env())
+            self.log.info("BPS run %s: %s", run_dir, result.get("action"))
 
 
 def _parse_time(value) -> dt.datetime:

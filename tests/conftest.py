@@ -72,3 +72,15 @@ def airflow_env():
 def pytest_collection_modifyitems(config, items):
     """Slow end-to-end campaigns run last, after the fast checks have had their say."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_warm_stack_servers(tmp_path_factory):
+    """Tests that run BPS or stack commands start warm stack servers in their own work dirs
+    (drp_campaign/stackside/warm.py); they go when the session ends."""
+    yield
+    from drp_campaign.settings import stack_prefix
+
+    for directory in tmp_path_factory.getbasetemp().glob("*/stack-servers"):
+        subprocess.run([str(stack_prefix() / "bin" / "python"), "-m", "drp_campaign.stackside.warm", "stop", "--dir", str(directory)],
+                       capture_output=True, check=False)  # fmt: skip

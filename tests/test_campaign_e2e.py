@@ -1,15 +1,19 @@
 """The whole 3x3 campaign in real Airflow, with real Butler repos and the real stack.
 
-1. A clean run: every task succeeds, the ledger balances, USDF holds exactly the expected
-   products, and datasets keep their UUIDs across sites; products reach USDF_TAPE, and only then
-   are the sites' copies released (their Butler forgets them, Rucio's reaper deletes the files).
-2. A fault: one quantum of step2b at FRDF fails. FRDF's task fails naming that quantum; the other
+The full 3x3 runs once, with its drills inside it:
+1. A fault: one quantum of step2b at FRDF fails. FRDF's task fails naming that quantum; the other
    sites run up to the fan-in barrier and step2c does not start; UKDF_RAL's step2a jobs die once
-   (a transient fault) and the operator restarts their BPS runs by itself. With the fault removed,
-   a retry (clearing the failed tasks) rescues the failed group into a new RUN and completes the
-   campaign with no duplicated dataset and a balanced ledger.
-3. In flight: a cancel from the UI really stops a BPS run, and a scheduler and triggerer killed
-   while another run is in flight come back to exactly that one run.
+   (a transient fault) and the operator restarts their BPS runs by itself.
+2. With the fault removed, a retry (clearing the failed tasks) rescues the failed group into a
+   new RUN and completes the campaign: every task succeeds, the ledger balances, USDF holds
+   exactly the expected products (no duplicate), and datasets keep their UUIDs across sites;
+   products reach USDF_TAPE, and only then are the sites' copies released (their Butler forgets
+   them, Rucio's reaper deletes the files); the inventory balances.
+3. On that same run: re-running finished hop, tape and release tasks changes nothing.
+The other scenarios run on slices: a cancel from the UI really stops a BPS run and a scheduler
+and triggerer killed while another run is in flight come back to exactly that one run (FRDF
+alone, step1); the trigger form's choices and a dry run (USDF + FRDF, one tract each); a
+calibration missing at the hub (UKDF_RAL, one tract).
 """
 
 from __future__ import annotations
@@ -99,11 +103,70 @@ def states_by_task(client, run_id):
     return states
 
 
-def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path, airflow_env):
-    run_id = client.trigger(DAG_ID)
-    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
-    key = graph.run_key(run_id)
+FRDF_QUANTUM_FAULT = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAssociation", "where": "tract = 2"}
+UKDF_RAL_TRANSIENT = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
 
+
+def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean(client, campaign, tmp_path, airflow_env):
+    """The one full 3x3 of the suite, with its drills inside: FRDF's step2b quantum fails for
+    review and holds the fan-in barrier, UKDF_RAL's step2a jobs die once and are restarted by the
+    operator; with the fault removed, a retry rescues FRDF's group and the campaign completes with
+    everything a clean run must show (ledger, products, UUIDs, tape, releases, inventory)."""
+    faults_file().parent.mkdir(parents=True, exist_ok=True)
+    faults_file().write_text(yaml.safe_dump([FRDF_QUANTUM_FAULT, UKDF_RAL_TRANSIENT]))
+    try:
+        run_id = client.trigger(DAG_ID)
+        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
+    finally:
+        faults_file().unlink()
+    key = graph.run_key(run_id)
+    assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign, run_id, key)
+
+    client.clear_failed(DAG_ID, run_id)
+    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+    assert_the_retry_rescued_only_what_failed(campaign, key)
+    assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env)
+
+
+def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign, run_id, key):
+    states = states_by_task(client, run_id)
+    # FRDF's group with tract 2 failed, its other group succeeded; nothing after it at FRDF ran.
+    assert sorted(states["FRDF.step2b"]) == ["failed", "success"], "a failure for review is not retried by Airflow"
+    assert states["FRDF.gather_for_step2c.register"] == ["upstream_failed"]
+    # The other sites ran up to the fan-in barrier, and the barrier held.
+    for site in ("USDF", "UKDF_RAL"):
+        assert states[f"{site}.step2b"] == ["success", "success"]
+    assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
+    assert states["USDF.step2c"] == ["upstream_failed"]
+    # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
+    for group in ("g000", "g001"):
+        attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
+        assert [a["kind"] for a in attempts] == ["submit", "restart"]
+    assert "transient failures, restarting the run" in client.task_log(DAG_ID, run_id, "UKDF_RAL.step2a", map_index=0)
+
+    # The failure names the quantum: in the task's log and in the ledger's step record.
+    [failed] = [r for r in Ledger().step_records(key) if r["status"] == "failed"]
+    assert (failed["site"], failed["step"], failed["quanta_failed"]) == ("FRDF", "step2b", 1)
+    log = client.task_log(DAG_ID, run_id, "FRDF.step2b", map_index=0)
+    assert "isolatedStarAssociation" in log and "tract: 2" in log and "[review]" in log
+
+
+def assert_the_retry_rescued_only_what_failed(campaign, key):
+    [retried] = [r for r in Ledger().step_records(key) if (r["site"], r["step"], r["group_label"]) == ("FRDF", "step2b", "g000")]
+    assert retried["status"] == "succeeded" and retried["attempts"] >= 2
+    # The fix changed the step's definition: the clear rescued the group into a new RUN that
+    # made only what had failed; the first RUN and the rescue together hold exactly one.
+    attempts = bps.read_record(bps.run_dir(campaign, key, "FRDF", "step2b", "g000"))["attempts"]
+    assert [a["kind"] for a in attempts] == ["submit", "rescue"]
+    first_run = graph.output_run(campaign, key, "FRDF", "step2b", "g000")
+    frdf = campaign.sites_config.sites["FRDF"]
+    counts = {run: stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
+                         "--collections", run, "--dataset-types", "isolated_star")["isolated_star"]
+              for run in (first_run, attempts[-1]["output_run"])}  # fmt: skip
+    assert counts == {first_run: 0, attempts[-1]["output_run"]: 1}
+
+
+def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env):
     states = states_by_task(client, run_id)
     assert all(s == ["success"] * len(s) for s in states.values()), states
     assert len(states["FRDF.step1"]) == 2, "two tract groups at FRDF, one mapped task each"
@@ -124,11 +187,11 @@ def test_the_3x3_campaign_runs_end_to_end(client, campaign, tmp_path, airflow_en
     placed = {b.dst_site: b.sent for b in balances if b.hop == "place_inputs"}
     assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 2 * 4 * 2 + 4 + 14}, "raws + biases (per day) + ref_cat shards"
 
-    assert hub_counts(campaign, key) == expected_products(campaign)
+    assert hub_counts(campaign, key) == expected_products(campaign), "a retry must not duplicate datasets"
 
     sent = dataset_ids(campaign, "FRDF", key, "FRDF", "isolated_star", tmp_path)
     received = dataset_ids(campaign, "USDF", key, "FRDF", "isolated_star", tmp_path)
-    assert len(sent) == 2 and sent == received, "UUIDs are kept across the hop"
+    assert len(sent) == 2 and sent == received, "UUIDs are kept across the hop (the rescued one too)"
 
     report = json.loads((PROJECT_ROOT / "var" / "test-e2e" / "reports" / f"{key}.json").read_text())
     assert report["ledger_balanced"] is True
@@ -239,59 +302,6 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
     # The calibration FRDF was sent and has since released is not delivered again.
     assert states["FRDF.distribute_step2c.replicate"] == ["skipped"] and states["FRDF.distribute_step2c.verify"] == ["skipped"]
     assert all(states[t] == ["success"] for t in tasks if "distribute_step2c" not in t), states
-
-
-def test_a_failed_quantum_stops_one_site_and_a_retry_completes_without_duplicates(client, campaign):
-    fault = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAssociation", "where": "tract = 2"}
-    transient = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
-    faults_file().parent.mkdir(parents=True, exist_ok=True)
-    faults_file().write_text(yaml.safe_dump([fault, transient]))
-    try:
-        run_id = client.trigger(DAG_ID)
-        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
-    finally:
-        faults_file().unlink()
-    key = graph.run_key(run_id)
-    states = states_by_task(client, run_id)
-
-    # FRDF's group with tract 2 failed, its other group succeeded; nothing after it at FRDF ran.
-    assert sorted(states["FRDF.step2b"]) == ["failed", "success"]
-    assert states["FRDF.gather_for_step2c.register"] == ["upstream_failed"]
-    # The other sites ran up to the fan-in barrier, and the barrier held.
-    for site in ("USDF", "UKDF_RAL"):
-        assert states[f"{site}.step2b"] == ["success", "success"]
-    assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
-    assert states["USDF.step2c"] == ["upstream_failed"]
-    # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
-    for group in ("g000", "g001"):
-        attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
-        assert [a["kind"] for a in attempts] == ["submit", "restart"]
-    assert "transient failures, restarting the run" in client.task_log(DAG_ID, run_id, "UKDF_RAL.step2a", map_index=0)
-
-    # The failure names the quantum: in the task's log and in the ledger's step record.
-    [failed] = [r for r in Ledger().step_records(key) if r["status"] == "failed"]
-    assert (failed["site"], failed["step"], failed["quanta_failed"]) == ("FRDF", "step2b", 1)
-    log = client.task_log(DAG_ID, run_id, "FRDF.step2b", map_index=0)
-    assert "isolatedStarAssociation" in log and "tract: 2" in log and "[review]" in log
-    assert sorted(s for s in states["FRDF.step2b"]) == ["failed", "success"], "a failure for review is not retried by Airflow"
-
-    client.clear_failed(DAG_ID, run_id)
-    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
-
-    [retried] = [r for r in Ledger().step_records(key) if (r["site"], r["step"], r["group_label"]) == ("FRDF", "step2b", "g000")]
-    assert retried["status"] == "succeeded" and retried["attempts"] >= 2
-    Ledger().check_balanced(key)
-    assert hub_counts(campaign, key) == expected_products(campaign), "a retry must not duplicate datasets"
-    # The fix changed the step's definition: the clear rescued the group into a new RUN that
-    # made only what had failed; the first RUN and the rescue together hold exactly one.
-    attempts = bps.read_record(bps.run_dir(campaign, key, "FRDF", "step2b", "g000"))["attempts"]
-    assert [a["kind"] for a in attempts] == ["submit", "rescue"]
-    first_run = graph.output_run(campaign, key, "FRDF", "step2b", "g000")
-    frdf = campaign.sites_config.sites["FRDF"]
-    counts = {run: stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
-                         "--collections", run, "--dataset-types", "isolated_star")["isolated_star"]
-              for run in (first_run, attempts[-1]["output_run"])}  # fmt: skip
-    assert counts == {first_run: 0, attempts[-1]["output_run"]: 1}
 
 
 def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):

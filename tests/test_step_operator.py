@@ -55,3 +55,33 @@ def test_a_connection_without_its_vo_is_refused_naming_the_field(tmp_path, monke
     with pytest.raises(StepRefused) as err:
         operator(panda_campaign(tmp_path))._panda_env()
     assert "site FRDF" in str(err.value) and "drp_panda_frdf" in str(err.value) and "vo" in str(err.value)
+
+
+def test_the_panda_connection_is_looked_up_once_per_task_run(tmp_path, monkeypatch):
+    """submit, the inline wait, restarts and the report all need it: one lookup serves them."""
+    from airflow.sdk import BaseHook
+
+    conn = {"conn_type": "http", "host": "http://127.0.0.1:8093/server/panda", "password": "a-token-value",
+            "extra": {"vo": "Rubin"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_DRP_PANDA_FRDF", json.dumps(conn))
+    lookups = []
+    real = BaseHook.get_connection.__func__
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(lambda cls, conn_id: lookups.append(conn_id) or real(cls, conn_id)))
+    op = operator(panda_campaign(tmp_path))
+    envs = [op._panda_env() for _ in range(3)]
+    assert lookups == ["drp_panda_frdf"] and envs[0] == envs[2] and envs[0]["PANDA_AUTH_VO"] == "Rubin"
+
+
+def test_killed_while_waiting_in_the_task_it_cancels_the_bps_run(monkeypatch):
+    """Marked failed in the UI during the short wait before deferring: on_kill cancels the run
+    for real, as the trigger's on_kill does once the task has deferred."""
+    from drp_campaign.hooks.stack import StackHook
+
+    calls = []
+    monkeypatch.setattr(StackHook, "run", lambda self, sub, args, extra_env=None: calls.append((self.site.name, sub, args)) or {"action": "cancelled"})
+    op = operator(CAMPAIGN)
+    op.on_kill()
+    assert calls == [], "nothing is waited on: nothing to cancel"
+    op._waiting_on = "/work/bps/run-dir"
+    op.on_kill()
+    assert calls == [("FRDF", "bps-cancel", ["--run-dir", "/work/bps/run-dir"])]

@@ -201,6 +201,7 @@ def serve(files: Files, idle_s: float) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     children: dict[int, socket.socket] = {}  # command pid -> its client's connection
     orphans: dict[int, float] = {}  # command pid -> when its client went away
+    started: dict[int, tuple[float, str]] = {}  # command pid -> (start, what), for the log
     last_active = time.monotonic()
     listening = True
     try:
@@ -214,13 +215,14 @@ def serve(files: Files, idle_s: float) -> None:
             for ready in readable:
                 if ready is listener:
                     conn, _ = listener.accept()
-                    pid = _fork_command(conn, listener, children, stamp)
+                    pid, what = _fork_command(conn, listener, children, stamp)
                     if pid is None:  # stale: stop listening first, so the client's retry starts a fresh one
                         listening = _stop_listening(listener, files)
                         conn.sendall(b"stale\n")
                         conn.close()
                     elif pid > 0:
                         children[pid] = conn
+                        started[pid] = (time.monotonic(), what)
                 else:  # a client's connection is readable only when it closed: the client died
                     pid = next(p for p, c in children.items() if c is ready)
                     _kill_group(pid, signal.SIGTERM)
@@ -229,7 +231,7 @@ def serve(files: Files, idle_s: float) -> None:
             for pid, since in list(orphans.items()):
                 if time.monotonic() - since > KILL_GRACE_S:
                     _kill_group(pid, signal.SIGKILL)
-            _reap(children, orphans)
+            _reap(children, orphans, started)
             if children or orphans:
                 last_active = time.monotonic()
     finally:
@@ -246,7 +248,8 @@ def _stop_listening(listener: socket.socket, files: Files) -> bool:
     return False
 
 
-def _fork_command(conn: socket.socket, listener: socket.socket, children: dict, stamp: str) -> int | None:
+def _fork_command(conn: socket.socket, listener: socket.socket, children: dict, stamp: str) -> tuple[int | None, str]:
+    """Fork the requested command; (its pid, what it is), pid 0 for a bad request, None when stale."""
     conn.settimeout(10)
     try:
         header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
@@ -258,12 +261,12 @@ def _fork_command(conn: socket.socket, listener: socket.socket, children: dict, 
     except (OSError, ValueError, struct.error) as exc:
         print(f"{_now()} bad request: {exc}", flush=True)
         conn.close()
-        return 0
+        return 0, ""
     if request.get("stamp") != stamp:
         print(f"{_now()} code changed since start ({request.get('stamp')} != {stamp}); exiting", flush=True)
         for fd in fds:
             os.close(fd)
-        return None
+        return None, ""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -302,7 +305,7 @@ def _fork_command(conn: socket.socket, listener: socket.socket, children: dict, 
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
-    return pid
+    return pid, describe(request["argv"])
 
 
 def _run_in_process(argv: list[str]) -> int:
@@ -320,18 +323,29 @@ def _run_in_process(argv: list[str]) -> int:
     return 0
 
 
-def _reap(children: dict[int, socket.socket], orphans: dict[int, float]) -> None:
+def describe(argv: list[str]) -> str:
+    """What a command is, for the log and the benchmarks: `pipetask run-qbb`, `drp_campaign.stackside bps-submit`."""
+    name = Path(argv[0]).name
+    words = argv[2:] if name.startswith("python") and argv[1:2] == ["-m"] else [name, *argv[1:]]
+    return " ".join(w for w in words[:4] if not w.startswith("-") and "/" not in w)[:80]
+
+
+def _reap(children: dict[int, socket.socket], orphans: dict[int, float], started: dict[int, tuple[float, str]]) -> None:
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
         orphans.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        t0, what = started.pop(pid, (time.monotonic(), "?"))
+        # One line per command: what ran, how it ended, its CPU (with what it waited for) and wall.
+        print(f"{_now()} command pid={pid} exit={code} cpu_s={usage.ru_utime + usage.ru_stime:.2f} "
+              f"wall_s={time.monotonic() - t0:.2f} what={what}", flush=True)  # fmt: skip
         conn = children.pop(pid, None)
         if conn is not None:
-            code = os.waitstatus_to_exitcode(status)
             try:
                 conn.sendall(f"exit {code if code >= 0 else 128 - code}\n".encode())
             except OSError:
