@@ -10,7 +10,8 @@ CAMPAIGN ?= configs/campaigns/test-3x3.yaml
 envs:
 	@bash scripts/setup-envs.sh
 
-demo: envs
+demo:
+	@bash scripts/setup-envs.sh --no-idds
 	@bash scripts/demo.sh $(CAMPAIGN)
 
 test: envs

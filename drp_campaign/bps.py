@@ -92,12 +92,17 @@ def submit_config(
         config["fileDistributionEndPoint"] = site_cfg.panda.file_distribution or f"file://{Path(submit_dir).parent}/distribution/"
     if rescue_of:
         config["extraQgraphOptions"] = f"--skip-existing-in {','.join(rescue_of)}"
+    # Quanta run clustered, as production submits them (ctrl_bps dimension_clustering): one job
+    # per value of the campaign's `cluster_by` dimensions, or one job for the whole group; each
+    # quantum then costs ~60 ms in a shared process instead of a job's start-up.
+    labels = campaign.pipeline_spec.step_tasks(step)
+    config["clusterAlgorithm"] = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+    cluster = {"pipetasks": ", ".join(labels)}
+    if request.cluster_by:
+        cluster["dimensions"] = ", ".join(request.cluster_by)
+    config["cluster"] = {step: cluster}
     if wms == "parsl":
-        # One job per group (quanta of a step share a process: ~60 ms each instead of ~3 s of
-        # start-up) on a thread pool: the local machine stands in for the site's batch system.
-        labels = campaign.pipeline_spec.step_tasks(step)
-        config["clusterAlgorithm"] = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
-        config["cluster"] = {step: {"pipetasks": ", ".join(labels)}}
+        # A thread pool: the local machine stands in for the site's batch system.
         config["site"] = {"local": {"class": "drp_campaign.stackside.parsl_site.LocalThreads", "cores": 2, "retries": 0}}
     return config
 

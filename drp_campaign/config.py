@@ -289,6 +289,9 @@ class BpsRequest(_Model):
     request_memory_mb: int | None = Field(default=None, gt=0)
     request_cpus: int | None = Field(default=None, gt=0)
     number_of_retries: int | None = Field(default=None, ge=0)
+    # Dimensions by which a group's quanta are clustered into jobs (ctrl_bps dimension_clustering),
+    # e.g. [visit] for one job per visit; empty: the whole group is one job.
+    cluster_by: list[str] | None = None
 
 
 class BpsConfig(BpsRequest):
@@ -300,7 +303,8 @@ class BpsConfig(BpsRequest):
     request_memory_mb: int = Field(default=2048, gt=0)
     request_cpus: int = Field(default=1, gt=0)
     number_of_retries: int = Field(default=0, ge=0)
-    steps: dict[str, BpsRequest] = {}  # per-step overrides of the three requests
+    cluster_by: list[str] = []
+    steps: dict[str, BpsRequest] = {}  # per-step overrides of the requests and the clustering
 
     def for_step(self, step: str) -> BpsRequest:
         """The campaign-wide request with the step's overrides applied (every field set)."""
@@ -700,7 +704,7 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
     _check_graph(doc, file)
     _check_hop_dataset_types(doc, file, pipeline)
     _check_archive_hops(doc, file, sites)
-    _check_bps_requests(doc, file, sites)
+    _check_bps_requests(doc, file, sites, pipeline)
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
@@ -951,7 +955,20 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
                                   "or leave the hop out of this list")
 
 
-def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+def _check_clustering(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec, step: str, dims: list[str]) -> None:
+    """Clustering by a dimension needs every task of the step to have it in its data IDs."""
+    tasks = [pipeline.tasks[label] for label in pipeline.step_tasks(step)]
+    common = [d for d in tasks[0].dimensions if all(d in t.dimensions for t in tasks)] if tasks else []
+    for i, dim in enumerate(dims):
+        if dim not in common:
+            own = doc.bps.steps.get(step, BpsRequest()).cluster_by is not None
+            where = f"bps.steps.{step}.cluster_by[{i}]" if own else f"bps.cluster_by[{i}]"
+            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {dim!r}: its tasks "
+                              f"({', '.join(pipeline.step_tasks(step))}) share only {_names(common) if common else 'no dimension'}; "
+                              f"use those, or set bps.steps.{step}.cluster_by for this step")
+
+
+def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig, pipeline: PipelineSpec) -> None:
     """Each step's memory request must fit the cores it asks for at every site that runs it."""
     for name in doc.bps.steps:
         if name not in doc.steps:
@@ -959,6 +976,7 @@ def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
                               f"use one of: {_names(doc.steps)}")
     for name, step in doc.steps.items():
         request = doc.bps.for_step(name)
+        _check_clustering(doc, file, pipeline, name, request.cluster_by)
         where = f"bps.steps.{name}.request_memory_mb" if doc.bps.steps.get(name, BpsRequest()).request_memory_mb else "bps.request_memory_mb"
         runs_at = [step.site or sites.hub] if step.scope == "global" else list(doc.tracts)
         for site_name in runs_at:

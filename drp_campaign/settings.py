@@ -39,12 +39,12 @@ def stack_server_dir() -> Path | None:
     return work_dir() / "stack-servers"
 
 
-def warm_prefix(site: str, python: str = "python") -> list[str]:
-    """The words that run a stack command through SITE's warm server, or [] for the per-call path."""
-    directory = stack_server_dir()
-    if directory is None:
+def warm_prefix(site: str, python: str = "python", directory: Path | None = None) -> list[str]:
+    """The words that run a stack command through SITE's warm server (in DIRECTORY, by default
+    stack_server_dir()), or [] for the per-call path."""
+    if stack_server_dir() is None:
         return []
-    return [python, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(directory), "--site", site, "--"]
+    return [python, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(directory or stack_server_dir()), "--site", site, "--"]
 
 
 def site_environment() -> dict[str, str]:

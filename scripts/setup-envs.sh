@@ -34,13 +34,28 @@ make_env() {  # prefix lockfile
   local t0=$SECONDS
   [ -x "$prefix/bin/python" ] || "$(python312)" -m venv "$prefix"
   quiet_pip "$prefix" -r "$lock"
-  quiet_pip "$prefix" --no-deps -e .
+  # The editable install writes rubin_drp_campaign.egg-info in the source tree: one at a time.
+  mkdir -p "$ROOT/.venvs"
+  ( flock 9; quiet_pip "$prefix" --no-deps -e . ) 9>"$ROOT/.venvs/.editable.lock"
   "$prefix/bin/python" -c "import drp_campaign" || { echo "error: $prefix: drp_campaign not importable" >&2; exit 1; }
   echo "$want" > "$stamp"
   echo "built $prefix in $((SECONDS - t0)) s"
 }
 
-make_env "$DRP_CONTROLLER_PREFIX" requirements/controller.lock
-make_env "$DRP_STACK_PREFIX" requirements/stack.lock
-make_env "$DRP_RUCIO_PREFIX" requirements/rucio.lock
-make_env "$DRP_IDDS_PREFIX" requirements/idds.lock
+# Built side by side (each is mostly downloads and unpacking); each one's output is printed when it
+# is done. The iDDS environment only the PanDA tests need: `setup-envs.sh --no-idds` (make demo) skips it.
+wanted=("$DRP_CONTROLLER_PREFIX:requirements/controller.lock" "$DRP_STACK_PREFIX:requirements/stack.lock"
+        "$DRP_RUCIO_PREFIX:requirements/rucio.lock")
+[ "${1:-}" = "--no-idds" ] || wanted+=("$DRP_IDDS_PREFIX:requirements/idds.lock")
+pids=() logs=()
+for item in "${wanted[@]}"; do
+  log="$(mktemp)"
+  make_env "${item%%:*}" "${item#*:}" >"$log" 2>&1 &
+  pids+=($!) logs+=("$log")
+done
+failed=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || failed=1
+  cat "${logs[$i]}"; rm -f "${logs[$i]}"
+done
+exit $failed

@@ -46,6 +46,19 @@ def test_panda_goes_to_the_sites_compute_site_with_step_overrides(tmp_path):
     assert (step1["computeSite"], step1["requestMemory"], step1["requestCpus"]) == ("RAL_Rubin", 3000, 1)
 
 
+def test_quanta_are_clustered_as_the_campaign_says(tmp_path):
+    """One job per group by default; per the step's `cluster_by` dimensions when set (both WMSes)."""
+    default = render(load_campaign(CAMPAIGN), step="step1", tmp_path=tmp_path)
+    assert default["clusterAlgorithm"] == "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+    assert default["cluster"] == {"step1": {"pipetasks": "isr, calibrateImage"}}
+    doc = yaml.safe_load(CAMPAIGN.read_text())
+    doc["pipeline"] = str(CAMPAIGN.parent / doc["pipeline"])
+    doc["bps"] = {"wms": "panda", "steps": {"step1": {"cluster_by": ["visit"]}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    by_visit = render(load_campaign(tmp_path / "c.yaml"), step="step1", tmp_path=tmp_path)
+    assert by_visit["cluster"] == {"step1": {"pipetasks": "isr, calibrateImage", "dimensions": "visit"}}
+
+
 def test_a_global_step_selects_everything():
     campaign = load_campaign(CAMPAIGN)
     assert group_data_query(campaign, ()) == ""

@@ -29,9 +29,14 @@ if not STACK_PY.exists():  # pragma: no cover - the env is part of the project's
 
 
 def stackside(work: Path, *args: str, ok: bool = True) -> dict | subprocess.CompletedProcess:
-    env = dict(os.environ, DRP_WORK_DIR=str(work), DRP_STACK_PREFIX=str(settings.stack_prefix()))
+    """The stack side's CLI as a site runs it: through a warm stack server of the work dir when the
+    suite runs with DRP_STACK_SERVER=warm (the embedded default), else a Python of its own
+    (DRP_STACK_SERVER=per-call make test runs the whole suite that way)."""
+    env = dict(os.environ, DRP_WORK_DIR=str(work), DRP_STACK_PREFIX=str(settings.stack_prefix()),
+               PATH=f"{STACK_PY.parent}:{os.environ['PATH']}")  # fmt: skip
+    warm = settings.warm_prefix("tests", str(STACK_PY), work / "stack-servers")
     proc = subprocess.run(
-        [str(STACK_PY), "-m", "drp_campaign.stackside", *args],
+        [*(warm or [str(STACK_PY)]), *(["python"] if warm else []), "-m", "drp_campaign.stackside", *args],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     if not ok:

@@ -56,24 +56,40 @@ PRELOAD = (
     "drp_campaign.stackside.placement", "drp_campaign.stackside.step", "drp_campaign.stackside.sky",
     "drp_campaign.stackside.parsl_site",
 )  # fmt: skip
-# No helper threads in the server (a process is forked safely only with one thread): pyarrow's
-# jemalloc background thread and OpenBLAS's pool would start at import otherwise.
-SERVER_ENV = {"JE_ARROW_MALLOC_CONF": "background_thread:false", "OPENBLAS_NUM_THREADS": "1"}
 HEADER = struct.Struct("!I")
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 START_TIMEOUT_S = 90.0
 KILL_GRACE_S = 10.0
 
 
-class Files:
-    """Where one site's server keeps its socket, pid, lock and log."""
+# No helper threads in the server (a process is forked safely only with one thread): pyarrow's
+# jemalloc background thread and OpenBLAS's pool would start at import otherwise.
+SERVER_ENV = {"JE_ARROW_MALLOC_CONF": "background_thread:false", "OPENBLAS_NUM_THREADS": "1"}
+# What fixes an interpreter when it starts (its sys.path, the libraries it loads): a forked
+# command keeps the server's, so a server serves only callers whose values match its own. Every
+# other variable is the command's own.
+INTERPRETER_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH",
+                   "PYTHONPLATLIBDIR", "LD_LIBRARY_PATH", "LD_PRELOAD")  # fmt: skip
 
-    def __init__(self, directory: Path | str, site: str):
+
+def interpreter_key() -> str:
+    """Names this interpreter and the environment that shaped it at start."""
+    values = [sys.executable, *(f"{k}={os.environ.get(k, '')}" for k in INTERPRETER_ENV)]
+    return hashlib.sha256("\0".join(values).encode()).hexdigest()[:10]
+
+
+class Files:
+    """Where one site's server keeps its socket, pid, lock and log. A site whose setup shapes the
+    interpreter differently (another PYTHONPATH, say) gets a server of its own."""
+
+    def __init__(self, directory: Path | str, site: str, key: str | None = None):
+        self.key = key or interpreter_key()
+        name = f"{site}-{self.key}"
         self.dir = Path(directory)
-        self.socket = socket_path(directory, site)
-        self.pid = self.dir / f"{site}.pid"
-        self.lock = self.dir / f"{site}.lock"
-        self.log = self.dir / f"{site}.log"
+        self.socket = socket_path(directory, name)
+        self.pid = self.dir / f"{name}.pid"
+        self.lock = self.dir / f"{name}.lock"
+        self.log = self.dir / f"{name}.log"
 
 
 def socket_path(directory: Path | str, site: str) -> str:
@@ -164,7 +180,8 @@ def _connect_or_start(files: Files, site: str) -> socket.socket | None:
             return conn
         with open(files.log, "a") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "drp_campaign.stackside.warm", "serve", "--dir", str(files.dir), "--site", site],
+                [sys.executable, "-m", "drp_campaign.stackside.warm", "serve", "--dir", str(files.dir), "--site", site,
+                 "--key", files.key],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **SERVER_ENV},
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -387,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("serve", help="import the stack once and serve commands on a Unix socket")
     sp.add_argument("--dir", required=True)
     sp.add_argument("--site", required=True)
+    sp.add_argument("--key", required=True, help="the interpreter key of the clients it serves")
     sp.add_argument("--idle-s", type=float, default=float(os.environ.get("DRP_STACK_SERVER_IDLE_S", 1800)))
     sp = sub.add_parser("stop", help="stop every warm server whose socket is in a directory")
     sp.add_argument("--dir", required=True)
@@ -397,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("run: give the command after --")
         return run(Files(args.dir, args.site), args.site, command)
     if args.command == "serve":
-        serve(Files(args.dir, args.site), args.idle_s)
+        serve(Files(args.dir, args.site, args.key), args.idle_s)
         return 0
     print(json.dumps({"stopped": stop_all(Path(args.dir))}))
     return 0
