@@ -413,11 +413,7 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
 
 def test_the_api_server_serves_the_campaign_view(client):
     """Runs after the full campaign above: its run's page shows the balanced ledger per hop."""
-    with Ledger().engine.connect() as conn:
-        with_hops = sa.select(hop_files.c.run_key).where(hop_files.c.state == "arrived")
-        run = conn.execute(sa.select(campaign_runs).where(campaign_runs.c.run_key.in_(with_hops))).first()
-    assert run is not None, "the full campaign test must have run first in this module"
-    page = requests.get(f"{client.base_url}/drp/run", params={"run_id": run.dag_run_id}, timeout=30)
+    page = requests.get(f"{client.base_url}/drp/run", params={"run_id": _finished_full_run()}, timeout=30)
     assert page.status_code == 200 and "Ledger balanced" in page.text and "gather_for_step2c" in page.text
     plugins = client._get("/api/v2/plugins")["plugins"]
     assert any(p["name"] == "drp_campaign" for p in plugins)

@@ -124,7 +124,9 @@ def run_step(
     write_pipeline(spec, pipeline_file, step, fault_map)
 
     exists, existing_configs = _run_exists(repo, output_run, chain, site)
-    cmd = [pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo), "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]
+    # Through the site's warm stack server when there is one (stackside/warm.py): the same pipetask.
+    cmd = [*settings.warm_prefix(site, sys.executable), pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo),
+           "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]  # fmt: skip
     if tracts:
         cmd += ["-d", group_data_query(campaign, tracts)]
     if exists:
