@@ -14,8 +14,11 @@ demo:
 	@bash scripts/setup-envs.sh --no-idds
 	@bash scripts/demo.sh $(CAMPAIGN)
 
+# Modules side by side on two workers (each module has its own ports, databases and directories);
+# TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 2
 test: envs
-	@bash scripts/test.sh --durations=15
+	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
 
 test-fast: envs
 	@bash scripts/test.sh -m "not integration" --durations=5
@@ -45,7 +48,7 @@ BENCH_SINGLE ?= 300
 bench-campaign: envs
 	@bash scripts/rucio-server.sh start
 	@bash scripts/airflow-services.sh start
-	@bash scripts/with-env.sh python benchmarks/campaign_cost.py $(CAMPAIGN)
+	@bash scripts/with-env.sh python benchmarks/campaign_cost.py $(CAMPAIGN) $(BENCH_CAMPAIGN_ARGS)
 
 bench-registration: envs
 	@bash scripts/rucio-server.sh start

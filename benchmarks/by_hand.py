@@ -149,11 +149,15 @@ class ByHand:
                                             "--dataset-types", ",".join(stage.dataset_types)])  # fmt: skip
                 hub = self.campaign.sites_config.sites[self.hub]
                 self.move(stage.name, self.hub, hub.rucio.tape_rse, selection=selection, dest_site=None, did_site=self.hub)
+                service = self.service()
                 for idac in hop.idacs:
-                    rule = self.service().replicate(f"{self.campaign.name}:{self.key}/{stage.name}/{self.hub}",
-                                                    self.campaign.sites_config.idacs[idac].rse)  # fmt: skip
-                    while self.service().rule_status(rule).state != "OK":
+                    rule = service.replicate(f"{self.campaign.name}:{self.key}/{stage.name}/{self.hub}",
+                                             self.campaign.sites_config.idacs[idac].rse)  # fmt: skip
+                    while (state := service.rule_status(rule).state) != "OK":
+                        if state in ("STUCK", "SUSPENDED"):
+                            raise RuntimeError(f"{stage.name} -> {idac}: rule {rule} {state}")
                         time.sleep(POLL_S)
+                    self._say(f"{stage.name} -> {idac}")
             self.done[stage.name].set()
 
     def run(self) -> float:

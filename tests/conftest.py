@@ -70,8 +70,11 @@ def airflow_env():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow end-to-end campaigns run last, after the fast checks have had their say."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    """Run alone, the slow end-to-end campaigns go last, after the fast checks have had their say.
+    Side by side (pytest-xdist, make test), they go first: one worker takes them at once while
+    the others run every other module."""
+    side_by_side = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None) != side_by_side)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -316,6 +316,33 @@ def test_twin_tasks_registering_one_dataset_at_once_both_succeed(rucio, client, 
     assert sorted(f["name"] for f in client.list_files(scope, name)) == sorted(e.relpath for e in manifest.entries)
 
 
+def test_twin_tasks_registering_the_same_files_at_once_both_succeed(rucio, client, service, monkeypatch):
+    """Each site's fan-out register registers the hub's same files: when the twin's transaction
+    inserts them at the same moment as ours, PostgreSQL refuses ours (a duplicate key, which
+    Rucio answers with DatabaseException; seen in a by-hand 3x3). The service looks again and
+    registers what is still missing instead of failing the task."""
+    from rucio.common.exception import DatabaseException
+
+    files = _site_files(rucio, "USDF", 4)
+    manifest = _manifest(files)
+    real = service.client.add_replicas
+    adds = []
+
+    def twin_wins_the_first_race(rse, files):  # the fault, injected at the client boundary
+        adds.append(len(files))
+        if len(adds) == 1:
+            real(rse=rse, files=files[:2])  # the twin's transaction commits half of them first
+            raise DatabaseException("duplicate key value violates unique constraint \"DIDS_PK\"")
+        return real(rse=rse, files=files)
+
+    monkeypatch.setattr(service.client, "add_replicas", twin_wins_the_first_race)
+    service._add_missing_replicas(SCOPE, "USDF_DISK", manifest.entries)
+    assert adds == [4, 2], "refused once, then only what was still missing"
+    dids = [{"scope": SCOPE, "name": e.relpath} for e in manifest.entries]
+    registered = {r["name"] for r in client.list_replicas(dids, rse_expression="USDF_DISK", all_states=True, ignore_availability=True)}
+    assert registered == {e.relpath for e in manifest.entries}
+
+
 def test_service_finds_the_existing_rule_and_reports_the_copy(rucio, client, service):
     files = _site_files(rucio, "FRDF", 2)
     did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"

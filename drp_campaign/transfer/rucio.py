@@ -115,7 +115,21 @@ class RucioTransferService(TransferService):
 
     def _add_missing_replicas(self, scope: str, rse: str, entries: list[ManifestEntry]) -> None:
         """Register in place the files not yet known as replicas at the source RSE (a re-run after
-        a crash between registering and attaching finds them there)."""
+        a crash between registering and attaching finds them there). A twin task registering the
+        same files at the same moment (each site's fan-out register does) makes Rucio refuse the
+        batch with a duplicate key: then register what is still missing."""
+        from rucio.common.exception import DatabaseException, Duplicate, FileReplicaAlreadyExists
+
+        for _ in range(5):
+            try:
+                self._add_replicas_once(scope, rse, entries)
+                return
+            except (DatabaseException, Duplicate, FileReplicaAlreadyExists) as exc:
+                log.info("%s: registering %d files at %s raced a twin (%s); registering what is missing",
+                         scope, len(entries), rse, _first_line(exc))  # fmt: skip
+        raise TransferError(f"{scope}: files at {rse} kept being registered concurrently; clear this task to retry")
+
+    def _add_replicas_once(self, scope: str, rse: str, entries: list[ManifestEntry]) -> None:
         dids = [{"scope": scope, "name": e.relpath} for e in entries]
         known = {r["name"] for r in self.client.list_replicas(dids, rse_expression=rse, all_states=True, ignore_availability=True)}
         files = [
