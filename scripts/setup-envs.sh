@@ -47,6 +47,7 @@ make_env() {  # prefix lockfile
 wanted=("$DRP_CONTROLLER_PREFIX:requirements/controller.lock" "$DRP_STACK_PREFIX:requirements/stack.lock"
         "$DRP_RUCIO_PREFIX:requirements/rucio.lock")
 [ "${1:-}" = "--no-idds" ] || wanted+=("$DRP_IDDS_PREFIX:requirements/idds.lock")
+echo "environments (built side by side when their lock files changed): $(for i in "${wanted[@]}"; do printf '%s ' "$(basename "${i%%:*}")"; done)"
 pids=() logs=()
 for item in "${wanted[@]}"; do
   log="$(mktemp)"

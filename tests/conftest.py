@@ -71,10 +71,12 @@ def airflow_env():
 
 def pytest_collection_modifyitems(config, items):
     """Run alone, the slow end-to-end campaigns go last, after the fast checks have had their say.
-    Side by side (pytest-xdist, make test), they go first: one worker takes them at once while
-    the others run every other module."""
-    side_by_side = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None) != side_by_side)
+    Side by side (pytest-xdist, make test), the longest go first: the campaigns (one worker takes
+    them at once), then the other integration modules, and the quick unit modules fill the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("e2e") is None, item.get_closest_marker("integration") is None))
+    else:
+        items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 
 
 @pytest.fixture(scope="session", autouse=True)
