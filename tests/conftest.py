@@ -89,3 +89,25 @@ def stop_warm_stack_servers(tmp_path_factory):
     for directory in tmp_path_factory.getbasetemp().glob("*/stack-servers"):
         subprocess.run([str(stack_prefix() / "bin" / "python"), "-m", "drp_campaign.stackside.warm", "stop", "--dir", str(directory)],
                        capture_output=True, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def seeded_repo(tmp_path_factory):
+    """seed-repo SITE (with FLAGS) into DEST: seeded once per test session (per xdist worker) and
+    copied, since every such repo is the same (a Butler repo's config names its root relatively).
+    Returns what seed-repo answered the first time. Tests of seeding itself call seed-repo."""
+    from test_stackside import CAMPAIGN, stackside
+
+    made: dict[tuple, tuple[Path, dict]] = {}
+
+    def seed(dest: Path, site: str, *flags: str) -> dict:
+        key = (site, *flags)
+        if key not in made:
+            work = tmp_path_factory.mktemp("seeded")
+            answer = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", str(work / site), *flags)
+            made[key] = (work / site, answer)
+        source, answer = made[key]
+        shutil.copytree(source, dest, symlinks=True)
+        return answer
+
+    return seed

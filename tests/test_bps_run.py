@@ -22,9 +22,9 @@ FAULT = "calibrateImage:detector = 1"
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
+def work(tmp_path_factory, seeded_repo) -> Path:
     work = tmp_path_factory.mktemp("bps")
-    stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"))
+    seeded_repo(Path(repo(work, "FRDF")), "FRDF")
     stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"), "--chain", CHAIN)
     return work
 

@@ -38,14 +38,14 @@ RUN_TAPE = "scheduled__2026-11-20T12:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, seeded_repo):
     """USDF seeded with every input, FRDF with the sky's records only; then Rucio from nothing,
     its RSE prefixes being those repos. The process environment points at them (as env.sh would),
     so `drp-campaign inventory` finds the connection file and the sites' repos by itself."""
     work = tmp_path_factory.mktemp("inventory-work")
     repos = work / "repos"
-    stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "USDF", "--repo", str(repos / "USDF"), "--all-tracts")
-    stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", str(repos / "FRDF"), "--no-data")
+    seeded_repo(repos / "USDF", "USDF", "--all-tracts")
+    seeded_repo(repos / "FRDF", "FRDF", "--no-data")
     env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB, "DRP_RUCIO_PORT": TEST_PORT}
     env.pop("RUCIO_CONFIG", None)
     drop_database(TEST_DB)

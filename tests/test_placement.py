@@ -26,10 +26,10 @@ CAMPAIGN = settings.CAMPAIGNS_DIR / "test-3x3.yaml"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory) -> Path:
+def hub(tmp_path_factory, seeded_repo) -> Path:
     """USDF's repo with the whole synthetic sky's inputs (what `drp-campaign seed` makes)."""
     work = tmp_path_factory.mktemp("hub")
-    stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "USDF", "--repo", str(work / "USDF"), "--all-tracts")
+    seeded_repo(work / "USDF", "USDF", "--all-tracts")
     return work / "USDF"
 
 
@@ -61,7 +61,7 @@ def test_the_place_hop_runs_at_each_other_site_before_its_check_inputs():
     assert "FRDF.place_inputs.verify" not in dag.get_task("campaign_report").upstream_task_ids
 
 
-def test_a_site_gets_what_its_tracts_need_ingested_certified_and_verified(hub: Path, tmp_path: Path):
+def test_a_site_gets_what_its_tracts_need_ingested_certified_and_verified(hub: Path, tmp_path: Path, seeded_repo):
     out = export(tmp_path, hub, "FRDF")
     entries = json.loads((tmp_path / "FRDF.json").read_text())["entries"]
     by_type: dict[str, list[dict]] = {}
@@ -85,7 +85,7 @@ def test_a_site_gets_what_its_tracts_need_ingested_certified_and_verified(hub: P
     assert {e["data_id"]["htm4"] for e in by_type["ref_cat"]} == wanted
 
     site = tmp_path / "FRDF"
-    stackside(tmp_path, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", str(site), "--no-data")
+    seeded_repo(site, "FRDF", "--no-data")
     empty = stackside(tmp_path, "check-datasets", "--repo", str(site), "--manifest", str(tmp_path / "FRDF.json"))
     assert not empty["ok"] and {t: r["present"] for t, r in empty["by_type"].items()} == {"raw": 0, "bias": 0, "ref_cat": 0}
 

@@ -266,10 +266,10 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
     assert len(kept["entries"]) == 10, "another site's copy is untouched"
 
 
-def test_full_step_sequence_in_one_repo(tmp_path: Path):
+def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
     """step1..step5 per site-group plus step2c and final_qa at the hub, in one repo holding every tract."""
     work, site = tmp_path, "USDF"
-    seed = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site), "--all-tracts")
+    seed = seeded_repo(Path(repo(work, site)), site, "--all-tracts")
     assert seed["raws"]["put"] == 48
     check = stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site),
                       "--tracts", "0,1,2,3,4,5", "--chain", chain(site))  # fmt: skip
