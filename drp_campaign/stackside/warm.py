@@ -52,9 +52,9 @@ ENTRY_POINTS = {
 PRELOAD = (
     "lsst.daf.butler", "lsst.daf.butler.cli.butler", "lsst.pipe.base", "lsst.pipe.base.tests.mocks",
     "lsst.pipe.base.quantum_provenance_graph", "lsst.ctrl.mpexec.cli.pipetask", "lsst.ctrl.bps.cli.bps",
-    "lsst.ctrl.bps.drivers", "lsst.ctrl.bps.parsl", "drp_campaign.stackside.bps_run", "drp_campaign.stackside.repo", "drp_campaign.stackside.hop",
-    "drp_campaign.stackside.placement", "drp_campaign.stackside.step", "drp_campaign.stackside.sky",
-    "drp_campaign.stackside.parsl_site",
+    "lsst.ctrl.bps.drivers", "lsst.ctrl.bps.parsl", "drp_campaign.stackside.bps_run", "drp_campaign.stackside.repo",
+    "drp_campaign.stackside.hop", "drp_campaign.stackside.placement", "drp_campaign.stackside.step",
+    "drp_campaign.stackside.sky", "drp_campaign.stackside.parsl_site",
 )  # fmt: skip
 HEADER = struct.Struct("!I")
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
