@@ -66,9 +66,14 @@ def test_a_clean_run_is_reported_per_task_and_joins_the_chain(work: Path):
     assert res["quanta_per_task"] == {"isr": 8, "calibrateImage": 8}
     assert res["outputs"]["single_visit_star"] == 8
     assert res["chain_updated"] is True
-    # A finished clean run is left alone by a later submit (a retried task, a restarted scheduler).
+    # A finished clean run is left alone by a later submit (a retried task, a restarted scheduler),
+    # and its outcome is read once: the submit's look and the report after it use the same file.
+    outcome = work / "bps" / "g000" / "attempt-1.report.json"
+    read_at = outcome.stat().st_mtime_ns
     after = submit(work, "g000", 2)
     assert after["action"] == "attached" and after["attempt"] == 1
+    assert {k: v for k, v in report(work, "g000").items() if k != "elapsed_s"} == {**{k: v for k, v in res.items() if k != "elapsed_s"}, "chain_updated": False}
+    assert outcome.stat().st_mtime_ns == read_at, "pipetask report ran once for this attempt"
     assert len(bpsrec.read_record(work / "bps" / "g000")["attempts"]) == 1
     assert visible_in_step1_runs(work)["single_visit_star"] == 8
 

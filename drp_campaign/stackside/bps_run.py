@@ -450,10 +450,20 @@ def _qgraph_files(record: dict) -> list[Path]:
 
 
 def _provenance_report(repo: Path, graphs: list[Path], out: Path) -> dict[str, dict]:
-    """`pipetask report --force-v2` (QuantumProvenanceGraph) in this process: mock storage classes known."""
+    """`pipetask report --force-v2` (QuantumProvenanceGraph) in this process: mock storage classes known.
+
+    Read once per attempt: an attempt that has ended does not change (a restart or a rescue is a
+    new attempt, with a report file of its own), so a later report of it (the operator after
+    bps-submit found the run finished, or accepting its failures) reads the file written then.
+    """
     import contextlib
     import json
 
+    if out.exists():
+        try:
+            return json.loads(out.read_text())["tasks"]
+        except (ValueError, KeyError):
+            pass  # cut short while being written: read it again
     import lsst.pipe.base.tests.mocks  # noqa: F401
     from lsst.ctrl.mpexec.cli.pipetask import cli
 
