@@ -19,6 +19,7 @@ from pathlib import Path
 from drp_campaign import bps as bpsrec
 from drp_campaign import graph, settings
 from drp_campaign.config import CampaignConfig
+from drp_campaign.operators.hops import hop_dataset_did
 from drp_campaign.stack import run_stack
 from drp_campaign.transfer import transfer_service
 from drp_campaign.transfer.base import Manifest
@@ -85,8 +86,7 @@ class ByHand:
         manifest = self.dir / "manifests" / hop / f"{did_site}-{dest_rse}.json"
         subcommand, args = selection
         self.stack(source, subcommand, [*args, "--repo", self.repo(source), "--manifest", str(manifest)])
-        # The DID the operators use (operators/hops.py): one dataset per (run, hop, site).
-        did = f"{self.campaign.name}:{self.key}/{hop}/{did_site}"
+        did = hop_dataset_did(self.campaign, self.key, hop, did_site)  # the operators' own name for it
         service.register(did, self.campaign.sites_config.sites[source].rucio.disk_rse, Manifest.read(manifest))
         rule = service.replicate(did, dest_rse)
         while (status := service.rule_status(rule)).state != "OK":
@@ -151,7 +151,7 @@ class ByHand:
                 self.move(stage.name, self.hub, hub.rucio.tape_rse, selection=selection, dest_site=None, did_site=self.hub)
                 service = self.service()
                 for idac in hop.idacs:
-                    rule = service.replicate(f"{self.campaign.name}:{self.key}/{stage.name}/{self.hub}",
+                    rule = service.replicate(hop_dataset_did(self.campaign, self.key, stage.name, self.hub),
                                              self.campaign.sites_config.idacs[idac].rse)  # fmt: skip
                     while (state := service.rule_status(rule).state) != "OK":
                         if state in ("STUCK", "SUSPENDED"):
