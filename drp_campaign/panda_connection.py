@@ -17,9 +17,10 @@ e.g. `airflow connections add drp_panda_frdf --conn-type http
 $DRP_WORK_DIR/idds/connection.json). Login and schema are not used.
 
 Environment produced (`panda_environment`): PANDA_URL = PANDA_URL_SSL = host; PANDACACHE_URL;
-PANDA_AUTH=oidc; PANDA_AUTH_VO; PANDA_AUTH_ID_TOKEN (the first of the token sources pandaclient's
-get_token_string checks, so it wins over any OIDC_AUTH_* the worker has); PANDA_CONFIG_ROOT (a
-writable directory per connection, under $DRP_WORK_DIR/panda/); PANDA_BEHIND_REAL_LB=1 (else
+PANDA_AUTH=oidc; PANDA_AUTH_VO; OIDC_AUTH_TOKEN_FILE (the token, in a 0600 file in PANDA_CONFIG_ROOT:
+never in an environment that `bps submit` dumps into its submit directory; the stack commands get
+no PANDA_AUTH_ID_TOKEN, which pandaclient's get_token_string would prefer: settings.site_environment);
+PANDA_CONFIG_ROOT (a private directory per connection, under $DRP_WORK_DIR/panda/); PANDA_BEHIND_REAL_LB=1 (else
 importing pandaclient.Client resolves the cache host with getaddrinfo/getfqdn and rewrites the
 URL to the reverse-DNS name: a failure at import on a host without DNS for it, a wrong URL
 behind a load balancer); PANDA_VERIFY_HOST=on; BPS_WMS_SERVICE_CLASS (so `bps status|report|
@@ -100,9 +101,11 @@ def panda_environment(conn: Any) -> dict[str, str]:
         raise _bad(conn_id, "extra", f"has unknown keys {sorted(unknown)} (known: vo, cache_url)")
     cache_url = _url(conn_id, 'extra "cache_url"', extra["cache_url"]) if extra.get("cache_url") else url
     config_root = settings.work_dir() / "panda" / conn_id
-    config_root.mkdir(parents=True, exist_ok=True)
+    token_file = config_root / "id-token"
+    if not token_file.is_file() or token_file.read_text() != token:
+        settings.private_file(token_file, token)
     return {"PANDA_URL": url, "PANDA_URL_SSL": url, "PANDACACHE_URL": cache_url,
-            "PANDA_AUTH": "oidc", "PANDA_AUTH_VO": vo.strip(), "PANDA_AUTH_ID_TOKEN": token,
+            "PANDA_AUTH": "oidc", "PANDA_AUTH_VO": vo.strip(), "OIDC_AUTH_TOKEN_FILE": str(token_file),
             "PANDA_CONFIG_ROOT": str(config_root), "PANDA_BEHIND_REAL_LB": "1",
             "PANDA_VERIFY_HOST": "on", "BPS_WMS_SERVICE_CLASS": PANDA_SERVICE_CLASS}
 
@@ -145,8 +148,12 @@ def _call(env: dict[str, str], command: str, **kwargs) -> tuple:
     auth mode from os.environ at every call, but the server URLs only once, at import, into
     module globals: both are set for the call, under a lock (a triggerer polls many sites)."""
     with _CALL_LOCK:
-        saved = {k: os.environ.get(k) for k in env}
+        # The Connection's token file, not a token string this process may hold (which wins).
+        hidden = {name: None for name in settings.STACK_ENV_REFUSED}
+        saved = {k: os.environ.get(k) for k in {**env, **hidden}}
         os.environ.update(env)
+        for name in hidden:
+            os.environ.pop(name, None)
         try:
             import idds.common.utils as idds_utils
             import pandaclient.Client as panda_client

@@ -7,6 +7,7 @@ worker, a stack-side subprocess and a test all agree without passing paths aroun
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +48,51 @@ def warm_prefix(site: str, python: str = "python", directory: Path | None = None
     return [python, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(directory or stack_server_dir()), "--site", site, "--"]
 
 
+# What a stack command may inherit from the controller (allowlist, SECURITY.md): the basics of a
+# shell, the science stack's own settings and the DRP_* paths the stack side reads. Not the
+# Airflow or Rucio configuration, database URLs (the ledger's), JWT secrets or tokens: a site's
+# setup command (sites.yaml stack_setup) sets what its stack needs there, and `bps submit` writes
+# the environment it gets into its submit directory. A PanDA token goes by file (OIDC_AUTH_TOKEN_FILE).
+STACK_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "PYTHONPATH", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "OIDC_AUTH_TOKEN_FILE",
+    "DRP_WORK_DIR", "DRP_STACK_PREFIX", "DRP_STACK_SERVER", "DRP_STACK_SERVER_IDLE_S", "DRP_FAULTS_FILE",
+})
+STACK_ENV_PREFIXES = ("LC_", "DAF_BUTLER_", "LSST_", "BPS_", "PANDA_", "IDDS_")
+# Never passed, whatever the prefix: tokens go by file.
+STACK_ENV_REFUSED = frozenset({"PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_ID_TOKEN"})
+# More names a deployment lets through (comma-separated), e.g. a proxy setting its sites need.
+STACK_ENV_EXTRA_VAR = "DRP_STACK_ENV_ALLOW"
+
+
+def stack_env_allowed(name: str) -> bool:
+    """Whether a variable of the controller's environment may reach a stack command."""
+    if name in STACK_ENV_REFUSED:
+        return False
+    extra = {n.strip() for n in os.environ.get(STACK_ENV_EXTRA_VAR, "").split(",") if n.strip()}
+    return name in STACK_ENV_NAMES or name in extra or name.startswith(STACK_ENV_PREFIXES)
+
+
 def site_environment() -> dict[str, str]:
-    """Environment for a site's setup command: the caller's, plus the DRP_* paths it expands."""
-    env = dict(os.environ)
+    """Environment for a site's setup command: the allowed part of the caller's (see
+    STACK_ENV_NAMES), plus the DRP_* paths it expands."""
+    env = {name: value for name, value in os.environ.items() if stack_env_allowed(name)}
     env["DRP_WORK_DIR"] = str(work_dir())
     env["DRP_STACK_PREFIX"] = str(stack_prefix())
     return env
+
+
+def private_file(path: Path, text: str) -> Path:
+    """Write TEXT to PATH readable by this user only (0600, its directory 0700), atomically:
+    a secret never exists on disk with wider permissions, even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+    return path
 
 
 def expand(path_template: str) -> Path:
@@ -62,3 +102,25 @@ def expand(path_template: str) -> Path:
     for key in ("DRP_WORK_DIR", "DRP_STACK_PREFIX"):
         expanded = expanded.replace("${%s}" % key, env[key]).replace("$" + key, env[key])
     return Path(os.path.expandvars(expanded))
+
+
+ENV_DUMP_GLOB = "*.env.info.yaml"  # ctrl_bps's dump of the environment `bps submit` ran with
+
+
+def scrub_env_dumps(root: Path | None = None) -> int:
+    """Rewrite the environment dumps `bps submit` left under ROOT (default: the work dir's BPS runs) to the
+    allowed names only, private: dumps written before the allowlist held the worker's secrets.
+    Returns how many were rewritten. Runs when the services start (scripts/airflow-services.sh)."""
+    import yaml
+
+    scrubbed = 0
+    for dump in (root or work_dir() / "bps").rglob(ENV_DUMP_GLOB):
+        try:
+            env = yaml.safe_load(dump.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            env = {}
+        kept = {k: v for k, v in env.items() if stack_env_allowed(k)} if isinstance(env, dict) else {}
+        if kept != env or stat.S_IMODE(dump.stat().st_mode) != 0o600:
+            private_file(dump, yaml.safe_dump(kept))
+            scrubbed += 1
+    return scrubbed

@@ -46,6 +46,7 @@ PY
 
 start() {
   prepare
+  python -c 'from drp_campaign.settings import scrub_env_dumps as s; n = s(); n and print(n, "bps environment dumps scrubbed")'
   export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
   for svc in "${SERVICES[@]}"; do
     if running "$svc"; then echo "$svc already running (pid $(cat "$PIDS/$svc.pid"))"; continue; fi

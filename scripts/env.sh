@@ -2,6 +2,8 @@
 # Override any of these in the environment before calling make.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export DRP_WORK_DIR="${DRP_WORK_DIR:-$ROOT/var}"
+# Repos, logs, BPS submit directories and the services' secrets live there: this user's only.
+mkdir -p "$DRP_WORK_DIR" && chmod 700 "$DRP_WORK_DIR"
 export DRP_STACK_PREFIX="${DRP_STACK_PREFIX:-$ROOT/.venvs/stack}"
 export DRP_CONTROLLER_PREFIX="${DRP_CONTROLLER_PREFIX:-$ROOT/.venvs/controller}"
 export DRP_RUCIO_PREFIX="${DRP_RUCIO_PREFIX:-$ROOT/.venvs/rucio}"

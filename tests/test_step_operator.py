@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -39,9 +40,14 @@ def test_panda_environment_comes_from_the_connection_not_from_code(tmp_path, mon
     conn = {"conn_type": "http", "host": "http://127.0.0.1:8093/server/panda", "password": "a-token-value",
             "extra": {"vo": "Rubin"}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_DRP_PANDA_FRDF", json.dumps(conn))
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
     env = operator(panda_campaign(tmp_path))._panda_env()
     assert env["PANDA_URL_SSL"] == env["PANDA_URL"] == conn["host"]
-    assert env["PANDA_AUTH_ID_TOKEN"] == "a-token-value" and env["PANDA_AUTH_VO"] == "Rubin"
+    assert env["PANDA_AUTH_VO"] == "Rubin" and "PANDA_AUTH_ID_TOKEN" not in env
+    # The token goes by a file only this user can read, never in an environment a command may dump.
+    token_file = Path(env["OIDC_AUTH_TOKEN_FILE"])
+    assert token_file.read_text() == "a-token-value"
+    assert (token_file.stat().st_mode & 0o777, token_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     assert env["BPS_WMS_SERVICE_CLASS"] == "lsst.ctrl.bps.panda.PanDAService"
 
 
