@@ -7,6 +7,7 @@ hub and the other sites). Which stages exist and how they depend on each other i
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -108,16 +109,28 @@ def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] 
 GLOBAL_GROUP = WorkGroup(label="all", tracts=())
 
 
+# A key is in every Butler file path twice; Airflow's own run ids give ~31 characters.
+RUN_KEY_MAX = 64
+
+
 def run_key(dag_run_id: str) -> str:
     """A campaign run's id made short and safe for collection, file and Rucio DID names.
 
     Airflow run ids hold ':' '+' and '.', awkward in paths, and the key appears twice in every
     Butler file path (directory and file name), which Rucio caps at 250 characters: keep
     milliseconds, drop a UTC offset (a '+' that went through a URL query arrives as ' ').
+
+    The mapping is not injective (`c.a` and `c:a` give `c-a`): the ledger records which run id
+    holds a key and refuses another (Ledger.claim_run_key). A run id with nothing usable in it
+    gets a key made from its hash, never an empty one; a long one is cut to RUN_KEY_MAX.
     """
     key = re.sub(r"(T\d\d:\d\d:\d\d\.\d{3})\d*", r"\1", dag_run_id)
     key = re.sub(r"[+ ]00:00$", "", key)
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")
+    key = re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")
+    digest = hashlib.sha256(dag_run_id.encode()).hexdigest()[:12]
+    if len(key) > RUN_KEY_MAX:  # a long custom run id: its start, and a hash of all of it
+        key = f"{key[:RUN_KEY_MAX - 13].rstrip('-_')}-{digest}"
+    return key or f"run-{digest}"
 
 
 def site_chain(campaign: CampaignConfig, key: str) -> str:

@@ -104,6 +104,10 @@ campaign_runs = sa.Table(
 )
 
 
+class RunKeyTaken(DrpError):
+    """A campaign run's key already names another run (see Ledger.claim_run_key)."""
+
+
 class LedgerUnbalanced(DrpError):
     """Something sent did not arrive intact; the message lists each dataset and what is wrong."""
 
@@ -167,12 +171,26 @@ class Ledger:
             _add_missing_columns(conn)
 
     # -- campaign runs ---------------------------------------------------------------------
-    def start_campaign_run(self, run_key: str, campaign: str, dag_run_id: str) -> None:
+    def claim_run_key(self, run_key: str, campaign: str, dag_run_id: str) -> None:
+        """Record that RUN_KEY names this campaign run, or check that it already does.
+
+        Every path, collection, Rucio dataset and ledger row of a run is named by its key, and
+        different run ids can map to one key (graph.run_key): a second run on a key would attach
+        to the first run's work and report it as its own. Refused, naming both runs."""
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(campaign_runs.c.run_key).where(campaign_runs.c.run_key == run_key)).first():
+            if self.url.get_backend_name() == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(724202)"))  # one claim at a time
+            row = conn.execute(sa.select(campaign_runs).where(campaign_runs.c.run_key == run_key)).first()
+            if row is None:
+                conn.execute(campaign_runs.insert().values(
+                    run_key=run_key, campaign=campaign, dag_run_id=dag_run_id, started=_now()))
                 return
-            conn.execute(
-                campaign_runs.insert().values(run_key=run_key, campaign=campaign, dag_run_id=dag_run_id, started=_now())
+        if (row.campaign, row.dag_run_id) != (campaign, dag_run_id):
+            raise RunKeyTaken(
+                f"run {dag_run_id!r} of campaign {campaign} maps to run key {run_key!r}, which already names run "
+                f"{row.dag_run_id!r} of campaign {row.campaign} (since {row.started:%Y-%m-%d %H:%M} UTC): its "
+                "collections, files and ledger rows would be taken for this run's. Trigger the run again with "
+                "a run id that differs in letters or digits (or leave the run id to Airflow)."
             )
 
     def finish_campaign_run(self, run_key: str) -> None:

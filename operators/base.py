@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import cached_property
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from drp_campaign import graph
 from drp_campaign.config import CampaignConfig, SiteConfig, load_campaign
-from drp_campaign.ledger import Ledger
+from drp_campaign.ledger import Ledger, RunKeyTaken
 
 
 class CampaignOperator(BaseOperator):
@@ -39,9 +39,19 @@ class CampaignOperator(BaseOperator):
     def site_config(self, name: str | None = None) -> SiteConfig:
         return self.campaign.sites_config.sites[name or self.site]
 
-    @staticmethod
-    def run_key(context) -> str:
-        return graph.run_key(context["run_id"])
+    def run_key(self, context) -> str:
+        """The key naming this campaign run's collections, files and ledger rows (graph.run_key),
+        claimed in the ledger for this run id: a run whose key already names another run fails
+        here, before it can take that run's work for its own."""
+        run_id = context["run_id"]
+        key = graph.run_key(run_id)
+        if getattr(self, "_claimed_run", None) != run_id:
+            try:
+                self.ledger.claim_run_key(key, self.campaign.name, run_id)
+            except RunKeyTaken as err:
+                raise AirflowFailException(str(err)) from None
+            self._claimed_run = run_id
+        return key
 
     def selected_sites(self, context) -> list[str]:
         return list(context["params"].get("sites") or self.campaign.campaign_sites())

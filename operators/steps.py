@@ -49,7 +49,6 @@ class CheckInputsOperator(CampaignOperator):
         self.skip_unless_selected(context)
         key = self.run_key(context)
         groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context))
-        self.ledger.start_campaign_run(key, self.campaign.name, context["run_id"])
         tracts = [t for g in groups for t in g.tracts]
         result = StackHook(self.site_config()).run(
             "check-inputs",

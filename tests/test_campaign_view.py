@@ -14,7 +14,7 @@ def ledger(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("DRP_LEDGER_URL", url)
     ledger = Ledger(url)
-    ledger.start_campaign_run("manual__2026-11-25T17-00-00", "test-3x3", "manual__2026-11-25T17:00:00+00:00")
+    ledger.claim_run_key("manual__2026-11-25T17-00-00", "test-3x3", "manual__2026-11-25T17:00:00+00:00")
     now = dt.datetime(2026, 11, 25, 17)
     ledger.record_step(
         run_key="manual__2026-11-25T17-00-00", campaign="test-3x3", dag_run_id="manual__2026-11-25T17:00:00+00:00",

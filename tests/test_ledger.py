@@ -127,3 +127,30 @@ def test_a_ledger_made_before_accepted_failures_gets_the_new_columns(tmp_path):
 
     text = format_report(build_report(ledger, "test-3x3", "new"))
     assert "accepted failures 1" in text and "1 failed quanta accepted by the failure rules" in text
+
+
+# -- run keys (issue #12 finding 4): a key names one campaign run, never two ---------------------
+
+
+def test_a_run_key_names_one_run_and_a_second_run_on_it_is_refused(ledger):
+    from drp_campaign.graph import run_key
+    from drp_campaign.ledger import RunKeyTaken
+
+    first, second = "c.a", "c:a"  # Airflow accepts both; they differ only in punctuation
+    assert run_key(first) == run_key(second) == "c-a"
+    ledger.claim_run_key(run_key(first), "test-3x3", first)
+    ledger.claim_run_key(run_key(first), "test-3x3", first)  # the same run again (any task, a retry): fine
+    with pytest.raises(RunKeyTaken) as err:
+        ledger.claim_run_key(run_key(second), "test-3x3", second)
+    assert "'c:a'" in str(err.value) and "'c.a'" in str(err.value) and "run id" in str(err.value)
+    with pytest.raises(RunKeyTaken):  # another campaign's run on the same key: refused too
+        ledger.claim_run_key(run_key(first), "nightly", first)
+    assert ledger.campaign_run("c-a")["dag_run_id"] == first
+
+
+def test_a_run_key_is_never_empty_and_never_too_long():
+    from drp_campaign.graph import RUN_KEY_MAX, run_key
+
+    assert run_key(":::").startswith("run-") and run_key(":::") != run_key("...")
+    long_a, long_b = "manual__" + "a" * 200 + "1", "manual__" + "a" * 200 + "2"
+    assert len(run_key(long_a)) <= RUN_KEY_MAX and run_key(long_a) != run_key(long_b)

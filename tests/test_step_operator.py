@@ -91,3 +91,13 @@ def test_killed_while_waiting_in_the_task_it_cancels_the_bps_run(monkeypatch):
     op._waiting_on = "/work/bps/run-dir"
     op.on_kill()
     assert calls == [("FRDF", "bps-cancel", ["--run-dir", "/work/bps/run-dir"])]
+
+
+def test_a_task_of_a_run_whose_key_names_another_run_fails_before_doing_anything(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert operator(CAMPAIGN).run_key({"run_id": "manual__a.b"}) == "manual__a-b"
+    assert operator(CAMPAIGN).run_key({"run_id": "manual__a.b"}) == "manual__a-b"  # its own run: again fine
+    with pytest.raises(AirflowFailException, match="already names run 'manual__a.b'"):
+        operator(CAMPAIGN).run_key({"run_id": "manual__a:b"})
