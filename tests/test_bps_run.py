@@ -187,3 +187,21 @@ def test_the_trigger_waits_cheaply_and_its_on_kill_cancels_the_run_for_real(work
     assert not bpsrec.process_alive(pid)
     event = asyncio.run(first_event(10.0))
     assert event.payload["state"] == "CANCELLED" and event.payload["run_dir"] == run["run_dir"]
+
+
+def test_a_group_whose_work_changed_is_rescued_never_attached(work: Path):
+    """A cleared group after someone edited its tracts (issue #12 finding 4): g000 ran tract 2 and
+    finished clean; asked for tract 3 it must not report that run as done."""
+    assert report(work, "g000")["status"] == "succeeded"
+    moved = submit(work, "g000", 3)
+    assert moved["action"] == "rescued" and moved["output_run"].endswith("/g000/rescue2")
+    # While that runs, the old work asked for again is refused, not attached to the new run.
+    refused = submit(work, "g000", 2, ok=False)
+    assert refused.returncode == 2 and "submitted for other work" in refused.stderr
+    assert "tracts [3] -> [2]" in refused.stderr and "nothing was attached" in refused.stderr
+    assert wait_finished(work, "g000") == "FINISHED"
+    res = report(work, "g000")
+    assert res["status"] == "succeeded" and res["output_runs"] == [moved["output_run"], f"{CHAIN}/FRDF/step1/g000"]
+    identity = bpsrec.read_record(work / "bps" / "g000")["identity"]
+    assert identity["tracts"] == [3] and "tract IN (3)" in identity["data_query"]
+    assert res["outputs"]["single_visit_star"] == 16, "tract 2's 8 from the first RUN + tract 3's 8 from the rescue"

@@ -109,26 +109,38 @@ def submit(
     pipeline_file.write_text(pipeline_text)
     record = bpsrec.read_record(run_dir)
     wms = campaign.bps.wms
+    identity = _group_identity(campaign, site, repo, step, group, chain)
 
     if record is None:
-        _check_group_selects_something(campaign, site, repo, step, group, chain)
         record = {"wms": wms, "site": site, "step": step, "group": group.label, "chain": chain,
                   "repo": str(repo), "output_run": graph.output_run(campaign, key, site, step, group.label),
-                  "attempts": []}  # fmt: skip
+                  "identity": identity, "attempts": []}
         return _new_attempt(campaign, record, run_dir, "submit", site, step, group, key, pipeline_file, sha, job_fault)
 
     state = run_state(run_dir)
+    same_work = record.get("identity") == identity
+    if state == "RUNNING" and not same_work:
+        raise StacksideError(
+            f"site {site} step {step} group {group.label}: a BPS run for this group is still going ({run_dir}) but was "
+            f"submitted for other work ({_identity_change(record.get('identity'), identity)}); nothing was attached "
+            "or submitted. Cancel that run (mark the task failed, or bps-cancel) and clear the task: it is rescued "
+            "for the new work."
+        )
     if state == "RUNNING":
         return _answer(record, run_dir, "attached", state)
-    if state in ("FINISHED", "SUCCEEDED", "FAILED"):
+    if same_work and state in ("FINISHED", "SUCCEEDED", "FAILED"):
         outcome = report(campaign, run_dir, update_chain=False)
         if outcome["status"] == "succeeded":
             return _answer(record, run_dir, "attached", state)
     # Failed, lost or cancelled: the same definition restarts; a changed one (a fix) is rescued.
+    # So is a group whose work changed (its tracts, data query or inputs): never attached to the
+    # earlier run's outcome; the rescue reads the earlier RUNs and skips what they hold.
     # A submission that never made a workflow (e.g. its quantum graph failed) is submitted again.
     started = [a for a in record["attempts"] if a["kind"] != "restart" and _has_workflow(record["wms"], a)]
-    if started and sha == record["attempts"][-1]["pipeline_sha"] and _has_workflow(record["wms"], _last_submission(record)):
+    last_made_workflow = _has_workflow(record["wms"], _last_submission(record))
+    if started and same_work and sha == record["attempts"][-1]["pipeline_sha"] and last_made_workflow:
         return restart(campaign, run_dir)
+    record["identity"] = identity
     kind = "rescue" if started else "submit"
     return _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault)
 
@@ -147,8 +159,11 @@ def _answer(record: dict, run_dir: Path, action: str, state: str) -> dict[str, A
             "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart")}  # fmt: skip
 
 
-def _check_group_selects_something(campaign, site, repo, step, group, chain) -> None:
-    """Refuse before submitting when the group's data query selects no input of the step."""
+def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
+    """What one group's run is for: its tracts, its data query and a hash of the input datasets
+    that query selects in the chain (their ids). A run record holds it, and a group whose
+    identity changed (tracts edited, inputs re-made) is never attached to the earlier outcome.
+    Refuses before submitting when the query selects no input of the step."""
     from lsst.daf.butler.registry import MissingCollectionError
 
     spec = campaign.pipeline_spec
@@ -161,16 +176,25 @@ def _check_group_selects_something(campaign, site, repo, step, group, chain) -> 
             butler.collections.get_info(chain)
         except MissingCollectionError:
             raise StacksideError(f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
-                                 f"run check_inputs for this site first") from None  # fmt: skip
+                                 f"run check_inputs for this site first") from None
         registered = {t.name for t in butler.registry.queryDatasetTypes("*")}
-        for name in inputs:
-            if name in registered and butler.query_datasets(name, collections=chain, where=where, limit=1, explain=False):
-                return
-    raise StacksideError(
-        f"site {site} step {step} group {group.label}: the data query {where or '(everything)'!r} selects none of the "
-        f"step's inputs ({', '.join(inputs)}) in {chain!r} at {repo}; nothing was submitted. Check the group's tracts "
-        f"and that the inputs reached this site (hops, check_inputs)"
-    )
+        ids = sorted(str(ref.id) for name in inputs if name in registered
+                     for ref in butler.query_datasets(name, collections=chain, where=where, limit=None, explain=False))
+    if not ids:
+        raise StacksideError(
+            f"site {site} step {step} group {group.label}: the data query {where or '(everything)'!r} selects none "
+            f"of the step's inputs ({', '.join(inputs)}) in {chain!r} at {repo}; nothing was submitted. Check the "
+            f"group's tracts and that the inputs reached this site (hops, check_inputs)"
+        )
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    return {"tracts": sorted(group.tracts), "data_query": where, "inputs": f"{len(ids)}:{digest}"}
+
+
+def _identity_change(before: dict | None, now: dict) -> str:
+    if not before:
+        return "the earlier record predates group identities"
+    changed = [f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k]]
+    return "; ".join(changed)
 
 
 def _job_fault_script(job_fault: str) -> str:
