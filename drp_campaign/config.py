@@ -380,7 +380,13 @@ class CampaignConfig(_CampaignDocument):
 
     def dag_id(self) -> str:
         """The Airflow DAG id of this campaign."""
-        return "campaign_" + self.name.replace("-", "_")
+        return campaign_dag_id(self.name)
+
+
+def campaign_dag_id(name: str) -> str:
+    """The Airflow DAG id of the campaign named NAME: the DAG factory names its DAG so, and the
+    campaign view checks a user's access to a ledger run against that DAG."""
+    return "campaign_" + name.replace("-", "_")
 
 
 # --- loaders -----------------------------------------------------------------------------------

@@ -1,12 +1,66 @@
-"""The campaign view plugin renders a run's steps and ledger from the ledger alone."""
+"""The campaign view plugin renders a run's steps and ledger from the ledger alone, to logged-in
+users only: Airflow's own auth (its `get_user` dependency and the configured auth manager)."""
 
 import datetime as dt
+import os
+import secrets
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from drp_campaign.ledger import HopEntry, Ledger
 from drp_campaign.plugins.campaign_view import DrpCampaignPlugin, app
+
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def _reset_token_caches():
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    for name in ("_get_token_signer", "_get_token_validator"):  # cached per process, with the secret
+        BaseAuthManager.__dict__[name].__func__.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    """Airflow's simple auth manager set up as the api-server sets it up (its users and roles, JWTs
+    signed with a secret of this test, revocation in the metadata DB's revoked_token table, here a
+    scratch SQLite DB): tokens by user, as `POST /auth/token` would issue them."""
+    from airflow import settings
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.models.revoked_token import RevokedToken
+
+    work = tmp_path_factory.mktemp("airflow-auth")
+    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
+           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+           "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,operator:user,viewer:viewer",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings.configure_vars()
+        settings.reconfigure_orm()
+        RevokedToken.__table__.create(settings.engine)
+        _reset_token_caches()
+        purge_cached_app()
+        manager = init_auth_manager()
+        users = {"viewer": "VIEWER", "operator": "USER", "admin": "ADMIN", "no-role": None}
+        yield {name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))
+               for name, role in users.items()}
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        purge_cached_app()
+        _reset_token_caches()
+        settings.configure_vars()
+        settings.reconfigure_orm()
+
+
+def as_user(token: str) -> TestClient:
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture
@@ -35,8 +89,8 @@ def ledger(tmp_path, monkeypatch):
     return ledger
 
 
-def test_a_run_page_shows_steps_hops_and_the_verdict(ledger):
-    client = TestClient(app)
+def test_a_run_page_shows_steps_hops_and_the_verdict(ledger, tokens):
+    client = as_user(tokens["viewer"])
     # The UI substitutes the raw run id; '+' arrives as ' ' in a query string and must still match.
     page = client.get("/run", params={"run_id": "manual__2026-11-25T17:00:00 00:00"})
     assert page.status_code == 200
@@ -50,13 +104,64 @@ def test_a_run_page_shows_steps_hops_and_the_verdict(ledger):
     assert client.get("/api/run", params={"run_id": "manual__2026-11-25T17:00:00+00:00"}).json()["ledger_balanced"] is False
 
 
-def test_an_unknown_run_is_a_clear_404(ledger):
-    answer = TestClient(app).get("/run", params={"run_id": "nope"})
+def test_an_unknown_run_is_a_clear_404(ledger, tokens):
+    answer = as_user(tokens["viewer"]).get("/run", params={"run_id": "nope"})
     assert answer.status_code == 404 and "no campaign run 'nope'" in answer.text
 
 
-def test_the_runs_list_links_each_run_and_the_plugin_registers_its_views(ledger):
-    page = TestClient(app).get("/runs")
+def test_the_runs_list_links_each_run_and_the_plugin_registers_its_views(ledger, tokens):
+    page = as_user(tokens["viewer"]).get("/runs")
     assert 'href="run?run_id=manual__2026-11-25T17-00-00"' in page.text
     assert {v["destination"] for v in DrpCampaignPlugin.external_views} == {"nav", "dag_run"}
     assert DrpCampaignPlugin.fastapi_apps[0]["url_prefix"] == "/drp"
+
+
+RUN = {"run_id": "manual__2026-11-25T17-00-00"}
+
+
+def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
+    """Finding 6 (#12): Airflow mounts plugin apps without auth; this one applies Airflow's own."""
+    routes = [r.path for r in app.routes]
+    assert sorted(routes) == ["/api/run", "/run", "/runs"], "no docs or schema pages either"
+    forged = jwt.encode(jwt.decode(tokens["viewer"], options={"verify_signature": False}),
+                        secrets.token_urlsafe(64), algorithm="HS512")
+    for path in routes:
+        anonymous = TestClient(app).get(path, params=RUN)
+        assert anonymous.status_code == 401 and "Not authenticated" in anonymous.text, (path, anonymous.text)
+        assert as_user(forged).get(path, params=RUN).status_code == 403, path
+        assert as_user("not.a.jwt").get(path, params=RUN).status_code == 403, path
+        assert as_user(tokens["viewer"]).get(path, params=RUN).status_code == 200, path
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert TestClient(app).get(path).status_code == 404, path
+
+
+def test_a_revoked_token_is_refused(ledger, tokens):
+    """A logged-out token (revoked in Airflow's DB) no longer opens the view, as for Airflow's API."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="viewer", role="VIEWER"))
+    assert as_user(token).get("/runs").status_code == 200
+    get_auth_manager().revoke_token(token)
+    assert as_user(token).get("/runs").status_code == 403
+
+
+def test_the_ui_session_cookie_opens_the_view(ledger, tokens):
+    """A browser coming from Airflow's UI carries the `_token` cookie, not a header."""
+    client = TestClient(app, cookies={"_token": tokens["viewer"]})
+    assert client.get("/run", params=RUN).status_code == 200
+    assert TestClient(app, cookies={"_token": "not.a.jwt"}).get("/runs").status_code == 403
+
+
+def test_what_a_user_sees_follows_their_roles(ledger, tokens):
+    """Every role may read runs; a user without a role is authenticated but may read none: 403 on
+    a run, and the list leaves the run out."""
+    for user in ("viewer", "operator", "admin"):
+        assert as_user(tokens[user]).get("/api/run", params=RUN).status_code == 200, user
+    roleless = as_user(tokens["no-role"])
+    refused = roleless.get("/api/run", params=RUN)
+    assert refused.status_code == 403 and "may not read the runs of DAG campaign_test_3x3" in refused.text
+    assert roleless.get("/run", params=RUN).status_code == 403
+    listing = roleless.get("/runs")
+    assert listing.status_code == 200 and "manual__2026-11-25T17-00-00" not in listing.text
+    assert "manual__2026-11-25T17-00-00" in as_user(tokens["viewer"]).get("/runs").text
