@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import string
 import time
 import urllib.parse
 from collections import Counter
@@ -20,6 +22,7 @@ import requests
 from .errors import DrpError
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
 class AirflowApiError(DrpError):
@@ -30,9 +33,40 @@ def default_base_url() -> str:
     return os.environ.get("AIRFLOW__API__BASE_URL") or f"http://127.0.0.1:{os.environ.get('DRP_AIRFLOW_PORT', '8090')}"
 
 
-def default_password() -> str:
+def password_file() -> Path:
+    """Where the simple auth manager keeps its users' passwords: `[core] simple_auth_manager_passwords_file`,
+    else `$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated` (0600, written by ensure_passwords)."""
+    configured = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    if configured:
+        return Path(configured)
     home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
-    return json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    return home / "simple_auth_manager_passwords.json.generated"
+
+
+def default_password(username: str = "admin") -> str:
+    """The local password of USERNAME (admin, operator, viewer: scripts/env.sh sets the users and roles)."""
+    passwords = json.loads(password_file().read_text())
+    if username not in passwords:
+        raise AirflowApiError(f"no password for Airflow user {username!r} in {password_file()} (users there: "
+                              f"{', '.join(sorted(passwords))}); add it to AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS "
+                              "and restart: scripts/airflow-services.sh start")
+    return passwords[username]
+
+
+def ensure_passwords(users: str, path: Path | None = None) -> list[str]:
+    """Give each user of USERS (`name:role,...`, the simple auth manager's `[core] simple_auth_manager_users`)
+    without a password in PATH (default password_file()) a generated one; the file is this OS user's only
+    (0600, its directory 0700), whether or not anything was added. Returns the names added. Airflow would
+    generate missing ones itself at start, but into a file made with the umask's permissions."""
+    from .settings import private_file
+
+    path = path or password_file()
+    passwords = json.loads(path.read_text() or "{}") if path.is_file() else {}
+    added = [name for name in (u.split(":")[0].strip() for u in users.split(",")) if name and name not in passwords]
+    alphabet = string.ascii_letters + string.digits
+    passwords.update({name: "".join(secrets.choice(alphabet) for _ in range(16)) for name in added})
+    private_file(path, json.dumps(passwords) + "\n")
+    return added
 
 
 @dataclass
@@ -55,7 +89,8 @@ class AirflowClient:
     def __init__(self, base_url: str | None = None, username: str = "admin", password: str | None = None):
         self.base_url = (base_url or default_base_url()).rstrip("/")
         self.session = requests.Session()
-        token = self._post("/auth/token", {"username": username, "password": password or default_password()}, auth=False)
+        login = {"username": username, "password": password or default_password(username)}
+        token = self._post("/auth/token", login, auth=False)
         self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -66,6 +101,16 @@ class AirflowClient:
 
     def _get(self, path: str, **params) -> dict:
         return self._check(self.session.get(self.base_url + path, params=params, timeout=30))
+
+    def _get_all(self, path: str, field: str, **params) -> list[dict]:
+        """Every entry of a listing: Airflow returns at most `[api] maximum_page_limit` (100) per
+        page whatever `limit` asks for, so read pages until `total_entries` are in."""
+        entries: list[dict] = []
+        while True:
+            page = self._get(path, **params, limit=PAGE_SIZE, offset=len(entries))
+            entries += page.get(field, [])
+            if not page.get(field) or len(entries) >= page.get("total_entries", 0):
+                return entries
 
     def _post(self, path: str, body: dict, auth: bool = True) -> dict:
         sender = self.session if auth else requests
@@ -85,7 +130,7 @@ class AirflowClient:
             try:
                 return self._get(f"/api/v2/dags/{dag_id}")
             except AirflowApiError:
-                errors = self._get("/api/v2/importErrors").get("import_errors", [])
+                errors = self._get_all("/api/v2/importErrors", "import_errors")
                 if errors:
                     raise AirflowApiError(f"DAG files failed to import: {errors}") from None
                 if time.monotonic() > deadline:
@@ -103,10 +148,10 @@ class AirflowClient:
         return self._get(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}")
 
     def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
-        raw = self._get(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances", limit=1000)
+        listing = self._get_all(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances", "task_instances")
         return [
             TaskState(t["task_id"], t["map_index"], t["state"], t.get("rendered_map_index"), t.get("try_number", 0), t.get("duration"))
-            for t in raw["task_instances"]
+            for t in listing
         ]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:

@@ -19,7 +19,9 @@ E2E_ENV = {
     "DRP_WORK_DIR": str(PROJECT_ROOT / "var" / "test-e2e"),
     "DRP_AIRFLOW_DB": "drp_airflow_test",
     "DRP_AIRFLOW_PORT": "8091",
-    "DRP_LEDGER_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger_test",
+    # The password is a canary (trust auth ignores it): it must show up nowhere the run writes.
+    "DRP_LEDGER_URL": "postgresql+psycopg2://postgres:canary-ledger-5e2d@127.0.0.1:5432/drp_ledger_test",
+    "SITE_SERVICE_TOKEN": "canary-token-8a41c7",  # a secret of the workers' environment, not the stack's
     "DRP_RUCIO_DB": "drp_rucio_e2e",
     "DRP_RUCIO_PORT": "8083",
     "DRP_TRANSFER_SERVICE": "rucio",

@@ -33,8 +33,9 @@ from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.config import load_campaign
 from drp_campaign.faults import faults_file
 from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
-from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
+from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT, stack_env_allowed
 from drp_campaign.stack import run_stack
+from conftest import E2E_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -199,6 +200,30 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
     assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
     assert_inventory_balances(campaign, run_id, airflow_env)
+    assert_no_secret_left_the_controller(airflow_env)
+    # Airflow lists at most 100 task instances a page; the run has more, and the client read them all.
+    assert sum(len(s) for s in states.values()) > 100
+    assert all(len(states[f"{site}.step5"]) == 2 for site in campaign.tracts), "the last groups are on page two"
+
+
+def assert_no_secret_left_the_controller(airflow_env):
+    """The canaries planted in the services' environment (E2E_ENV) and Airflow's JWT secret are in
+    no file the run wrote (repos, BPS submit dirs and their environment dumps, task logs, reports,
+    manifests), no XCom and no ledger row (issue #12 finding 1)."""
+    jwt_file = Path(airflow_env["AIRFLOW_HOME"]) / "jwt_secret"
+    secrets = [E2E_ENV["SITE_SERVICE_TOKEN"], "canary-ledger-5e2d", jwt_file.read_text().strip()]
+    for secret in secrets:
+        found = subprocess.run(["grep", "-rlaF", "--exclude", jwt_file.name, secret, E2E_ENV["DRP_WORK_DIR"]],
+                               capture_output=True, text=True).stdout.split()
+        assert found == [], f"{secret[:12]}... written to {found[:5]}"
+    dumps = list((Path(E2E_ENV["DRP_WORK_DIR"]) / "bps").rglob("*.env.info.yaml"))
+    assert dumps, "bps submit's environment dumps are among the files searched"
+    assert all(stack_env_allowed(name) for path in dumps for name in yaml.safe_load(path.read_text()))
+    for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test"):
+        dump = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", db],
+                              capture_output=True, text=True, check=True).stdout
+        assert "COPY public.xcom " in dump or "COPY public.hop_files " in dump, "the tables searched are there"
+        assert not [s for s in secrets if s in dump], f"a secret is in database {db}"
 
 
 def assert_inventory_balances(campaign, run_id, airflow_env):
