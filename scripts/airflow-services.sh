@@ -13,11 +13,15 @@ running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null
 
 prepare() {
   mkdir -p "$PIDS" "$LOGS" "$AIRFLOW__CORE__PLUGINS_FOLDER"
-  # One JWT secret for all components (they sign and check each other's tokens).
-  [ -f "$AIRFLOW_HOME/jwt_secret" ] || head -c 32 /dev/urandom | base64 > "$AIRFLOW_HOME/jwt_secret"
-  # The UI login: user admin with a password generated once for this machine.
-  local pw="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
-  [ -f "$pw" ] || printf '{"admin": "%s"}\n' "$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > "$pw"
+  chmod 700 "$AIRFLOW_HOME"   # the JWT secret and the users' passwords live here: this user's only
+  # One JWT secret for all components (they sign and check each other's tokens): whoever reads it
+  # can sign an admin token for the API.
+  [ -s "$AIRFLOW_HOME/jwt_secret" ] || (umask 077 && head -c 64 /dev/urandom | base64 -w0 > "$AIRFLOW_HOME/jwt_secret")
+  chmod 600 "$AIRFLOW_HOME/jwt_secret"
+  # The UI and API logins: the users and roles of env.sh (admin, operator, viewer), each with a
+  # password generated once for this machine, in a 0600 file (README: "Users and roles").
+  python -c 'import os; from drp_campaign.airflow_client import ensure_passwords as e
+e(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])'
   if ! psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DRP_AIRFLOW_DB'" | grep -q 1; then
     psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -qc "CREATE DATABASE \"$DRP_AIRFLOW_DB\""
     echo "created database $DRP_AIRFLOW_DB"

@@ -21,7 +21,9 @@ echo "== where the data is now, from Rucio and each site's Butler (drp-campaign 
 drp-campaign inventory "$CAMPAIGN" || status=$?
 cat <<EOT
 
-Airflow UI: http://127.0.0.1:$DRP_AIRFLOW_PORT   login: admin / $(python3 -c "import json;print(json.load(open('$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated'))['admin'])")
+Airflow UI: http://127.0.0.1:$DRP_AIRFLOW_PORT   logins (user / password, README "Users and roles"):
+$(python -c 'from drp_campaign.airflow_client import default_password as p
+for user in ("admin", "operator", "viewer"): print(f"  {user} / {p(user)}")')
 The services (Airflow and Rucio) stay up for a look; stop them with: make stop
 Demo took $((SECONDS - t0)) s.
 EOT

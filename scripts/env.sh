@@ -21,7 +21,10 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$AIRFLOW_HOME/plugins"   # our plugin comes by entry point
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-6}"
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+# Users and their roles in Airflow's simple auth manager (README "Users and roles"): viewer reads
+# everything; operator (role USER) also triggers, clears, marks and approves campaign runs; admin
+# also manages Connections (the Rucio and PanDA credentials), Variables, pools and config.
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,operator:user,viewer:viewer"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"
 export AIRFLOW__API__PORT="$DRP_AIRFLOW_PORT"
 export AIRFLOW__API__HOST=127.0.0.1

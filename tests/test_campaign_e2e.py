@@ -437,8 +437,64 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
 
 
 def test_the_api_server_serves_the_campaign_view(client):
-    """Runs after the full campaign above: its run's page shows the balanced ledger per hop."""
-    page = requests.get(f"{client.base_url}/drp/run", params={"run_id": _finished_full_run()}, timeout=30)
+    """Runs after the full campaign above: its run's page shows the balanced ledger per hop, to a
+    viewer (and to no one anonymous)."""
+    params = {"run_id": _finished_full_run()}
+    page = AirflowClient(username="viewer").session.get(f"{client.base_url}/drp/run", params=params, timeout=30)
     assert page.status_code == 200 and "Ledger balanced" in page.text and "gather_for_step2c" in page.text
+    assert requests.get(f"{client.base_url}/drp/run", params=params, timeout=30).status_code == 401
     plugins = client._get("/api/v2/plugins")["plugins"]
     assert any(p["name"] == "drp_campaign" for p in plugins)
+
+
+# What each refusal is checked against: the same call by the operator passes the role check and
+# fails later for a reason of its own (422 a malformed body, 404 no such task), or a dry-run clear
+# succeeds, so the viewer's 403 is the role's, and nothing is started or changed by either.
+APPROVAL = {"chosen_options": ["Approve"], "params_input": {}}
+ROLE_CALLS = {
+    "trigger": ("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {}},
+                {"logical_date": None, "conf": "not an object"}, 422),
+    "clear": ("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", {"dry_run": False, "only_failed": True},
+              {"dry_run": True, "only_failed": True}, 200),
+    "approve": ("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/no-run/taskInstances/USDF.review/-1/hitlDetails",
+                APPROVAL, APPROVAL, 404),
+}
+
+
+def test_a_viewer_reads_the_dag_and_its_runs_but_cannot_trigger_clear_or_approve(airflow_env):
+    """#12 finding 6, on the real API server: roles from scripts/env.sh, tokens from POST /auth/token."""
+    viewer, operator = AirflowClient(username="viewer"), AirflowClient(username="operator")
+    viewer.wait_for_dag(DAG_ID)
+    runs = viewer.session.get(f"{viewer.base_url}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30)
+    assert runs.status_code == 200
+    for what, (method, path, body, operator_body, operator_code) in ROLE_CALLS.items():
+        refused = viewer.session.request(method, viewer.base_url + path, json=body, timeout=30)
+        assert refused.status_code == 403, (what, refused.status_code, refused.text[:300])
+        passed = operator.session.request(method, operator.base_url + path, json=operator_body, timeout=30)
+        assert passed.status_code == operator_code, (what, passed.status_code, passed.text[:300])
+    after = viewer.session.get(f"{viewer.base_url}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30).json()
+    assert after["total_entries"] == runs.json()["total_entries"], "no run was started"
+
+
+def test_the_campaign_view_needs_a_login_and_airflows_auth_files_are_private(airflow_env):
+    """#12 finding 6: the plugin's pages and JSON under the real api-server refuse anonymous callers
+    (401) and bad tokens (403), and open to a viewer's token or UI session cookie; the JWT secret
+    and the password file are 0600 in a 0700 AIRFLOW_HOME."""
+    viewer = AirflowClient(username="viewer")
+    view = f"{viewer.base_url}/drp"
+    for path in ("/runs", "/run", "/api/run"):
+        anonymous = requests.get(view + path, params={"run_id": "nope"}, timeout=30)
+        assert anonymous.status_code == 401, (path, anonymous.status_code, anonymous.text[:300])
+        forged = requests.get(view + path, params={"run_id": "nope"}, headers={"Authorization": "Bearer x.y.z"},
+                              timeout=30)
+        assert forged.status_code == 403, (path, forged.status_code)
+    assert requests.get(f"{view}/openapi.json", timeout=30).status_code == 404
+    assert viewer.session.get(f"{view}/runs", timeout=30).status_code == 200
+    assert viewer.session.get(f"{view}/api/run", params={"run_id": "nope"}, timeout=30).status_code == 404
+    token = viewer.session.headers["Authorization"].removeprefix("Bearer ")
+    assert requests.get(f"{view}/runs", cookies={"_token": token}, timeout=30).status_code == 200
+
+    home = Path(airflow_env["AIRFLOW_HOME"])
+    modes = {p.name: p.stat().st_mode & 0o777
+             for p in (home, home / "jwt_secret", home / "simple_auth_manager_passwords.json.generated")}
+    assert modes == {"airflow": 0o700, "jwt_secret": 0o600, "simple_auth_manager_passwords.json.generated": 0o600}
