@@ -279,10 +279,7 @@ class Ledger:
         self, run_key: str, hop: str | None = None, dst_site: str | None = None, src_site: str | None = None
     ) -> list[HopBalance]:
         """Per (hop, source, destination): what was sent, what arrived intact, and every problem."""
-        query = sa.select(hop_files).where(hop_files.c.run_key == run_key)
-        for column, value in (("hop", hop), ("dst_site", dst_site), ("src_site", src_site)):
-            if value:
-                query = query.where(hop_files.c[column] == value)
+        query = _pair_rows(sa.select(hop_files), run_key, hop, dst_site, src_site)
         balances: dict[tuple[str, str, str], HopBalance] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query.order_by(hop_files.c.hop, hop_files.c.src_site, hop_files.c.dataset_id)):
@@ -300,16 +297,34 @@ class Ledger:
         return list(balances.values())
 
     def check_balanced(
-        self, run_key: str, hop: str | None = None, dst_site: str | None = None, src_site: str | None = None
+        self,
+        run_key: str,
+        hop: str | None = None,
+        dst_site: str | None = None,
+        src_site: str | None = None,
+        expected: Iterable[HopEntry] | None = None,
     ) -> list[HopBalance]:
-        """Return the balances, or raise LedgerUnbalanced naming every dataset not intact."""
+        """Return the balances, or raise LedgerUnbalanced naming every dataset not intact and, given
+        what the hop registered (EXPECTED), every one of those with no row: rows that were never
+        written balance as well as rows that arrived."""
         balances = self.hop_balances(run_key, hop, dst_site, src_site)
         bad = [b for b in balances if not b.balanced]
-        if bad:
-            lines = [f"{b.hop} {b.src_site}->{b.dst_site}: {b.arrived}/{b.sent} intact" for b in bad]
-            lines += [f"  {p}" for b in bad for p in b.problems[:20]]
+        lines = [f"{b.hop} {b.src_site}->{b.dst_site}: {b.arrived}/{b.sent} intact" for b in bad]
+        lines += [f"  {p}" for b in bad for p in b.problems[:20]]
+        unrecorded = self._unrecorded(run_key, hop, dst_site, src_site, expected) if expected is not None else []
+        if unrecorded:
+            lines.append(f"{hop} {src_site}->{dst_site}: {len(unrecorded)} datasets registered for the hop have no row "
+                         "(never recorded as sent: registering the hop again records them)")
+            lines += [f"  {e.dataset_type} {e.dataset_id} ({e.collection}): no row" for e in unrecorded[:20]]
+        if lines:
             raise LedgerUnbalanced("ledger does not balance for run " + run_key + ":\n" + "\n".join(lines))
         return balances
+
+    def _unrecorded(self, run_key: str, hop, dst_site, src_site, expected: Iterable[HopEntry]) -> list[HopEntry]:
+        query = _pair_rows(sa.select(hop_files.c.dataset_id), run_key, hop, dst_site, src_site)
+        with self.engine.connect() as conn:
+            recorded = set(conn.execute(query).scalars())
+        return [e for e in expected if e.dataset_id not in recorded]
 
     def record_rule(self, *, run_key: str, hop: str, src_site: str, dst_site: str, status) -> None:
         """The replication rule of one hop pair and where it stands (a RuleStatus)."""
@@ -394,6 +409,15 @@ class Ledger:
                 sa.select(step_runs).where(step_runs.c.run_key == run_key).order_by(step_runs.c.started)
             )
             return [dict(r._mapping) for r in rows]
+
+
+def _pair_rows(query, run_key: str, hop: str | None, dst_site: str | None, src_site: str | None):
+    """QUERY on hop_files narrowed to a run and, where given, a hop, destination and source."""
+    query = query.where(hop_files.c.run_key == run_key)
+    for column, value in (("hop", hop), ("dst_site", dst_site), ("src_site", src_site)):
+        if value:
+            query = query.where(hop_files.c[column] == value)
+    return query
 
 
 def _add_missing_columns(conn) -> None:

@@ -2,21 +2,23 @@
 send the products on to the IDACs the tape hop names.
 
 The tape hop (direction `to_tape`) is register -> replicate -> wait like any hop, but nothing is
-ingested at a tape RSE: `ConfirmTapeOperator` reads from Rucio which files have an available
-replica there (FTS - here the local transfertool - verified size and adler32 on the way) and
-balances the ledger. Only then may `ReleaseSiteCopiesOperator` let a site's copies go: it checks
-again, from Rucio, that every file of the site's copy is available at the hub's disk and tape,
-removes the datasets from the site's Butler (files stay), and gives the rule that held them a
-lifetime of `release_grace_minutes` with purge_replicas: Rucio's judge-cleaner then deletes the
-rule and its reaper the files, so the site's storage returns within quota. Both are safe to
-re-run: a second run finds the ledger balanced, the datasets gone and no rule left to drop.
+ingested at a tape RSE: `ConfirmTapeOperator` asks Rucio which files have an available replica
+there and where (the RSE's file PFNs), reads each one, and balances the ledger with the size and
+adler32 it measured: FTS (here the local transfertool) checked them on the way, but a copy is
+confirmed only by reading what the destination holds now. Only then may
+`ReleaseSiteCopiesOperator` let a site's copies go: it checks again, from Rucio, that every file of
+the site's copy is available at the hub's disk and tape, removes the datasets from the site's
+Butler (files stay), and gives the rule that held them a lifetime of `release_grace_minutes` with
+purge_replicas: Rucio's judge-cleaner then deletes the rule and its reaper the files, so the site's
+storage returns within quota. Both are safe to re-run: a second run finds the ledger balanced, the
+datasets gone and no rule left to drop.
 
 Each IDAC of the tape hop (`idacs`, sites.yaml `idacs`) gets, after the tape copy is confirmed,
 `to_<IDAC>` (`CopyToIdacOperator`: a rule for the archive dataset at the IDAC's RSE, its files
 put in the ledger with the RSE as destination) -> `wait_<IDAC>` (the hops' deferrable sensor) ->
-`confirm_<IDAC>` (`ConfirmIdacOperator`: what Rucio reports available there, balanced in the
-ledger). Nothing else waits for them but the report: the campaign's products are safe once on
-tape, and the sites' copies are released on that alone.
+`confirm_<IDAC>` (`ConfirmIdacOperator`: what Rucio reports available there, read back and
+balanced in the ledger as on tape). Nothing else waits for them but the report: the campaign's
+products are safe once on tape, and the sites' copies are released on that alone.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowException
 
+from drp_campaign.checksums import adler32
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.ledger import HopEntry
-from drp_campaign.transfer.base import TransferError
+from drp_campaign.transfer.base import Manifest, TransferError
 
 from .hops import HopOperator, hop_dataset_did
 
 
 class ConfirmTapeOperator(HopOperator):
-    """Record what Rucio says is on tape, and fail unless everything registered is there."""
+    """Read back each file Rucio says is on tape, and fail unless everything registered is there
+    with the size and adler32 the source registered."""
 
     ui_color = "#fce8e6"
     copy_name = "tape copy"
@@ -46,17 +50,30 @@ class ConfirmTapeOperator(HopOperator):
         service = self.service()
         self.refresh_rule(context, service)
         manifest = service.manifest(did)
-        on_tape = service.replicas_at(did, self.destination_rse)
-        arrived = [
-            HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32)
-            for e in manifest.entries
-            if on_tape.get(e.relpath) == e.bytes
-        ]
+        arrived, unreadable = measured_copies(manifest, service.replica_paths(did, self.destination_rse))
         self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination_label, entries=arrived)
-        balance = self.check_pair_balanced(context, f"{self.copy_name} not confirmed: ")
+        self.ledger.record_rejected(run_key=key, hop=self.hop, dst_site=self.destination_label, rejected=unreadable)
+        balance = self.check_pair_balanced(context, manifest, f"{self.copy_name} not confirmed: ")
         files, nbytes = balance["arrived"], balance["bytes"]
         self.log.info("%s: %d files (%d B) confirmed at %s", self.pair(), files, nbytes, self.destination_rse)
         return {"rse": self.destination_rse, "files": files, "bytes": nbytes}
+
+
+def measured_copies(manifest: Manifest, paths: dict[str, Path]) -> tuple[list[HopEntry], list[tuple[str, str]]]:
+    """The manifest's datasets whose file is at PATHS (where the destination holds them), each with
+    the size and adler32 read there now; and (dataset id, why) for each such file that cannot be
+    read. What the ledger compares with the source's values: a copy is confirmed by reading it,
+    not by the checksum Rucio copied from the registration."""
+    arrived, unreadable = [], []
+    for e in manifest.entries:
+        path = paths.get(e.relpath)
+        if path is None:  # no available replica there: the ledger names it as never arrived
+            continue
+        try:
+            arrived.append(HopEntry(e.dataset_id, e.dataset_type, e.run, path.stat().st_size, adler32(path)))
+        except OSError as exc:
+            unreadable.append((e.dataset_id, f"Rucio lists an available replica, but {path} cannot be read: {exc}"))
+    return arrived, unreadable
 
 
 class ReleaseSiteCopiesOperator(HopOperator):
@@ -178,7 +195,7 @@ class CopyToIdacOperator(IdacOperator):
 
 
 class ConfirmIdacOperator(IdacOperator, ConfirmTapeOperator):
-    """Record what Rucio says is available at the IDAC's RSE; fail unless all of it is there."""
+    """Read back what Rucio says is available at the IDAC's RSE; fail unless all of it is there intact."""
 
     copy_name = "IDAC copy"
 

@@ -26,6 +26,11 @@ def hop_dataset_did(campaign, run_key: str, hop: str, source: str) -> str:
     return f"{campaign.name}:{run_key}/{hop}/{source}"
 
 
+def ledger_entries(manifest: Manifest) -> list[HopEntry]:
+    """The ledger's view of a manifest: one row per dataset, with the source's size and adler32."""
+    return [HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries]
+
+
 class HopOperator(CampaignOperator):
     """A task of one hop for one (source, destination) pair; `site` is the non-hub end."""
 
@@ -94,14 +99,25 @@ class HopOperator(CampaignOperator):
             status = self.record_rule(context, service, rule_id)
             self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
 
-    def check_pair_balanced(self, context, problem: str = "") -> dict:
+    def check_pair_balanced(self, context, registered: Manifest, problem: str = "") -> dict:
         """Balance the ledger for this pair only (another site's data on the same hop may still be
-        on its way); fail naming every dataset not intact; return what arrived."""
+        on its way). What the hop registered (REGISTERED, read back from the transfer service) must
+        each have a row: a ledger that never heard of a dataset balances nothing, and neither does a
+        hop that registered nothing. Fail naming every dataset not intact or missing; return what arrived."""
+        if not registered.entries and not self.is_dry_run(context):  # a dry run makes nothing to send
+            raise AirflowException(
+                f"{self.pair()}: {problem}nothing is registered as {self.dataset_did(context)}, so nothing can be "
+                "verified: clear the hop's register task (it names what the source lacks), then the tasks after it"
+            )
+        key = self.run_key(context)
         try:
-            [balance] = self.ledger.check_balanced(self.run_key(context), self.hop, self.destination_label, self.source) or [None]
+            balances = self.ledger.check_balanced(
+                key, self.hop, self.destination_label, self.source, expected=ledger_entries(registered)
+            )
         except LedgerUnbalanced as exc:
             raise AirflowException(f"{self.pair()}: {problem}{exc}") from None
-        return {"sent": balance.sent, "arrived": balance.arrived, "bytes": balance.arrived_bytes} if balance else {"sent": 0, "arrived": 0, "bytes": 0}
+        sent, arrived, nbytes = (sum(getattr(b, k) for b in balances) for k in ("sent", "arrived", "arrived_bytes"))
+        return {"sent": sent, "arrived": arrived, "bytes": nbytes}
 
     def record_sent(self, context, manifest: Manifest) -> int:
         """Put what this pair sends in the ledger (one row per dataset); returns the new rows."""
@@ -111,7 +127,7 @@ class HopOperator(CampaignOperator):
             hop=self.hop,
             src_site=self.source,
             dst_site=self.destination_label,
-            entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
+            entries=ledger_entries(manifest),
         )
 
     def pair(self) -> str:
@@ -236,18 +252,19 @@ class VerifyHopOperator(HopOperator):
 
     def execute(self, context) -> dict:
         self.skip_unless_selected(context)
-        summary = self.check_pair_balanced(context)
+        registered = self.service().manifest(self.dataset_did(context))  # what Rucio holds, not a file left over
+        summary = self.check_pair_balanced(context, registered)
         self.log.info("%s: ledger balanced: %s", self.pair(), json.dumps(summary))
         if self.direction == "place":
-            summary["by_type"] = self.check_site_butler(context)
+            summary["by_type"] = self.check_site_butler(context, registered)
         return summary
 
-    def check_site_butler(self, context) -> dict:
+    def check_site_butler(self, context, registered: Manifest) -> dict:
         """Inputs only: per dataset type, what the hub's registry selected (the registered
         manifest) must be what the site's Butler holds, each file with the same size and adler32."""
         dest = self.site_config(self.destination)
         manifest = self.manifest_file(context, "registered")
-        self.service().manifest(self.dataset_did(context)).write(manifest)  # what Rucio holds, not a file left over
+        registered.write(manifest)
         result = StackHook(dest).run("check-datasets", ["--repo", str(dest.butler_repo_path()),
                                                         "--manifest", str(manifest)])  # fmt: skip
         counts = {t: f"{r['verified']}/{r['expected']}" for t, r in result["by_type"].items()}

@@ -661,3 +661,52 @@ def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(ruci
     assert "then clear this task" in text
     assert state() == before
     assert "NOWHERE_IDAC_DISK" not in {r["rse"] for r in client.list_rses()}
+
+
+def test_tape_and_idac_copies_are_confirmed_by_reading_them_not_by_rucio_s_word(rucio, service, operator_env):
+    """#12 finding 5: the tape and IDAC confirmations copied size and adler32 from Rucio's record
+    (what the source registered), so a copy damaged at the destination was confirmed. Now each file
+    is read where Rucio says the replica is, and a mismatch fails the task naming the dataset."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from drp_campaign.operators.archive import ConfirmIdacOperator, ConfirmTapeOperator, CopyToIdacOperator
+
+    ledger = operator_env
+    run_id = f"manual__confirm-{uuid.uuid4().hex[:8]}"
+    key, did, files, tape_rule = _archived_at_usdf(rucio, service, ledger, run_id)
+    group, args = "USDF.archive_products", dict(campaign_file=str(CAMPAIGN), hop="archive_products", site="USDF")
+    ti = _TaskInstance({f"{group}.replicate": tape_rule})
+    context = {"run_id": run_id, "params": {}, "ti": ti}
+    [victim] = [e for e in service.manifest(did).entries if e.relpath == files[0][0]]
+
+    def damage(rse: str) -> bytes:
+        """Flip one byte of the victim's replica at RSE (same size: Rucio still calls it AVAILABLE)."""
+        path = rucio["work"] / "rse" / rse / victim.relpath
+        original = path.read_bytes()
+        path.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+        return original
+
+    def refused(task, rse: str, copy_name: str) -> str:
+        with pytest.raises(AirflowException) as err:
+            task.execute(context)
+        text, got = str(err.value), adler32(rucio["work"] / "rse" / rse / victim.relpath)
+        print(f"\n{copy_name} damaged: {text}")
+        assert text.startswith(f"{task.pair()}: {copy_name} not confirmed: ledger does not balance for run {key}")
+        assert (f"isolated_star {victim.dataset_id} ({victim.run}): arrived as {victim.bytes} B adler32 {got}, "
+                f"sent {victim.bytes} B adler32 {victim.adler32}") in text
+        return text
+
+    tape = ConfirmTapeOperator(task_id=f"{group}.confirm_tape", **args)
+    original = damage("USDF_TAPE")
+    refused(tape, "USDF_TAPE", "tape copy")
+    (rucio["work"] / "rse" / "USDF_TAPE" / victim.relpath).write_bytes(original)
+    assert tape.execute(context)["files"] == 3, "the repaired copy is confirmed on a re-run"
+
+    rule_id = CopyToIdacOperator(task_id=f"{group}.to_IDAC_UK", idac="IDAC_UK", **args).execute(context)
+    assert _daemons_once(rucio, rule_id)["settled"]
+    ti.xcoms[f"{group}.to_IDAC_UK"] = rule_id
+    damage("IDAC_UK_DISK")
+    idac = ConfirmIdacOperator(task_id=f"{group}.confirm_IDAC_UK", idac="IDAC_UK", **args)
+    refused(idac, "IDAC_UK_DISK", "IDAC copy")
+    [balance] = ledger.hop_balances(key, "archive_products", "IDAC_UK_DISK", "USDF")
+    assert (balance.sent, balance.arrived) == (3, 2)

@@ -1,5 +1,7 @@
 """The local transfer service: Rucio's register/replicate/rule-state model on directories."""
 
+import pytest
+
 from drp_campaign.checksums import adler32
 from drp_campaign.transfer.base import Manifest, ManifestEntry
 from drp_campaign.transfer.local import LocalTransferService
@@ -62,3 +64,49 @@ def test_a_hold_at_the_source_copies_nothing_and_release_drops_only_that_rule(tm
     assert service.release(did, "FRDF_DISK") == [hold]
     assert service.release(did, "FRDF_DISK") == [], "a second release finds nothing to drop"
     assert service.rule_status(rule).state == "OK", "the hub's copy is untouched"
+
+
+def test_a_hop_verify_needs_a_ledger_row_for_every_dataset_registered(tmp_path, monkeypatch):
+    """#12 finding 5: verify passed on a ledger with no rows for its pair (nothing to compare, so
+    "balanced"). Now what the hop registered (read back from the transfer service) must each have
+    its row, arrived intact; a hop with nothing registered verifies nothing."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from drp_campaign import graph, settings
+    from drp_campaign.config import load_campaign
+    from drp_campaign.ledger import HopEntry, Ledger
+    from drp_campaign.operators.hops import VerifyHopOperator, hop_dataset_did
+
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("DRP_TRANSFER_SERVICE", "local")
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    campaign_file = settings.CAMPAIGNS_DIR / "test-3x3.yaml"
+    run_id = "manual__2026-11-20T08:00:00+00:00"
+    key = graph.run_key(run_id)
+    did = hop_dataset_did(load_campaign(campaign_file), key, "gather_for_step2c", "FRDF")
+    service, manifest = LocalTransferService(), make_manifest(tmp_path)
+    service.register(did, "FRDF_DISK", manifest)
+    assert service.rule_status(service.replicate(did, "USDF_DISK")).state == "OK"
+
+    hop = {"campaign_file": str(campaign_file), "hop": "gather_for_step2c"}
+    verify = VerifyHopOperator(task_id="FRDF.gather_for_step2c.verify", site="FRDF", **hop)
+    context = {"run_id": run_id, "params": {}}
+    with pytest.raises(AirflowException) as err:
+        verify.execute(context)  # the ledger has no row for this pair
+    text = str(err.value)
+    print(f"\nverify with no ledger rows: {text}")
+    assert text.startswith(f"hop gather_for_step2c FRDF->USDF: ledger does not balance for run {key}")
+    assert "3 datasets registered for the hop have no row" in text
+    assert all(f"isolated_star {e.dataset_id} (run): no row" in text for e in manifest.entries)
+
+    ledger, pair = Ledger(), {"run_key": key, "hop": "gather_for_step2c", "dst_site": "USDF"}
+    rows = [HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries]
+    ledger.record_registered(**pair, campaign="test-3x3", src_site="FRDF", entries=rows)
+    ledger.record_arrived(**pair, entries=rows)
+    assert verify.execute(context) == {"sent": 3, "arrived": 3, "bytes": manifest.total_bytes}
+
+    # A hop that registered nothing for its pair has nothing to show: not verified either.
+    empty = hop_dataset_did(load_campaign(campaign_file), key, "gather_for_step2c", "UKDF_RAL")
+    service.register(empty, "UKDF_RAL_DISK", Manifest(str(tmp_path), []))
+    with pytest.raises(AirflowException, match=f"gather_for_step2c UKDF_RAL->USDF: nothing is registered as {empty}"):
+        VerifyHopOperator(task_id="UKDF_RAL.gather_for_step2c.verify", site="UKDF_RAL", **hop).execute(context)

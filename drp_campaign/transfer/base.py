@@ -102,6 +102,11 @@ class TransferService(ABC):
         """The dataset's files that have an available replica at the RSE: {name: bytes}."""
 
     @abstractmethod
+    def replica_paths(self, dataset_did: str, rse: str) -> dict[str, Path]:
+        """The dataset's files that have an available replica at the RSE: {name: where the file is},
+        for a reader that confirms the copy itself rather than taking the transfer's word for it."""
+
+    @abstractmethod
     def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
         """Let our rules on the dataset at the RSE expire after `grace_s`, so the copy there is
         deleted; returns the rule ids released now (none when already released)."""

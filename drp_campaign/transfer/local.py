@@ -75,13 +75,18 @@ class LocalTransferService(TransferService):
 
     def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
         """Files copied there and intact in size (the copy checked their adler32 already)."""
+        sizes = {e.relpath: e.bytes for e in self.manifest(dataset_did).entries}
+        paths = self.replica_paths(dataset_did, rse)
+        return {name: sizes[name] for name, path in paths.items() if path.stat().st_size == sizes[name]}
+
+    def replica_paths(self, dataset_did: str, rse: str) -> dict[str, Path]:
         root = self.replica_dir(rse)
         at_source = (self._did_dir(dataset_did) / "source_rse").read_text() == rse
         found = {}
         for e in self.manifest(dataset_did).entries:
             path = Path(e.path) if at_source else root / e.relpath  # the source's files stay in its repo
-            if path.is_file() and path.stat().st_size == e.bytes:
-                found[e.relpath] = e.bytes
+            if path.is_file():
+                found[e.relpath] = path
         return found
 
     def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .base import Manifest, ManifestEntry, RuleStatus, TransferError, TransferService
 
@@ -56,6 +57,11 @@ def rucio_client(fields: dict[str, Any]):
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def available(replicas: dict[str, tuple[int, str]]) -> dict[str, int]:
+    """{name: bytes} of the AVAILABLE ones among one RSE's {name: (bytes, state)} (`replica_states`)."""
+    return {name: size for name, (size, state) in replicas.items() if state == "AVAILABLE"}
 
 
 def split_did(did: str) -> tuple[str, str]:
@@ -217,12 +223,31 @@ class RucioTransferService(TransferService):
         return RuleStatus(rule_id, rule["state"], ok + replicating + stuck, ok, bytes_ok, errors)
 
     def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
+        return available(self.replica_states(dataset_did, rse).get(rse, {}))
+
+    def replica_states(self, dataset_did: str, rse: str | None = None) -> dict[str, dict[str, tuple[int, str]]]:
+        """Every replica Rucio has of the dataset's files, in any state, at RSE or (None) at every
+        RSE: {rse: {name: (bytes, state)}}."""
         scope, name = split_did(dataset_did)
-        found: dict[str, int] = {}
+        found: dict[str, dict[str, tuple[int, str]]] = {}
         # list_replicas on the dataset DID resolves its files server-side, in one streamed call.
-        for rep in self.client.list_replicas([{"scope": scope, "name": name}], rse_expression=rse, all_states=True):
-            if rep.get("states", {}).get(rse) == "AVAILABLE":
-                found[rep["name"]] = int(rep["bytes"])
+        where = {"rse_expression": rse} if rse else {}
+        for rep in self.client.list_replicas([{"scope": scope, "name": name}], all_states=True, **where):
+            for at, state in rep.get("states", {}).items():
+                found.setdefault(at, {})[rep["name"]] = (int(rep["bytes"]), str(state))
+        return found
+
+    def replica_paths(self, dataset_did: str, rse: str) -> dict[str, Path]:
+        """The files of the available replicas there, from the PFNs Rucio gives for its file protocol."""
+        scope, name = split_did(dataset_did)
+        found: dict[str, Path] = {}
+        dids = [{"scope": scope, "name": name}]
+        for rep in self.client.list_replicas(dids, rse_expression=rse, schemes=["file"], all_states=True):
+            if rep.get("states", {}).get(rse) != "AVAILABLE":
+                continue
+            pfns = [pfn for pfn, info in rep.get("pfns", {}).items() if info.get("rse") == rse]
+            if pfns:
+                found[rep["name"]] = Path(urlparse(pfns[0]).path)
         return found
 
     def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
