@@ -162,18 +162,24 @@ class RegisterHopOperator(HopOperator):
             self.log.info("%s: the site copy was released at %s after reaching tape (%d files); nothing to register again",
                           self.pair(), released["released"], released["files"])  # fmt: skip
             return {"did": did, "files": released["files"], "bytes": released["bytes"]}
+        # Every type the hop moves must be there, none may be skipped quietly. No campaign in
+        # configs/campaigns/ moves a type that may legitimately be empty: the config refuses a type
+        # no step before the hop makes, and those steps make each one at every source (a visit or
+        # tract type at every site that has tracts; the tape hop's at the hub after final_qa). An
+        # empty type means a step made none of it: nothing is registered, so nothing half-sent.
+        empty = [t for t, n in result["by_type"].items() if not n]
+        if empty and not self.is_dry_run(context):  # a dry run makes nothing to send
+            raise AirflowException(
+                f"{self.pair()}: nothing registered: {self.source} has no {', '.join(empty)} datasets in {runs} "
+                f"(the hop moves {', '.join(result['by_type'])}); check that the steps before this hop produced "
+                "them at the site (their groups' output RUNs), then clear this task"
+            )
         added = self.service().register(did, rse, manifest)
         new_rows = self.record_sent(context, manifest)
         self.log.info(
             "%s: registered %d datasets (%d B) as %s at %s (%d new files, %d new ledger rows); by type %s",
             self.pair(), len(manifest.entries), manifest.total_bytes, did, rse, added, new_rows, result.get("by_type"),
         )  # fmt: skip
-        if not manifest.entries and not self.is_dry_run(context):
-            raise AirflowException(
-                f"{self.pair()}: nothing to send: no {list(hop.dataset_types)} in "
-                f"{runs} at {self.source}; "
-                "check that the steps before this hop produced them"
-            )
         return {"did": did, "files": len(manifest.entries), "bytes": manifest.total_bytes}
 
 

@@ -299,3 +299,46 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
     assert counts == {"isolated_star": 6, "fgcm_photo_calib": 1, "visit_image": 48, "deep_coadd": 24,
                       "object_table": 6, "qa_metrics": 6}  # fmt: skip
 
+
+
+def test_a_hop_whose_source_lacks_one_of_its_dataset_types_registers_nothing(tmp_path: Path, seeded_repo, monkeypatch):
+    """#12 finding 5: export-hop skips a dataset type the source does not have, and the register
+    task sent the rest as if complete. FRDF ran step1 and step2a but not step2b: it has the
+    preliminary_visit_summary of gather_for_step2c but no isolated_star. Now the register task fails
+    naming the hop, the site, the type and the collections, and registers nothing."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from drp_campaign import graph
+    from drp_campaign.config import load_campaign
+    from drp_campaign.ledger import Ledger
+    from drp_campaign.operators.hops import RegisterHopOperator, hop_dataset_did
+    from drp_campaign.transfer.base import TransferError
+    from drp_campaign.transfer.local import LocalTransferService
+
+    work, site, run_id = tmp_path, "FRDF", "manual__2026-11-20T09:00:00+00:00"
+    campaign, key = load_campaign(CAMPAIGN), graph.run_key(run_id)
+    seeded_repo(Path(repo(work, site)), site)
+    at_site = ["--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site), "--tracts", "2"]
+    stackside(work, "check-inputs", *at_site, "--chain", graph.site_chain(campaign, key))
+    for step in ("step1", "step2a"):
+        output_run = graph.output_run(campaign, key, site, step, "g000")
+        out = stackside(work, "run-step", *at_site, "--step", step, "--chain", graph.site_chain(campaign, key),
+                        "--output-run", output_run)
+        assert out["status"] == "succeeded", out
+    monkeypatch.setenv("DRP_WORK_DIR", str(work))
+    monkeypatch.setenv("DRP_TRANSFER_SERVICE", "local")
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{work / 'ledger.db'}")
+
+    hop = {"campaign_file": str(CAMPAIGN), "hop": "gather_for_step2c", "site": site}
+    register = RegisterHopOperator(task_id=f"{site}.gather_for_step2c.register", **hop)
+    with pytest.raises(AirflowException) as err:
+        register.execute({"run_id": run_id, "params": {}})
+    text = str(err.value)
+    print(f"\nregister with a type missing at the source: {text}")
+    runs = graph.site_runs_pattern(campaign, key, site)
+    where = f"FRDF has no isolated_star datasets in {runs}"
+    assert text.startswith(f"hop gather_for_step2c FRDF->USDF: nothing registered: {where} (the hop moves ")
+    assert "preliminary_visit_summary" not in text.split("(the hop moves")[0], "only the missing type is named"
+    with pytest.raises(TransferError, match="is not registered"):
+        LocalTransferService().manifest(hop_dataset_did(campaign, key, "gather_for_step2c", site))
+    assert Ledger().hop_balances(key) == [], "no ledger row either"
