@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drp_campaign import settings
 
@@ -48,24 +50,113 @@ __all__ = [
 ]
 
 WORK_SHARE_TOLERANCE = 1e-6
-CAMPAIGN_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-# Site, step and hop names become parts of Airflow task ids (`site.step.group`).
-NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 # Key paths for problems that are not at a key.
 FILE_KEY = "<file>"
 ROOT_KEY = "<root>"
 
+# What a file may hold before it is even parsed into values: far above any real configuration,
+# far below what makes loading slow (a YAML alias "billion laughs", nesting that recurses).
+MAX_FILE_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, counting each alias's expansion
+MAX_YAML_DEPTH = 32
+MAX_INT_DIGITS = 30  # an integer scalar longer than this is refused by the YAML reader already
+# Longest parts of a message: one line, a few hundred characters, whatever the file holds.
+MAX_PROBLEM_CHARS = 600
+MAX_KEY_PATH_CHARS = 200
+MAX_FILE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What a name or value that reaches a shell, a query or a path may look like.
+
+    Checked with `fullmatch` (`re.match` with `$` accepts a trailing newline). The characters
+    allowed are safe unquoted in a shell word, in a Butler query and in a file path; a part may
+    not start with '.', so no `..` either."""
+
+    pattern: re.Pattern[str]
+    max_length: int
+    allowed: str  # the pattern in words, for the message
+    example: str
+
+    def accepts(self, value: str) -> bool:
+        return len(value) <= self.max_length and self.pattern.fullmatch(value) is not None
+
+    def problem(self, value: str, why: str, refused: str = "may use only") -> str:
+        """Why VALUE is refused, and what to write instead (empty when it is accepted)."""
+        if self.accepts(value):
+            return ""
+        shown = "is empty; use" if not value else f"{_clip(value)} {refused}"
+        return (f"{shown} {self.allowed}, at most {self.max_length} characters ({why}); "
+                f"e.g. {self.example!r}")
+
+
+_WORD = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# Campaign names become the Airflow DAG id and part of every BPS run name.
+CAMPAIGN_NAME = NameRule(re.compile(r"[a-z0-9][a-z0-9-]*"), 64,
+                         "lowercase letters, digits and '-', starting with a letter or digit", "test-3x3")
+# Site, step, hop and IDAC names become parts of Airflow task ids (`site.step.group`) and RUNs.
+NODE_NAME = NameRule(re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"), 64,
+                     "letters, digits, '_' and '-', starting with a letter or digit", "UKDF_RAL")
+# Skymap, instrument, stack version, queue names: single words in queries and commands.
+WORD = NameRule(re.compile(_WORD), 64, "letters, digits, '_', '.' and '-', starting with a letter "
+                "or digit", "drp_mock_rings")
+# Collections (and the prefix of every RUN): '/'-separated words, no empty or '..' part.
+COLLECTION = NameRule(re.compile(rf"{_WORD}(?:/{_WORD})*"), 128, "words of letters, digits, '_', "
+                      "'.' and '-' separated by '/', each starting with a letter or digit",
+                      "drp/test-3x3")
+# Dataset types, task labels, dimensions: Python-identifier-like, as the Butler has them.
+IDENTIFIER = NameRule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), 64,
+                      "letters, digits and '_', not starting with a digit", "deep_coadd")
+# Rucio's own RSE name rule.
+RSE_NAME = NameRule(re.compile(r"[A-Z0-9]+(?:[_-][A-Z0-9]+)*"), 64,
+                    "upper-case letters and digits joined by '_' or '-' (Rucio's RSE names)", "USDF_DISK")
+# A Rucio activity (an FTS share) names a kind of transfer in words.
+ACTIVITY = NameRule(re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*"), 64,
+                    "letters, digits, spaces, '_' and '-'", "User Subscriptions")
+# A repo path: safe characters and $VAR / ${VAR} references (expanded when a task runs there).
+_VAR = r"[A-Za-z_][A-Za-z0-9_]*"
+PATH_TEMPLATE = NameRule(re.compile(rf"(?:[A-Za-z0-9_.@%+=:,/-]|\${_VAR}|\$\{{{_VAR}\}})+"), 256,
+                         "letters, digits, '_.@%+=:,/-' and $VAR or ${VAR}", "$DRP_WORK_DIR/repos/USDF")
+# Where PanDA jobs fetch the quantum graph: BPS pastes it unquoted in front of the graph's path.
+URL_DIRECTORY = NameRule(re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9_.@%+=:,/-]*/"), 256,
+                         "a URL ending in '/' of letters, digits and '_.@%+=:,/-'",
+                         "s3://rubin-usdf-panda/qgraphs/")
+# Display text (a facility's name): one line.
+LABEL = NameRule(re.compile(r"[^\x00-\x1f\x7f-\x9f]+"), 100, "printable characters on one line",
+                 "CC-IN2P3")
+# Kept for callers that only need the patterns.
+CAMPAIGN_NAME_RE = CAMPAIGN_NAME.pattern
+NODE_NAME_RE = NODE_NAME.pattern
+
+# Upper bounds on numbers: far above real use, low enough that arithmetic on them (memory limits,
+# seconds, Rucio lifetimes, synthetic sky sizes) cannot overflow or run for ever.
+MAX_TRACT = 999_999  # a skymap has tens of thousands of tracts
+MAX_COUNT = 10_000  # tracts per group, patches per tract
+MAX_RETRIES = 20
+MAX_CORES = 10_000_000
+MAX_CPUS = 1024  # per quantum
+MAX_GB_PER_CORE = 1024.0
+MAX_MEMORY_MB = 1 << 22  # per quantum: 4 TB
+MAX_STORAGE_TB = 1e7
+MAX_LIFETIME_DAYS = 36_500.0  # a century
+MAX_MINUTES = 43_200.0  # 30 days: waits and grace periods
+MAX_STEPS = 200  # steps, hops, pipeline tasks and dataset types, each
+MAX_TEXT = 2000  # descriptions, stack_setup
+
 
 class ConfigError(ValueError):
-    """A configuration file is refused: which file, where in it, what is wrong and what to do."""
+    """A configuration file is refused: which file, where in it, what is wrong and what to do.
+
+    Its message is one line of bounded length whatever the file held (values are clipped)."""
 
     def __init__(self, file: str | Path, key_path: str, problem: str) -> None:
         # args are the constructor's arguments so that the error pickles (Airflow, multiprocessing).
         super().__init__(str(file), key_path, problem)
-        self.file = str(file)
-        self.key_path = key_path
-        self.problem = problem
+        self.file = _one_line(str(file), MAX_FILE_CHARS)
+        self.key_path = _one_line(key_path, MAX_KEY_PATH_CHARS)
+        self.problem = _one_line(problem, MAX_PROBLEM_CHARS)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.key_path}: {self.problem}"
@@ -78,6 +169,36 @@ class _KeyProblem(ValueError):
         super().__init__(problem)
         self.sub_path = sub_path
         self.problem = problem
+
+
+def _checked(rule: NameRule, why: str) -> Any:
+    """A string field type that refuses what RULE does not accept, saying why the rule holds here."""
+
+    def check(value: str) -> str:
+        problem = rule.problem(value, why)
+        if problem:
+            raise _KeyProblem((), problem)
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+_IN_TASK_IDS = "it becomes part of Airflow task ids and RUN collection names"
+_IN_GRAPHS = "it names datasets and quanta in file names, data queries and commands"
+_IN_RUNS = "it starts every RUN collection name, which becomes part of file names and of commands"
+_IN_COMMANDS = "it is passed to pipetask and BPS commands"
+_IN_QUERIES = "it is used in data queries and commands"
+RunPrefix = _checked(COLLECTION, _IN_RUNS)
+CollectionName = _checked(COLLECTION, _IN_COMMANDS)
+QueryWord = _checked(WORD, _IN_QUERIES)
+CommandWord = _checked(WORD, "it is used in commands and batch-system requests")
+Identifier = _checked(IDENTIFIER, _IN_GRAPHS)
+RseName = _checked(RSE_NAME, "Rucio refuses other RSE names")
+ActivityName = _checked(ACTIVITY, "it is a Rucio activity")
+RepoPath = _checked(PATH_TEMPLATE, "BPS pastes it unquoted into the commands of every job")
+UrlDirectory = _checked(URL_DIRECTORY, "BPS pastes it unquoted into the commands of every job")
+Label = _checked(LABEL, "it is shown in the UI and the report")
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
 class _Model(BaseModel):
@@ -97,7 +218,7 @@ def _name_from_key(value: Any, field: str) -> Any:
         if isinstance(entry, dict):
             if field in entry and entry[field] != key:
                 raise _KeyProblem((key, field), f"unknown key '{field}'; the {field} is the key "
-                                  f"({key!r}): remove '{field}'")
+                                  f"({_clip(key)}): remove '{field}'")
             entry = {**entry, field: key}
         named[key] = entry
     return named
@@ -107,32 +228,34 @@ def _name_from_key(value: Any, field: str) -> Any:
 
 
 class RucioRses(_Model):
-    disk_rse: str
-    tape_rse: str | None = None
+    disk_rse: RseName
+    tape_rse: RseName | None = None
 
 
 class PandaSite(_Model):
-    compute_site: str
-    queues: list[str] = Field(min_length=1)
+    compute_site: CommandWord
+    queues: list[CommandWord] = Field(min_length=1, max_length=MAX_STEPS)
     # Where PanDA jobs fetch the quantum graph from (BPS fileDistributionEndPoint: an S3 or WebDAV
     # URL at a DF, ending in '/'); unset: a file:// directory next to the submit files.
-    file_distribution: str | None = None
+    file_distribution: UrlDirectory | None = None
 
 
 class SiteConfig(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
-    facility: str
-    cores: int = Field(gt=0)
-    gb_per_core: float = Field(gt=0)
-    storage_tb: float = Field(gt=0)
+    facility: Label
+    cores: int = Field(gt=0, le=MAX_CORES)
+    gb_per_core: float = Field(gt=0, le=MAX_GB_PER_CORE)
+    storage_tb: float = Field(gt=0, le=MAX_STORAGE_TB)
     work_share: float = Field(gt=0, le=1)
     rucio: RucioRses
-    butler_repo: str
+    butler_repo: RepoPath
     panda: PandaSite
-    airflow_queue: str
-    stack_setup: str
+    airflow_queue: CommandWord
+    # A shell command by design (the site's own setup, e.g. `source .../activate`): whoever
+    # writes the sites file runs commands at every site; it is bounded, not restricted.
+    stack_setup: Text
 
     def butler_repo_path(self) -> Path:
         """The repo path with $DRP_* expanded the way a task at the site sees it."""
@@ -145,9 +268,9 @@ class IdacConfig(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
-    rse: str  # its Rucio disk RSE
-    facility: str
-    storage_tb: float = Field(gt=0)
+    rse: RseName  # its Rucio disk RSE
+    facility: Label
+    storage_tb: float = Field(gt=0, le=MAX_STORAGE_TB)
 
 
 class SitesConfig(_Model):
@@ -155,8 +278,8 @@ class SitesConfig(_Model):
 
     file: Path = Field(strict=False)
     hub: str
-    sites: dict[str, SiteConfig] = Field(min_length=1)
-    idacs: dict[str, IdacConfig] = {}
+    sites: dict[str, SiteConfig] = Field(min_length=1, max_length=MAX_STEPS)
+    idacs: dict[str, IdacConfig] = Field(default={}, max_length=MAX_STEPS)
 
     @field_validator("sites", mode="before")
     @classmethod
@@ -167,9 +290,8 @@ class SitesConfig(_Model):
     @classmethod
     def _name_idacs(cls, value: Any) -> Any:
         for name in value if isinstance(value, dict) else ():
-            if isinstance(name, str) and not NODE_NAME_RE.match(name):
-                raise _KeyProblem((name,), f"IDAC name {name!r} may use only letters, digits, '_' "
-                                  "and '-' (it becomes part of Airflow task ids); rename it")
+            if isinstance(name, str) and not NODE_NAME.accepts(name):
+                raise _KeyProblem((name,), "IDAC name " + NODE_NAME.problem(name, _IN_TASK_IDS))
         return _name_from_key(value, "name")
 
 
@@ -177,7 +299,7 @@ class SitesConfig(_Model):
 
 
 class DatasetTypeSpec(_Model):
-    dimensions: list[str]
+    dimensions: list[Identifier] = Field(max_length=MAX_STEPS)
     calibration: bool = False  # certified into a CALIBRATION collection with validity ranges
 
 
@@ -186,21 +308,21 @@ class PipelineTaskSpec(_Model):
 
     label: str
     step: str
-    dimensions: list[str]
-    inputs: list[str]
+    dimensions: list[Identifier] = Field(max_length=MAX_STEPS)
+    inputs: list[str] = Field(max_length=MAX_STEPS)
     # Looked up, not produced in the pipeline: calibrations by the quantum's time, shards by its region.
-    prerequisites: list[str] = []
-    outputs: list[str] = Field(min_length=1)
+    prerequisites: list[str] = Field(default=[], max_length=MAX_STEPS)
+    outputs: list[str] = Field(min_length=1, max_length=MAX_STEPS)
 
 
 class PipelineSpec(_Model):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
 
     file: Path = Field(strict=False)
-    description: str
-    instrument: str
-    dataset_types: dict[str, DatasetTypeSpec] = Field(min_length=1)
-    tasks: dict[str, PipelineTaskSpec] = Field(min_length=1)
+    description: Text
+    instrument: QueryWord
+    dataset_types: dict[str, DatasetTypeSpec] = Field(min_length=1, max_length=MAX_STEPS)
+    tasks: dict[str, PipelineTaskSpec] = Field(min_length=1, max_length=MAX_STEPS)
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -222,18 +344,48 @@ class PipelineSpec(_Model):
 
 # --- campaign ----------------------------------------------------------------------------------
 
+# Airflow's cron presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS) and the two
+# schedules that are not cron; copied, since this module must not import Airflow.
+CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+NOT_CRON = ("@once", "@continuous")
+CRON_RE = re.compile(r"[0-9A-Za-z*/,?#-]+(?: [0-9A-Za-z*/,?#-]+){4}")
+
+
+def _schedule_problem(value: str) -> str:
+    """Why Airflow's scheduler could not use VALUE as a DAG schedule ('' when it can).
+
+    Parsed with croniter, as Airflow's cron timetables do, and asked for its next time: a
+    schedule that never fires (Feb 30) is refused too."""
+    remedy = ("use a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
+              f"e.g. '0 3 * * *', or one of {', '.join([*CRON_PRESETS, *NOT_CRON])}, or null")
+    if value in NOT_CRON or value in CRON_PRESETS:
+        return ""
+    if not CRON_RE.fullmatch(value):
+        return f"{_clip(value)} is not a cron expression of 5 fields separated by single spaces; {remedy}"
+    from datetime import datetime
+
+    from croniter import croniter
+
+    try:
+        croniter(value, datetime(2026, 1, 1)).get_next(datetime)
+    except Exception as exc:  # noqa: BLE001 - whatever croniter refuses, Airflow's timetable would too
+        return f"{_clip(value)} is not a schedule Airflow can use ({_one_line(str(exc), 120)}); {remedy}"
+    return ""
+
+
 
 class SyntheticData(_Model):
-    visits_per_tract: int = Field(gt=0)
-    detectors_per_visit: int = Field(gt=0)
-    patches_per_tract: int = Field(gt=0)
-    bands: list[str] = Field(min_length=1)
+    visits_per_tract: int = Field(gt=0, le=1000)
+    detectors_per_visit: int = Field(gt=0, le=1000)
+    patches_per_tract: int = Field(gt=0, le=MAX_COUNT)
+    bands: list[QueryWord] = Field(min_length=1, max_length=100)
 
 
 class DataSelection(_Model):
-    instrument: str
-    skymap: str
-    input_collections: list[str] = Field(min_length=1)
+    instrument: QueryWord
+    skymap: QueryWord
+    input_collections: list[CollectionName] = Field(min_length=1, max_length=MAX_STEPS)
     synthetic: SyntheticData | None = None
 
 
@@ -251,7 +403,7 @@ InputSelectionKind = Literal["visits_in_tracts", "valid_for_visits", "overlaps_t
 
 
 class InputSelection(_Model):
-    collection: str  # where the hub holds them (one of data.input_collections)
+    collection: CollectionName  # where the hub holds them (one of data.input_collections)
     # visits_in_tracts: datasets of the visits/detectors overlapping the site's tracts (raws);
     # valid_for_visits: calibrations certified for when those visits were taken (by detector);
     # overlaps_tracts: sky-pixel shards overlapping the site's tracts (reference catalogs).
@@ -271,14 +423,14 @@ class HopConfig(_Model):
     # How the replication rule is made (Rucio): its activity (FTS share) and, for intermediates a
     # site need not keep, a lifetime on the rule that holds the site's copy (the destination rule
     # of a fan-out, the source hold of a fan-in), after which Rucio may release it.
-    activity: str = "User Subscriptions"
-    lifetime_days: float | None = Field(default=None, gt=0)
+    activity: ActivityName = "User Subscriptions"
+    lifetime_days: float | None = Field(default=None, gt=0, le=MAX_LIFETIME_DAYS)
     # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails.
-    stuck_after_minutes: float = Field(default=0, ge=0)
+    stuck_after_minutes: float = Field(default=0, ge=0, le=MAX_MINUTES)
     # to_tape only: hops whose site copies are released once this hop's tape copy is confirmed,
     # and how long Rucio waits before deleting them (a release can be taken back until then).
     release_site_copies_of: list[str] = []
-    release_grace_minutes: float = Field(default=0, ge=0)
+    release_grace_minutes: float = Field(default=0, ge=0, le=MAX_MINUTES)
     # to_tape only: IDACs (sites file `idacs`) that get a copy from the hub once tape is confirmed.
     idacs: list[str] = []
 
@@ -286,9 +438,9 @@ class HopConfig(_Model):
 class BpsRequest(_Model):
     """What one quantum of a step asks the batch system for (ctrl_bps requestMemory/requestCpus)."""
 
-    request_memory_mb: int | None = Field(default=None, gt=0)
-    request_cpus: int | None = Field(default=None, gt=0)
-    number_of_retries: int | None = Field(default=None, ge=0)
+    request_memory_mb: int | None = Field(default=None, gt=0, le=MAX_MEMORY_MB)
+    request_cpus: int | None = Field(default=None, gt=0, le=MAX_CPUS)
+    number_of_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     # Dimensions by which a group's quanta are clustered into jobs (ctrl_bps dimension_clustering),
     # e.g. [visit] for one job per visit; empty: the whole group is one job.
     cluster_by: list[str] | None = None
@@ -300,9 +452,9 @@ class BpsConfig(BpsRequest):
     # parsl: ctrl_bps_parsl on the local machine (the embedded default); panda: ctrl_bps_panda
     # to the site's PanDA computeSite, configured from an Airflow Connection per site.
     wms: Literal["parsl", "panda"] = "parsl"
-    request_memory_mb: int = Field(default=2048, gt=0)
-    request_cpus: int = Field(default=1, gt=0)
-    number_of_retries: int = Field(default=0, ge=0)
+    request_memory_mb: int = Field(default=2048, gt=0, le=MAX_MEMORY_MB)
+    request_cpus: int = Field(default=1, gt=0, le=MAX_CPUS)
+    number_of_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
     cluster_by: list[str] = []
     steps: dict[str, BpsRequest] = {}  # per-step overrides of the requests and the clustering
 
@@ -314,26 +466,27 @@ class BpsConfig(BpsRequest):
 
 
 class QaConfig(_Model):
-    tolerance: float = Field(default=0.001, gt=0)
+    tolerance: float = Field(default=0.001, gt=0, le=1)
 
 
 class _CampaignDocument(_Model):
     """What a campaign YAML file holds; `CampaignConfig` adds what the loader resolves."""
 
     name: str
-    description: str
+    description: Text
     pipeline: Path = Field(strict=False)
-    stack_version: str
+    stack_version: QueryWord
     data: DataSelection
-    output_prefix: str
-    tracts: dict[str, list[int]] = Field(min_length=1)
-    tracts_per_group: int = Field(default=1, ge=1)
-    retries: int = Field(default=1, ge=0)
-    steps: dict[str, StepConfig] = Field(min_length=1)
-    hops: dict[str, HopConfig] = {}
+    output_prefix: RunPrefix
+    tracts: dict[str, list[Annotated[int, Field(ge=0, le=MAX_TRACT)]]] = Field(min_length=1, max_length=MAX_STEPS)
+    tracts_per_group: int = Field(default=1, ge=1, le=MAX_COUNT)
+    retries: int = Field(default=1, ge=0, le=MAX_RETRIES)
+    steps: dict[str, StepConfig] = Field(min_length=1, max_length=MAX_STEPS)
+    hops: dict[str, HopConfig] = Field(default={}, max_length=MAX_STEPS)
     qa: QaConfig = QaConfig()
     review_gates: list[str] = []
     bps: BpsConfig = BpsConfig()
+    # A cron expression or preset as Airflow reads it (checked here, not in the dag-processor).
     schedule: str | None = None
 
     @field_validator("steps", "hops", mode="before")
@@ -344,10 +497,18 @@ class _CampaignDocument(_Model):
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not CAMPAIGN_NAME_RE.match(value):
-            raise _KeyProblem((), f"{value!r} is not a slug (it becomes the Airflow DAG id); use "
-                              "lowercase letters, digits and '-', starting with a letter or digit, "
-                              "e.g. 'test-3x3'")
+        if not CAMPAIGN_NAME.accepts(value):
+            raise _KeyProblem((), CAMPAIGN_NAME.problem(value, "it becomes the Airflow DAG id and "
+                                                        "part of every BPS run name", "is not a slug: use"))
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = _schedule_problem(value)
+            if problem:
+                raise _KeyProblem((), problem)
         return value
 
 
@@ -471,13 +632,73 @@ def _construct_unique_mapping(loader: Any, node: yaml.MappingNode, deep: bool = 
             continue
         if first != key_node.start_mark.line:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first given at line {first + 1})",
+                None, None, f"duplicate key {_clip(key)} (first given at line {first + 1})",
                 key_node.start_mark)
     return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
+def _construct_bounded_int(loader: Any, node: yaml.ScalarNode) -> int:
+    """An integer, unless it has more digits than any setting needs (Python refuses to convert
+    one of thousands of digits with a ValueError, which is not a YAML error)."""
+    if len(node.value) > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer of {len(node.value)} characters is out of range", node.start_mark)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _construct_unique_mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_node_graph(root: yaml.Node, file: Path) -> None:
+    """Refuse a document that would expand or nest beyond reason once constructed.
+
+    Aliases make the composed document a graph: one anchor used nine times, nine levels deep,
+    is a billion values once expanded (the "billion laughs"), and an alias inside its own
+    anchor makes a cycle. The expanded size and depth are counted here, in one pass over the
+    distinct nodes (iteratively: a deep document must not exhaust the stack either)."""
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            height[key] = 1 + max((height[id(child)] for child in children), default=0)
+            open_nodes.discard(key)
+            if size[key] > MAX_YAML_VALUES:
+                raise ConfigError(file, _where(node), f"this value expands to more than {MAX_YAML_VALUES} "
+                                  "values through YAML aliases (*name); write the values out "
+                                  "instead of nesting aliases")
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ConfigError(file, _where(node), "a YAML alias inside the value its anchor names "
+                              "makes the value contain itself; write the value out")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    if height[id(root)] > MAX_YAML_DEPTH:
+        node = root
+        for _ in range(MAX_YAML_DEPTH):  # down the deepest branch, to the first level too deep
+            node = max(_children(node), key=lambda child: height[id(child)])
+        raise ConfigError(file, _where(node), f"this value is nested more than {MAX_YAML_DEPTH} "
+                          "levels deep; a configuration needs a few levels: flatten it")
+
+
+def _where(node: yaml.Node) -> str:
+    return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
 
 
 def _read_mapping(file: Path) -> dict[str, Any]:
@@ -487,12 +708,20 @@ def _read_mapping(file: Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(file, FILE_KEY, "is not a file; give the path of a YAML file")
     try:
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(file, FILE_KEY, f"the file has {size} bytes, more than the "
+                              f"{MAX_FILE_BYTES} a configuration may have; is it the right file?")
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, FILE_KEY, f"cannot be read ({exc}); check its permissions and "
                           "that it is UTF-8 text") from None
+    loader = _UniqueKeyLoader(text)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        root = loader.get_single_node()
+        if root is not None:
+            _check_node_graph(root, file)
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else FILE_KEY
@@ -506,6 +735,8 @@ def _read_mapping(file: Path) -> dict[str, Any]:
         kind = ("invalid YAML" if isinstance(exc, yaml.constructor.ConstructorError)
                 else "YAML syntax error")
         raise ConfigError(file, where, f"{kind}: {detail}; fix the YAML there") from None
+    finally:
+        loader.dispose()
     if data is None:
         raise ConfigError(file, ROOT_KEY, "the file is empty; write the configuration as a "
                           "mapping of keys")
@@ -564,22 +795,26 @@ def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path
     elif kind in _EXPECTED:
         if loc and loc[-1] == "[key]":
             loc = loc[:-1]
-            problem = f"key {value!r} must be a string; quote it"
+            problem = f"key {_clip(value)} must be a string; quote it"
         else:
             problem = (f"wrong type: expected {_EXPECTED[kind]}, got {_show(value)}; "
                        "write the value as that type")
     elif kind == "literal_error":
         problem = f"{_show(value)} is not allowed; use one of {ctx.get('expected')}"
     elif kind == "greater_than":
-        problem = f"must be greater than {ctx['gt']:g}, got {value!r}; set a positive value"
+        problem = f"must be greater than {_number(ctx['gt'])}, got {_clip(value)}; set a positive value"
     elif kind == "greater_than_equal":
-        problem = f"must be at least {ctx['ge']:g}, got {value!r}; set a value >= {ctx['ge']:g}"
+        problem = f"must be at least {_number(ctx['ge'])}, got {_clip(value)}; set a value >= {_number(ctx['ge'])}"
     elif kind == "less_than_equal":
-        problem = f"must be at most {ctx['le']:g}, got {value!r}; set a value <= {ctx['le']:g}"
+        problem = f"must be at most {_number(ctx['le'])}, got {_clip(value)}; set a value <= {_number(ctx['le'])}"
     elif kind == "too_short":
         problem = (f"must have at least {ctx['min_length']} entr"
                    f"{'y' if ctx['min_length'] == 1 else 'ies'}, got none; add "
                    f"{'it' if ctx['min_length'] == 1 else 'them'}")
+    elif kind in ("too_long", "string_too_long"):
+        limit = ctx.get("max_length")
+        unit = "characters" if kind == "string_too_long" else "entries"
+        problem = f"must have at most {limit} {unit}, got more; shorten it"
     else:
         problem = f"{error['msg']} (got {_show(value)}); fix the value"
     return ConfigError(file, _key_path(loc), problem)
@@ -588,9 +823,9 @@ def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path
 def _unknown_key_problem(model: type[_Model], loc: tuple[Any, ...], key: str) -> str:
     owner = _model_at(model, loc)
     if owner is None:
-        return f"unknown key '{key}'; remove it or fix its spelling"
+        return f"unknown key {_clip(key)}; remove it or fix its spelling"
     allowed = [name for name in owner.model_fields if name not in owner.loader_filled]
-    return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+    return f"unknown key {_clip(key)}; allowed keys here: {', '.join(allowed)}"
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[_Model] | None:
@@ -630,8 +865,20 @@ def _key_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int) and not isinstance(part, bool) and path:
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            part = _key_part(part)
+            path += f".{part}" if path else part
     return path or ROOT_KEY
+
+
+def _number(bound: float) -> str:
+    """A bound as people write it: 10000000, not 1e+07."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
+
+
+def _key_part(key: Any) -> str:
+    """A mapping key as written in a key path: as is when short and printable, else clipped."""
+    text = str(key) if isinstance(key, str | int | float | bool) or key is None else ""
+    return text if text and len(text) <= 64 and text.isprintable() else _clip(key)
 
 
 def _type_name(value: Any) -> str:
@@ -640,36 +887,57 @@ def _type_name(value: Any) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+# A repr bounded in time and length, however large, deep or shared the value.
+_SHORT_REPR = reprlib.Repr(maxlevel=2, maxtuple=4, maxlist=4, maxarray=4, maxdict=4, maxset=4,
+                           maxfrozenset=4, maxdeque=4, maxstring=60, maxlong=40, maxother=60)
+
+
+def _clip(value: Any) -> str:
+    """A value for a message: its repr, short and on one line."""
+    return _one_line(_SHORT_REPR.repr(value), 100)
+
+
+def _one_line(text: str, limit: int) -> str:
+    """TEXT with control characters escaped, cut in the middle to at most LIMIT characters (the
+    start names the problem, the end says what to do)."""
+    if len(text) > 4 * limit:  # escaping below at most quadruples a character
+        text = text[:2 * limit] + text[-2 * limit:]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > limit:
+        head = (limit - 5) * 2 // 3
+        text = text[:head] + " ... " + text[len(text) - (limit - 5 - head):]
+    return text
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({_type_name(value)})"
+    return f"{_clip(value)} ({_type_name(value)})"
 
 
 # --- checks across keys and files --------------------------------------------------------------
 
 
-def _names(names: Any) -> str:
-    return ", ".join(names) or "(none)"
+def _names(names: Any, shown: int = 12) -> str:
+    """Names for a message: the first few, then how many more."""
+    names = [_key_part(name) for name in names]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more or "(none)"
 
 
 def _check_sites(sites: SitesConfig) -> None:
     file = sites.file
     for name in sites.sites:
-        if not NODE_NAME_RE.match(name):
-            raise ConfigError(file, f"sites.{name}", f"site name {name!r} may use only letters, "
-                              "digits, '_' and '-' (it becomes part of Airflow task ids); "
-                              "rename it")
+        if not NODE_NAME.accepts(name):
+            raise ConfigError(file, f"sites.{name}", "site name " + NODE_NAME.problem(name, _IN_TASK_IDS))
         panda = sites.sites[name].panda
         if panda.compute_site not in panda.queues:
             # BPS's computeSite is a PanDA queue name: one the site does not have would be
             # refused by PanDA only after the workflow was built and uploaded.
             raise ConfigError(file, f"sites.{name}.panda.compute_site", f"unknown computeSite "
-                              f"{panda.compute_site!r}: not one of {name}'s PanDA queues "
+                              f"{_clip(panda.compute_site)}: not one of {name}'s PanDA queues "
                               f"({_names(panda.queues)}); use one of them or add the queue")
     if sites.hub not in sites.sites:
-        raise ConfigError(file, "hub", f"hub {sites.hub!r} is not one of the sites "
+        raise ConfigError(file, "hub", f"hub {_clip(sites.hub)} is not one of the sites "
                           f"({_names(sites.sites)}); set hub to one of them")
     total = math.fsum(site.work_share for site in sites.sites.values())
     if abs(total - 1.0) > WORK_SHARE_TOLERANCE:
@@ -679,20 +947,24 @@ def _check_sites(sites: SitesConfig) -> None:
 
 def _check_pipeline(spec: PipelineSpec) -> None:
     file = spec.file
+    for name in spec.dataset_types:
+        if not IDENTIFIER.accepts(name):
+            raise ConfigError(file, f"dataset_types.{name}", "dataset type " + IDENTIFIER.problem(name, _IN_GRAPHS))
     producer: dict[str, str] = {}
     for label, task in spec.tasks.items():
-        if not NODE_NAME_RE.match(task.step):
-            raise ConfigError(file, f"tasks.{label}.step", f"step name {task.step!r} may use only "
-                              "letters, digits, '_' and '-'; rename it")
+        if not IDENTIFIER.accepts(label):
+            raise ConfigError(file, f"tasks.{label}", "task label " + IDENTIFIER.problem(label, _IN_GRAPHS))
+        if not NODE_NAME.accepts(task.step):
+            raise ConfigError(file, f"tasks.{label}.step", "step name " + NODE_NAME.problem(task.step, _IN_TASK_IDS))
         for key in ("inputs", "prerequisites", "outputs"):
             for i, name in enumerate(getattr(task, key)):
                 if name not in spec.dataset_types:
-                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {name!r} "
+                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {_clip(name)} "
                                       "is not declared; add it under dataset_types or fix the name")
         for i, name in enumerate(task.outputs):
             if name in producer:
-                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {name!r} is "
-                                  f"already an output of task {producer[name]!r}; each dataset "
+                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {_clip(name)} is "
+                                  f"already an output of task {_clip(producer[name])}; each dataset "
                                   "type has one producing task")
             producer[name] = label
 
@@ -701,8 +973,8 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
                     sites: SitesConfig) -> None:
     """Cross-checks of a structurally valid campaign, in file order; raises on the first."""
     if doc.data.instrument != pipeline.instrument:
-        raise ConfigError(file, "data.instrument", f"instrument {doc.data.instrument!r} differs "
-                          f"from the pipeline's ({pipeline.instrument!r} in {pipeline.file}); use "
+        raise ConfigError(file, "data.instrument", f"instrument {_clip(doc.data.instrument)} differs "
+                          f"from the pipeline's ({_clip(pipeline.instrument)} in {pipeline.file}); use "
                           "the pipeline's instrument or another pipeline")
     _check_tracts(doc, file, sites)
     _check_steps(doc, file, pipeline, sites)
@@ -714,7 +986,7 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
-            raise ConfigError(file, f"review_gates[{i}]", f"{gate!r} is not a step of this "
+            raise ConfigError(file, f"review_gates[{i}]", f"{_clip(gate)} is not a step of this "
                               f"campaign; use one of: {_names(steps)}")
 
 
@@ -722,7 +994,7 @@ def _check_tracts(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> Non
     owner: dict[int, str] = {}
     for site, tracts in doc.tracts.items():
         if site not in sites.sites:
-            raise ConfigError(file, f"tracts.{site}", f"unknown site {site!r}; use one of the "
+            raise ConfigError(file, f"tracts.{site}", f"unknown site {_clip(site)}; use one of the "
                               f"sites in {sites.file} ({_names(sites.sites)}) or add it there")
         if not tracts:
             raise ConfigError(file, f"tracts.{site}", f"no tracts assigned to {site}; list at "
@@ -744,28 +1016,26 @@ def _check_steps(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
                  sites: SitesConfig) -> None:
     for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
         for name in entries:
-            if not NODE_NAME_RE.match(name):
-                raise ConfigError(file, f"{kind}.{name}", f"name {name!r} may use only letters, "
-                                  "digits, '_' and '-' (it becomes part of Airflow task ids); "
-                                  "rename it")
+            if not NODE_NAME.accepts(name):
+                raise ConfigError(file, f"{kind}.{name}", "name " + NODE_NAME.problem(name, _IN_TASK_IDS))
     for name in doc.hops:
         if name in doc.steps:
-            raise ConfigError(file, f"hops.{name}", f"{name!r} is both a step and a hop, so "
+            raise ConfigError(file, f"hops.{name}", f"{_clip(name)} is both a step and a hop, so "
                               "`after` entries naming it are ambiguous; rename the hop")
     pipeline_steps = pipeline.steps()
     for name in doc.steps:
         if name not in pipeline_steps:
-            raise ConfigError(file, f"steps.{name}", f"step {name!r} is not a step of the pipeline "
+            raise ConfigError(file, f"steps.{name}", f"step {_clip(name)} is not a step of the pipeline "
                               f"{pipeline.file} (its steps: {_names(pipeline_steps)}); rename or "
                               "remove it")
     for name in pipeline_steps:
         if name not in doc.steps:
-            raise ConfigError(file, "steps", f"pipeline step {name!r} (from {pipeline.file}) is "
+            raise ConfigError(file, "steps", f"pipeline step {_clip(name)} (from {pipeline.file}) is "
                               f"missing; add steps.{name} with its scope and after")
     for name, step in doc.steps.items():
         where = f"steps.{name}.site"
         if step.site is not None and step.site not in sites.sites:
-            raise ConfigError(file, where, f"unknown site {step.site!r}; use one of the sites in "
+            raise ConfigError(file, where, f"unknown site {_clip(step.site)}; use one of the sites in "
                               f"{sites.file} ({_names(sites.sites)})")
         if step.scope == "site" and step.site is not None:
             raise ConfigError(file, where, "a site-scope step runs at every campaign site, so it "
@@ -778,7 +1048,7 @@ def _check_steps(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
         for name, entry in entries.items():
             for i, before in enumerate(entry.after):
                 if before not in doc.steps and before not in doc.hops:
-                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{before!r} is not a "
+                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{_clip(before)} is not a "
                                       f"step or hop of this campaign; use one of: {_names(nodes)}")
 
 
@@ -822,21 +1092,24 @@ def _check_graph(doc: _CampaignDocument, file: Path) -> None:
 
 
 def _ancestors(doc: _CampaignDocument) -> dict[str, set[str]]:
-    """Every step and hop that must finish before each node (the graph is acyclic here)."""
+    """Every step and hop that must finish before each node (the graph is acyclic here).
+
+    Iterative, children before parents: a long chain of `after` must not exhaust the stack."""
     deps = _dependencies(doc)
     memo: dict[str, set[str]] = {}
-
-    def visit(node: str) -> set[str]:
-        if node not in memo:
-            found: set[str] = set()
-            for before in deps[node]:
-                found.add(before)
-                found |= visit(before)
-            memo[node] = found
-        return memo[node]
-
-    for node in deps:
-        visit(node)
+    for start in deps:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            if node in memo:
+                stack.pop()
+                continue
+            pending = [before for before in deps[node] if before not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            memo[node] = set(deps[node]).union(*(memo[before] for before in deps[node]))
+            stack.pop()
     return memo
 
 
@@ -872,10 +1145,10 @@ def _check_placement(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec)
             where = f"hops.{name}.inputs.{dataset_type}"
             spec = pipeline.dataset_types.get(dataset_type)
             if spec is None:
-                raise ConfigError(file, where, f"{dataset_type!r} is not a dataset type of the "
+                raise ConfigError(file, where, f"{_clip(dataset_type)} is not a dataset type of the "
                                   f"pipeline {pipeline.file}; declare it there or fix the name")
             if sel.collection not in doc.data.input_collections:
-                raise ConfigError(file, f"{where}.collection", f"{sel.collection!r} is not one of "
+                raise ConfigError(file, f"{where}.collection", f"{_clip(sel.collection)} is not one of "
                                   f"data.input_collections ({_names(doc.data.input_collections)}); "
                                   "the sites' steps read only those: add it there")
             wanted = {
@@ -903,13 +1176,13 @@ def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: Pipel
         for i, dataset_type in enumerate(hop.dataset_types):
             where = f"hops.{name}.dataset_types[{i}]"
             if dataset_type not in pipeline.dataset_types:
-                raise ConfigError(file, where, f"hop {name} moves {dataset_type!r}, which the "
+                raise ConfigError(file, where, f"hop {name} moves {_clip(dataset_type)}, which the "
                                   f"pipeline {pipeline.file} does not define; fix the name")
             if dataset_type not in produced:
                 source = next((s for s in pipeline.steps() if dataset_type in
                                pipeline.step_outputs(s)), None)
                 origin = f"it is made by {source}" if source else "no step makes it"
-                raise ConfigError(file, where, f"hop {name} moves {dataset_type!r}, which no "
+                raise ConfigError(file, where, f"hop {name} moves {_clip(dataset_type)}, which no "
                                   f"earlier step produces ({origin}; steps before the hop: "
                                   f"{_names(earlier)}); add the producing step to the hop's "
                                   "after chain or remove the dataset type")
@@ -938,7 +1211,7 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
         for i, idac in enumerate(hop.idacs):
             where = f"hops.{name}.idacs[{i}]"
             if idac not in sites.idacs:
-                raise ConfigError(file, where, f"unknown IDAC {idac!r}; use one of the IDACs in "
+                raise ConfigError(file, where, f"unknown IDAC {_clip(idac)}; use one of the IDACs in "
                                   f"{sites.file} ({_names(sites.idacs)}) or add it there under "
                                   "idacs")
             if idac in hop.idacs[:i]:
@@ -947,7 +1220,7 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
             where = f"hops.{name}.release_site_copies_of[{i}]"
             site_hops = [n for n, h in doc.hops.items() if h.direction != "to_tape"]
             if other not in site_hops:
-                raise ConfigError(file, where, f"{other!r} is not a fan_in or fan_out hop of this "
+                raise ConfigError(file, where, f"{_clip(other)} is not a fan_in or fan_out hop of this "
                                   f"campaign; use one of: {_names(site_hops)}")
             if other not in ancestors[name]:
                 raise ConfigError(file, where, f"hop {other} does not run before {name}, so its "
@@ -969,7 +1242,7 @@ def _check_clustering(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec
         if dim not in common:
             own = doc.bps.steps.get(step, BpsRequest()).cluster_by is not None
             where = f"bps.steps.{step}.cluster_by[{i}]" if own else f"bps.cluster_by[{i}]"
-            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {dim!r}: its tasks "
+            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {_clip(dim)}: its tasks "
                               f"({', '.join(pipeline.step_tasks(step))}) share only {_names(common) if common else 'no dimension'}; "
                               f"use those, or set bps.steps.{step}.cluster_by for this step")
 
@@ -978,7 +1251,7 @@ def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig, 
     """Each step's memory request must fit the cores it asks for at every site that runs it."""
     for name in doc.bps.steps:
         if name not in doc.steps:
-            raise ConfigError(file, f"bps.steps.{name}", f"{name!r} is not a step of this campaign; "
+            raise ConfigError(file, f"bps.steps.{name}", f"{_clip(name)} is not a step of this campaign; "
                               f"use one of: {_names(doc.steps)}")
     for name, step in doc.steps.items():
         request = doc.bps.for_step(name)

@@ -146,6 +146,27 @@ def bad(id: str, edits: Edit | tuple[Edit, ...], file: str, key_path: Any, phras
 
 
 C, S, P = "campaign", "sites", "pipeline"
+# Nine anchors, each nine aliases of the one before: 9**9 strings once expanded.
+BILLION_LAUGHS = 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)) + "name: *l8\n"
+
+
+def load_sites_entry(site: str) -> dict[str, Any]:
+    return yaml.safe_load(SITES.read_text())["sites"][site]
+
+
+def dumped_line_of(ws: Workspace, prefix: str) -> int:
+    """1-based number of the first line starting with prefix in the campaign as the workspace writes it."""
+    lines = yaml.safe_dump(ws.docs[C], sort_keys=False).splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(prefix))
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A mapping DEPTH levels deep."""
+    doc: dict[str, Any] = {"tolerance": 0.001}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
 
 BAD_INPUTS = [
     # files and YAML
@@ -297,6 +318,67 @@ BAD_INPUTS = [
         "'condor' (a string) is not allowed; use one of 'parsl' or 'panda'"),
     bad("review-gate-unknown", put(C, "review_gates", ["step3", "step9"]), C, "review_gates[1]",
         "'step9' is not a step of this campaign"),
+    # values that reach a shell, a query or a path (#12 finding 2): fullmatch a safe set
+    bad("output-prefix-command-substitution", put(C, "output_prefix", "drp/x$(id>PWNED)"), C, "output_prefix",
+        "'drp/x$(id>PWNED)' may use only words of letters, digits, '_', '.' and '-' separated by '/'"),
+    bad("output-prefix-empty", put(C, "output_prefix", ""), C, "output_prefix", "is empty; use words of letters"),
+    bad("output-prefix-dot-dot", put(C, "output_prefix", "drp/../../etc"), C, "output_prefix", "may use only"),
+    bad("output-prefix-trailing-newline", put(C, "output_prefix", "drp/test-3x3\n"), C, "output_prefix",
+        "'drp/test-3x3\\n' may use only"),
+    bad("skymap-quote", put(C, "data.skymap", "drp_mock_rings' OR skymap='x"), C, "data.skymap",
+        "may use only letters, digits, '_', '.' and '-'"),
+    bad("instrument-space", put(C, "data.instrument", "Mock Cam"), C, "data.instrument", "it is used in data queries"),
+    bad("input-collection-semicolon", put(C, "data.input_collections", ["MockCam/raw/all", "refcats;id"]), C,
+        "data.input_collections[1]", "'refcats;id' may use only"),
+    bad("stack-version-backquote", put(C, "stack_version", "30.2026.4300`id`"), C, "stack_version", "may use only"),
+    bad("campaign-name-trailing-newline", put(C, "name", "test-3x3\n"), C, "name", "'test-3x3\\n' is not a slug"),
+    bad("step-name-trailing-newline", put(C, "steps.step1\n", {"scope": "site"}), C, "steps.step1\\n",
+        "name 'step1\\n' may use only letters, digits, '_' and '-'"),
+    bad("site-name-trailing-newline", put(S, "sites.USDF\n", load_sites_entry("USDF")), S, "sites.USDF\\n",
+        "site name 'USDF\\n' may use only"),
+    bad("hop-activity-newline", put(C, "hops.gather_for_step2c.activity", "User Subscriptions\n"), C,
+        "hops.gather_for_step2c.activity", "it is a Rucio activity"),
+    bad("rse-not-rucio-name", put(S, "sites.FRDF.rucio.disk_rse", "FRDF DISK"), S, "sites.FRDF.rucio.disk_rse",
+        "(Rucio's RSE names)"),
+    bad("airflow-queue-semicolon", put(S, "sites.FRDF.airflow_queue", "frdf;id"), S, "sites.FRDF.airflow_queue",
+        "'frdf;id' may use only"),
+    bad("panda-queue-space", put(S, "sites.FRDF.panda.queues", ["CC-IN2P3_Rubin", "CC IN2P3"]), S,
+        "sites.FRDF.panda.queues[1]", "may use only"),
+    bad("file-distribution-command", put(S, "sites.FRDF.panda.file_distribution", "s3://b/$(id)/"), S,
+        "sites.FRDF.panda.file_distribution", "BPS pastes it unquoted into the commands of every job"),
+    bad("butler-repo-semicolon", put(S, "sites.FRDF.butler_repo", "$DRP_WORK_DIR/repos/FRDF;id"), S,
+        "sites.FRDF.butler_repo", "may use only letters, digits, '_.@%+=:,/-' and $VAR or ${VAR}"),
+    bad("pipeline-dataset-type-name", put(P, "dataset_types.raw image", {"dimensions": ["instrument"]}), P,
+        "dataset_types.raw image", "dataset type 'raw image' may use only letters, digits and '_'"),
+    # bounds on every number (#12 finding 3), said in the message
+    bad("tracts-per-group-huge", put(C, "tracts_per_group", 10**18), C, "tracts_per_group",
+        "must be at most 10000, got 1000000000000000000"),
+    bad("retries-huge", put(C, "retries", 1000), C, "retries", "must be at most 20"),
+    bad("tract-huge", put(C, "tracts.USDF", [0, 10**12]), C, "tracts.USDF[1]", "must be at most 999999"),
+    bad("lifetime-days-huge", put(C, "hops.gather_for_step2c.lifetime_days", 1e300), C,
+        "hops.gather_for_step2c.lifetime_days", "must be at most 36500"),
+    bad("stuck-after-minutes-huge", put(C, "hops.gather_for_step2c.stuck_after_minutes", 1e300), C,
+        "hops.gather_for_step2c.stuck_after_minutes", "must be at most 43200"),
+    bad("cores-huge", put(S, "sites.FRDF.cores", 10**15), S, "sites.FRDF.cores", "must be at most 10000000"),
+    bad("gb-per-core-huge", put(S, "sites.FRDF.gb_per_core", 1e300), S, "sites.FRDF.gb_per_core",
+        "must be at most 1024"),
+    bad("request-cpus-huge", put(C, "bps", {"request_cpus": 10**6}), C, "bps.request_cpus", "must be at most 1024"),
+    bad("integer-of-thousands-of-digits", text(C, "retries: 1 ", "retries: " + "9" * 5000 + " "), C,
+        lambda ws: f"line {ws.line_of(C, 'retries:')}, column 10", "integer of 5000 characters is out of range"),
+    # the schedule, checked at load as Airflow's cron timetables read it
+    bad("schedule-not-cron", put(C, "schedule", "every night"), C, "schedule",
+        "'every night' is not a cron expression of 5 fields"),
+    bad("schedule-out-of-range", put(C, "schedule", "61 3 * * *"), C, "schedule",
+        "'61 3 * * *' is not a schedule Airflow can use"),
+    bad("schedule-never-fires", put(C, "schedule", "0 3 30 2 *"), C, "schedule", "failed to find next date"),
+    # YAML that would hang or crash the loader: refused before it is constructed
+    bad("billion-laughs", whole_text(C, BILLION_LAUGHS), C, "line 6, column 5",
+        "this value expands to more than 100000 values through YAML aliases"),
+    bad("alias-cycle", text(C, "review_gates: []", "review_gates: &g [*g]"), C,
+        lambda ws: f"line {ws.line_of(C, 'review_gates:')}, column 15", "makes the value contain itself"),
+    bad("nested-too-deep", put(C, "qa", nested(40)), C, lambda ws: f"line {dumped_line_of(ws, 'qa:') + 32}, column 65",
+        "this value is nested more than 32 levels deep"),
+    bad("file-too-big", whole_text(C, "# " + "x" * (1 << 20) + "\n"), C, "<file>", "more than the 1048576"),
 ]
 
 
@@ -428,3 +510,36 @@ def test_bad_input_is_refused(case: Bad, workspace: Workspace, tmp_path: Path) -
     assert result.stderr == f"error: {error}\n"
 
     assert _snapshot(tmp_path) == before, "refusing a config must not write anything"
+
+
+# --- contained: every message one short line, no recursion a file can deepen (#12 finding 3) -----
+
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize("edit", [
+    put(C, LONG + "\nsecond line", 1),  # an unknown key
+    put(C, "description", [[LONG] * 100] * 100),  # a value of the wrong type
+    put(C, "tracts." + LONG, [6]),  # an unknown site
+    put(S, "hub", LONG),  # a reference to nothing
+    put(C, "steps.step2a.after", [LONG + "\n"]),
+], ids=["unknown-key", "wrong-type", "unknown-site", "unknown-hub", "unknown-after"])
+def test_messages_are_one_short_line_whatever_the_file_holds(edit: Edit, workspace: Workspace) -> None:
+    edit(workspace)
+    workspace.write()
+    with pytest.raises(ConfigError) as caught:
+        load_campaign(workspace.path(C), workspace.path(S))
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 1200, message
+    assert "xxxxx" in message and "x" * 200 not in message
+
+
+def test_dependency_chains_are_walked_without_recursion() -> None:
+    from types import SimpleNamespace
+
+    from drp_campaign.config import _ancestors
+
+    n = 2 * sys.getrecursionlimit()
+    steps = {f"s{i}": SimpleNamespace(after=[f"s{i - 1}"] if i else []) for i in range(n)}
+    ancestors = _ancestors(SimpleNamespace(steps=steps, hops={}))
+    assert len(ancestors[f"s{n - 1}"]) == n - 1 and ancestors["s0"] == set()
