@@ -19,8 +19,13 @@ IDDS_URL="http://127.0.0.1:$DRP_IDDS_PORT/idds"
 RELAY_URL="http://127.0.0.1:$DRP_PANDA_RELAY_PORT/server/panda"
 RELAY_DN="$(sed -n 's/^RELAY_DN = "\(.*\)"$/\1/p' "$ROOT/drp_campaign/panda_local/__init__.py")"
 
-# iDDS answers /ping only to an allowed DN (auth cannot be switched off); the relay has isAlive.
-idds_ok() { curl -fsS -m 2 -H "SSL-CLIENT-S-DN: $RELAY_DN" -H "SSL-CLIENT-CERT: ping" "$IDDS_URL/ping" 2>/dev/null | grep -q '"OK"'; }
+# iDDS answers /ping only to an allowed DN (auth cannot be switched off), and its front only to the
+# relay's key (idds_app.py; relay.json); the key goes to curl on stdin, not on its command line.
+idds_ok() {
+  local key; key="$(sed -n 's/^ *"idds_key": "\(.*\)",\{0,1\}$/\1/p' "$IHOME/relay.json" 2>/dev/null)"
+  printf 'X-DRP-Relay-Key: %s\n' "$key" | curl -fsS -m 2 -H @- -H "SSL-CLIENT-S-DN: $RELAY_DN" -H "SSL-CLIENT-CERT: ping" \
+    "$IDDS_URL/ping" 2>/dev/null | grep -q '"OK"'
+}
 relay_ok() { curl -fsS -m 2 "$RELAY_URL/isAlive" 2>/dev/null | grep -q 'alive=yes'; }
 
 need_env() {  # without importing idds: it wants its config at import

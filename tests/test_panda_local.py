@@ -18,14 +18,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 import yaml
 
 from conftest import drop_database
 from drp_campaign import graph, settings
 from drp_campaign.bps import submit_config
 from drp_campaign.config import load_campaign
-from drp_campaign.panda_connection import (PandaConfigError, PandaError, connection_id,
+from drp_campaign.panda_connection import (PandaConfigError, PandaError, _call, connection_id,
                                            panda_environment, request_state, request_status)
+from drp_campaign.panda_local.config import RELAY_KEY_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -100,15 +102,22 @@ def stackside(env: dict, *args: str) -> None:
     stack_python(env, "-m", "drp_campaign.stackside", *args)
 
 
-def idds_request(idds, request_id: int) -> dict:
-    """The request as iDDS's REST API has it (asked directly, as the relay's DN)."""
+def idds_get(idds, path: str, key: str | None = "relay's") -> requests.Response:
+    """GET from iDDS's REST API directly, as the relay's DN, with the relay's key (or KEY)."""
     from drp_campaign.panda_local import RELAY_DN
 
-    out = subprocess.run(["curl", "-fsS", "-H", f"SSL-CLIENT-S-DN: {RELAY_DN}", "-H", "SSL-CLIENT-CERT: test",
-                          f"http://127.0.0.1:{IDDS_PORT}/idds/request/{request_id}/null/false"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    found = json.loads(out.stdout)
+    headers = {"SSL-CLIENT-S-DN": RELAY_DN, "SSL-CLIENT-CERT": "test"}
+    if key is not None:
+        relay = json.loads((idds["home"] / "relay.json").read_text())
+        headers[RELAY_KEY_HEADER] = relay["idds_key"] if key == "relay's" else key
+    return requests.get(f"http://127.0.0.1:{IDDS_PORT}/idds{path}", headers=headers, timeout=30)
+
+
+def idds_request(idds, request_id: int) -> dict:
+    """The request as iDDS's REST API has it (asked directly, as the relay)."""
+    answer = idds_get(idds, f"/request/{request_id}/null/false")
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
     assert len(found) == 1, found
     return found[0]
 
@@ -240,6 +249,60 @@ def test_the_relay_refuses_a_call_without_a_token(idds):
                          capture_output=True, text=True, timeout=30)
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "401" and "no bearer token" in body, out.stdout
+
+
+def relay_call(idds, command: str, args=None, kwargs=None, manager: bool = True) -> requests.Response:
+    """One relay_idds_command with the Connection's token, encoded as pandaclient encodes it."""
+    stored = json.loads((idds["home"] / "connection.json").read_text())
+    fields = {"command_name": command, "args": json.dumps(args or []), "kwargs": json.dumps(kwargs or {})}
+    if manager:
+        fields["manager"] = True
+    return requests.post(f"http://127.0.0.1:{RELAY_PORT}/server/panda/relay_idds_command", json=fields, timeout=30,
+                         headers={"Authorization": f"Bearer {stored['password']}", "Origin": stored["extra"]["vo"]})
+
+
+def test_the_relay_serves_only_what_ctrl_bps_panda_calls_and_only_to_its_own_idds(idds):
+    """#12 finding 6: a token holder could pick the iDDS host and call any client method (some
+    read or write local files). Each refusal is a 403 before anything runs: the relay logs no call."""
+    from drp_campaign.panda_local.relay import COMMANDS
+
+    assert set(COMMANDS) == {"ping", "get_status", "get_requests", "get_contents_output_ext", "submit",
+                             "submit_build", "update_build_request", "retry", "abort"}
+    refused = {
+        "another iDDS host": (relay_call(idds, "ping+http://127.0.0.1:9/idds"), "is not served"),
+        "a method outside the list": (relay_call(idds, "download_contents", kwargs={"request_id": 1}),
+                                      "is not relayed"),
+        "a private method": (relay_call(idds, "_get_client"), "is not relayed"),
+        "the plain Client": (relay_call(idds, "get_requests", kwargs={"request_id": 1}, manager=False),
+                             "only iDDS's ClientManager"),
+        "an argument it never passes": (relay_call(idds, "get_requests",
+                                                   kwargs={"request_id": 1, "workload_id": 2}),
+                                        "workload_id not relayed"),
+        "a class outside iDDS": (relay_call(idds, "submit", args=[{"module": "os", "class": "system",
+                                                                   "attributes": {}}]), "outside iDDS"),
+    }
+    for what, (answer, why) in refused.items():
+        assert answer.status_code == 403 and why in answer.text, (what, answer.status_code, answer.text)
+    with pytest.raises(PandaError, match="is not relayed"):   # through pandaclient, as bps would see it
+        _call(panda_env(idds), "setup_local_configuration", local_config_root="/tmp")
+    log = (idds["home"] / "logs" / "relay.out").read_text()
+    ran = set(re.findall(r"command=([\w+:/.]+)", log))
+    assert not ran & {"ping+http://127.0.0.1:9/idds", "download_contents", "_get_client",
+                      "setup_local_configuration"}, ran
+    ping = relay_call(idds, "ping")   # what the relay does serve, to its own iDDS
+    assert ping.status_code == 200 and ping.json()[0] is True, ping.text
+    same_host = relay_call(idds, f"ping+{json.loads((idds['home'] / 'relay.json').read_text())['idds_host']}")
+    assert same_host.status_code == 200 and same_host.json()[0] is True, same_host.text
+
+
+def test_idds_answers_only_the_relay(idds):
+    """#12 finding 6: iDDS takes the caller's DN from a header; without the key only the relay
+    holds, a local process sending the relay's (super user's) DN gets 401, and iDDS never sees it."""
+    no_key = idds_get(idds, "/ping", key=None)
+    assert no_key.status_code == 401 and RELAY_KEY_HEADER in no_key.text, no_key.text
+    assert idds_get(idds, "/ping", key="a-guess").status_code == 401
+    assert idds_get(idds, "/request/1/null/false", key=None).status_code == 401
+    assert idds_get(idds, "/ping").status_code == 200
 
 
 def test_the_step_commands_submit_attach_cancel_and_restart_a_panda_run(idds, submitted, tmp_path):

@@ -5,8 +5,9 @@ All under `$DRP_WORK_DIR/idds/` (`LocalIdds.home`), rewritten by every start (ch
     idds.cfg          iDDS server config ($IDDS_CONFIG): database, REST host, log dir
     auth.cfg          iDDS auth config ($IDDS_AUTH_CONFIG): allowed VO, allow_users/super_users
     alembic.ini       what build_database stamps the schema with ($ALEMBIC_CONFIG)
-    secrets.json      the bearer token of the controller's user, generated once; 0600
-    relay.json        the relay's settings: iDDS URL, its DN, token -> user; 0600
+    secrets.json      generated once, 0600: the bearer token of the controller's user, and the
+                      key the relay shows iDDS (idds_app.py answers no one else)
+    relay.json        the relay's settings: iDDS URL, its DN, token -> user, the iDDS key; 0600
     connection.json   what the Airflow Connection `drp_panda_<site>` holds for this relay
                       (see drp_campaign/panda_connection.py); 0600
     relay-proxy.pem   a placeholder: iDDS's ClientManager insists on an x509 proxy file even
@@ -33,6 +34,7 @@ from drp_campaign.panda_local import RELAY_DN, RELAY_USER, USER, VO
 from drp_campaign.rucio_local.config import _ini, _write_private
 
 RELAY_PATH = "/server/panda"          # PANDA_URL's path at a real PanDA server
+RELAY_KEY_HEADER = "X-DRP-Relay-Key"  # the relay -> iDDS key (LocalIdds.idds_key)
 SCHEMA = "doma_idds"                  # lower case: PostgreSQL folds the unquoted name in iDDS's SQL
 
 
@@ -72,16 +74,23 @@ class LocalIdds:
     def path(self, name: str) -> Path:
         return self.home / name
 
-    def token(self) -> str:
-        """The controller user's bearer token, generated on first use and kept in secrets.json."""
+    def _secret(self, name: str) -> str:
+        """A secret of secrets.json, generated on first use and kept there."""
         stored = self.path("secrets.json")
-        if stored.is_file():
-            token = json.loads(stored.read_text()).get("token")
-            if token:
-                return token
-        token = secrets.token_urlsafe(24)
-        _write_private(stored, json.dumps({"token": token, "user": USER}, indent=1) + "\n")
-        return token
+        kept = json.loads(stored.read_text()) if stored.is_file() else {}
+        if not kept.get(name):
+            kept.update({name: secrets.token_urlsafe(32), "user": USER})
+            _write_private(stored, json.dumps(kept, indent=1) + "\n")
+        return kept[name]
+
+    def token(self) -> str:
+        """The controller user's bearer token for the relay."""
+        return self._secret("token")
+
+    def idds_key(self) -> str:
+        """What the relay sends iDDS in RELAY_KEY_HEADER: iDDS's front (idds_app.py) refuses any
+        request without it, so only the relay can claim RELAY_DN in the identity header."""
+        return self._secret("idds_key")
 
     def connection(self) -> dict:
         """The Airflow Connection for this relay, in panda_connection's format."""
@@ -108,7 +117,7 @@ class LocalIdds:
         if not proxy.exists():
             _write_private(proxy, "# placeholder, see drp_campaign/panda_local/config.py\n")
         relay = {"idds_host": self.idds_url, "relay_dn": RELAY_DN, "vo": VO,
-                 "tokens": {self.token(): USER}}
+                 "tokens": {self.token(): USER}, "idds_key": self.idds_key()}
         _write_private(self.path("relay.json"), json.dumps(relay, indent=1) + "\n")
         _write_private(self.path("connection.json"), json.dumps(self.connection(), indent=1) + "\n")
 
