@@ -15,8 +15,14 @@ Parsing does no network or database I/O: only the campaign YAML files are read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
@@ -38,6 +44,10 @@ from .graph import CampaignGraph, Stage, build_graph
 log = logging.getLogger(__name__)
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# Reading, checking and rendering one campaign file takes well under a second; one that takes
+# longer than this is left out, so that Airflow's timeout for the whole DAG file
+# (dagbag_import_timeout, 30 s) does not take every other campaign's DAG with it.
+FILE_BUDGET_S = 10.0
 
 
 def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
@@ -257,15 +267,63 @@ def build_dag(campaign: CampaignConfig) -> DAG:
     return dag
 
 
-def build_all_dags(directory=None) -> dict[str, DAG]:
-    """One DAG per campaign file. A bad file is logged with its error and left out: nothing starts from it."""
+class CampaignFileTimeout(Exception):
+    """A campaign file took longer than its budget to load and render."""
+
+
+@contextlib.contextmanager
+def _time_budget(seconds: float, path: Path) -> Iterator[None]:
+    """Raise CampaignFileTimeout in the block once SECONDS have passed.
+
+    By SIGALRM, as Airflow's own DAG file timeout (so only in the main thread; elsewhere there is
+    no budget). That outer alarm is kept: when it would ring first it is left to ring, else it is
+    set again afterwards with what is left of it."""
+    outer, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if threading.current_thread() is not threading.main_thread() or (outer and outer <= seconds):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CampaignFileTimeout(f"{path}: not loaded within {seconds:g} s; the file makes loading "
+                                  "or rendering its DAG too slow: check it with `drp-campaign validate`")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3), outer_interval)
+
+
+def build_all_dags(directory=None, budget_s: float = FILE_BUDGET_S) -> dict[str, DAG]:
+    """One DAG per campaign file; nothing starts from a bad file, and it loses only its own DAG.
+
+    Each file is loaded and rendered on its own, within BUDGET_S seconds: any error (a refused
+    config, a bug its content triggers, the budget running out) is logged with the file named,
+    in the dag-processor's log for that DAG file, and the other campaigns' DAGs still appear."""
     dags: dict[str, DAG] = {}
+    files: dict[str, Path] = {}
     for path in find_campaign_files(directory):
         try:
-            campaign = load_campaign(path)
+            with _time_budget(budget_s, path):
+                dag = build_dag(load_campaign(path))
         except ConfigError as exc:
             log.error("campaign not loaded: %s", exc)
             continue
-        dag = build_dag(campaign)
+        except CampaignFileTimeout as exc:
+            log.error("campaign not loaded: %s", exc)
+            continue
+        except Exception:  # noqa: BLE001 - whatever one file does, the others' DAGs still load
+            log.exception("campaign not loaded: %s: its DAG could not be built; the error follows", path)
+            continue
+        if dag.dag_id in dags:
+            log.error("campaign not loaded: %s: DAG id %s is already the DAG of %s; give the campaign "
+                      "another name", path, dag.dag_id, files[dag.dag_id])
+            continue
         dags[dag.dag_id] = dag
+        files[dag.dag_id] = path
     return dags

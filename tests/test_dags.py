@@ -130,3 +130,58 @@ def test_a_bad_campaign_file_is_left_out_and_logged_while_good_ones_load(tmp_pat
         dags = build_all_dags(tmp_path)
     assert list(dags) == ["campaign_test_3x3"]
     assert "bad.yaml" in caplog.text and "tract 1" in caplog.text
+
+
+def test_one_bad_file_of_any_kind_loses_only_its_own_dag(tmp_path, caplog, monkeypatch):
+    """A refused config, an unexpected error and a file that takes too long (#12 finding 3)."""
+    from drp_campaign import dag_factory
+    from drp_campaign.settings import CAMPAIGNS_DIR
+
+    pipeline = str(CAMPAIGNS_DIR.parent / "pipelines" / "drp-mock.yaml")
+    good = (CAMPAIGNS_DIR / "test-3x3.yaml").read_text().replace("../pipelines/drp-mock.yaml", pipeline)
+    (tmp_path / "good.yaml").write_text(good)
+    laughs = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'lol'}]\n" for i in range(9))
+    (tmp_path / "laughs.yaml").write_text(laughs + good.replace("name: test-3x3", "name: *l8"))
+    for name in ("crash", "slow"):
+        (tmp_path / f"{name}.yaml").write_text(good.replace("name: test-3x3", f"name: {name}"))
+    (tmp_path / "twin.yaml").write_text(good)  # the same campaign name: the first file keeps its DAG
+    real_load = dag_factory.load_campaign
+
+    def load(path, *args):
+        if path.name == "crash.yaml":  # a fault the config checks do not foresee
+            raise RuntimeError("injected: something no check foresaw")
+        if path.name == "slow.yaml":
+            time.sleep(60)
+        return real_load(path, *args)
+
+    monkeypatch.setattr(dag_factory, "load_campaign", load)
+    t0 = time.monotonic()
+    with caplog.at_level("ERROR"):
+        dags = dag_factory.build_all_dags(tmp_path, budget_s=1.0)
+    assert time.monotonic() - t0 < 20
+    assert list(dags) == ["campaign_test_3x3"] and str(tmp_path / "good.yaml") in dags["campaign_test_3x3"].doc_md
+    errors = {r.getMessage().split(":")[1].strip().rsplit("/", 1)[-1]: r for r in caplog.records}
+    assert set(errors) == {"crash.yaml", "laughs.yaml", "slow.yaml", "twin.yaml"}, caplog.text
+    assert "injected: something no check foresaw" in errors["crash.yaml"].exc_text
+    assert "expands to more than 100000 values" in errors["laughs.yaml"].getMessage()
+    assert "not loaded within 1 s" in errors["slow.yaml"].getMessage()
+    assert f"is already the DAG of {tmp_path / 'good.yaml'}" in errors["twin.yaml"].getMessage()
+
+
+def test_the_time_budget_keeps_an_outer_alarm():
+    """Airflow times the whole DAG file with SIGALRM too: the budget must not swallow that alarm."""
+    import signal
+
+    from drp_campaign.dag_factory import _time_budget
+
+    rang = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: rang.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 5.0)
+        with _time_budget(1.0, PROJECT_ROOT / "x.yaml"):
+            pass
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 3.0 < left <= 5.0 and signal.getsignal(signal.SIGALRM) is not None and not rang
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
