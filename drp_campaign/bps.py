@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import graph, settings
-from .config import CampaignConfig
+from .config import WORD, CampaignConfig
 
 WMS_SERVICE_CLASSES = {
     "parsl": "lsst.ctrl.bps.parsl.ParslService",
@@ -23,11 +23,25 @@ WMS_SERVICE_CLASSES = {
 }
 
 
+def group_query(campaign: CampaignConfig, tracts: list[int] | tuple[int, ...]) -> dict[str, Any]:
+    """The Butler query that selects one work group, as daf_butler's `where` and `bind` arguments:
+    the values are bound, never pasted into the expression (empty for a global step: everything)."""
+    if not tracts:
+        return {"where": "", "bind": {}}
+    return {"where": "skymap = skymap_name AND tract IN (tracts)",
+            "bind": {"skymap_name": campaign.data.skymap, "tracts": [int(t) for t in tracts]}}
+
+
 def group_data_query(campaign: CampaignConfig, tracts: list[int] | tuple[int, ...]) -> str:
-    """The Butler data query that selects one work group (empty for a global step: everything)."""
+    """The same query as one string, for what takes no bind values: pipetask's `-d` and BPS's
+    `dataQuery`, which BPS writes between double quotes into a shell command. Only a skymap name
+    the config's rule accepts (no quote, no `$`) and whole numbers are written into it."""
     if not tracts:
         return ""
-    return f"skymap='{campaign.data.skymap}' AND tract IN ({', '.join(str(t) for t in tracts)})"
+    skymap = campaign.data.skymap
+    if not WORD.accepts(skymap):
+        raise ValueError(f"skymap {skymap!r} is not a plain name; refusing to write it into a data query")
+    return f"skymap='{skymap}' AND tract IN ({', '.join(str(int(t)) for t in tracts)})"
 
 
 def submit_config(

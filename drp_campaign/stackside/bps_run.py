@@ -179,7 +179,8 @@ def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
                                  f"run check_inputs for this site first") from None
         registered = {t.name for t in butler.registry.queryDatasetTypes("*")}
         ids = sorted(str(ref.id) for name in inputs if name in registered
-                     for ref in butler.query_datasets(name, collections=chain, where=where, limit=None, explain=False))
+                     for ref in butler.query_datasets(name, collections=chain, limit=None, explain=False,
+                                                     **bpsrec.group_query(campaign, group.tracts)))
     if not ids:
         raise StacksideError(
             f"site {site} step {step} group {group.label}: the data query {where or '(everything)'!r} selects none "

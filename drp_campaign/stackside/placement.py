@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..bps import group_query
 from ..checksums import adler32
 from ..config import CampaignConfig, InputSelection
 from ._errors import StacksideError
@@ -31,8 +32,7 @@ SHOWN = 10  # missing items named in an error; the count says how many more
 
 
 def _tract_query(campaign: CampaignConfig, tracts: list[int]) -> dict[str, Any]:
-    return {"where": "skymap = sm AND tract IN (tracts)", "bind": {"sm": campaign.data.skymap, "tracts": tracts},
-            "explain": False, "limit": None}
+    return {**group_query(campaign, tracts), "explain": False, "limit": None}
 
 
 def _missing_collection(butler, collection: str) -> bool:
