@@ -4,13 +4,18 @@ users only: Airflow's own auth (its `get_user` dependency and the configured aut
 import datetime as dt
 import os
 import secrets
+import subprocess
+import sys
 
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from drp_campaign.ledger import HopEntry, Ledger
-from drp_campaign.plugins.campaign_view import DrpCampaignPlugin, app
+from drp_campaign.plugins.campaign_view import DrpCampaignPlugin
+from drp_campaign.plugins.campaign_view_app import app as view_app
+
+app = DrpCampaignPlugin.fastapi_apps[0]["app"]   # what Airflow mounts under /drp
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -121,7 +126,7 @@ RUN = {"run_id": "manual__2026-11-25T17-00-00"}
 
 def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
     """Finding 6 (#12): Airflow mounts plugin apps without auth; this one applies Airflow's own."""
-    routes = [r.path for r in app.routes]
+    routes = [r.path for r in view_app.routes]
     assert sorted(routes) == ["/api/run", "/run", "/runs"], "no docs or schema pages either"
     forged = jwt.encode(jwt.decode(tokens["viewer"], options={"verify_signature": False}),
                         secrets.token_urlsafe(64), algorithm="HS512")
@@ -165,3 +170,13 @@ def test_what_a_user_sees_follows_their_roles(ledger, tokens):
     listing = roleless.get("/runs")
     assert listing.status_code == 200 and "manual__2026-11-25T17-00-00" not in listing.text
     assert "manual__2026-11-25T17-00-00" in as_user(tokens["viewer"]).get("/runs").text
+
+
+def test_loading_the_plugin_leaves_the_view_and_airflows_api_server_unimported():
+    """Every task process loads plugins (for macros); only the api-server needs the view's app and
+    Airflow's auth dependency (~0.5 s of CPU to import): it is imported on its first request."""
+    probe = ("import sys, drp_campaign.plugins.campaign_view; "
+             "print(sorted(m for m in ('airflow.api_fastapi.app', 'drp_campaign.plugins.campaign_view_app') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
