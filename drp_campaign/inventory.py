@@ -4,7 +4,12 @@
 outside Airflow. Rucio says what each hop moved: its dataset DIDs (`{scope}:{run key}/{hop}/{X}`,
 named by operators/hops.py `hop_dataset_did`) and their manifests. The hop's direction says where
 the copies belong: the hub (fan_in), every other site of the run (fan_out), the site X (place),
-the hub's tape RSE and the hop's IDACs (to_tape). Each destination then says what it holds:
+the hub's tape RSE and the hop's IDACs (to_tape). Every other copy Rucio holds of a dataset is
+listed as well, and counts in the balance like any other: the source's (registered there in place,
+as a fan-in site's outputs stay held until the hop's lifetime ends, or the hub's inputs and
+products) and any an RSE holds under a rule of ours. Replicas of the run's files that no copy of
+the run lists (another run placed the same inputs) are named in a note. Each copy's holder then
+says what it holds:
 
 - a site: its own Butler, through the site's setup command (`check-datasets`): present = in the
   registry, verified = its file has the manifest's size and adler32 (a calibration is certified);
@@ -29,7 +34,7 @@ from .config import CampaignConfig, SiteConfig
 from .errors import DrpError
 from .graph import run_key
 from .transfer.base import Manifest, ManifestEntry
-from .transfer.rucio import RucioTransferService, rucio_client
+from .transfer.rucio import RucioTransferService, available, rucio_client
 
 State = Literal["ok", "missing", "released"]
 NOTES_PER_COPY = 5  # check-datasets problems shown per copy; the counts say how many in all
@@ -176,12 +181,11 @@ def expected_copies(campaign: CampaignConfig, datasets: list[HopDataset]) -> lis
     return copies
 
 
-def released_rses(client, scope: str, name: str) -> set[str]:
+def released_rses(client, scope: str, name: str, current: list[dict]) -> set[str]:
     """RSEs where our copy of a dataset was let go: our rule there purges with an expiry (a
-    release), or is gone (Rucio's rule history has it, its rule list no more), and no other rule of
-    ours holds the copy."""
+    release), or is gone (Rucio's rule history has it, its rule list, CURRENT, no more), and no
+    other rule of ours holds the copy."""
     me = client.account
-    current = [r for r in client.list_did_rules(scope, name) if r["account"] == me]
     letting_go = {r["rse_expression"] for r in current if r["purge_replicas"] and r["expires_at"]}
     holding = {r["rse_expression"] for r in current} - letting_go
     ids = {r["id"] for r in current}
@@ -190,19 +194,47 @@ def released_rses(client, scope: str, name: str) -> set[str]:
     return (letting_go | gone) - holding
 
 
-def with_releases(campaign: CampaignConfig, client, copies: list[Copy], datasets: list[HopDataset]) -> list[Copy]:
-    """Mark released copies; add those released where no copy was expected (a site's own copy
-    of what it sent in a fan-in, let go after the tape hop)."""
+def source_rse(campaign: CampaignConfig, dataset: HopDataset) -> str:
+    """Where the hop registered the dataset's files in place: the sending site's disk RSE."""
+    site = dataset.end if campaign.hops[dataset.hop].direction == "fan_in" else campaign.hub()
+    return campaign.sites_config.sites[site].rucio.disk_rse
+
+
+def with_held_and_released(campaign: CampaignConfig, client, copies: list[Copy], datasets: list[HopDataset],
+                           replicas: dict[HopDataset, dict[str, dict]]) -> list[Copy]:
+    """Mark released copies, and add every other copy Rucio holds of each dataset, where it holds
+    one because of that dataset: at its source (a fan-in site's copy stays, held by a rule that
+    expires with the hop's lifetime; the hub's inputs and products stay), where one of our rules
+    asks for one, or released where no copy was expected (a site's own copy of what it sent in a
+    fan-in, let go after the tape hop). REPLICAS: each dataset's replicas, {rse: {name: ...}}."""
     by_rse = {cfg.rucio.disk_rse: name for name, cfg in campaign.sites_config.sites.items()}
     out = []
     for d in datasets:
-        released = released_rses(client, campaign.name, d.name)
+        rules = [r for r in client.list_did_rules(campaign.name, d.name) if r["account"] == client.account]
+        released = released_rses(client, campaign.name, d.name, rules)
         expected = [c for c in copies if c.dataset == d]
         out += [replace(c, released=c.rse in released) for c in expected]
-        for rse in sorted(released - {c.rse for c in expected}):
+        held = {r["rse_expression"] for r in rules} | ({source_rse(campaign, d)} & set(replicas[d]))
+        for rse in sorted((held | released) - {c.rse for c in expected}):
             site = by_rse.get(rse)
-            out.append(replace(_site_copy(campaign, d, site) if site else Copy(d, rse, rse, None), released=True))
+            copy = _site_copy(campaign, d, site) if site else Copy(d, rse, rse, None)
+            out.append(replace(copy, released=rse in released))
     return out
+
+
+def unaccounted(copies: list[Copy], manifests: dict[HopDataset, Manifest], replicas: dict[HopDataset, dict[str, dict]]
+                ) -> list[str]:
+    """A line per (hop, RSE) where Rucio holds files of the run's datasets that no copy of the run
+    lists (held there for another run or dataset, e.g. inputs placed for an earlier run)."""
+    listed = {(e.relpath, c.rse) for c in copies for e in manifests[c.dataset].entries}
+    counts: dict[tuple[str, str], int] = {}
+    for d, by_rse in replicas.items():
+        for rse, names in by_rse.items():
+            extra = sum((name, rse) not in listed for name in names)
+            if extra:
+                counts[(d.hop, rse)] = counts.get((d.hop, rse), 0) + extra
+    why = "which no copy of this run lists (held for another run or dataset)"
+    return [f"Rucio also holds {n} files of {hop} at {rse}, {why}" for (hop, rse), n in sorted(counts.items())]
 
 
 # --- what each destination holds ---------------------------------------------------------------
@@ -285,8 +317,9 @@ def collect(campaign: CampaignConfig, client, run: str | None = None, workers: i
     mine = [d for d in datasets if d.run_key == key]
     service = RucioTransferService(client)
     manifests = {d: service.manifest(f"{campaign.name}:{d.name}") for d in mine}
-    copies = with_releases(campaign, client, expected_copies(campaign, mine), mine)
-    available = {c: service.replicas_at(f"{campaign.name}:{c.dataset.name}", c.rse) for c in copies}
+    replicas = {d: service.replica_states(f"{campaign.name}:{d.name}") for d in mine}  # at every RSE
+    copies = with_held_and_released(campaign, client, expected_copies(campaign, mine), mine, replicas)
+    at_rse = {c: available(replicas[c.dataset].get(c.rse, {})) for c in copies}
     to_check = [c for c in copies if c.site is not None and not c.released and manifests[c.dataset].entries]
 
     def butler_of(c: Copy) -> dict | str:
@@ -297,7 +330,7 @@ def collect(campaign: CampaignConfig, client, run: str | None = None, workers: i
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # each check is a stack process
         checked = dict(zip(to_check, pool.map(butler_of, to_check)))
-    notes: list[str] = []
+    notes = unaccounted(copies, manifests, replicas)
     rows: list[InventoryRow] = []
     for c in _ordered(campaign, copies):
         result = checked.get(c)
@@ -308,8 +341,9 @@ def collect(campaign: CampaignConfig, client, run: str | None = None, workers: i
             shown = result["problems"][:NOTES_PER_COPY]
             more = result["problem_count"] - len(shown)
             notes += [f"{c.where} {c.dataset.hop}: {p}" for p in shown] + ([f"{c.where} {c.dataset.hop}: ... and {more} more"] if more > 0 else [])
-        rows += _rows(c, manifests[c.dataset].entries, available[c], result if c.site is not None and not c.released else None,
-                      list(campaign.hops[c.dataset.hop].dataset_types))  # fmt: skip
+        butler = result if c.site is not None and not c.released else None
+        order = list(campaign.hops[c.dataset.hop].dataset_types)
+        rows += _rows(c, manifests[c.dataset].entries, at_rse[c], butler, order)
     registered = {d.hop for d in mine}
     return Inventory(campaign.name, key, _merged(rows), notes, [h for h in campaign.hops if h not in registered])
 

@@ -35,6 +35,7 @@ CAMPAIGN = settings.CAMPAIGNS_DIR / "test-3x3.yaml"
 RUN_1 = "manual__2026-11-20T08:00:00.123456+00:00"  # as Airflow names a run; the CLI takes it or its key
 RUN_2 = "manual__2026-11-21T08:00:00.000000+00:00"
 RUN_TAPE = "scheduled__2026-11-20T12:00:00+00:00"
+RUN_FANIN = "manual__2026-11-20T10:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,8 @@ def test_a_placed_and_ingested_hop_balances(world, frdf_inputs, capsys):
     assert {(r["site_or_rse"], r["hop"], r["dataset_type"]): (r["expected"], r["present"], r["verified"], r["rucio_available"],
                                                              r["bytes_expected"], r["bytes_present"], r["bytes_verified"], r["state"])
             for r in inv["rows"]} == {
-        ("FRDF", "place_inputs", t): (n, n, n, n, b, b, b, "ok") for t, (n, b) in expected.items()}  # fmt: skip
+        (site, "place_inputs", t): (n, n, n, n, b, b, b, "ok") for t, (n, b) in expected.items()
+        for site in ("USDF", "FRDF")}, "the hub's copy (the source, held there) is listed and checked too"  # fmt: skip
     assert inv["notes"] == [] and "place_inputs" not in inv["hops_not_registered"]
     assert "gather_for_step2c" in inv["hops_not_registered"]
 
@@ -130,8 +132,9 @@ def test_a_placed_and_ingested_hop_balances(world, frdf_inputs, capsys):
     assert code == 0
     print(f"\n{table}")
     n, b = len(frdf_inputs.entries), frdf_inputs.total_bytes
-    [total] = [line.split() for line in table.splitlines() if line.split()[:2] == ["FRDF", "total"]]
-    assert total == ["FRDF", "total", str(n), str(n), str(n), str(n), str(b), str(b), str(b), "ok"]
+    for site in ("USDF", "FRDF"):
+        [total] = [line.split() for line in table.splitlines() if line.split()[:2] == [site, "total"]]
+        assert total == [site, "total", str(n), str(n), str(n), str(n), str(b), str(b), str(b), "ok"]
     assert table.splitlines()[-1].startswith("BALANCED")
 
 
@@ -154,7 +157,40 @@ def test_tape_and_idac_copies_are_checked_from_rucio(world, frdf_inputs, capsys)
     code, out, _ = inventory(capsys, "--run", RUN_TAPE, "--json")
     assert code == 0
     assert sorted((r["site_or_rse"], r["verified"], r["rucio_available"], r["state"]) for r in json.loads(out)["rows"]) == [
-        ("IDAC_UK_DISK", 3, 3, "ok"), ("USDF_TAPE", 3, 3, "ok")]  # fmt: skip
+        ("IDAC_UK_DISK", 3, 3, "ok"), ("USDF", 3, 3, "ok"), ("USDF_TAPE", 3, 3, "ok")]  # fmt: skip
+    # RUN_1 placed the same files at FRDF: Rucio holds them there for that run, and says so.
+    note = "Rucio also holds 3 files of archive_products at FRDF_DISK, which no copy of this run lists"
+    assert json.loads(out)["notes"] == [f"{note} (held for another run or dataset)"]
+
+
+def test_a_fan_in_sites_own_copy_that_rucio_still_holds_is_listed_and_counts(world, frdf_inputs, capsys):
+    """#12 finding 5: the inventory showed where a hop's data was sent, not the copies Rucio still
+    holds at its source: a fan-in site's own copy stays, held by a rule that expires with the hop's
+    lifetime (gather_for_step2c: 30 days). FRDF sends what it holds (its placed inputs stand in for
+    its step outputs) to the hub as the fan-in's operators do; FRDF's copy is listed beside the
+    hub's, checked in FRDF's Butler, and is part of the balance."""
+    time.sleep(1.1)  # Rucio keeps creation times to the second: this run is newer than RUN_TAPE
+    service, client, key = world["service"], world["client"], graph.run_key(RUN_FANIN)
+    did = hop_dataset_did(world["campaign"], key, "gather_for_step2c", "FRDF")
+    service.register(did, "FRDF_DISK", frdf_inputs)
+    hold = service.replicate(did, "FRDF_DISK", lifetime_s=30 * 86400)
+    settle(world, hold, service.replicate(did, "USDF_DISK"))
+    assert client.get_replication_rule(hold)["expires_at"] is not None
+
+    code, out, _ = inventory(capsys, "--run", RUN_FANIN, "--json")
+    inv = json.loads(out)
+    assert (code, inv["balanced"]) == (0, True)
+    rows = {(r["site_or_rse"], r["hop"], r["dataset_type"]): r for r in inv["rows"]}
+    held = {key: (r["expected"], r["verified"], r["rucio_available"], r["state"]) for key, r in rows.items()}
+    sent = {t: (n, n, n, "ok") for t, (n, _) in by_type(frdf_inputs).items()}
+    assert held == {(site, "gather_for_step2c", t): v for t, v in sent.items() for site in ("USDF", "FRDF")}
+    why = "which no copy of this run lists (held for another run or dataset)"
+    assert inv["notes"] == [f"Rucio also holds 3 files of gather_for_step2c at {rse}, {why}"
+                            for rse in ("IDAC_UK_DISK", "USDF_TAPE")], "RUN_TAPE archived 3 of the same files"
+    code, table, _ = inventory(capsys, "--run", RUN_FANIN)
+    print(f"\n{table}")
+    [total] = [line.split() for line in table.splitlines() if line.split()[:2] == ["FRDF", "total"]]
+    assert total[2:4] == [str(len(frdf_inputs.entries))] * 2 and total[-1] == "ok"
 
 
 def test_without_run_the_newest_run_rucio_knows_is_shown(world, frdf_inputs, capsys):
@@ -163,10 +199,11 @@ def test_without_run_the_newest_run_rucio_knows_is_shown(world, frdf_inputs, cap
     code, out, _ = inventory(capsys, "--json")
     inv = json.loads(out)
     assert (code, inv["run_key"], inv["balanced"]) == (0, graph.run_key(RUN_2), True)
-    assert sum(r["verified"] for r in inv["rows"]) == len(frdf_inputs.entries)
+    for site in ("USDF", "FRDF"):  # the hub's copy (the source) and FRDF's
+        assert sum(r["verified"] for r in inv["rows"] if r["site_or_rse"] == site) == len(frdf_inputs.entries)
 
 
-def test_a_file_damaged_at_the_site_is_named_with_its_site_type_and_count(world, frdf_inputs):
+def test_a_file_damaged_at_the_site_is_named_with_its_site_type_and_count(world, frdf_inputs, capsys):
     victim = next(e for e in frdf_inputs.entries if e.dataset_type == "raw")
     damaged = world["repos"] / "FRDF" / victim.relpath
     damaged.write_text("{}")  # after ingest: Rucio still calls the replica AVAILABLE; only the Butler check tells
@@ -181,11 +218,16 @@ def test_a_file_damaged_at_the_site_is_named_with_its_site_type_and_count(world,
     assert any(victim.dataset_id in line and "size 2" in line for line in proc.stdout.splitlines() if "note:" in line)
 
     rows = {r["dataset_type"]: r for r in json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True,
-                                                                    timeout=300).stdout)["rows"]}  # fmt: skip
+                                                                    timeout=300).stdout)["rows"]
+            if r["site_or_rse"] == "FRDF"}  # fmt: skip
     assert (rows["raw"]["present"], rows["raw"]["verified"], rows["raw"]["rucio_available"], rows["raw"]["state"]) == (
         raws[0], raws[0] - 1, raws[0], "missing")  # fmt: skip
     assert rows["raw"]["bytes_verified"] == raws[1] - victim.bytes
     assert rows["bias"]["state"] == rows["ref_cat"]["state"] == "ok"
+    # The same file is FRDF's own copy of what it sent in RUN_FANIN's fan-in: that copy is short too.
+    code, table, _ = inventory(capsys, "--run", RUN_FANIN)
+    short = f"{raws[0] - 1} of {raws[0]} verified (1 missing or damaged, {victim.bytes} B)"
+    assert code == 1 and table.splitlines()[-1] == f"NOT BALANCED: FRDF gather_for_step2c raw: {short}"
 
 
 def test_a_released_copy_is_shown_released_not_missing(world, capsys):
@@ -193,7 +235,8 @@ def test_a_released_copy_is_shown_released_not_missing(world, capsys):
     did = hop_dataset_did(world["campaign"], graph.run_key(RUN_2), "place_inputs", "FRDF")
     assert service.release(did, "FRDF_DISK", grace_s=1)
     code, out, _ = inventory(capsys, "--run", RUN_2, "--json")
-    assert code == 0 and {r["state"] for r in json.loads(out)["rows"]} == {"released"}
+    states = {(r["site_or_rse"], r["state"]) for r in json.loads(out)["rows"]}
+    assert code == 0 and states == {("FRDF", "released"), ("USDF", "ok")}, "the hub's source copy stays"
 
     time.sleep(2)  # the rule's lifetime passes; Rucio's judge-cleaner deletes it
     result = _daemons_once(world, timeout=120)
@@ -213,7 +256,7 @@ def test_a_run_rucio_does_not_know_is_refused_with_the_runs_it_knows(world, caps
     assert (code, out) == (2, "")
     assert "Rucio has no datasets of run manual__1999-01-01T00-00-00 in scope test-3x3" in err
     listed = [line.split()[0] for line in err.splitlines()[1:]]
-    assert listed == [graph.run_key(RUN_2), graph.run_key(RUN_TAPE), graph.run_key(RUN_1)], "newest first"
+    assert listed == [graph.run_key(r) for r in (RUN_2, RUN_FANIN, RUN_TAPE, RUN_1)], "newest first"
 
 
 def test_a_connection_file_that_cannot_be_read_is_refused_and_an_unreachable_rucio_named(tmp_path, capsys):
