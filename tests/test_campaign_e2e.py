@@ -228,7 +228,8 @@ def assert_no_secret_left_the_controller(airflow_env):
 
 def assert_inventory_balances(campaign, run_id, airflow_env):
     """From outside Airflow, Rucio and the Butlers agree: inputs verified at the sites, products at
-    USDF, tape and the IDAC; the sites' released copies shown as released."""
+    USDF, tape and the IDAC; the sites' released copies shown as released; every other copy Rucio
+    holds (each site's fan-in outputs, the hub's inputs) listed and verified."""
     proc = subprocess.run([f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "inventory", str(CAMPAIGN_FILE),
                            "--run", run_id, "--json"], capture_output=True, text=True, env=airflow_env, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -240,6 +241,12 @@ def assert_inventory_balances(campaign, run_id, airflow_env):
         assert {t: (r["expected"], r["verified"], r["state"]) for t, r in placed.items()} == {
             "raw": (16, 16, "ok"), "bias": (biases, biases, "ok"), "ref_cat": (shards, shards, "ok")}  # fmt: skip
         assert rows[(site, "distribute_step2c", "fgcm_photo_calib")]["state"] == "released"
+        # The site's own copy of what it sent to step2c: Rucio holds it for the hop's 30 days (#12 finding 5).
+        held = {t: rows[(site, "gather_for_step2c", t)] for t in ("isolated_star", "preliminary_visit_summary")}
+        assert {t: (r["expected"], r["verified"], r["rucio_available"], r["state"]) for t, r in held.items()} == {
+            "isolated_star": (2, 2, 2, "ok"), "preliminary_visit_summary": (8, 8, 8, "ok")}
+    assert rows[("USDF", "archive_products", "object_table")]["verified"] == 6, "the hub's copy of what went to tape"
+    assert {r["state"] for (where, hop, _), r in rows.items() if (where, hop) == ("USDF", "place_inputs")} == {"ok"}
     for rse in ("USDF_TAPE", "IDAC_UK_DISK"):
         assert rows[(rse, "archive_products", "object_table")]["verified"] == 6
 
