@@ -55,6 +55,7 @@ def warm_prefix(site: str, python: str = "python", directory: Path | None = None
 # the environment it gets into its submit directory. A PanDA token goes by file (OIDC_AUTH_TOKEN_FILE).
 STACK_ENV_NAMES = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "PWD", "OLDPWD", "SHLVL", "_", "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT",  # what bash and a venv set
     "PYTHONPATH", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "OIDC_AUTH_TOKEN_FILE",
     "DRP_WORK_DIR", "DRP_STACK_PREFIX", "DRP_STACK_SERVER", "DRP_STACK_SERVER_IDLE_S", "DRP_FAULTS_FILE",
 })

@@ -42,6 +42,9 @@ class StackCommand:
     def run(self, log: Callable[[str], None] = print) -> dict:
         self.process = subprocess.Popen(
             self.argv,
+            # Not the task's stdin: in an Airflow task that is the supervisor's socket, which a
+            # command could talk to (and bash, finding a socket there, would read ~/.bashrc).
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -55,12 +55,15 @@ def test_a_deployment_lets_more_names_through_by_name_only(worker_env, monkeypat
 def test_the_real_stack_command_path_gets_no_secret(worker_env, tmp_path):
     """Through StackCommand and the site's setup command, as an operator's task runs it."""
     site = load_campaign(CAMPAIGN).sites_config.sites["USDF"]
-    dump = tmp_path / "env.txt"
-    site = site.model_copy(update={"stack_setup": f"env > {dump}; exit 3"})
+    dump, stdin = tmp_path / "env.txt", tmp_path / "stdin.txt"
+    site = site.model_copy(update={"stack_setup": f"env > {dump}; readlink /proc/$$/fd/0 > {stdin}; exit 3"})
     with pytest.raises(Exception, match="exit 3"):
         StackCommand(site, "check-inputs", []).run(log=lambda line: None)
     text = dump.read_text()
     assert "DAF_BUTLER_REPOSITORY_INDEX=" in text and CANARY not in text
+    # Not the caller's stdin: in an Airflow task that is the supervisor's socket (the task's
+    # channel to Connections and Variables), and bash, finding a socket there, runs ~/.bashrc.
+    assert stdin.read_text().strip() == "/dev/null"
 
 
 def test_a_private_file_is_never_readable_by_others(tmp_path):

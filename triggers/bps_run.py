@@ -107,7 +107,7 @@ class BpsRunTrigger(BaseTrigger):
             env.update(await self._panda_env())
         proc = await asyncio.create_subprocess_exec(
             *stack_argv(site, "bps-cancel", ["--run-dir", self.run_dir]),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         out, err = await proc.communicate()
         if proc.returncode != 0:
