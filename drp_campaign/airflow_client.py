@@ -43,7 +43,12 @@ def password_file() -> Path:
     return home / "simple_auth_manager_passwords.json.generated"
 
 
-def default_password(username: str = "admin") -> str:
+# Who the scripts (drp-campaign run, the demo, the benchmarks, the tests) act as: an operator may
+# trigger, follow, clear and mark, which is all they do; admin's Connections are not needed.
+DEFAULT_USER = "operator"
+
+
+def default_password(username: str = DEFAULT_USER) -> str:
     """The local password of USERNAME (admin, operator, viewer: scripts/env.sh sets the users and roles)."""
     passwords = json.loads(password_file().read_text())
     if username not in passwords:
@@ -86,7 +91,7 @@ class TaskState:
 
 
 class AirflowClient:
-    def __init__(self, base_url: str | None = None, username: str = "admin", password: str | None = None):
+    def __init__(self, base_url: str | None = None, username: str = DEFAULT_USER, password: str | None = None):
         self.base_url = (base_url or default_base_url()).rstrip("/")
         self.session = requests.Session()
         login = {"username": username, "password": password or default_password(username)}
