@@ -1,1 +1,1 @@
-"""Hooks: each owns one connection or external tool and nothing else."""
+"""Installed as drp_campaign.hooks (pyproject package-dir): Rucio, a site's stack, transfer."""

@@ -1,1 +1,1 @@
-"""Airflow operators: thin wrappers that call a hook and return a small XCom."""
+"""Installed as drp_campaign.operators (pyproject package-dir): steps, hops, archive, report."""

@@ -1,1 +1,1 @@
-"""Airflow plugins (UI views)."""
+"""Installed as drp_campaign.plugins (pyproject package-dir): the campaign view, /drp."""

@@ -1,1 +1,1 @@
-"""Airflow sensors: each asks one question."""
+"""Installed as drp_campaign.sensors (pyproject package-dir): a hop's wait on its Rucio rule."""

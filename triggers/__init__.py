@@ -1,1 +1,1 @@
-"""Triggers: async poll loops that deferrable sensors hand to the triggerer."""
+"""Installed as drp_campaign.triggers (pyproject package-dir): async waits, BPS runs, rules."""
