@@ -87,7 +87,7 @@ class NameRule:
         """Why VALUE is refused, and what to write instead (empty when it is accepted)."""
         if self.accepts(value):
             return ""
-        shown = "is empty; use" if not value else f"{_clip(value)} {refused}"
+        shown = "is empty; use" if not value else f"{clip(value)} {refused}"
         return (f"{shown} {self.allowed}, at most {self.max_length} characters ({why}); "
                 f"e.g. {self.example!r}")
 
@@ -154,15 +154,15 @@ class ConfigError(ValueError):
     def __init__(self, file: str | Path, key_path: str, problem: str) -> None:
         # args are the constructor's arguments so that the error pickles (Airflow, multiprocessing).
         super().__init__(str(file), key_path, problem)
-        self.file = _one_line(str(file), MAX_FILE_CHARS)
-        self.key_path = _one_line(key_path, MAX_KEY_PATH_CHARS)
-        self.problem = _one_line(problem, MAX_PROBLEM_CHARS)
+        self.file = one_line(str(file), MAX_FILE_CHARS)
+        self.key_path = one_line(key_path, MAX_KEY_PATH_CHARS)
+        self.problem = one_line(problem, MAX_PROBLEM_CHARS)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.key_path}: {self.problem}"
 
 
-class _KeyProblem(ValueError):
+class KeyProblem(ValueError):
     """Raised inside a validator to report a problem at a key below the validated field."""
 
     def __init__(self, sub_path: tuple[str | int, ...], problem: str) -> None:
@@ -177,22 +177,22 @@ def _checked(rule: NameRule, why: str) -> Any:
     def check(value: str) -> str:
         problem = rule.problem(value, why)
         if problem:
-            raise _KeyProblem((), problem)
+            raise KeyProblem((), problem)
         return value
 
     return Annotated[str, AfterValidator(check)]
 
 
-_IN_TASK_IDS = "it becomes part of Airflow task ids and RUN collection names"
-_IN_GRAPHS = "it names datasets and quanta in file names, data queries and commands"
-_IN_RUNS = "it starts every RUN collection name, which becomes part of file names and of commands"
-_IN_COMMANDS = "it is passed to pipetask and BPS commands"
-_IN_QUERIES = "it is used in data queries and commands"
-RunPrefix = _checked(COLLECTION, _IN_RUNS)
-CollectionName = _checked(COLLECTION, _IN_COMMANDS)
-QueryWord = _checked(WORD, _IN_QUERIES)
+IN_TASK_IDS = "it becomes part of Airflow task ids and RUN collection names"
+IN_GRAPHS = "it names datasets and quanta in file names, data queries and commands"
+IN_RUNS = "it starts every RUN collection name, which becomes part of file names and of commands"
+IN_COMMANDS = "it is passed to pipetask and BPS commands"
+IN_QUERIES = "it is used in data queries and commands"
+RunPrefix = _checked(COLLECTION, IN_RUNS)
+CollectionName = _checked(COLLECTION, IN_COMMANDS)
+QueryWord = _checked(WORD, IN_QUERIES)
 CommandWord = _checked(WORD, "it is used in commands and batch-system requests")
-Identifier = _checked(IDENTIFIER, _IN_GRAPHS)
+Identifier = _checked(IDENTIFIER, IN_GRAPHS)
 RseName = _checked(RSE_NAME, "Rucio refuses other RSE names")
 ActivityName = _checked(ACTIVITY, "it is a Rucio activity")
 RepoPath = _checked(PATH_TEMPLATE, "BPS pastes it unquoted into the commands of every job")
@@ -201,7 +201,7 @@ Label = _checked(LABEL, "it is shown in the UI and the report")
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
     """Base of all config models: unknown keys refused, no silent type coercion."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -217,8 +217,8 @@ def _name_from_key(value: Any, field: str) -> Any:
     for key, entry in value.items():
         if isinstance(entry, dict):
             if field in entry and entry[field] != key:
-                raise _KeyProblem((key, field), f"unknown key '{field}'; the {field} is the key "
-                                  f"({_clip(key)}): remove '{field}'")
+                raise KeyProblem((key, field), f"unknown key '{field}'; the {field} is the key "
+                                 f"({clip(key)}): remove '{field}'")
             entry = {**entry, field: key}
         named[key] = entry
     return named
@@ -227,12 +227,12 @@ def _name_from_key(value: Any, field: str) -> Any:
 # --- sites -------------------------------------------------------------------------------------
 
 
-class RucioRses(_Model):
+class RucioRses(ConfigModel):
     disk_rse: RseName
     tape_rse: RseName | None = None
 
 
-class PandaSite(_Model):
+class PandaSite(ConfigModel):
     compute_site: CommandWord
     queues: list[CommandWord] = Field(min_length=1, max_length=MAX_STEPS)
     # Where PanDA jobs fetch the quantum graph from (BPS fileDistributionEndPoint: an S3 or WebDAV
@@ -240,7 +240,7 @@ class PandaSite(_Model):
     file_distribution: UrlDirectory | None = None
 
 
-class SiteConfig(_Model):
+class SiteConfig(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
@@ -262,7 +262,7 @@ class SiteConfig(_Model):
         return settings.expand(self.butler_repo)
 
 
-class IdacConfig(_Model):
+class IdacConfig(ConfigModel):
     """An Independent Data Access Center: products go there from the hub, after tape."""
 
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
@@ -273,7 +273,7 @@ class IdacConfig(_Model):
     storage_tb: float = Field(gt=0, le=MAX_STORAGE_TB)
 
 
-class SitesConfig(_Model):
+class SitesConfig(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
 
     file: Path = Field(strict=False)
@@ -291,19 +291,19 @@ class SitesConfig(_Model):
     def _name_idacs(cls, value: Any) -> Any:
         for name in value if isinstance(value, dict) else ():
             if isinstance(name, str) and not NODE_NAME.accepts(name):
-                raise _KeyProblem((name,), "IDAC name " + NODE_NAME.problem(name, _IN_TASK_IDS))
+                raise KeyProblem((name,), "IDAC name " + NODE_NAME.problem(name, IN_TASK_IDS))
         return _name_from_key(value, "name")
 
 
 # --- pipeline ----------------------------------------------------------------------------------
 
 
-class DatasetTypeSpec(_Model):
+class DatasetTypeSpec(ConfigModel):
     dimensions: list[Identifier] = Field(max_length=MAX_STEPS)
     calibration: bool = False  # certified into a CALIBRATION collection with validity ranges
 
 
-class PipelineTaskSpec(_Model):
+class PipelineTaskSpec(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"label"})
 
     label: str
@@ -315,7 +315,7 @@ class PipelineTaskSpec(_Model):
     outputs: list[str] = Field(min_length=1, max_length=MAX_STEPS)
 
 
-class PipelineSpec(_Model):
+class PipelineSpec(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
 
     file: Path = Field(strict=False)
@@ -362,7 +362,7 @@ def _schedule_problem(value: str) -> str:
     if value in NOT_CRON or value in CRON_PRESETS:
         return ""
     if not CRON_RE.fullmatch(value):
-        return f"{_clip(value)} is not a cron expression of 5 fields separated by single spaces; {remedy}"
+        return f"{clip(value)} is not a cron expression of 5 fields separated by single spaces; {remedy}"
     from datetime import datetime
 
     from croniter import croniter
@@ -370,26 +370,26 @@ def _schedule_problem(value: str) -> str:
     try:
         croniter(value, datetime(2026, 1, 1)).get_next(datetime)
     except Exception as exc:  # noqa: BLE001 - whatever croniter refuses, Airflow's timetable would too
-        return f"{_clip(value)} is not a schedule Airflow can use ({_one_line(str(exc), 120)}); {remedy}"
+        return f"{clip(value)} is not a schedule Airflow can use ({one_line(str(exc), 120)}); {remedy}"
     return ""
 
 
 
-class SyntheticData(_Model):
+class SyntheticData(ConfigModel):
     visits_per_tract: int = Field(gt=0, le=1000)
     detectors_per_visit: int = Field(gt=0, le=1000)
     patches_per_tract: int = Field(gt=0, le=MAX_COUNT)
     bands: list[QueryWord] = Field(min_length=1, max_length=100)
 
 
-class DataSelection(_Model):
+class DataSelection(ConfigModel):
     instrument: QueryWord
     skymap: QueryWord
     input_collections: list[CollectionName] = Field(min_length=1, max_length=MAX_STEPS)
     synthetic: SyntheticData | None = None
 
 
-class StepConfig(_Model):
+class StepConfig(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
@@ -402,7 +402,7 @@ class StepConfig(_Model):
 InputSelectionKind = Literal["visits_in_tracts", "valid_for_visits", "overlaps_tracts"]
 
 
-class InputSelection(_Model):
+class InputSelection(ConfigModel):
     collection: CollectionName  # where the hub holds them (one of data.input_collections)
     # visits_in_tracts: datasets of the visits/detectors overlapping the site's tracts (raws);
     # valid_for_visits: calibrations certified for when those visits were taken (by detector);
@@ -410,7 +410,7 @@ class InputSelection(_Model):
     select: InputSelectionKind
 
 
-class HopConfig(_Model):
+class HopConfig(ConfigModel):
     loader_filled: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str
@@ -435,7 +435,7 @@ class HopConfig(_Model):
     idacs: list[str] = []
 
 
-class BpsRequest(_Model):
+class BpsRequest(ConfigModel):
     """What one quantum of a step asks the batch system for (ctrl_bps requestMemory/requestCpus)."""
 
     request_memory_mb: int | None = Field(default=None, gt=0, le=MAX_MEMORY_MB)
@@ -465,11 +465,11 @@ class BpsConfig(BpsRequest):
                              for name in BpsRequest.model_fields})
 
 
-class QaConfig(_Model):
+class QaConfig(ConfigModel):
     tolerance: float = Field(default=0.001, gt=0, le=1)
 
 
-class _CampaignDocument(_Model):
+class CampaignDocument(ConfigModel):
     """What a campaign YAML file holds; `CampaignConfig` adds what the loader resolves."""
 
     name: str
@@ -498,8 +498,8 @@ class _CampaignDocument(_Model):
     @classmethod
     def _slug(cls, value: str) -> str:
         if not CAMPAIGN_NAME.accepts(value):
-            raise _KeyProblem((), CAMPAIGN_NAME.problem(value, "it becomes the Airflow DAG id and "
-                                                        "part of every BPS run name", "is not a slug: use"))
+            raise KeyProblem((), CAMPAIGN_NAME.problem(value, "it becomes the Airflow DAG id and "
+                                                       "part of every BPS run name", "is not a slug: use"))
         return value
 
     @field_validator("schedule")
@@ -508,11 +508,11 @@ class _CampaignDocument(_Model):
         if value is not None:
             problem = _schedule_problem(value)
             if problem:
-                raise _KeyProblem((), problem)
+                raise KeyProblem((), problem)
         return value
 
 
-class CampaignConfig(_CampaignDocument):
+class CampaignConfig(CampaignDocument):
     """A validated campaign, with its pipeline spec and the sites it was checked against."""
 
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file", "pipeline_spec", "sites_config"})
@@ -555,19 +555,19 @@ def campaign_dag_id(name: str) -> str:
 
 def load_sites(path: str | Path | None = None) -> SitesConfig:
     """Load and check the sites file (default: configs/sites.yaml)."""
-    file = _absolute(settings.DEFAULT_SITES_FILE if path is None else path)
-    raw = _read_mapping(file)
-    sites = _validate(SitesConfig, raw, file, {"file": file})
-    _check_sites(sites)
+    file = absolute_path(settings.DEFAULT_SITES_FILE if path is None else path)
+    raw = read_mapping(file)
+    sites = validate_mapping(SitesConfig, raw, file, {"file": file})
+    check_sites(sites)
     return sites
 
 
 def load_pipeline(path: str | Path) -> PipelineSpec:
     """Load and check a pipeline spec (dataset types and tasks grouped into steps)."""
-    file = _absolute(path)
-    raw = _read_mapping(file)
-    spec = _validate(PipelineSpec, raw, file, {"file": file})
-    _check_pipeline(spec)
+    file = absolute_path(path)
+    raw = read_mapping(file)
+    spec = validate_mapping(PipelineSpec, raw, file, {"file": file})
+    check_pipeline(spec)
     return spec
 
 
@@ -576,16 +576,16 @@ def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> Cam
 
     Raises `ConfigError` for the first problem found; nothing else is done.
     """
-    file = _absolute(path)
-    raw = _read_mapping(file)
-    doc = _validate(_CampaignDocument, raw, file, {})
+    file = absolute_path(path)
+    raw = read_mapping(file)
+    doc = validate_mapping(CampaignDocument, raw, file, {})
     sites = load_sites(sites_path)
-    pipeline_file = _absolute(file.parent / doc.pipeline)
+    pipeline_file = absolute_path(file.parent / doc.pipeline)
     if not pipeline_file.is_file():
         raise ConfigError(file, "pipeline", f"pipeline file {pipeline_file} does not exist; fix "
                           "the path (it is relative to the campaign file)")
     pipeline = load_pipeline(pipeline_file)
-    _check_campaign(doc, file, pipeline, sites)
+    check_campaign(doc, file, pipeline, sites)
     steps = {
         name: step.model_copy(update={"site": sites.hub})
         if step.scope == "global" and step.site is None else step
@@ -596,7 +596,7 @@ def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> Cam
         name: hop.model_copy(update={"dataset_types": list(hop.inputs)}) if hop.direction == "place" else hop
         for name, hop in doc.hops.items()
     }
-    fields = {name: getattr(doc, name) for name in _CampaignDocument.model_fields}
+    fields = {name: getattr(doc, name) for name in CampaignDocument.model_fields}
     return CampaignConfig.model_validate({
         **fields, "steps": steps, "hops": hops, "pipeline": pipeline_file, "file": file,
         "pipeline_spec": pipeline, "sites_config": sites,
@@ -609,7 +609,7 @@ def find_campaign_files(directory: Path | None = None) -> list[Path]:
     return sorted(path for path in directory.glob("*.yaml") if path.is_file())
 
 
-def _absolute(path: str | Path) -> Path:
+def absolute_path(path: str | Path) -> Path:
     """Absolute and normalized (no `..`), without resolving symlinks: what the user recognises."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
@@ -632,7 +632,7 @@ def _construct_unique_mapping(loader: Any, node: yaml.MappingNode, deep: bool = 
             continue
         if first != key_node.start_mark.line:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {_clip(key)} (first given at line {first + 1})",
+                None, None, f"duplicate key {clip(key)} (first given at line {first + 1})",
                 key_node.start_mark)
     return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
@@ -701,7 +701,7 @@ def _where(node: yaml.Node) -> str:
     return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
 
 
-def _read_mapping(file: Path) -> dict[str, Any]:
+def read_mapping(file: Path) -> dict[str, Any]:
     """Parse a YAML file whose top level must be a mapping."""
     if not file.exists():
         raise ConfigError(file, FILE_KEY, "file does not exist; check the path")
@@ -749,7 +749,7 @@ def _read_mapping(file: Path) -> dict[str, Any]:
 # --- pydantic errors -> ConfigError ------------------------------------------------------------
 
 
-def _validate(model: type[_Model], raw: dict[str, Any], file: Path, filled: dict[str, Any]) -> Any:
+def validate_mapping(model: type[ConfigModel], raw: dict[str, Any], file: Path, filled: dict[str, Any]) -> Any:
     """Validate a parsed file against a model; loader-filled keys may not come from the file."""
     for key in model.loader_filled:
         if key in raw:
@@ -778,7 +778,7 @@ _EXPECTED = {
 }
 
 
-def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path) -> ConfigError:
+def _from_validation_error(exc: ValidationError, model: type[ConfigModel], file: Path) -> ConfigError:
     """The first pydantic error as a ConfigError: dotted key path, problem and remedy."""
     error = exc.errors(include_url=False)[0]
     loc = tuple(error["loc"])
@@ -786,7 +786,7 @@ def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path
     value = error.get("input")
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")
-    if isinstance(cause, _KeyProblem):
+    if isinstance(cause, KeyProblem):
         return ConfigError(file, _key_path(loc + cause.sub_path), cause.problem)
     if kind == "missing":
         problem = f"required key '{loc[-1]}' is missing; add it"
@@ -795,18 +795,18 @@ def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path
     elif kind in _EXPECTED:
         if loc and loc[-1] == "[key]":
             loc = loc[:-1]
-            problem = f"key {_clip(value)} must be a string; quote it"
+            problem = f"key {clip(value)} must be a string; quote it"
         else:
             problem = (f"wrong type: expected {_EXPECTED[kind]}, got {_show(value)}; "
                        "write the value as that type")
     elif kind == "literal_error":
         problem = f"{_show(value)} is not allowed; use one of {ctx.get('expected')}"
     elif kind == "greater_than":
-        problem = f"must be greater than {_number(ctx['gt'])}, got {_clip(value)}; set a positive value"
+        problem = f"must be greater than {_number(ctx['gt'])}, got {clip(value)}; set a positive value"
     elif kind == "greater_than_equal":
-        problem = f"must be at least {_number(ctx['ge'])}, got {_clip(value)}; set a value >= {_number(ctx['ge'])}"
+        problem = f"must be at least {_number(ctx['ge'])}, got {clip(value)}; set a value >= {_number(ctx['ge'])}"
     elif kind == "less_than_equal":
-        problem = f"must be at most {_number(ctx['le'])}, got {_clip(value)}; set a value <= {_number(ctx['le'])}"
+        problem = f"must be at most {_number(ctx['le'])}, got {clip(value)}; set a value <= {_number(ctx['le'])}"
     elif kind == "too_short":
         problem = (f"must have at least {ctx['min_length']} entr"
                    f"{'y' if ctx['min_length'] == 1 else 'ies'}, got none; add "
@@ -820,15 +820,15 @@ def _from_validation_error(exc: ValidationError, model: type[_Model], file: Path
     return ConfigError(file, _key_path(loc), problem)
 
 
-def _unknown_key_problem(model: type[_Model], loc: tuple[Any, ...], key: str) -> str:
+def _unknown_key_problem(model: type[ConfigModel], loc: tuple[Any, ...], key: str) -> str:
     owner = _model_at(model, loc)
     if owner is None:
-        return f"unknown key {_clip(key)}; remove it or fix its spelling"
+        return f"unknown key {clip(key)}; remove it or fix its spelling"
     allowed = [name for name in owner.model_fields if name not in owner.loader_filled]
-    return f"unknown key {_clip(key)}; allowed keys here: {', '.join(allowed)}"
+    return f"unknown key {clip(key)}; allowed keys here: {', '.join(allowed)}"
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[_Model] | None:
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[ConfigModel] | None:
     """The model class that validates the mapping at `loc` (walking fields, dicts and lists)."""
     annotation: Any = model
     for part in loc:
@@ -845,7 +845,7 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[_Model] | No
         else:
             return None
     annotation = _strip_optional(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, _Model):
+    if isinstance(annotation, type) and issubclass(annotation, ConfigModel):
         return annotation
     return None
 
@@ -865,7 +865,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int) and not isinstance(part, bool) and path:
             path += f"[{part}]"
         else:
-            part = _key_part(part)
+            part = key_part(part)
             path += f".{part}" if path else part
     return path or ROOT_KEY
 
@@ -875,10 +875,10 @@ def _number(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
-def _key_part(key: Any) -> str:
+def key_part(key: Any) -> str:
     """A mapping key as written in a key path: as is when short and printable, else clipped."""
     text = str(key) if isinstance(key, str | int | float | bool) or key is None else ""
-    return text if text and len(text) <= 64 and text.isprintable() else _clip(key)
+    return text if text and len(text) <= 64 and text.isprintable() else clip(key)
 
 
 def _type_name(value: Any) -> str:
@@ -892,12 +892,12 @@ _SHORT_REPR = reprlib.Repr(maxlevel=2, maxtuple=4, maxlist=4, maxarray=4, maxdic
                            maxfrozenset=4, maxdeque=4, maxstring=60, maxlong=40, maxother=60)
 
 
-def _clip(value: Any) -> str:
+def clip(value: Any) -> str:
     """A value for a message: its repr, short and on one line."""
-    return _one_line(_SHORT_REPR.repr(value), 100)
+    return one_line(_SHORT_REPR.repr(value), 100)
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     """TEXT with control characters escaped, cut in the middle to at most LIMIT characters (the
     start names the problem, the end says what to do)."""
     if len(text) > 4 * limit:  # escaping below at most quadruples a character
@@ -911,70 +911,70 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def _show(value: Any) -> str:
-    return f"{_clip(value)} ({_type_name(value)})"
+    return f"{clip(value)} ({_type_name(value)})"
 
 
 # --- checks across keys and files --------------------------------------------------------------
 
 
-def _names(names: Any, shown: int = 12) -> str:
+def name_list(names: Any, shown: int = 12) -> str:
     """Names for a message: the first few, then how many more."""
-    names = [_key_part(name) for name in names]
+    names = [key_part(name) for name in names]
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more or "(none)"
 
 
-def _check_sites(sites: SitesConfig) -> None:
+def check_sites(sites: SitesConfig) -> None:
     file = sites.file
     for name in sites.sites:
         if not NODE_NAME.accepts(name):
-            raise ConfigError(file, f"sites.{name}", "site name " + NODE_NAME.problem(name, _IN_TASK_IDS))
+            raise ConfigError(file, f"sites.{name}", "site name " + NODE_NAME.problem(name, IN_TASK_IDS))
         panda = sites.sites[name].panda
         if panda.compute_site not in panda.queues:
             # BPS's computeSite is a PanDA queue name: one the site does not have would be
             # refused by PanDA only after the workflow was built and uploaded.
             raise ConfigError(file, f"sites.{name}.panda.compute_site", f"unknown computeSite "
-                              f"{_clip(panda.compute_site)}: not one of {name}'s PanDA queues "
-                              f"({_names(panda.queues)}); use one of them or add the queue")
+                              f"{clip(panda.compute_site)}: not one of {name}'s PanDA queues "
+                              f"({name_list(panda.queues)}); use one of them or add the queue")
     if sites.hub not in sites.sites:
-        raise ConfigError(file, "hub", f"hub {_clip(sites.hub)} is not one of the sites "
-                          f"({_names(sites.sites)}); set hub to one of them")
+        raise ConfigError(file, "hub", f"hub {clip(sites.hub)} is not one of the sites "
+                          f"({name_list(sites.sites)}); set hub to one of them")
     total = math.fsum(site.work_share for site in sites.sites.values())
     if abs(total - 1.0) > WORK_SHARE_TOLERANCE:
         raise ConfigError(file, "sites.*.work_share", f"work shares sum to {total:.6g}, not 1; "
                           "adjust them so that they sum to 1")
 
 
-def _check_pipeline(spec: PipelineSpec) -> None:
+def check_pipeline(spec: PipelineSpec) -> None:
     file = spec.file
     for name in spec.dataset_types:
         if not IDENTIFIER.accepts(name):
-            raise ConfigError(file, f"dataset_types.{name}", "dataset type " + IDENTIFIER.problem(name, _IN_GRAPHS))
+            raise ConfigError(file, f"dataset_types.{name}", "dataset type " + IDENTIFIER.problem(name, IN_GRAPHS))
     producer: dict[str, str] = {}
     for label, task in spec.tasks.items():
         if not IDENTIFIER.accepts(label):
-            raise ConfigError(file, f"tasks.{label}", "task label " + IDENTIFIER.problem(label, _IN_GRAPHS))
+            raise ConfigError(file, f"tasks.{label}", "task label " + IDENTIFIER.problem(label, IN_GRAPHS))
         if not NODE_NAME.accepts(task.step):
-            raise ConfigError(file, f"tasks.{label}.step", "step name " + NODE_NAME.problem(task.step, _IN_TASK_IDS))
+            raise ConfigError(file, f"tasks.{label}.step", "step name " + NODE_NAME.problem(task.step, IN_TASK_IDS))
         for key in ("inputs", "prerequisites", "outputs"):
             for i, name in enumerate(getattr(task, key)):
                 if name not in spec.dataset_types:
-                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {_clip(name)} "
+                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {clip(name)} "
                                       "is not declared; add it under dataset_types or fix the name")
         for i, name in enumerate(task.outputs):
             if name in producer:
-                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {_clip(name)} is "
-                                  f"already an output of task {_clip(producer[name])}; each dataset "
+                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {clip(name)} is "
+                                  f"already an output of task {clip(producer[name])}; each dataset "
                                   "type has one producing task")
             producer[name] = label
 
 
-def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
-                    sites: SitesConfig) -> None:
+def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
+                   sites: SitesConfig) -> None:
     """Cross-checks of a structurally valid campaign, in file order; raises on the first."""
     if doc.data.instrument != pipeline.instrument:
-        raise ConfigError(file, "data.instrument", f"instrument {_clip(doc.data.instrument)} differs "
-                          f"from the pipeline's ({_clip(pipeline.instrument)} in {pipeline.file}); use "
+        raise ConfigError(file, "data.instrument", f"instrument {clip(doc.data.instrument)} differs "
+                          f"from the pipeline's ({clip(pipeline.instrument)} in {pipeline.file}); use "
                           "the pipeline's instrument or another pipeline")
     _check_tracts(doc, file, sites)
     _check_steps(doc, file, pipeline, sites)
@@ -986,16 +986,16 @@ def _check_campaign(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
-            raise ConfigError(file, f"review_gates[{i}]", f"{_clip(gate)} is not a step of this "
-                              f"campaign; use one of: {_names(steps)}")
+            raise ConfigError(file, f"review_gates[{i}]", f"{clip(gate)} is not a step of this "
+                              f"campaign; use one of: {name_list(steps)}")
 
 
-def _check_tracts(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+def _check_tracts(doc: CampaignDocument, file: Path, sites: SitesConfig) -> None:
     owner: dict[int, str] = {}
     for site, tracts in doc.tracts.items():
         if site not in sites.sites:
-            raise ConfigError(file, f"tracts.{site}", f"unknown site {_clip(site)}; use one of the "
-                              f"sites in {sites.file} ({_names(sites.sites)}) or add it there")
+            raise ConfigError(file, f"tracts.{site}", f"unknown site {clip(site)}; use one of the "
+                              f"sites in {sites.file} ({name_list(sites.sites)}) or add it there")
         if not tracts:
             raise ConfigError(file, f"tracts.{site}", f"no tracts assigned to {site}; list at "
                               "least one tract or remove the site")
@@ -1012,31 +1012,31 @@ def _check_tracts(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> Non
             owner[tract] = site
 
 
-def _check_steps(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
+def _check_steps(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
                  sites: SitesConfig) -> None:
     for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
         for name in entries:
             if not NODE_NAME.accepts(name):
-                raise ConfigError(file, f"{kind}.{name}", "name " + NODE_NAME.problem(name, _IN_TASK_IDS))
+                raise ConfigError(file, f"{kind}.{name}", "name " + NODE_NAME.problem(name, IN_TASK_IDS))
     for name in doc.hops:
         if name in doc.steps:
-            raise ConfigError(file, f"hops.{name}", f"{_clip(name)} is both a step and a hop, so "
+            raise ConfigError(file, f"hops.{name}", f"{clip(name)} is both a step and a hop, so "
                               "`after` entries naming it are ambiguous; rename the hop")
     pipeline_steps = pipeline.steps()
     for name in doc.steps:
         if name not in pipeline_steps:
-            raise ConfigError(file, f"steps.{name}", f"step {_clip(name)} is not a step of the pipeline "
-                              f"{pipeline.file} (its steps: {_names(pipeline_steps)}); rename or "
+            raise ConfigError(file, f"steps.{name}", f"step {clip(name)} is not a step of the pipeline "
+                              f"{pipeline.file} (its steps: {name_list(pipeline_steps)}); rename or "
                               "remove it")
     for name in pipeline_steps:
         if name not in doc.steps:
-            raise ConfigError(file, "steps", f"pipeline step {_clip(name)} (from {pipeline.file}) is "
+            raise ConfigError(file, "steps", f"pipeline step {clip(name)} (from {pipeline.file}) is "
                               f"missing; add steps.{name} with its scope and after")
     for name, step in doc.steps.items():
         where = f"steps.{name}.site"
         if step.site is not None and step.site not in sites.sites:
-            raise ConfigError(file, where, f"unknown site {_clip(step.site)}; use one of the sites in "
-                              f"{sites.file} ({_names(sites.sites)})")
+            raise ConfigError(file, where, f"unknown site {clip(step.site)}; use one of the sites in "
+                              f"{sites.file} ({name_list(sites.sites)})")
         if step.scope == "site" and step.site is not None:
             raise ConfigError(file, where, "a site-scope step runs at every campaign site, so it "
                               "takes no site; remove site (or make the step scope: global)")
@@ -1048,17 +1048,17 @@ def _check_steps(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec,
         for name, entry in entries.items():
             for i, before in enumerate(entry.after):
                 if before not in doc.steps and before not in doc.hops:
-                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{_clip(before)} is not a "
-                                      f"step or hop of this campaign; use one of: {_names(nodes)}")
+                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{clip(before)} is not a "
+                                      f"step or hop of this campaign; use one of: {name_list(nodes)}")
 
 
-def _dependencies(doc: _CampaignDocument) -> dict[str, list[str]]:
+def _dependencies(doc: CampaignDocument) -> dict[str, list[str]]:
     """Each step and hop with the steps and hops it runs after."""
     steps = {name: step.after for name, step in doc.steps.items()}
     return {**steps, **{name: hop.after for name, hop in doc.hops.items()}}
 
 
-def _check_graph(doc: _CampaignDocument, file: Path) -> None:
+def _check_graph(doc: CampaignDocument, file: Path) -> None:
     """Refuse a dependency cycle, naming it (depth-first search in file order)."""
     deps = _dependencies(doc)
     done: set[str] = set()
@@ -1091,7 +1091,7 @@ def _check_graph(doc: _CampaignDocument, file: Path) -> None:
             iters.append(iter(enumerate(deps[before])))
 
 
-def _ancestors(doc: _CampaignDocument) -> dict[str, set[str]]:
+def ancestors_of(doc: CampaignDocument) -> dict[str, set[str]]:
     """Every step and hop that must finish before each node (the graph is acyclic here).
 
     Iterative, children before parents: a long chain of `after` must not exhaust the stack."""
@@ -1113,13 +1113,13 @@ def _ancestors(doc: _CampaignDocument) -> dict[str, set[str]]:
     return memo
 
 
-def _check_placement(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
+def _check_placement(doc: CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
     """A place hop runs first and selects inputs the hub holds; every other hop runs after
     something and moves what steps made."""
     places = [name for name, hop in doc.hops.items() if hop.direction == "place"]
     if len(places) > 1:
         raise ConfigError(file, f"hops.{places[1]}.direction", f"a campaign places its inputs once, "
-                          f"but {_names(places)} are all place hops; merge their inputs into one")
+                          f"but {name_list(places)} are all place hops; merge their inputs into one")
     for name, hop in doc.hops.items():
         if hop.direction != "place":
             if hop.inputs:
@@ -1145,11 +1145,11 @@ def _check_placement(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec)
             where = f"hops.{name}.inputs.{dataset_type}"
             spec = pipeline.dataset_types.get(dataset_type)
             if spec is None:
-                raise ConfigError(file, where, f"{_clip(dataset_type)} is not a dataset type of the "
+                raise ConfigError(file, where, f"{clip(dataset_type)} is not a dataset type of the "
                                   f"pipeline {pipeline.file}; declare it there or fix the name")
             if sel.collection not in doc.data.input_collections:
-                raise ConfigError(file, f"{where}.collection", f"{_clip(sel.collection)} is not one of "
-                                  f"data.input_collections ({_names(doc.data.input_collections)}); "
+                raise ConfigError(file, f"{where}.collection", f"{clip(sel.collection)} is not one of "
+                                  f"data.input_collections ({name_list(doc.data.input_collections)}); "
                                   "the sites' steps read only those: add it there")
             wanted = {
                 "visits_in_tracts": ("visit" in spec.dimensions and "detector" in spec.dimensions,
@@ -1166,8 +1166,8 @@ def _check_placement(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec)
                                   f"{spec.dimensions}: pick another select")
 
 
-def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
-    ancestors = _ancestors(doc)
+def _check_hop_dataset_types(doc: CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
+    ancestors = ancestors_of(doc)
     for name, hop in doc.hops.items():
         if hop.direction == "place":  # inputs, not products: checked by _check_placement
             continue
@@ -1176,22 +1176,22 @@ def _check_hop_dataset_types(doc: _CampaignDocument, file: Path, pipeline: Pipel
         for i, dataset_type in enumerate(hop.dataset_types):
             where = f"hops.{name}.dataset_types[{i}]"
             if dataset_type not in pipeline.dataset_types:
-                raise ConfigError(file, where, f"hop {name} moves {_clip(dataset_type)}, which the "
+                raise ConfigError(file, where, f"hop {name} moves {clip(dataset_type)}, which the "
                                   f"pipeline {pipeline.file} does not define; fix the name")
             if dataset_type not in produced:
                 source = next((s for s in pipeline.steps() if dataset_type in
                                pipeline.step_outputs(s)), None)
                 origin = f"it is made by {source}" if source else "no step makes it"
-                raise ConfigError(file, where, f"hop {name} moves {_clip(dataset_type)}, which no "
+                raise ConfigError(file, where, f"hop {name} moves {clip(dataset_type)}, which no "
                                   f"earlier step produces ({origin}; steps before the hop: "
-                                  f"{_names(earlier)}); add the producing step to the hop's "
+                                  f"{name_list(earlier)}); add the producing step to the hop's "
                                   "after chain or remove the dataset type")
 
 
-def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) -> None:
+def _check_archive_hops(doc: CampaignDocument, file: Path, sites: SitesConfig) -> None:
     """A tape hop needs the hub's tape RSE; a release names earlier site hops whose data it
     archives; the IDACs it sends products to are those of the sites file."""
-    ancestors = _ancestors(doc)
+    ancestors = ancestors_of(doc)
     for name, hop in doc.hops.items():
         if hop.direction == "to_tape" and not sites.sites[sites.hub].rucio.tape_rse:
             raise ConfigError(file, f"hops.{name}.direction", f"hop {name} goes to tape, but the hub "
@@ -1211,8 +1211,8 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
         for i, idac in enumerate(hop.idacs):
             where = f"hops.{name}.idacs[{i}]"
             if idac not in sites.idacs:
-                raise ConfigError(file, where, f"unknown IDAC {_clip(idac)}; use one of the IDACs in "
-                                  f"{sites.file} ({_names(sites.idacs)}) or add it there under "
+                raise ConfigError(file, where, f"unknown IDAC {clip(idac)}; use one of the IDACs in "
+                                  f"{sites.file} ({name_list(sites.idacs)}) or add it there under "
                                   "idacs")
             if idac in hop.idacs[:i]:
                 raise ConfigError(file, where, f"IDAC {idac} is listed twice; name each IDAC once")
@@ -1220,21 +1220,21 @@ def _check_archive_hops(doc: _CampaignDocument, file: Path, sites: SitesConfig) 
             where = f"hops.{name}.release_site_copies_of[{i}]"
             site_hops = [n for n, h in doc.hops.items() if h.direction != "to_tape"]
             if other not in site_hops:
-                raise ConfigError(file, where, f"{_clip(other)} is not a fan_in or fan_out hop of this "
-                                  f"campaign; use one of: {_names(site_hops)}")
+                raise ConfigError(file, where, f"{clip(other)} is not a fan_in or fan_out hop of this "
+                                  f"campaign; use one of: {name_list(site_hops)}")
             if other not in ancestors[name]:
                 raise ConfigError(file, where, f"hop {other} does not run before {name}, so its "
                                   f"site copies could be released before they reach tape; add it "
                                   f"to {name}'s after chain")
             unarchived = [t for t in doc.hops[other].dataset_types if t not in hop.dataset_types]
             if unarchived:
-                raise ConfigError(file, where, f"hop {other} moves {_names(unarchived)}, which "
+                raise ConfigError(file, where, f"hop {other} moves {name_list(unarchived)}, which "
                                   f"{name} does not put on tape: releasing their site copies would "
                                   f"leave them on disk only; add them to hops.{name}.dataset_types "
                                   "or leave the hop out of this list")
 
 
-def _check_clustering(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec, step: str, dims: list[str]) -> None:
+def _check_clustering(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, step: str, dims: list[str]) -> None:
     """Clustering by a dimension needs every task of the step to have it in its data IDs."""
     tasks = [pipeline.tasks[label] for label in pipeline.step_tasks(step)]
     common = [d for d in tasks[0].dimensions if all(d in t.dimensions for t in tasks)] if tasks else []
@@ -1242,17 +1242,17 @@ def _check_clustering(doc: _CampaignDocument, file: Path, pipeline: PipelineSpec
         if dim not in common:
             own = doc.bps.steps.get(step, BpsRequest()).cluster_by is not None
             where = f"bps.steps.{step}.cluster_by[{i}]" if own else f"bps.cluster_by[{i}]"
-            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {_clip(dim)}: its tasks "
-                              f"({', '.join(pipeline.step_tasks(step))}) share only {_names(common) if common else 'no dimension'}; "
+            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {clip(dim)}: its tasks "
+                              f"({', '.join(pipeline.step_tasks(step))}) share only {name_list(common) if common else 'no dimension'}; "
                               f"use those, or set bps.steps.{step}.cluster_by for this step")
 
 
-def _check_bps_requests(doc: _CampaignDocument, file: Path, sites: SitesConfig, pipeline: PipelineSpec) -> None:
+def _check_bps_requests(doc: CampaignDocument, file: Path, sites: SitesConfig, pipeline: PipelineSpec) -> None:
     """Each step's memory request must fit the cores it asks for at every site that runs it."""
     for name in doc.bps.steps:
         if name not in doc.steps:
-            raise ConfigError(file, f"bps.steps.{name}", f"{_clip(name)} is not a step of this campaign; "
-                              f"use one of: {_names(doc.steps)}")
+            raise ConfigError(file, f"bps.steps.{name}", f"{clip(name)} is not a step of this campaign; "
+                              f"use one of: {name_list(doc.steps)}")
     for name, step in doc.steps.items():
         request = doc.bps.for_step(name)
         _check_clustering(doc, file, pipeline, name, request.cluster_by)

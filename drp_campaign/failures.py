@@ -30,11 +30,11 @@ from pydantic import Field
 from drp_campaign import settings
 from drp_campaign.config import (
     ConfigError,
-    _absolute,
-    _Model,
-    _names,
-    _read_mapping,
-    _validate,
+    ConfigModel,
+    absolute_path,
+    name_list,
+    read_mapping,
+    validate_mapping,
 )
 
 __all__ = [
@@ -76,7 +76,7 @@ ACTIONS: dict[str, str] = {
 # --- the rules file ----------------------------------------------------------------------------
 
 
-class FailureRule(_Model):
+class FailureRule(ConfigModel):
     """One rule: a name, a class, and criteria that must ALL hold for a failed quantum."""
 
     name: str
@@ -107,7 +107,7 @@ class FailureRule(_Model):
         return True
 
 
-class FailureRules(_Model):
+class FailureRules(ConfigModel):
     """The rules file, checked; `classify` applies it to a run's failed quanta."""
 
     loader_filled: ClassVar[frozenset[str]] = frozenset({"file"})
@@ -146,10 +146,10 @@ def load_rules(path: Path | None = None) -> FailureRules:
 
     Raises `ConfigError` naming the file, the rule (index and name), the key and what to do.
     """
-    file = _absolute(DEFAULT_RULES_FILE if path is None else path)
-    raw = _read_mapping(file)
+    file = absolute_path(DEFAULT_RULES_FILE if path is None else path)
+    raw = read_mapping(file)
     try:
-        rules = _validate(FailureRules, raw, file, {"file": file})
+        rules = validate_mapping(FailureRules, raw, file, {"file": file})
         _check_rules(rules)
     except ConfigError as exc:
         raise _with_rule_name(exc, raw) from None
@@ -168,7 +168,7 @@ def _check_rules(rules: FailureRules) -> None:
         seen[rule.name] = i
         if all(getattr(rule, key) is None for key in MATCH_KEYS):
             raise ConfigError(file, where, f"the rule has no match criteria, so it would match "
-                              f"every failure; add at least one of: {_names(MATCH_KEYS)}")
+                              f"every failure; add at least one of: {name_list(MATCH_KEYS)}")
         for key in ("exit_codes", "tasks", "statuses"):
             if getattr(rule, key) == []:
                 raise ConfigError(file, f"{where}.{key}", f"empty list: it can match nothing; list "

@@ -537,9 +537,9 @@ def test_messages_are_one_short_line_whatever_the_file_holds(edit: Edit, workspa
 def test_dependency_chains_are_walked_without_recursion() -> None:
     from types import SimpleNamespace
 
-    from drp_campaign.config import _ancestors
+    from drp_campaign.config import ancestors_of
 
     n = 2 * sys.getrecursionlimit()
     steps = {f"s{i}": SimpleNamespace(after=[f"s{i - 1}"] if i else []) for i in range(n)}
-    ancestors = _ancestors(SimpleNamespace(steps=steps, hops={}))
+    ancestors = ancestors_of(SimpleNamespace(steps=steps, hops={}))
     assert len(ancestors[f"s{n - 1}"]) == n - 1 and ancestors["s0"] == set()
