@@ -40,6 +40,7 @@ from drp_campaign.sensors.hops import HopReplicationSensor
 
 from .config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
 from .graph import CampaignGraph, Stage, build_graph
+from .hops import hop_ends
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class _Renderer:
 
     def _hop(self, stage: Stage) -> None:
         for site in self.graph.remote_sites():
-            source, dest = (site, self.hub) if stage.scope == "fan_in" else (self.hub, site)
+            ends = hop_ends(self.campaign, stage.name, site)
+            source, dest = ends.source, ends.destination
             hop_args = dict(hop=stage.name, site=site, **self.common)
             with self.groups[site], TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"):
                 register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
@@ -215,7 +217,7 @@ class _Renderer:
         a copy sent to each IDAC the hop names (to_<IDAC> -> wait_<IDAC> -> confirm_<IDAC>)."""
         hub_args = dict(hop=stage.name, site=self.hub, queue=self._queue(self.hub), **self.common)
         hop = self.campaign.hops[stage.name]
-        tape = self.campaign.sites_config.sites[self.hub].rucio.tape_rse
+        tape = hop_ends(self.campaign, stage.name, self.hub).destination_rse
         to = ", ".join([tape, *hop.idacs])
         with self.groups[self.hub], TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {to}: {', '.join(stage.dataset_types)}"):
             register = RegisterHopOperator(task_id="register", **hub_args)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .config import CampaignConfig
+from .hops import Direction
 
 StageKind = Literal["step", "hop"]
 
@@ -23,7 +24,7 @@ class Stage:
 
     name: str
     kind: StageKind
-    scope: Literal["site", "global", "place", "fan_in", "fan_out", "to_tape"]
+    scope: Literal["site", "global"] | Direction  # a hop's is its direction (hops.py)
     after: tuple[str, ...]
     site: str | None = None  # where a global step runs
     dataset_types: tuple[str, ...] = ()  # what a hop moves

@@ -31,10 +31,11 @@ from airflow.sdk.exceptions import AirflowException
 
 from drp_campaign.checksums import adler32
 from drp_campaign.hooks.stack import StackHook
+from drp_campaign.hops import hop_dataset_did, hop_ends, idac_rse
 from drp_campaign.ledger import HopEntry
 from drp_campaign.transfer.base import Manifest, TransferError
 
-from .hops import HopOperator, hop_dataset_did
+from .hops import HopOperator
 
 
 class ConfirmTapeOperator(HopOperator):
@@ -83,11 +84,11 @@ class ReleaseSiteCopiesOperator(HopOperator):
 
     def site_copies(self, context) -> list[tuple[str, str]]:
         """(hop, dataset DID) of each copy the site holds: what it sent (fan-in) or got (fan-out)."""
-        key, hub = self.run_key(context), self.campaign.hub()
+        key = self.run_key(context)
         copies = []
         for name in self.campaign.hops[self.hop].release_site_copies_of:
-            source = self.site if self.campaign.hops[name].direction == "fan_in" else hub
-            copies.append((name, hop_dataset_did(self.campaign, key, name, source)))
+            end = hop_ends(self.campaign, name, self.site).dataset_end
+            copies.append((name, hop_dataset_did(self.campaign, key, name, end)))
         return copies
 
     def execute(self, context) -> dict:
@@ -95,21 +96,22 @@ class ReleaseSiteCopiesOperator(HopOperator):
         super(HopOperator, self).skip_unless_selected(context)
         key = self.run_key(context)
         service = self.service()
-        hub = self.site_config(self.campaign.hub()).rucio
+        # The tape hop's own ends: from the hub's disk to its tape.
+        hub_disk, tape = self.ends.source_rse, self.ends.destination_rse
         archive_did = self.dataset_did(context)
-        on_tape, on_hub_disk = service.replicas_at(archive_did, hub.tape_rse), service.replicas_at(archive_did, hub.disk_rse)
+        on_tape, on_hub_disk = service.replicas_at(archive_did, tape), service.replicas_at(archive_did, hub_disk)
         copies = self.site_copies(context)
         manifests = {name: service.manifest(did) for name, did in copies}
         unsafe = [
-            f"{name}: {e.relpath} ({'not on tape' if e.relpath not in on_tape else 'not at ' + hub.disk_rse})"
+            f"{name}: {e.relpath} ({'not on tape' if e.relpath not in on_tape else 'not at ' + hub_disk})"
             for name, manifest in manifests.items()
             for e in manifest.entries
             if e.relpath not in on_tape or e.relpath not in on_hub_disk
         ]
         if unsafe:
             raise AirflowException(
-                f"{self.site}: nothing released: {len(unsafe)} files of its copies are not safe at {hub.disk_rse} and "
-                f"{hub.tape_rse}:\n" + "\n".join(f"  {u}" for u in unsafe[:20])
+                f"{self.site}: nothing released: {len(unsafe)} files of its copies are not safe at {hub_disk} and "
+                f"{tape}:\n" + "\n".join(f"  {u}" for u in unsafe[:20])
                 + "\nConfirm the tape hop (clear its tasks) before releasing."
             )
         site_rse = self.site_config().rucio.disk_rse
@@ -149,7 +151,7 @@ class IdacOperator(HopOperator):
 
     @property
     def destination_rse(self) -> str:
-        return self.campaign.sites_config.idacs[self.idac].rse
+        return idac_rse(self.campaign, self.idac)
 
     @property
     def destination_label(self) -> str:

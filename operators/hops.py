@@ -2,7 +2,8 @@
 
 The wait between replicate and ingest is a deferrable sensor (sensors/hops.py). Each task is
 idempotent: re-registering adds nothing twice, replicate finds the existing rule, ingest skips
-datasets already present, verify only reads the ledger.
+datasets already present, verify only reads the ledger. What a hop's direction means (its
+source, destination, RSEs, Rucio dataset name and lifetimes) comes from drp_campaign/hops.py.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from drp_campaign import graph, settings
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.hooks.transfer import TransferHook
+from drp_campaign.hops import HopEnds, Way, hop_dataset_did, hop_ends
 from drp_campaign.ledger import HopEntry, LedgerUnbalanced
 from drp_campaign.transfer.base import Manifest
 
 from .base import CampaignOperator
-
-
-def hop_dataset_did(campaign, run_key: str, hop: str, source: str) -> str:
-    """One Rucio dataset per (run, hop, source site): scope is the campaign."""
-    return f"{campaign.name}:{run_key}/{hop}/{source}"
 
 
 def ledger_entries(manifest: Manifest) -> list[HopEntry]:
@@ -42,31 +39,37 @@ class HopOperator(CampaignOperator):
         self.hop = hop
 
     @cached_property
+    def ends(self) -> HopEnds:
+        return hop_ends(self.campaign, self.hop, self.site)
+
+    @property
     def direction(self) -> str:
-        return self.campaign.hops[self.hop].direction
+        return self.ends.direction
+
+    @property
+    def way(self) -> Way:
+        return self.ends.way
 
     @property
     def source(self) -> str:
-        return self.site if self.direction == "fan_in" else self.campaign.hub()
+        return self.ends.source
 
     @property
     def destination(self) -> str:
         """The site whose storage receives the copy (the hub for fan-in and tape)."""
-        return self.site if self.direction in ("fan_out", "place") else self.campaign.hub()
+        return self.ends.destination
 
     @property
     def destination_rse(self) -> str:
-        rucio = self.site_config(self.destination).rucio
-        return rucio.tape_rse if self.direction == "to_tape" else rucio.disk_rse
+        return self.ends.destination_rse
 
     @property
     def destination_label(self) -> str:
         """What the ledger and logs call the destination: a site, or the tape RSE."""
-        return self.destination_rse if self.direction == "to_tape" else self.destination
+        return self.ends.destination_label
 
     def dataset_did(self, context) -> str:
-        # Each site's inputs are a selection of their own: one dataset per destination.
-        return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.site if self.direction == "place" else self.source)
+        return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.ends.dataset_end)
 
     def manifest_file(self, context, kind: str):
         return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination_label}.{kind}.json"
@@ -75,7 +78,7 @@ class HopOperator(CampaignOperator):
         return TransferHook().get_service(activity=self.campaign.hops[self.hop].activity)
 
     def skip_unless_selected(self, context, site: str | None = None) -> None:
-        if self.direction != "to_tape":  # the tape hop archives whatever the run made
+        if not self.way.to_tape:  # the tape hop archives whatever the run made
             super().skip_unless_selected(context, site)
 
     def record_rule(self, context, service, rule_id: str):
@@ -150,13 +153,16 @@ class RegisterHopOperator(HopOperator):
                                                  "--tracts", ",".join(map(str, tracts))]  # fmt: skip
         else:
             # A site sends what it made; the tape hop archives everything the hub holds for this run.
-            runs = graph.campaign_runs_pattern(self.campaign, key) if self.direction == "to_tape" else graph.site_runs_pattern(self.campaign, key, self.source)
+            if self.way.to_tape:
+                runs = graph.campaign_runs_pattern(self.campaign, key)
+            else:
+                runs = graph.site_runs_pattern(self.campaign, key, self.source)
             subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(hop.dataset_types)]
         result = StackHook(self.site_config(self.source)).run(subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)])
         manifest = Manifest.read(manifest_path)
         did = self.dataset_did(context)
-        rse = self.site_config(self.source).rucio.disk_rse
-        released = self.site_copy_released(context) if self.direction == "fan_in" else None
+        rse = self.ends.source_rse
+        released = self.site_copy_released(context) if self.way.site_end == "source" else None
         if released and not manifest.entries:
             # A re-run after the tape hop released this copy: what was sent is registered and safe.
             self.log.info("%s: the site copy was released at %s after reaching tape (%d files); nothing to register again",
@@ -191,23 +197,21 @@ class ReplicateHopOperator(HopOperator):
         did = self.dataset_did(context)
         rse = self.destination_rse
         service = self.service()
-        hop = self.campaign.hops[self.hop]
-        lifetime_s = int(hop.lifetime_days * 86400) if hop.lifetime_days else None
-        released = self.site_copy_released(context) if self.direction != "to_tape" else None
-        if released and self.direction in ("fan_out", "place"):
+        released = self.site_copy_released(context) if self.way.per_site else None
+        if released and self.way.site_end == "destination":
             # A re-run after the release: a new rule would have Rucio copy the files back.
             raise AirflowSkipException(f"{self.pair()}: the site's copy was released at {released['released']} after "
                                        "reaching tape; nothing to deliver again")
         if released:
             self.log.info("%s: the source copy was released after reaching tape; not held again", self.pair())
-        elif self.direction != "fan_out":
+        elif self.way.holds_source:
             # Hold the source copy with a rule of its own, so Rucio (not a person) decides when it
             # may go: a site's with the hop's lifetime, or until released once safe on tape.
-            source_rse = self.site_config(self.source).rucio.disk_rse
-            hold_id = service.replicate(did, source_rse, lifetime_s=lifetime_s if self.direction == "fan_in" else None)
+            source_rse = self.ends.source_rse
+            hold_id = service.replicate(did, source_rse, lifetime_s=self.ends.source_lifetime_s)
             self.log.info("%s: source copy at %s held by rule %s", self.pair(), source_rse, hold_id)
         # The hub keeps what it receives; a site's received copy (fan-out) is an intermediate.
-        rule_id = service.replicate(did, rse, lifetime_s=lifetime_s if self.direction in ("fan_out", "place") else None)
+        rule_id = service.replicate(did, rse, lifetime_s=self.ends.destination_lifetime_s)
         status = self.record_rule(context, service, rule_id)
         self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files", self.pair(), rule_id, did, rse, status.state, status.files_ok, status.files_total)
         return rule_id

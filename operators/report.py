@@ -6,6 +6,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from drp_campaign import graph
 from drp_campaign.hooks.stack import StackHook
+from drp_campaign.hops import way
 from drp_campaign.report import build_report, format_report, write_report
 
 from .base import CampaignOperator
@@ -18,7 +19,7 @@ class CampaignReportOperator(CampaignOperator):
         key = self.run_key(context)
         hub = self.site_config(self.campaign.hub())
         product_types = sorted(
-            {t for h in self.campaign.hops.values() if h.direction == "fan_in" for t in h.dataset_types}
+            {t for h in self.campaign.hops.values() if way(h.direction).gathers for t in h.dataset_types}
             | {t for s in self.campaign.steps.values() if s.scope == "global" for t in self.campaign.pipeline_spec.step_outputs(s.name)}
         )
         products = StackHook(hub).run(
