@@ -2,9 +2,9 @@
 
 `drp-campaign inventory` lets anyone holding the campaign file and a Rucio account check a run from
 outside Airflow. Rucio says what each hop moved: its dataset DIDs (`{scope}:{run key}/{hop}/{X}`,
-named by operators/hops.py `hop_dataset_did`) and their manifests. The hop's direction says where
-the copies belong: the hub (fan_in), every other site of the run (fan_out), the site X (place),
-the hub's tape RSE and the hop's IDACs (to_tape). Every other copy Rucio holds of a dataset is
+named and parsed by drp_campaign/hops.py) and their manifests. The hop's direction says where
+the copies belong (hops.py): the hub (fan_in), every other site of the run (fan_out), the site X
+(place), the hub's tape RSE and the hop's IDACs (to_tape). Every other copy Rucio holds of a dataset is
 listed as well, and counts in the balance like any other: the source's (registered there in place,
 as a fan-in site's outputs stay held until the hop's lifetime ends, or the hub's inputs and
 products) and any an RSE holds under a rule of ours. Replicas of the run's files that no copy of
@@ -33,6 +33,15 @@ from typing import Literal
 from .config import CampaignConfig, SiteConfig
 from .errors import DrpError
 from .graph import run_key
+from .hops import (
+    archive_rses,
+    dataset_destinations,
+    dataset_source,
+    hop_dataset_did,
+    hop_dataset_name,
+    parse_hop_dataset_name,
+    way,
+)
 from .transfer.base import Manifest, ManifestEntry
 from .transfer.rucio import RucioTransferService, available, rucio_client
 
@@ -105,19 +114,20 @@ class HopDataset:
 
     @property
     def name(self) -> str:
-        return f"{self.run_key}/{self.hop}/{self.end}"
+        return hop_dataset_name(self.run_key, self.hop, self.end)
 
 
 def hop_datasets(client, campaign: CampaignConfig) -> list[HopDataset]:
     """Every hop dataset of the campaign's scope, with when Rucio made it."""
     scope = campaign.name
-    names = [n for n in client.list_dids(scope, [{"name": "*"}], did_type="dataset")
-             if n.count("/") == 2 and n.split("/")[1] in campaign.hops]  # fmt: skip
+    mine = [(n, parsed) for n in client.list_dids(scope, [{"name": "*"}], did_type="dataset")
+            if (parsed := parse_hop_dataset_name(n)) and parsed.hop in campaign.hops]
+    names = [n for n, _ in mine]
     created: dict[str, datetime] = {}
     for i in range(0, len(names), 500):
         for meta in client.get_metadata_bulk([{"scope": scope, "name": n} for n in names[i : i + 500]]):
             created[meta["name"]] = meta.get("created_at")
-    return [HopDataset(*n.split("/"), created_at=created.get(n)) for n in names]
+    return [HopDataset(*parsed, created_at=created.get(n)) for n, parsed in mine]
 
 
 def runs_known(datasets: list[HopDataset]) -> list[tuple[str, datetime | None]]:
@@ -166,18 +176,15 @@ def _site_copy(campaign: CampaignConfig, dataset: HopDataset, site: str) -> Copy
 def expected_copies(campaign: CampaignConfig, datasets: list[HopDataset]) -> list[Copy]:
     """Each dataset's destinations, by its hop's direction. The run's sites are the hub and those
     that sent (fan_in) or were sent inputs (place); with neither, every campaign site."""
-    hub, sites = campaign.hub(), campaign.sites_config
-    in_run = {hub} | {d.end for d in datasets if campaign.hops[d.hop].direction in ("place", "fan_in")}
+    hub = campaign.hub()
+    in_run = {hub} | {d.end for d in datasets if way(campaign.hops[d.hop].direction).names_site}
     others = [s for s in campaign.campaign_sites() if s != hub and (s in in_run or in_run == {hub})]
     copies = []
     for d in datasets:
-        hop = campaign.hops[d.hop]
-        if hop.direction == "to_tape":
-            rses = [sites.sites[hub].rucio.tape_rse, *(sites.idacs[i].rse for i in hop.idacs)]
-            copies += [Copy(d, rse, rse, None) for rse in rses if rse]
+        if way(campaign.hops[d.hop].direction).to_tape:
+            copies += [Copy(d, rse, rse, None) for rse in archive_rses(campaign, d.hop) if rse]
         else:
-            targets = {"place": [d.end], "fan_in": [hub], "fan_out": others}[hop.direction]
-            copies += [_site_copy(campaign, d, s) for s in targets]
+            copies += [_site_copy(campaign, d, s) for s in dataset_destinations(campaign, d.hop, d.end, others)]
     return copies
 
 
@@ -196,8 +203,7 @@ def released_rses(client, scope: str, name: str, current: list[dict]) -> set[str
 
 def source_rse(campaign: CampaignConfig, dataset: HopDataset) -> str:
     """Where the hop registered the dataset's files in place: the sending site's disk RSE."""
-    site = dataset.end if campaign.hops[dataset.hop].direction == "fan_in" else campaign.hub()
-    return campaign.sites_config.sites[site].rucio.disk_rse
+    return campaign.sites_config.sites[dataset_source(campaign, dataset.hop, dataset.end)].rucio.disk_rse
 
 
 def with_held_and_released(campaign: CampaignConfig, client, copies: list[Copy], datasets: list[HopDataset],
@@ -316,8 +322,9 @@ def collect(campaign: CampaignConfig, client, run: str | None = None, workers: i
     key = choose_run(campaign, datasets, run)
     mine = [d for d in datasets if d.run_key == key]
     service = RucioTransferService(client)
-    manifests = {d: service.manifest(f"{campaign.name}:{d.name}") for d in mine}
-    replicas = {d: service.replica_states(f"{campaign.name}:{d.name}") for d in mine}  # at every RSE
+    dids = {d: hop_dataset_did(campaign, d.run_key, d.hop, d.end) for d in mine}
+    manifests = {d: service.manifest(dids[d]) for d in mine}
+    replicas = {d: service.replica_states(dids[d]) for d in mine}  # at every RSE
     copies = with_held_and_released(campaign, client, expected_copies(campaign, mine), mine, replicas)
     at_rse = {c: available(replicas[c.dataset].get(c.rse, {})) for c in copies}
     to_check = [c for c in copies if c.site is not None and not c.released and manifests[c.dataset].entries]

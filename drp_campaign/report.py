@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
+from .hops import hop_ends, idac_rse, way
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ def _products_out(config: CampaignConfig, balances, rules: dict) -> tuple[list[d
     """Per to_tape hop: its tape copy, and each IDAC it names (listed even before, or without, a
     rule: an IDAC whose copy failed shows as such)."""
     hub = config.hub()
-    tape_rse = config.sites_config.sites[hub].rucio.tape_rse
     by_pair = {(b.hop, b.dst_site): b for b in balances if b.src_site == hub}
 
     def copy(hop: str, rse: str) -> dict:
@@ -70,9 +70,9 @@ def _products_out(config: CampaignConfig, balances, rules: dict) -> tuple[list[d
                 "bytes": bal.arrived_bytes if bal else 0, "rule_id": rule.get("rule_id", ""),
                 "rule_state": rule.get("state", "")}  # fmt: skip
 
-    tape_hops = [name for name, hop in config.hops.items() if hop.direction == "to_tape"]
-    at_tape = [copy(name, tape_rse) for name in tape_hops]
-    at_idacs = [{"idac": idac, **copy(name, config.sites_config.idacs[idac].rse)}
+    tape_hops = [name for name, hop in config.hops.items() if way(hop.direction).to_tape]
+    at_tape = [copy(name, hop_ends(config, name, hub).destination_rse) for name in tape_hops]
+    at_idacs = [{"idac": idac, **copy(name, idac_rse(config, idac))}
                 for name in tape_hops for idac in config.hops[name].idacs]  # fmt: skip
     return at_tape, at_idacs
 
