@@ -19,7 +19,7 @@ from pathlib import Path
 from drp_campaign import bps as bpsrec
 from drp_campaign import graph, settings
 from drp_campaign.config import CampaignConfig
-from drp_campaign.operators.hops import hop_dataset_did
+from drp_campaign.hops import hop_dataset_did, hop_ends, idac_rse, way
 from drp_campaign.stack import run_stack
 from drp_campaign.transfer import transfer_service
 from drp_campaign.transfer.base import Manifest
@@ -41,7 +41,7 @@ class ByHand:
 
     @staticmethod
     def _per_site(stage) -> bool:
-        return stage.is_site_step or stage.scope in ("place", "fan_in", "fan_out")
+        return stage.is_site_step or (stage.kind == "hop" and way(stage.scope).per_site)
 
     def _say(self, text: str) -> None:
         self.log.append((time.monotonic() - self.t0, text))
@@ -101,18 +101,17 @@ class ByHand:
         self._say(f"{hop} {did_site} -> {dest_rse}")
 
     def hop(self, stage, site: str) -> None:
-        chain = graph.site_chain(self.campaign, self.key)
-        rse = self.campaign.sites_config.sites[site if stage.scope != "fan_in" else self.hub].rucio.disk_rse
-        if stage.scope == "place":
+        ends = hop_ends(self.campaign, stage.name, site)  # the pair as the operators see it
+        if stage.scope == "place":  # inputs go into collections of their own, not the run's chain
             tracts = ",".join(str(t) for g in graph.plan_groups(self.campaign, site) for t in g.tracts)
             selection = ("export-inputs", ["--campaign", str(self.campaign.file), "--site", site, "--tracts", tracts])
-            self.move(stage.name, self.hub, rse, selection=selection, dest_site=site, did_site=site)
-            return
-        source = site if stage.scope == "fan_in" else self.hub
-        pattern = graph.site_runs_pattern(self.campaign, self.key, source)
-        selection = ("export-hop", ["--collections", pattern, "--dataset-types", ",".join(stage.dataset_types)])
-        dest = self.hub if stage.scope == "fan_in" else site
-        self.move(stage.name, source, rse, selection=selection, dest_site=dest, did_site=source, chain=chain)
+            chain = ""
+        else:
+            pattern = graph.site_runs_pattern(self.campaign, self.key, ends.source)
+            selection = ("export-hop", ["--collections", pattern, "--dataset-types", ",".join(stage.dataset_types)])
+            chain = graph.site_chain(self.campaign, self.key)
+        self.move(stage.name, ends.source, ends.destination_rse, selection=selection, dest_site=ends.destination,
+                  did_site=ends.dataset_end, chain=chain)
 
     # -- the campaign ---------------------------------------------------------------------------
     def site_thread(self, site: str) -> None:
@@ -147,12 +146,13 @@ class ByHand:
                 hop = self.campaign.hops[stage.name]
                 selection = ("export-hop", ["--collections", graph.campaign_runs_pattern(self.campaign, self.key),
                                             "--dataset-types", ",".join(stage.dataset_types)])  # fmt: skip
-                hub = self.campaign.sites_config.sites[self.hub]
-                self.move(stage.name, self.hub, hub.rucio.tape_rse, selection=selection, dest_site=None, did_site=self.hub)
+                ends = hop_ends(self.campaign, stage.name, self.hub)  # nothing is ingested at tape
+                self.move(stage.name, ends.source, ends.destination_rse, selection=selection, dest_site=None,
+                          did_site=ends.dataset_end)
                 service = self.service()
                 for idac in hop.idacs:
-                    rule = service.replicate(hop_dataset_did(self.campaign, self.key, stage.name, self.hub),
-                                             self.campaign.sites_config.idacs[idac].rse)  # fmt: skip
+                    did = hop_dataset_did(self.campaign, self.key, stage.name, ends.dataset_end)
+                    rule = service.replicate(did, idac_rse(self.campaign, idac))
                     while (state := service.rule_status(rule).state) != "OK":
                         if state in ("STUCK", "SUSPENDED"):
                             raise RuntimeError(f"{stage.name} -> {idac}: rule {rule} {state}")
