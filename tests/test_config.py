@@ -537,7 +537,7 @@ def test_messages_are_one_short_line_whatever_the_file_holds(edit: Edit, workspa
 def test_dependency_chains_are_walked_without_recursion() -> None:
     from types import SimpleNamespace
 
-    from drp_campaign.config.models import ancestors_of
+    from drp_campaign.config.checks import ancestors_of
 
     n = 2 * sys.getrecursionlimit()
     steps = {f"s{i}": SimpleNamespace(after=[f"s{i - 1}"] if i else []) for i in range(n)}
