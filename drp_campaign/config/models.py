@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drp_campaign import settings
+from drp_campaign.hops import Direction
 
 from .errors import KeyProblem, clip, one_line
 from .names import (
@@ -263,7 +264,7 @@ class HopConfig(ConfigModel):
     name: str
     # place: the campaign's inputs, hub -> every other site, before anything runs there;
     # fan_in: every site -> hub disk; fan_out: hub -> every site; to_tape: hub disk -> hub tape.
-    direction: Literal["place", "fan_in", "fan_out", "to_tape"]
+    direction: Direction  # what each means: drp_campaign/hops.py
     after: list[str] = []  # required, except for a place hop (it runs first)
     dataset_types: list[str] = []  # required, except for a place hop (the keys of its inputs)
     inputs: dict[str, InputSelection] = {}  # place only: input dataset type -> how to select it
