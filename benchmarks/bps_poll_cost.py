@@ -55,7 +55,8 @@ import structlog
 
 from drp_campaign import bps as bpsrec
 from drp_campaign import settings
-from drp_campaign.triggers.bps_run import ENDED, BpsRunTrigger
+from drp_campaign.triggers.bps_run import BpsRunTrigger
+from drp_campaign.wms import ENDED
 
 TICK = os.sysconf("SC_CLK_TCK")
 IDDS_SCRIPT = settings.PROJECT_ROOT / "scripts" / "idds-server.sh"

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import graph, settings
 from .config import WORD, CampaignConfig
+from .wms import RunState
 
 WMS_SERVICE_CLASSES = {
     "parsl": "lsst.ctrl.bps.parsl.ParslService",
@@ -147,7 +148,7 @@ def exit_file(directory: Path, attempt: int) -> Path:
     return Path(directory) / f"attempt-{attempt}.exit"
 
 
-def local_state(directory: Path) -> str:
+def local_state(directory: Path) -> RunState:
     """State of a local (parsl) run from its files alone, cheap enough to poll every few seconds.
 
     RUNNING while the detached `bps` lives; FINISHED once it wrote its exit code (the quanta's
@@ -156,13 +157,13 @@ def local_state(directory: Path) -> str:
     """
     record = read_record(directory)
     if record is None:
-        return "MISSING"
+        return RunState.MISSING
     attempt = record["attempts"][-1]
     if attempt.get("cancelled"):
-        return "CANCELLED"
+        return RunState.CANCELLED
     if exit_file(directory, attempt["n"]).exists():
-        return "FINISHED"
-    return "RUNNING" if process_alive(attempt.get("pid")) else "LOST"
+        return RunState.FINISHED
+    return RunState.RUNNING if process_alive(attempt.get("pid")) else RunState.LOST
 
 
 LAUNCHER_NAME = "drp-bps-run"  # $0 of the detached shell: tells our process from a reused pid

@@ -44,14 +44,15 @@ from urllib.parse import urlparse
 
 from drp_campaign import settings
 from drp_campaign.errors import DrpError
+from drp_campaign.wms import RunState
 
 __all__ = ["PandaConfigError", "PandaError", "connection_id", "panda_environment", "request_state",
            "request_status"]
 
 PANDA_SERVICE_CLASS = "lsst.ctrl.bps.panda.PanDAService"
 # ctrl_bps_panda PanDAService.get_status: iDDS request status -> WmsStates name; others RUNNING.
-IDDS_TO_WMS = {"Finished": "SUCCEEDED", "Failed": "FAILED", "Expired": "FAILED",
-               "SubFinished": "FAILED", "Cancelled": "DELETED", "Suspended": "HELD"}
+IDDS_TO_WMS = {"Finished": RunState.SUCCEEDED, "Failed": RunState.FAILED, "Expired": RunState.FAILED,
+               "SubFinished": RunState.FAILED, "Cancelled": RunState.DELETED, "Suspended": RunState.HELD}
 
 
 class PandaConfigError(DrpError):
@@ -110,11 +111,11 @@ def panda_environment(conn: Any) -> dict[str, str]:
             "PANDA_VERIFY_HOST": "on", "BPS_WMS_SERVICE_CLASS": PANDA_SERVICE_CLASS}
 
 
-def request_state(env: dict[str, str], request_id: int) -> str:
+def request_state(env: dict[str, str], request_id: int) -> RunState:
     """The WmsStates name of an iDDS request (SUCCEEDED, FAILED, DELETED, HELD or RUNNING),
     mapped from `request_status` as ctrl_bps_panda's get_status maps it. One relay call: cheap
     enough for a deferrable trigger's every poll; no LSST stack import."""
-    return IDDS_TO_WMS.get(request_status(env, request_id), "RUNNING")
+    return IDDS_TO_WMS.get(request_status(env, request_id), RunState.RUNNING)
 
 
 def request_status(env: dict[str, str], request_id: int) -> str:

@@ -14,7 +14,8 @@ from drp_campaign.faults import active_faults, active_job_fault
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.panda_connection import connection_id
 from drp_campaign.stack import StackCommandError
-from drp_campaign.triggers.bps_run import ENDED, BpsRunTrigger
+from drp_campaign.triggers.bps_run import BpsRunTrigger
+from drp_campaign.wms import ENDED
 
 from .base import CampaignOperator
 
@@ -189,7 +190,7 @@ class PipelineStepOperator(CampaignOperator):
         finally:
             self._waiting_on = None
         if state in ENDED:
-            return self.execute_complete(context, {"run_dir": run["run_dir"], "state": state, "polls": 1})
+            return self.execute_complete(context, {"run_dir": run["run_dir"], "state": str(state), "polls": 1})
         self.log.info("BPS run %s: %s; waiting in the triggerer", run["run_id"], state)
         self.defer(trigger=trigger, method_name="execute_complete")
 

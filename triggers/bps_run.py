@@ -15,9 +15,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from drp_campaign import bps as bpsrec
-
-# WMS states after which nothing more will happen without someone acting.
-ENDED = {"FINISHED", "CANCELLED", "LOST", "MISSING", "SUCCEEDED", "FAILED", "DELETED", "HELD"}
+from drp_campaign.wms import ENDED
 
 
 class BpsRunTrigger(BaseTrigger):
@@ -89,7 +87,7 @@ class BpsRunTrigger(BaseTrigger):
             state = await self.state(panda_env)
             polls += 1
             if state in ENDED:
-                yield TriggerEvent({"run_dir": self.run_dir, "state": state, "polls": polls})
+                yield TriggerEvent({"run_dir": self.run_dir, "state": str(state), "polls": polls})
                 return
             if polls % 30 == 1:
                 self.log.info("BPS run %s (%s): %s", self.run_id or self.run_dir, self.wms, state)

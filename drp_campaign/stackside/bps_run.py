@@ -32,6 +32,7 @@ import yaml
 from .. import bps as bpsrec
 from .. import graph, settings
 from ..config import CampaignConfig
+from ..wms import RunState, check_transition, may_become
 from ._errors import StacksideError
 from .pipeline import build_pipeline_yaml, parse_faults
 from .repo import open_butler, prepend_to_chain
@@ -41,7 +42,7 @@ PANDA_RUN_ID = re.compile(r"^Run Id:\s*(\S+)", re.M)
 IDDS_CANCELLED = {"Cancelling", "ToCancel", "Cancelled"}
 IDDS_NOT_RESTARTED = {"Failed", "SubFinished", "Expired", "Cancelled", "Cancelling", "ToCancel", "Suspended"}
 # ctrl_bps WmsStates as `bps status --id` exit codes (FIELD-NOTES): anything else is in flight.
-WMS_EXIT_STATES = {0: "SUCCEEDED", 19: "FAILED", 15: "RUNNING", 1: "UNKNOWN"}
+WMS_EXIT_STATES = {0: RunState.SUCCEEDED, 19: RunState.FAILED, 15: RunState.RUNNING, 1: RunState.UNKNOWN}
 # Injected job faults (tests, drills), as a wrapper around each BPS job's command.
 JOB_FAULTS = {
     # The first job to start dies as if its node were lost; later ones (a restart) run.
@@ -119,16 +120,16 @@ def submit(
 
     state = run_state(run_dir)
     same_work = record.get("identity") == identity
-    if state == "RUNNING" and not same_work:
+    if state == RunState.RUNNING and not same_work:
         raise StacksideError(
             f"site {site} step {step} group {group.label}: a BPS run for this group is still going ({run_dir}) but was "
             f"submitted for other work ({_identity_change(record.get('identity'), identity)}); nothing was attached "
             "or submitted. Cancel that run (mark the task failed, or bps-cancel) and clear the task: it is rescued "
             "for the new work."
         )
-    if state == "RUNNING":
+    if state == RunState.RUNNING:
         return _answer(record, run_dir, "attached", state)
-    if same_work and state in ("FINISHED", "SUCCEEDED", "FAILED"):
+    if same_work and state in (RunState.FINISHED, RunState.SUCCEEDED, RunState.FAILED):
         outcome = report(campaign, run_dir, update_chain=False)
         if outcome["status"] == "succeeded":
             return _answer(record, run_dir, "attached", state)
@@ -138,6 +139,7 @@ def submit(
     # A submission that never made a workflow (e.g. its quantum graph failed) is submitted again.
     started = [a for a in record["attempts"] if a["kind"] != "restart" and _has_workflow(record["wms"], a)]
     last_made_workflow = _has_workflow(record["wms"], _last_submission(record))
+    check_transition(state, RunState.RUNNING)
     if started and same_work and sha == record["attempts"][-1]["pipeline_sha"] and last_made_workflow:
         return restart(campaign, run_dir)
     record["identity"] = identity
@@ -235,7 +237,7 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
     else:
         attempt["run_id"] = _panda_submit(run_dir, n, submit_yaml)
     bpsrec.write_record(run_dir, record)
-    return _answer(record, run_dir, "submitted" if kind == "submit" else "rescued", "RUNNING")
+    return _answer(record, run_dir, "submitted" if kind == "submit" else "rescued", RunState.RUNNING)
 
 
 def _bps_defaults() -> dict:
@@ -293,17 +295,17 @@ def _panda_submit(run_dir: Path, n: int, submit_yaml: Path) -> str:
 # --- state, restart, cancel ----------------------------------------------------------------------
 
 
-def run_state(run_dir: Path) -> str:
+def run_state(run_dir: Path) -> RunState:
     record = bpsrec.read_record(run_dir)
     if record is None:
-        return "MISSING"
+        return RunState.MISSING
     if record["wms"] == "parsl":
         return bpsrec.local_state(run_dir)
     last = record["attempts"][-1]
     if last.get("cancelled"):
-        return "CANCELLED"  # iDDS says Cancelling (bps: RUNNING) until its agents finish the job
+        return RunState.CANCELLED  # iDDS says Cancelling (bps: RUNNING) until its agents finish the job
     proc = _bps(["status", "--id", str(last["run_id"])], run_dir, last["n"], "status")
-    return WMS_EXIT_STATES.get(proc.returncode, "RUNNING")
+    return WMS_EXIT_STATES.get(proc.returncode, RunState.RUNNING)
 
 
 def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
@@ -323,14 +325,14 @@ def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
             raise StacksideError(f"PanDA did not restart request {last['run_id']} (iDDS still {status}; bps exit "
                                  f"{proc.returncode}); see {run_dir}/attempt-{n}.restart.log")  # fmt: skip
     bpsrec.write_record(run_dir, record)
-    return _answer(record, run_dir, "restarted", "RUNNING")
+    return _answer(record, run_dir, "restarted", RunState.RUNNING)
 
 
 def cancel(run_dir: Path) -> dict[str, Any]:
     record = _record(run_dir)
     last = record["attempts"][-1]
     state = run_state(run_dir)
-    if state not in ("RUNNING", "LOST"):
+    if not may_become(state, RunState.CANCELLED):
         return {**_answer(record, run_dir, "nothing_to_cancel", state)}
     if record["wms"] == "parsl":
         # Recorded first: once the process is gone, nobody must see the run as LOST (and restart it).
@@ -347,7 +349,7 @@ def cancel(run_dir: Path) -> dict[str, Any]:
     last["cancelled"] = True
     last["cancelled_at"] = _now()
     bpsrec.write_record(run_dir, record)
-    return _answer(record, run_dir, "cancelled", "CANCELLED")
+    return _answer(record, run_dir, "cancelled", RunState.CANCELLED)
 
 
 def _kill_group(pid: int | None, grace_s: float = 20.0) -> None:
@@ -406,7 +408,7 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         "started": record["attempts"][0]["started"], "finished": _ended(run_dir, last),
         "log": str(run_dir / f"attempt-{last['n']}.log"),
     }  # fmt: skip
-    if state == "RUNNING":
+    if state == RunState.RUNNING:
         result["status"] = "running"
         return result
     if not graphs or not _qgraph_files({"attempts": [_last_submission(record)]}):

@@ -1,0 +1,34 @@
+"""The BPS run lifecycle (drp_campaign/wms/states.py): the strings run.json and XCom carry, and
+the moves a run may make. Airflow-free, stack-free."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from drp_campaign.errors import DrpError
+from drp_campaign.wms import ENDED, TRANSITIONS, RunState, RunStateError, check_transition, may_become
+
+
+def test_states_are_the_strings_run_json_and_xcom_always_carried():
+    assert {s.value for s in RunState} == {"MISSING", "RUNNING", "FINISHED", "SUCCEEDED", "FAILED", "CANCELLED",
+                                           "DELETED", "HELD", "LOST", "UNKNOWN"}
+    assert json.dumps({"state": RunState.LOST}) == '{"state": "LOST"}'
+    assert RunState("FINISHED") == "FINISHED" and "FINISHED" in ENDED and "RUNNING" not in ENDED
+
+
+def test_every_state_has_its_moves_written_down():
+    assert set(TRANSITIONS) == set(RunState)
+    assert all(RunState.RUNNING in TRANSITIONS[s] for s in RunState)  # submit, attach, restart or rescue
+
+
+def test_only_a_run_still_going_or_lost_can_be_cancelled():
+    assert [s for s in RunState if may_become(s, RunState.CANCELLED)] == [RunState.RUNNING, RunState.LOST]
+
+
+def test_a_move_the_lifecycle_does_not_allow_is_refused_naming_both_states():
+    assert check_transition("LOST", "RUNNING") is RunState.RUNNING
+    with pytest.raises(RunStateError, match="in state FINISHED cannot become CANCELLED") as err:
+        check_transition(RunState.FINISHED, RunState.CANCELLED)
+    assert isinstance(err.value, DrpError)
