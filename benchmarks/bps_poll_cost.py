@@ -30,7 +30,7 @@ K sensors return: the figures are of a working loop, not of idle coroutines.
 
 PanDA (optional, --panda auto: only if the local iDDS starts): scripts/idds-server.sh on its own
 ports (8096/8097), database (drp_idds_pollbench) and work dir, with iDDS's Clerk off; one real
-iDDS request is submitted through the relay's own code (drp_campaign.panda_local.relay), then
+iDDS request is submitted through the relay's own code (localservices.panda.relay), then
 BpsRunTrigger(wms="panda").state() - request_state through pandaclient, the relay and iDDS - is
 timed call by call (wall, client CPU, and the relay + iDDS + PostgreSQL CPU from /proc). The N-run
 figures for PanDA are PROJECTED (per call x calls per minute). The server is stopped and its
@@ -363,13 +363,13 @@ class PandaBench:
     def submit(self) -> int:
         """One real iDDS request: an empty iDDS workflow submitted through the relay's own code path."""
         idds_py = str(Path(self.env.get("DRP_IDDS_PREFIX", settings.PROJECT_ROOT / ".venvs" / "idds")) / "bin" / "python")
-        exports = self.sh(idds_py, "-m", "drp_campaign.panda_local.config", "env").stdout
+        exports = self.sh(idds_py, "-m", "localservices.panda.config", "env").stdout
         env = dict(self.env)
         for line in exports.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value
         code = ("import idds.common.utils as u; from idds.workflowv2.workflow import Workflow; "
-                "from drp_campaign.panda_local.relay import relay_idds_command as r; "
+                "from localservices.panda.relay import relay_idds_command as r; "
                 "wf = Workflow(); wf.name = 'drp-bps-poll-cost'; "
                 "print(r({'command_name': 'submit', 'args': u.json_dumps([wf]), 'manager': True}, 'drp'))")  # fmt: skip
         proc = self.sh(idds_py, "-c", code, env=env)

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from . import settings
 from .config import CampaignConfig, SiteConfig
 from .errors import DrpError
 from .graph import run_key
@@ -67,9 +68,7 @@ class RucioUnreachable(DrpError):
 def default_connection_file() -> Path:
     """What the local bootstrap writes ($DRP_WORK_DIR/rucio/connection.json); the same fields an
     Airflow Connection `rucio_default` holds."""
-    from .rucio_local.config import LocalRucio
-
-    return LocalRucio.from_env().connection_json
+    return settings.local_rucio_home() / "connection.json"
 
 
 def read_connection(path: Path | None = None) -> tuple[Path, dict]:

@@ -21,6 +21,12 @@ def work_dir() -> Path:
     return Path(os.environ.get("DRP_WORK_DIR") or PROJECT_ROOT / "var").resolve()
 
 
+def local_rucio_home() -> Path:
+    """Where the local Rucio (localservices/rucio) keeps its state; its connection.json holds the
+    fields of the Airflow Connection `rucio_default`, which the CLI reads outside Airflow."""
+    return work_dir() / "rucio"
+
+
 def stack_prefix() -> Path:
     """The science-stack environment the embedded sites' setup command activates; $DRP_STACK_PREFIX."""
     return Path(os.environ.get("DRP_STACK_PREFIX") or PROJECT_ROOT / ".venvs" / "stack").resolve()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real iDDS server and the local PanDA relay (see drp_campaign/panda_local/__init__.py).
+# The real iDDS server and the local PanDA relay (see localservices/panda/__init__.py).
 #   scripts/idds-server.sh start [--no-clerk]
 #                                   bootstrap (configs, database, schema; idempotent), then iDDS's
 #                                   REST app under gunicorn on 127.0.0.1:$DRP_IDDS_PORT/idds and the
@@ -17,7 +17,7 @@ IHOME="$DRP_WORK_DIR/idds" PIDS="$DRP_WORK_DIR/idds/pids" LOGS="$DRP_WORK_DIR/id
 PY="$DRP_IDDS_PREFIX/bin/python"
 IDDS_URL="http://127.0.0.1:$DRP_IDDS_PORT/idds"
 RELAY_URL="http://127.0.0.1:$DRP_PANDA_RELAY_PORT/server/panda"
-RELAY_DN="$(sed -n 's/^RELAY_DN = "\(.*\)"$/\1/p' "$ROOT/drp_campaign/panda_local/__init__.py")"
+RELAY_DN="$(sed -n 's/^RELAY_DN = "\(.*\)"$/\1/p' "$ROOT/localservices/panda/__init__.py")"
 
 # iDDS answers /ping only to an allowed DN (auth cannot be switched off), and its front only to the
 # relay's key (idds_app.py; relay.json); the key goes to curl on stdin, not on its command line.
@@ -29,7 +29,7 @@ idds_ok() {
 relay_ok() { curl -fsS -m 2 "$RELAY_URL/isAlive" 2>/dev/null | grep -q 'alive=yes'; }
 
 need_env() {  # without importing idds: it wants its config at import
-  [ -x "$PY" ] && "$PY" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ('idds.rest', 'idds.doma', 'idds.prompt', 'gunicorn', 'psycopg2', 'drp_campaign.panda_local')))" 2>/dev/null || {
+  [ -x "$PY" ] && "$PY" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ('idds.rest', 'idds.doma', 'idds.prompt', 'gunicorn', 'psycopg2', 'localservices.panda')))" 2>/dev/null || {
     echo "error: the iDDS environment $DRP_IDDS_PREFIX is missing or incomplete: run bash scripts/setup-envs.sh" >&2; exit 1; }
 }
 
@@ -60,13 +60,13 @@ start() {
   [ "${DRP_IDDS_CLERK:-1}" = "0" ] && clerk=0
   need_env
   mkdir -p "$PIDS" "$LOGS"
-  if ! "$PY" -m drp_campaign.panda_local.bootstrap >"$LOGS/bootstrap.json" 2>"$LOGS/bootstrap.log"; then
+  if ! "$PY" -m localservices.panda.bootstrap >"$LOGS/bootstrap.json" 2>"$LOGS/bootstrap.log"; then
     tail -20 "$LOGS/bootstrap.log" >&2; echo "error: iDDS bootstrap failed (log: $LOGS/bootstrap.log)" >&2; exit 1
   fi
   # IDDS_CONFIG, IDDS_AUTH_CONFIG, ... for both servers (iDDS reads them at import).
-  eval "$("$PY" -m drp_campaign.panda_local.config env)"
-  start_one idds "$DRP_IDDS_PORT" drp_campaign.panda_local.idds_app:application idds_ok
-  start_one relay "$DRP_PANDA_RELAY_PORT" drp_campaign.panda_local.relay:application relay_ok
+  eval "$("$PY" -m localservices.panda.config env)"
+  start_one idds "$DRP_IDDS_PORT" localservices.panda.idds_app:application idds_ok
+  start_one relay "$DRP_PANDA_RELAY_PORT" localservices.panda.relay:application relay_ok
   wait_for idds idds_ok
   wait_for relay relay_ok
   if [ $clerk = 1 ]; then

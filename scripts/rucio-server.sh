@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local Rucio 41 server of the demo and the tests (see drp_campaign/rucio_local/__init__.py).
+# The local Rucio 41 server of the demo and the tests (see localservices/rucio/__init__.py).
 #   scripts/rucio-server.sh start [--no-daemons]  bootstrap (DB, schema, accounts, RSEs, scopes;
 #                                   idempotent), REST API under gunicorn on 127.0.0.1:$DRP_RUCIO_PORT,
 #                                   wait until /ping answers, then Rucio's daemons in a background
@@ -21,7 +21,7 @@ export RUCIO_CONFIG="$RHOME/rucio.cfg"
 pinging() { curl -fsS -m 2 "$URL/ping" 2>/dev/null | grep -q '"version"'; }
 
 need_env() {
-  [ -x "$PY" ] && "$PY" -c "import rucio.web, drp_campaign.rucio_local" 2>/dev/null || {
+  [ -x "$PY" ] && "$PY" -c "import rucio.web, localservices.rucio" 2>/dev/null || {
     echo "error: the Rucio environment $DRP_RUCIO_PREFIX is missing or incomplete: run bash scripts/setup-envs.sh" >&2; exit 1; }
 }
 
@@ -31,7 +31,7 @@ start() {
   [ "${DRP_RUCIO_DAEMONS:-1}" = "0" ] && daemons=0
   need_env
   mkdir -p "$PIDS" "$LOGS"
-  if ! "$PY" -m drp_campaign.rucio_local.bootstrap >"$LOGS/bootstrap.json" 2>"$LOGS/bootstrap.log"; then
+  if ! "$PY" -m localservices.rucio.bootstrap >"$LOGS/bootstrap.json" 2>"$LOGS/bootstrap.log"; then
     tail -20 "$LOGS/bootstrap.log" >&2; echo "error: Rucio bootstrap failed (log: $LOGS/bootstrap.log)" >&2; exit 1
   fi
   if running server; then
@@ -54,7 +54,7 @@ start() {
   if [ $daemons = 1 ]; then
     if running daemons; then echo "rucio daemons already running (pid $(cat "$PIDS/daemons.pid"))"
     else
-      setsid nohup "$PY" -m drp_campaign.rucio_local.daemons loop --interval "${DRP_RUCIO_DAEMON_INTERVAL:-3}" >"$LOGS/daemons.out" 2>&1 </dev/null &
+      setsid nohup "$PY" -m localservices.rucio.daemons loop --interval "${DRP_RUCIO_DAEMON_INTERVAL:-3}" >"$LOGS/daemons.out" 2>&1 </dev/null &
       echo $! >"$PIDS/daemons.pid"
     fi
   fi
@@ -74,6 +74,6 @@ case "${1:-}" in
   start) shift; start "$@" ;;
   stop) stop ;;
   status) status ;;
-  daemons-once) shift; need_env; exec "$PY" -m drp_campaign.rucio_local.daemons once "$@" ;;
+  daemons-once) shift; need_env; exec "$PY" -m localservices.rucio.daemons once "$@" ;;
   *) echo "usage: $0 start [--no-daemons]|stop|status|daemons-once [--rule ID]... [--timeout S]" >&2; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Create (or bring up to date) the two environments from the pinned lock files:
+# Create (or bring up to date) the environments from the pinned lock files:
 #   .venvs/controller  Airflow 3.3 + clients (runs DAGs, operators, the CLI, the tests)
 #   .venvs/stack       the LSST science stack (Python 3.12): what a site's setup command activates
+#   .venvs/rucio       the local Rucio server and daemons (scripts/rucio-server.sh)
 #   .venvs/idds        the real iDDS server + the local PanDA relay (scripts/idds-server.sh)
+# The last two also get localservices/ (the stand-ins, not part of the shipped package), editable.
 # Re-running is cheap: an environment is rebuilt only when its lock file changed.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -24,9 +26,9 @@ quiet_pip() {  # prefix args...: pip's chatter goes to a log, shown only when it
   fi
 }
 
-make_env() {  # prefix lockfile
-  local prefix=$1 lock=$2 stamp="$1/.lock.sha256" want
-  want="$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+make_env() {  # prefix lockfile [local]: with `local`, localservices/ too
+  local prefix=$1 lock=$2 with_local=${3:-} stamp="$1/.lock.sha256" want
+  want="$(sha256sum "$lock" pyproject.toml localservices/pyproject.toml | sha256sum | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "environment $prefix is up to date"; return
   fi
@@ -38,6 +40,13 @@ make_env() {  # prefix lockfile
   mkdir -p "$ROOT/.venvs"
   ( flock 9; quiet_pip "$prefix" --no-deps -e . ) 9>"$ROOT/.venvs/.editable.lock"
   "$prefix/bin/python" -c "import drp_campaign" || { echo "error: $prefix: drp_campaign not importable" >&2; exit 1; }
+  # Rucio loads the lfn2pfn module and the daemons the transfertool by module name, gunicorn the
+  # iDDS front and the relay: all from localservices/, found as drp_campaign is.
+  if [ "$with_local" = local ]; then
+    ( flock 9; quiet_pip "$prefix" --no-deps -e localservices ) 9>"$ROOT/.venvs/.editable.lock"
+    "$prefix/bin/python" -c "import localservices" \
+      || { echo "error: $prefix: localservices not importable" >&2; exit 1; }
+  fi
   echo "$want" > "$stamp"
   echo "built $prefix in $((SECONDS - t0)) s"
 }
@@ -45,13 +54,14 @@ make_env() {  # prefix lockfile
 # Built side by side (each is mostly downloads and unpacking); each one's output is printed when it
 # is done. The iDDS environment only the PanDA tests need: `setup-envs.sh --no-idds` (make demo) skips it.
 wanted=("$DRP_CONTROLLER_PREFIX:requirements/controller.lock" "$DRP_STACK_PREFIX:requirements/stack.lock"
-        "$DRP_RUCIO_PREFIX:requirements/rucio.lock")
-[ "${1:-}" = "--no-idds" ] || wanted+=("$DRP_IDDS_PREFIX:requirements/idds.lock")
+        "$DRP_RUCIO_PREFIX:requirements/rucio.lock:local")
+[ "${1:-}" = "--no-idds" ] || wanted+=("$DRP_IDDS_PREFIX:requirements/idds.lock:local")
 echo "environments (built side by side when their lock files changed): $(for i in "${wanted[@]}"; do printf '%s ' "$(basename "${i%%:*}")"; done)"
 pids=() logs=()
 for item in "${wanted[@]}"; do
   log="$(mktemp)"
-  make_env "${item%%:*}" "${item#*:}" >"$log" 2>&1 &
+  IFS=: read -r prefix lock with_local <<<"$item"
+  make_env "$prefix" "$lock" "$with_local" >"$log" 2>&1 &
   pids+=($!) logs+=("$log")
 done
 failed=0

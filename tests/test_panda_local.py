@@ -1,5 +1,5 @@
 """The real PanDA path on loopback: the real `bps` CLI with ctrl_bps_panda, pandaclient, the
-local PanDA relay and the real iDDS server (scripts/idds-server.sh, drp_campaign/panda_local).
+local PanDA relay and the real iDDS server (scripts/idds-server.sh, localservices/panda).
 
 Own ports (8094 iDDS, 8095 relay), database (drp_idds_test) and work dir. No PanDA pilots run
 here, so a submitted request never runs quanta: what is checked is that every call really reaches
@@ -27,7 +27,7 @@ from drp_campaign.bps import submit_config
 from drp_campaign.config import load_campaign
 from drp_campaign.panda_connection import (PandaConfigError, PandaError, _call, connection_id,
                                            panda_environment, request_state, request_status)
-from drp_campaign.panda_local.config import RELAY_KEY_HEADER
+from localservices.panda.config import RELAY_KEY_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def stackside(env: dict, *args: str) -> None:
 
 def idds_get(idds, path: str, key: str | None = "relay's") -> requests.Response:
     """GET from iDDS's REST API directly, as the relay's DN, with the relay's key (or KEY)."""
-    from drp_campaign.panda_local import RELAY_DN
+    from localservices.panda import RELAY_DN
 
     headers = {"SSL-CLIENT-S-DN": RELAY_DN, "SSL-CLIENT-CERT": "test"}
     if key is not None:
@@ -264,7 +264,7 @@ def relay_call(idds, command: str, args=None, kwargs=None, manager: bool = True)
 def test_the_relay_serves_only_what_ctrl_bps_panda_calls_and_only_to_its_own_idds(idds):
     """#12 finding 6: a token holder could pick the iDDS host and call any client method (some
     read or write local files). Each refusal is a 403 before anything runs: the relay logs no call."""
-    from drp_campaign.panda_local.relay import COMMANDS
+    from localservices.panda.relay import COMMANDS
 
     assert set(COMMANDS) == {"ping", "get_status", "get_requests", "get_contents_output_ext", "submit",
                              "submit_build", "update_build_request", "retry", "abort"}

@@ -1,4 +1,4 @@
-"""The local Rucio (scripts/rucio-server.sh, drp_campaign.rucio_local): a real Rucio 41 server.
+"""The local Rucio (scripts/rucio-server.sh, localservices.rucio): a real Rucio 41 server.
 
 Runs in the controller environment, which has rucio-clients only: the server, its bootstrap and
 its daemons run in .venvs/rucio as subprocesses; this side talks REST with rucio.client.Client,

@@ -57,7 +57,7 @@ from rucio.common.config import config_get
 from rucio.db.sqla.constants import RequestState
 from rucio.transfertool.transfertool import TransferStatusReport, Transfertool, TransferToolBuilder
 
-from drp_campaign.rucio_local import TRANSFERTOOL_NAME
+from localservices.rucio import TRANSFERTOOL_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence

@@ -21,7 +21,6 @@ This module does not import rucio: it can be used before RUCIO_CONFIG is set.
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import secrets
@@ -30,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drp_campaign import settings
-from drp_campaign.rucio_local import CONTROLLER_ACCOUNT, TRANSFERTOOL_NAME
+from localservices.files import ini_text, write_private
+from localservices.rucio import CONTROLLER_ACCOUNT, TRANSFERTOOL_NAME
 
 DEFAULT_VO = "def"
 
@@ -46,7 +46,7 @@ class LocalRucio:
     @classmethod
     def from_env(cls) -> "LocalRucio":
         return cls(
-            home=settings.work_dir() / "rucio",
+            home=settings.local_rucio_home(),
             port=int(os.environ.get("DRP_RUCIO_PORT") or 8080),
             db=os.environ.get("DRP_RUCIO_DB") or "drp_rucio",
             pg_host=os.environ.get("DRP_PG_HOST") or "127.0.0.1",
@@ -94,7 +94,7 @@ class LocalRucio:
             if {"root", CONTROLLER_ACCOUNT} <= stored.keys():
                 return stored
         stored = {"root": secrets.token_urlsafe(18), CONTROLLER_ACCOUNT: secrets.token_urlsafe(18)}
-        _write_private(self.secrets_json, json.dumps(stored, indent=1) + "\n")
+        write_private(self.secrets_json, json.dumps(stored, indent=1) + "\n")
         return stored
 
     def connection(self) -> dict[str, str]:
@@ -116,10 +116,10 @@ class LocalRucio:
         for sub in ("logs", "pids", "transfers", "tokens"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         pw = self.passwords()
-        _write_private(self.server_cfg, _ini(self._server_sections(pw)))
-        self.alembic_ini.write_text(_ini(self._alembic_sections()))
-        _write_private(self.client_cfg, _ini(self._client_sections(pw)))
-        _write_private(self.connection_json, json.dumps(self.connection(), indent=1) + "\n")
+        write_private(self.server_cfg, ini_text(self._server_sections(pw)))
+        self.alembic_ini.write_text(ini_text(self._alembic_sections()))
+        write_private(self.client_cfg, ini_text(self._client_sections(pw)))
+        write_private(self.connection_json, json.dumps(self.connection(), indent=1) + "\n")
 
     def _server_sections(self, pw: dict[str, str]) -> dict[str, dict[str, str]]:
         return {
@@ -138,7 +138,7 @@ class LocalRucio:
                           "userpass_email": "root@localhost"},
             "alembic": {"cfg": str(self.alembic_ini)},
             "policy": {"permission": "generic", "schema": "generic",
-                       "lfn2pfn_module": "drp_campaign.rucio_local.lfn2pfn",
+                       "lfn2pfn_module": "localservices.rucio.lfn2pfn",
                        "lfn2pfn_algorithm_default": "hash", "support": "local demo",
                        "support_rucio": "https://github.com/rucio/rucio/issues"},
             "conveyor": {"transfertool": TRANSFERTOOL_NAME, "scheme": "file",
@@ -187,31 +187,8 @@ class LocalRucio:
         }
 
 
-def _ini(sections: dict[str, dict[str, str]]) -> str:
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # keep keys as written (sqlalchemy.url, ...)
-    for name, values in sections.items():
-        parser[name] = values
-    lines: list[str] = ["# Written by drp_campaign.rucio_local.config; rewritten on every start.\n"]
-    import io
-
-    buf = io.StringIO()
-    parser.write(buf)
-    lines.append(buf.getvalue())
-    return "".join(lines)
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`python -m drp_campaign.rucio_local.config [write|connection]`."""
+    """`python -m localservices.rucio.config [write|connection]`."""
     args = sys.argv[1:] if argv is None else argv
     local = LocalRucio.from_env()
     if not args or args[0] == "write":
@@ -220,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args[0] == "connection":
         print(json.dumps(local.connection(), indent=1))
     else:
-        print("usage: python -m drp_campaign.rucio_local.config [write|connection]", file=sys.stderr)
+        print("usage: python -m localservices.rucio.config [write|connection]", file=sys.stderr)
         return 2
     return 0
 

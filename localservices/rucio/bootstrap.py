@@ -1,6 +1,6 @@
 """Bootstrap the local Rucio: database, schema, root, the controller account, RSEs, scopes.
 
-    python -m drp_campaign.rucio_local.bootstrap      (in .venvs/rucio; scripts/rucio-server.sh start)
+    python -m localservices.rucio.bootstrap      (in .venvs/rucio; scripts/rucio-server.sh start)
 
 Idempotent, and cheap when everything is already there (~1 s, most of it importing rucio):
 
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from drp_campaign import settings
-from drp_campaign.rucio_local import (CONTROLLER_ACCOUNT, LFN2PFN_ALGORITHM, RseSpec,
+from localservices.rucio import (CONTROLLER_ACCOUNT, LFN2PFN_ALGORITHM, RseSpec,
                                       campaign_scopes, rse_specs)
-from drp_campaign.rucio_local.config import DEFAULT_VO, LocalRucio
+from localservices.rucio.config import DEFAULT_VO, LocalRucio
 
 POSIX_IMPL = "rucio.rse.protocols.posix.Default"
 ALL_OPS = {"read": 1, "write": 1, "delete": 1}

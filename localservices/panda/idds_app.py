@@ -1,7 +1,7 @@
 """iDDS's real REST app (`idds.rest.v1.app:create_app`) mounted at /idds, as its httpd config does,
 behind a front that answers only the PanDA relay.
 
-    gunicorn drp_campaign.panda_local.idds_app:application    (IDDS_CONFIG etc. set first)
+    gunicorn localservices.panda.idds_app:application    (IDDS_CONFIG etc. set first)
 
 In x509 mode iDDS takes the caller's identity from `SSL_CLIENT_S_DN`, or, over plain HTTP, from
 the `SSL-CLIENT-S-DN` header: at a real site httpd's mod_ssl sets it from a verified client
@@ -22,7 +22,7 @@ from idds.rest.v1.app import create_app
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from drp_campaign.panda_local.config import RELAY_KEY_HEADER
+from localservices.panda.config import RELAY_KEY_HEADER
 
 _ENVIRON_KEY = "HTTP_" + RELAY_KEY_HEADER.upper().replace("-", "_")
 

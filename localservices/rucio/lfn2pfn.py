@@ -1,7 +1,7 @@
 """The `drp_relpath` lfn2pfn algorithm: a DID's path on an RSE is its name, without the scope.
 
 Loaded by Rucio itself through rucio.cfg `[policy] lfn2pfn_module =
-drp_campaign.rucio_local.lfn2pfn` (rucio.rse.translation imports the module when it initialises),
+localservices.rucio.lfn2pfn` (rucio.rse.translation imports the module when it initialises),
 in the REST server and in the daemons alike. RSEs select it with the attribute
 `lfn2pfn_algorithm = drp_relpath`.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from rucio.rse.translation import RSEDeterministicTranslation
 
-from drp_campaign.rucio_local import LFN2PFN_ALGORITHM
+from localservices.rucio import LFN2PFN_ALGORITHM
 
 
 def drp_relpath(scope: str, name: str, rse: str, rse_attrs: dict[str, Any],

@@ -1,7 +1,7 @@
 """Rucio's own daemons, in-process, with the `local` transfertool plugged in.
 
-    python -m drp_campaign.rucio_local.daemons once [--rule ID ...] [--timeout 60] [--no-reaper]
-    python -m drp_campaign.rucio_local.daemons loop [--interval 3]
+    python -m localservices.rucio.daemons once [--rule ID ...] [--timeout 60] [--no-reaper]
+    python -m localservices.rucio.daemons loop [--interval 3]
     (run in .venvs/rucio after the bootstrap; scripts/rucio-server.sh daemons-once / start)
 
 One *pass* runs, in this order, each daemon's own code for one iteration (`once=True`) with its
@@ -38,8 +38,8 @@ import threading
 import time
 from logging.handlers import WatchedFileHandler
 
-from drp_campaign.rucio_local import TRANSFERTOOL_NAME
-from drp_campaign.rucio_local.config import LocalRucio
+from localservices.rucio import TRANSFERTOOL_NAME
+from localservices.rucio.config import LocalRucio
 
 _STOP = threading.Event()
 # State the daemons keep between their iterations (what their own loops would keep).
@@ -53,7 +53,7 @@ def setup(local: LocalRucio | None = None, log_file: str | None = None) -> Local
     local = local or LocalRucio.from_env()
     if not local.server_cfg.is_file():
         raise SystemExit(f"error: {local.server_cfg} does not exist: run "
-                         "`python -m drp_campaign.rucio_local.bootstrap` (scripts/rucio-server.sh start) first")
+                         "`python -m localservices.rucio.bootstrap` (scripts/rucio-server.sh start) first")
     if "rucio" in sys.modules and os.environ.get("RUCIO_CONFIG") != str(local.server_cfg):
         raise RuntimeError("rucio was imported before RUCIO_CONFIG pointed at " + str(local.server_cfg))
     os.environ["RUCIO_CONFIG"] = str(local.server_cfg)
@@ -68,7 +68,7 @@ def setup(local: LocalRucio | None = None, log_file: str | None = None) -> Local
     root.addHandler(console)
     # rucio.common.logging.setup_logging (called by the daemons' run()) is not used: we call the
     # daemon functions below run(), so our handlers stay.
-    from drp_campaign.rucio_local import transfertool
+    from localservices.rucio import transfertool
 
     transfertool.register()
     return local
@@ -163,7 +163,7 @@ def run_until_settled(rule_ids: list[str] | None = None, timeout: float = 60.0,
 
 
 def loop(interval: float = 3.0, repairer: bool = True) -> None:
-    from drp_campaign.rucio_local.transfertool import prune_results
+    from localservices.rucio.transfertool import prune_results
 
     def _stop(signum, frame):
         del frame
@@ -188,7 +188,7 @@ def loop(interval: float = 3.0, repairer: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drp_campaign.rucio_local.daemons",
+    parser = argparse.ArgumentParser(prog="python -m localservices.rucio.daemons",
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     once = sub.add_parser("once", help="run passes until the rules settle; print a JSON summary")

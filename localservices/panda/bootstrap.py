@@ -1,6 +1,6 @@
 """Bootstrap the local iDDS: config files, the PostgreSQL database, iDDS's schema.
 
-    python -m drp_campaign.panda_local.bootstrap     (in .venvs/idds; scripts/idds-server.sh start)
+    python -m localservices.panda.bootstrap     (in .venvs/idds; scripts/idds-server.sh start)
 
 Idempotent and cheap when everything is there:
 1. write idds.cfg / auth.cfg / alembic.ini / relay.json / connection.json (`config.LocalIdds`)
@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from drp_campaign.panda_local.config import SCHEMA, LocalIdds
+from localservices.panda.config import SCHEMA, LocalIdds
 
 
 def prepare_environment(local: LocalIdds | None = None) -> LocalIdds:

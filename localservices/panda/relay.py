@@ -1,6 +1,6 @@
 """The PanDA server's `relay_idds_command` endpoint, in front of the real iDDS (WSGI app).
 
-    gunicorn drp_campaign.panda_local.relay:application     (scripts/idds-server.sh start)
+    gunicorn localservices.panda.relay:application     (scripts/idds-server.sh start)
 
 What ctrl_bps_panda calls for every operation (pandaclient.Client.call_idds_command):
 `POST {PANDA_URL_SSL}/relay_idds_command`, body the gzip'd JSON (or url-encoded form) of
@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from drp_campaign.panda_local.config import RELAY_KEY_HEADER, RELAY_PATH
+from localservices.panda.config import RELAY_KEY_HEADER, RELAY_PATH
 
 _LOG = logging.getLogger("drp.panda_relay")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")  # -> relay.out

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drp_campaign import settings
-from drp_campaign.panda_local import RELAY_DN, RELAY_USER, USER, VO
-from drp_campaign.rucio_local.config import _ini, _write_private
+from localservices.files import ini_text, write_private
+from localservices.panda import RELAY_DN, RELAY_USER, USER, VO
 
 RELAY_PATH = "/server/panda"          # PANDA_URL's path at a real PanDA server
 RELAY_KEY_HEADER = "X-DRP-Relay-Key"  # the relay -> iDDS key (LocalIdds.idds_key)
@@ -80,7 +80,7 @@ class LocalIdds:
         kept = json.loads(stored.read_text()) if stored.is_file() else {}
         if not kept.get(name):
             kept.update({name: secrets.token_urlsafe(32), "user": USER})
-            _write_private(stored, json.dumps(kept, indent=1) + "\n")
+            write_private(stored, json.dumps(kept, indent=1) + "\n")
         return kept[name]
 
     def token(self) -> str:
@@ -110,16 +110,16 @@ class LocalIdds:
     def write_configs(self) -> None:
         for sub in ("logs", "pids", "client", "cache"):
             self.path(sub).mkdir(parents=True, exist_ok=True)
-        self.path("idds.cfg").write_text(_ini(self._idds_sections()))
-        self.path("auth.cfg").write_text(_ini(self._auth_sections()))
-        self.path("alembic.ini").write_text(_ini(self._alembic_sections()))
+        self.path("idds.cfg").write_text(ini_text(self._idds_sections()))
+        self.path("auth.cfg").write_text(ini_text(self._auth_sections()))
+        self.path("alembic.ini").write_text(ini_text(self._alembic_sections()))
         proxy = self.path("relay-proxy.pem")
         if not proxy.exists():
-            _write_private(proxy, "# placeholder, see drp_campaign/panda_local/config.py\n")
+            write_private(proxy, "# placeholder, see localservices/panda/config.py\n")
         relay = {"idds_host": self.idds_url, "relay_dn": RELAY_DN, "vo": VO,
                  "tokens": {self.token(): USER}, "idds_key": self.idds_key()}
-        _write_private(self.path("relay.json"), json.dumps(relay, indent=1) + "\n")
-        _write_private(self.path("connection.json"), json.dumps(self.connection(), indent=1) + "\n")
+        write_private(self.path("relay.json"), json.dumps(relay, indent=1) + "\n")
+        write_private(self.path("connection.json"), json.dumps(self.connection(), indent=1) + "\n")
 
     def _idds_sections(self) -> dict[str, dict[str, str]]:
         return {
@@ -168,7 +168,7 @@ class LocalIdds:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m drp_campaign.panda_local.config [write|connection|env]`."""
+    """`python -m localservices.panda.config [write|connection|env]`."""
     args = sys.argv[1:] if argv is None else argv
     local = LocalIdds.from_env()
     if not args or args[0] == "write":
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in local.environment().items():
             print(f"export {key}={value}")
     else:
-        print("usage: python -m drp_campaign.panda_local.config [write|connection|env]", file=sys.stderr)
+        print("usage: python -m localservices.panda.config [write|connection|env]", file=sys.stderr)
         return 2
     return 0
 
