@@ -16,12 +16,7 @@ from typing import Any
 
 from . import graph, settings
 from .config import WORD, CampaignConfig
-from .wms import RunState
-
-WMS_SERVICE_CLASSES = {
-    "parsl": "lsst.ctrl.bps.parsl.ParslService",
-    "panda": "lsst.ctrl.bps.panda.PanDAService",
-}
+from .wms import RunState, backend
 
 
 def group_query(campaign: CampaignConfig, tracts: list[int] | tuple[int, ...]) -> dict[str, Any]:
@@ -62,7 +57,7 @@ def submit_config(
     """The submit YAML as a mapping; the caller writes it next to the run's other files."""
     site_cfg = campaign.sites_config.sites[site]
     request = campaign.bps.for_step(step)
-    wms = campaign.bps.wms
+    wms = backend(campaign.bps.wms)
     chain = chain or graph.site_chain(campaign, key)
     payload = {
         "payloadName": f"{campaign.name}-{site}-{step}-{group.label}",
@@ -81,9 +76,8 @@ def submit_config(
         "campaign": campaign.name,
         "operator": "drp-campaign",
         "submitPath": str(submit_dir),
-        "wmsServiceClass": WMS_SERVICE_CLASSES[wms],
-        # ctrl_bps_parsl picks its site block by computeSite; PanDA sends jobs to the site's queue.
-        "computeSite": site_cfg.panda.compute_site if wms == "panda" else "local",
+        "wmsServiceClass": wms.service_class,
+        "computeSite": wms.compute_site(site_cfg),
         "queue": site_cfg.panda.queues[0],
         "requestMemory": request.request_memory_mb,
         "requestCpus": request.request_cpus,
@@ -103,8 +97,7 @@ def submit_config(
             ),
         },
     }
-    if wms == "panda":
-        config["fileDistributionEndPoint"] = site_cfg.panda.file_distribution or f"file://{Path(submit_dir).parent}/distribution/"
+    config.update(wms.submit_settings(site_cfg, Path(submit_dir)))
     if rescue_of:
         config["extraQgraphOptions"] = f"--skip-existing-in {','.join(rescue_of)}"
     # Quanta run clustered, as production submits them (ctrl_bps dimension_clustering): one job
@@ -116,9 +109,6 @@ def submit_config(
     if request.cluster_by:
         cluster["dimensions"] = ", ".join(request.cluster_by)
     config["cluster"] = {step: cluster}
-    if wms == "parsl":
-        # A thread pool: the local machine stands in for the site's batch system.
-        config["site"] = {"local": {"class": "drp_campaign.stackside.parsl_site.LocalThreads", "cores": 2, "retries": 0}}
     return config
 
 

@@ -12,10 +12,9 @@ from drp_campaign import bps, graph
 from drp_campaign.failures import load_rules
 from drp_campaign.faults import active_faults, active_job_fault
 from drp_campaign.hooks.stack import StackHook
-from drp_campaign.panda_connection import connection_id
 from drp_campaign.stack import StackCommandError
 from drp_campaign.triggers.bps_run import BpsRunTrigger
-from drp_campaign.wms import ENDED
+from drp_campaign.wms import ENDED, backend
 
 from .base import CampaignOperator
 
@@ -106,7 +105,7 @@ class PipelineStepOperator(CampaignOperator):
 
     def _panda_env(self) -> dict[str, str]:
         """The site's PanDA Connection as pandaclient's environment, looked up once per task run."""
-        if self.campaign.bps.wms != "panda":
+        if backend(self.campaign.bps.wms).connection_id(self.site) is None:
             return {}
         if self._panda_env_cache is None:
             self._panda_env_cache = self._lookup_panda_env()
@@ -178,25 +177,23 @@ class PipelineStepOperator(CampaignOperator):
         # Look before deferring, for up to inline_wait_s: a run that ends by then needs no trigger
         # (and this keeps clear of apache/airflow#72716, as in sensors/hops.py: the trigger's
         # first poll waits).
+        wms = backend(run["wms"])
         trigger = BpsRunTrigger(
             run_dir=run["run_dir"], wms=run["wms"], run_id=str(run["run_id"]), site=self.site,
             campaign_file=str(self.campaign.file), sites_file=self.sites_file,
-            panda_conn_id=connection_id(self.site) if run["wms"] == "panda" else None,
+            panda_conn_id=wms.connection_id(self.site),
             poll_interval_s=self.poll_interval_s, first_poll_delay_s=FIRST_POLL_DELAY_S,
         )  # fmt: skip
         self._waiting_on = run["run_dir"]  # on_kill cancels it, as the trigger's on_kill does once deferred
         try:
-            state = asyncio.run(trigger.wait(self._panda_env() or None, self.inline_wait_s, self._inline_poll_s(run["wms"])))
+            poll_s = wms.inline_poll_s(self.poll_interval_s)
+            state = asyncio.run(trigger.wait(self._panda_env() or None, self.inline_wait_s, poll_s))
         finally:
             self._waiting_on = None
         if state in ENDED:
             return self.execute_complete(context, {"run_dir": run["run_dir"], "state": str(state), "polls": 1})
         self.log.info("BPS run %s: %s; waiting in the triggerer", run["run_id"], state)
         self.defer(trigger=trigger, method_name="execute_complete")
-
-    def _inline_poll_s(self, wms: str) -> float:
-        # A local run's state is two file checks; a PanDA one is a call to the site's server.
-        return min(self.poll_interval_s, 0.5) if wms == "parsl" else self.poll_interval_s
 
     def execute_complete(self, context, event: dict) -> dict:
         key = self.run_key(context)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from drp_campaign import graph, settings
-from drp_campaign.bps import WMS_SERVICE_CLASSES, group_data_query, submit_config
+from drp_campaign.bps import group_data_query, submit_config
 from drp_campaign.config import load_campaign
 
 CAMPAIGN = settings.CAMPAIGNS_DIR / "test-3x3.yaml"
@@ -28,7 +28,7 @@ def test_a_site_group_gets_its_run_query_site_and_requests(tmp_path):
     assert payload["inCollection"] == payload["output"] == graph.site_chain(campaign, KEY)
     assert payload["dataQuery"] == "skymap='drp_mock_rings' AND tract IN (3)"
     assert payload["butlerConfig"] == str(campaign.sites_config.sites["FRDF"].butler_repo_path())
-    assert (cfg["wmsServiceClass"], cfg["computeSite"]) == (WMS_SERVICE_CLASSES["parsl"], "local")
+    assert (cfg["wmsServiceClass"], cfg["computeSite"]) == ("lsst.ctrl.bps.parsl.ParslService", "local")
     assert (cfg["requestMemory"], cfg["requestCpus"], cfg["numberOfRetries"]) == (2048, 1, 0)
     assert cfg["queue"] == "CC-IN2P3_Rubin"
 
@@ -40,7 +40,7 @@ def test_panda_goes_to_the_sites_compute_site_with_step_overrides(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     campaign = load_campaign(tmp_path / "c.yaml")
     step3 = render(campaign, site="FRDF", step="step3", tmp_path=tmp_path)
-    assert (step3["wmsServiceClass"], step3["computeSite"]) == (WMS_SERVICE_CLASSES["panda"], "CC-IN2P3_Rubin")
+    assert (step3["wmsServiceClass"], step3["computeSite"]) == ("lsst.ctrl.bps.panda.PanDAService", "CC-IN2P3_Rubin")
     assert (step3["requestMemory"], step3["requestCpus"]) == (8000, 2)
     step1 = render(campaign, site="UKDF_RAL", step="step1", tmp_path=tmp_path)
     assert (step1["computeSite"], step1["requestMemory"], step1["requestCpus"]) == ("RAL_Rubin", 3000, 1)

@@ -32,3 +32,16 @@ def test_a_move_the_lifecycle_does_not_allow_is_refused_naming_both_states():
     with pytest.raises(RunStateError, match="in state FINISHED cannot become CANCELLED") as err:
         check_transition(RunState.FINISHED, RunState.CANCELLED)
     assert isinstance(err.value, DrpError)
+
+
+def test_one_registry_turns_a_wms_name_into_its_backend():
+    from typing import get_args
+
+    from drp_campaign.config.models import BpsConfig
+    from drp_campaign.wms import BACKENDS, backend
+
+    assert set(BACKENDS) == set(get_args(BpsConfig.model_fields["wms"].annotation))  # every name the config accepts
+    assert backend("parsl").connection_id("FRDF") is None and backend("parsl").inline_poll_s(2.0) == 0.5
+    assert backend("panda").connection_id("FRDF") == "drp_panda_frdf" and backend("panda").inline_poll_s(2.0) == 2.0
+    with pytest.raises(ValueError, match="unknown WMS 'condor': the choices are: parsl, panda"):
+        backend("condor")

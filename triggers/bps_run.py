@@ -1,7 +1,8 @@
 """BpsRunTrigger: waits for one step group's BPS run in the triggerer, holding no worker slot.
 
-Each poll is cheap: for the local WMS (parsl) two file checks in the run directory; for PanDA one
-`get_requests` through the site's PanDA server to iDDS (pandaclient, no LSST stack). The full
+Each poll is cheap (the WMS backend's poll_state, drp_campaign/wms/): for the local WMS (parsl)
+two file checks in the run directory; for PanDA one `get_requests` through the site's PanDA server
+to iDDS (pandaclient, no LSST stack), with the site's Connection as its environment. The full
 per-quantum report is read once, by the operator, when the run has ended.
 """
 
@@ -14,8 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from drp_campaign import bps as bpsrec
-from drp_campaign.wms import ENDED
+from drp_campaign.wms import ENDED, backend
 
 
 class BpsRunTrigger(BaseTrigger):
@@ -66,11 +66,7 @@ class BpsRunTrigger(BaseTrigger):
         return panda_environment(await BaseHook.aget_connection(self.panda_conn_id))
 
     async def state(self, panda_env: dict[str, str] | None) -> str:
-        if self.wms == "parsl":
-            return bpsrec.local_state(Path(self.run_dir))
-        from drp_campaign.panda_connection import request_state
-
-        return await asyncio.to_thread(request_state, panda_env, int(self.run_id))
+        return await backend(self.wms).apoll_state(Path(self.run_dir), self.run_id, panda_env)
 
     async def wait(self, panda_env: dict[str, str] | None, timeout_s: float, poll_s: float) -> str:
         """Poll for up to TIMEOUT_S (the operator's short wait before deferring); the last state."""
@@ -80,7 +76,7 @@ class BpsRunTrigger(BaseTrigger):
         return state
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        panda_env = await self._panda_env() if self.wms == "panda" else None
+        panda_env = await self._panda_env() if self.panda_conn_id else None
         await asyncio.sleep(self.first_poll_delay_s)  # the operator has just looked (see operators/steps.py)
         polls = 0
         while True:
@@ -101,7 +97,7 @@ class BpsRunTrigger(BaseTrigger):
 
         site = load_campaign(self.campaign_file, self.sites_file).sites_config.sites[self.site]
         env = settings.site_environment()
-        if self.wms == "panda":
+        if self.panda_conn_id:
             env.update(await self._panda_env())
         proc = await asyncio.create_subprocess_exec(
             *stack_argv(site, "bps-cancel", ["--run-dir", self.run_dir]),

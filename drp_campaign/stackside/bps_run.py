@@ -7,22 +7,16 @@ lost or cancelled run is *restarted* (`bps restart`: same RUN, only what did not
 when the step's pipeline definition is unchanged, and *rescued* when it changed (somebody fixed
 the cause): a new RUN `<run>/rescueN` that reads the earlier RUNs and skips what they hold.
 
-Local WMS (parsl): `bps submit` executes the whole workflow, so it runs detached in its own
-session and writes its exit code to a file; the controller polls those files. PanDA: `bps submit`
-returns a request id at once; status, restart and cancel go through `bps` to PanDA/iDDS, and a
-restart or cancel is confirmed by reading the state back (the plugin reports success even when
-iDDS refused).
+What differs between WMSs (how a workflow is launched, its state read, restarted or cancelled)
+is the backend's, drp_campaign/wms/ (parsl: detached local process; PanDA: request ids in iDDS),
+chosen by the record's `wms`; what a run is (run.json, attempts, the report) is the same for all.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,19 +24,14 @@ from typing import Any
 import yaml
 
 from .. import bps as bpsrec
-from .. import graph, settings
+from .. import graph
 from ..config import CampaignConfig
-from ..wms import RunState, check_transition, may_become
+from ..wms import RunState, Wms, backend, check_transition, may_become
+from ..wms.base import bps_defaults
 from ._errors import StacksideError
 from .pipeline import build_pipeline_yaml, parse_faults
 from .repo import open_butler, prepend_to_chain
 
-PANDA_RUN_ID = re.compile(r"^Run Id:\s*(\S+)", re.M)
-# iDDS request states that confirm a cancel, and those a restart must have left.
-IDDS_CANCELLED = {"Cancelling", "ToCancel", "Cancelled"}
-IDDS_NOT_RESTARTED = {"Failed", "SubFinished", "Expired", "Cancelled", "Cancelling", "ToCancel", "Suspended"}
-# ctrl_bps WmsStates as `bps status --id` exit codes (FIELD-NOTES): anything else is in flight.
-WMS_EXIT_STATES = {0: RunState.SUCCEEDED, 19: RunState.FAILED, 15: RunState.RUNNING, 1: RunState.UNKNOWN}
 # Injected job faults (tests, drills), as a wrapper around each BPS job's command.
 JOB_FAULTS = {
     # The first job to start dies as if its node were lost; later ones (a restart) run.
@@ -65,20 +54,6 @@ exec "$@"
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def stack_exe(name: str) -> str:
-    exe = Path(sys.executable).parent / name
-    if not exe.exists():
-        raise StacksideError(f"{name} not found next to {sys.executable}: install lsst-ctrl-bps in the site's stack")
-    return str(exe)
-
-
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    # BPS jobs call `pipetask` and `python` from PATH: this stack's, whatever the caller had.
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
 
 
 # --- submit (idempotent) -------------------------------------------------------------------------
@@ -137,8 +112,8 @@ def submit(
     # So is a group whose work changed (its tracts, data query or inputs): never attached to the
     # earlier run's outcome; the rescue reads the earlier RUNs and skips what they hold.
     # A submission that never made a workflow (e.g. its quantum graph failed) is submitted again.
-    started = [a for a in record["attempts"] if a["kind"] != "restart" and _has_workflow(record["wms"], a)]
-    last_made_workflow = _has_workflow(record["wms"], _last_submission(record))
+    started = [a for a in record["attempts"] if a["kind"] != "restart" and _wms(record).has_workflow(a)]
+    last_made_workflow = _wms(record).has_workflow(_last_submission(record))
     check_transition(state, RunState.RUNNING)
     if started and same_work and sha == record["attempts"][-1]["pipeline_sha"] and last_made_workflow:
         return restart(campaign, run_dir)
@@ -147,11 +122,8 @@ def submit(
     return _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault)
 
 
-def _has_workflow(wms: str, attempt: dict) -> bool:
-    """Did this submission get as far as a workflow the WMS can restart?"""
-    if wms == "parsl":
-        return (Path(attempt["submit_path"]) / "parsl_workflow.pickle").exists()
-    return bool(attempt.get("run_id"))
+def _wms(record: dict) -> Wms:
+    return backend(record["wms"])
 
 
 def _answer(record: dict, run_dir: Path, action: str, state: str) -> dict[str, Any]:
@@ -210,7 +182,7 @@ def _job_fault_script(job_fault: str) -> str:
 def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault) -> dict:
     n = len(record["attempts"]) + 1
     base_run = record["output_run"]
-    earlier = list(dict.fromkeys(a["output_run"] for a in reversed(record["attempts"]) if _has_workflow(record["wms"], a)))
+    earlier = _output_runs(record)
     out_run = base_run if kind == "submit" else f"{base_run}/rescue{n}"
     attempt_dir = run_dir / f"attempt-{n}"
     attempt_dir.mkdir(parents=True, exist_ok=True)
@@ -218,78 +190,22 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
         campaign, site, step, group, key=key, pipeline_yaml=pipeline_file, submit_dir=attempt_dir / "submit",
         output_run=out_run, rescue_of=earlier if kind == "rescue" else (), chain=record["chain"], repo=record["repo"],
     )  # fmt: skip
-    if record["wms"] == "parsl":
-        _through_warm_server(config, site)
+    _wms(record).prepare(config, site)
     if job_fault:
         script = attempt_dir / "job-fault.sh"
         script.write_text(_job_fault_script(job_fault))
         script.chmod(0o755)
-        config["runQuantumCommand"] = f"{script} {config.get('runQuantumCommand') or _bps_defaults()['runQuantumCommand']}"
+        command = config.get("runQuantumCommand") or bps_defaults()["runQuantumCommand"]
+        config["runQuantumCommand"] = f"{script} {command}"
     submit_yaml = attempt_dir / "submit.yaml"
     submit_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
     attempt = {"n": n, "kind": kind, "output_run": out_run, "pipeline_sha": sha, "submit_yaml": str(submit_yaml),
                "submit_path": config["submitPath"], "started": _now(), "run_id": None, "pid": None}  # fmt: skip
     record["attempts"].append(attempt)
     bpsrec.write_record(run_dir, record)  # before launching: a crash now leaves a LOST run, not an unknown one
-    if record["wms"] == "parsl":
-        attempt["pid"] = _launch_detached(run_dir, n, [stack_exe("bps"), "submit", str(submit_yaml)], site)
-        attempt["run_id"] = attempt["submit_path"]  # ctrl_bps_parsl's run id is its submit path
-    else:
-        attempt["run_id"] = _panda_submit(run_dir, n, submit_yaml)
+    _wms(record).submit(run_dir, attempt, submit_yaml, site)
     bpsrec.write_record(run_dir, record)
     return _answer(record, run_dir, "submitted" if kind == "submit" else "rescued", RunState.RUNNING)
-
-
-def _bps_defaults() -> dict:
-    """ctrl_bps's own default commands (bps_defaults.yaml), to wrap rather than copy."""
-    from importlib.resources import files
-
-    return yaml.safe_load((files("lsst.ctrl.bps") / "etc" / "bps_defaults.yaml").read_text())
-
-
-def _through_warm_server(config: dict, site: str) -> None:
-    """Local WMS only: the workflow's own commands (quantum graph, init job, jobs, final job) run
-    through the site's warm stack server when there is one: the same commands, started forked
-    from a process that has the stack imported (stackside/warm.py) instead of importing it again."""
-    prefix = " ".join(settings.warm_prefix(site, sys.executable))
-    if not prefix:
-        return
-    defaults = _bps_defaults()
-    config["createQuantumGraph"] = f"{prefix} {defaults['createQuantumGraph']}"
-    config["runQuantumCommand"] = f"{prefix} {defaults['runQuantumCommand']}"
-    config["pipetask"] = {"pipetaskInit": {"runQuantumCommand": f"{prefix} {defaults['pipetask']['pipetaskInit']['runQuantumCommand']}"}}
-    config["finalJob"]["command1"] = f"{prefix} {config['finalJob']['command1']}"
-
-
-def _launch_detached(run_dir: Path, n: int, argv: list[str], site: str) -> int:
-    """Start ARGV in its own session, outliving us; it writes its exit code when it ends.
-    Through the site's warm stack server when there is one (the launcher waits for it)."""
-    argv = [*settings.warm_prefix(site, sys.executable), *argv]
-    log, done = run_dir / f"attempt-{n}.log", bpsrec.exit_file(run_dir, n)
-    script = '"${@:3}" > "$1" 2>&1; echo $? > "$2.tmp" && mv "$2.tmp" "$2"'
-    proc = subprocess.Popen(
-        ["bash", "-c", script, bpsrec.LAUNCHER_NAME, str(log), str(done), *argv],
-        cwd=run_dir, env=_environment(), start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    return proc.pid
-
-
-def _bps(args: list[str], run_dir: Path, n: int, what: str) -> subprocess.CompletedProcess:
-    log = run_dir / f"attempt-{n}.{what}.log"
-    proc = subprocess.run([stack_exe("bps"), *args], capture_output=True, text=True, env=_environment(), cwd=run_dir, timeout=600)
-    log.write_text(f"$ bps {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def _panda_submit(run_dir: Path, n: int, submit_yaml: Path) -> str:
-    proc = _bps(["submit", str(submit_yaml)], run_dir, n, "submit")
-    found = PANDA_RUN_ID.search(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not found or found.group(1) == "None":
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise StacksideError(f"bps submit to PanDA failed (exit {proc.returncode}): {' | '.join(tail)}; "
-                             f"see {run_dir}/attempt-{n}.submit.log")  # fmt: skip
-    return found.group(1)
 
 
 # --- state, restart, cancel ----------------------------------------------------------------------
@@ -299,13 +215,7 @@ def run_state(run_dir: Path) -> RunState:
     record = bpsrec.read_record(run_dir)
     if record is None:
         return RunState.MISSING
-    if record["wms"] == "parsl":
-        return bpsrec.local_state(run_dir)
-    last = record["attempts"][-1]
-    if last.get("cancelled"):
-        return RunState.CANCELLED  # iDDS says Cancelling (bps: RUNNING) until its agents finish the job
-    proc = _bps(["status", "--id", str(last["run_id"])], run_dir, last["n"], "status")
-    return WMS_EXIT_STATES.get(proc.returncode, RunState.RUNNING)
+    return _wms(record).state(run_dir, record)
 
 
 def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
@@ -315,15 +225,7 @@ def restart(campaign: CampaignConfig, run_dir: Path) -> dict[str, Any]:
     attempt = {**last, "n": n, "kind": "restart", "started": _now(), "cancelled": False, "restart_of": last["n"]}
     record["attempts"].append(attempt)
     bpsrec.write_record(run_dir, record)
-    if record["wms"] == "parsl":
-        argv = [stack_exe("bps"), "restart", "--wms-service-class", bpsrec.WMS_SERVICE_CLASSES["parsl"], "--id", last["submit_path"]]
-        attempt["pid"] = _launch_detached(run_dir, n, argv, record["site"])
-    else:
-        proc = _bps(["restart", "--id", str(last["run_id"])], run_dir, n, "restart")
-        status = _wait_for_idds_status(last["run_id"], lambda s: s not in IDDS_NOT_RESTARTED)
-        if proc.returncode != 0 or status in IDDS_NOT_RESTARTED:
-            raise StacksideError(f"PanDA did not restart request {last['run_id']} (iDDS still {status}; bps exit "
-                                 f"{proc.returncode}); see {run_dir}/attempt-{n}.restart.log")  # fmt: skip
+    _wms(record).restart(run_dir, record, last, attempt)
     bpsrec.write_record(run_dir, record)
     return _answer(record, run_dir, "restarted", RunState.RUNNING)
 
@@ -334,45 +236,11 @@ def cancel(run_dir: Path) -> dict[str, Any]:
     state = run_state(run_dir)
     if not may_become(state, RunState.CANCELLED):
         return {**_answer(record, run_dir, "nothing_to_cancel", state)}
-    if record["wms"] == "parsl":
-        # Recorded first: once the process is gone, nobody must see the run as LOST (and restart it).
-        last["cancelled"] = True
-        last["cancelled_at"] = _now()
-        bpsrec.write_record(run_dir, record)
-        _kill_group(last.get("pid"))
-    else:
-        proc = _bps(["cancel", "--id", str(last["run_id"])], run_dir, last["n"], "cancel")
-        status = _wait_for_idds_status(last["run_id"], lambda s: s in IDDS_CANCELLED)
-        if status not in IDDS_CANCELLED:
-            raise StacksideError(f"PanDA did not cancel request {last['run_id']} (iDDS still {status}; bps exit "
-                                 f"{proc.returncode}); see {run_dir}/attempt-{last['n']}.cancel.log")  # fmt: skip
+    _wms(record).cancel(run_dir, record, last)
     last["cancelled"] = True
     last["cancelled_at"] = _now()
     bpsrec.write_record(run_dir, record)
     return _answer(record, run_dir, "cancelled", RunState.CANCELLED)
-
-
-def _kill_group(pid: int | None, grace_s: float = 20.0) -> None:
-    if not bpsrec.process_alive(pid):
-        return
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while bpsrec.process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if bpsrec.process_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _wait_for_idds_status(request_id, accept, timeout_s: float = 60.0) -> str:
-    """iDDS's own status name (bps maps Cancelling and Resuming to RUNNING, so it cannot confirm)."""
-    from ..panda_connection import request_status
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = request_status(dict(os.environ), int(request_id))
-        if accept(status) or time.monotonic() > deadline:
-            return status
-        time.sleep(1.0)
 
 
 def _record(run_dir: Path) -> dict:
@@ -405,7 +273,7 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart"),
         "status": None, "quanta": {"total": 0, "succeeded": 0, "failed": 0, "blocked": 0},
         "quanta_per_task": {}, "failed_quanta": [], "outputs": {}, "chain_updated": False,
-        "started": record["attempts"][0]["started"], "finished": _ended(run_dir, last),
+        "started": record["attempts"][0]["started"], "finished": _ended(run_dir, record, last),
         "log": str(run_dir / f"attempt-{last['n']}.log"),
     }  # fmt: skip
     if state == RunState.RUNNING:
@@ -449,17 +317,15 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
     return result
 
 
-def _ended(run_dir: Path, attempt: dict) -> str:
+def _ended(run_dir: Path, record: dict, attempt: dict) -> str:
     """When the workflow itself ended (a local run's exit file), else now: its wall time, not ours."""
-    done = bpsrec.exit_file(run_dir, attempt["n"])
-    if done.exists():
-        return datetime.fromtimestamp(done.stat().st_mtime, UTC).isoformat(timespec="seconds")
-    return _now()
+    ended = _wms(record).ended(run_dir, attempt)
+    return datetime.fromtimestamp(ended, UTC).isoformat(timespec="seconds") if ended is not None else _now()
 
 
 def _output_runs(record: dict) -> list[str]:
     """Newest first: a rescue's RUN shadows the RUN it rescued."""
-    return list(dict.fromkeys(a["output_run"] for a in reversed(record["attempts"]) if _has_workflow(record["wms"], a)))
+    return list(dict.fromkeys(a["output_run"] for a in reversed(record["attempts"]) if _wms(record).has_workflow(a)))
 
 
 def _last_submission(record: dict) -> dict:
