@@ -1,6 +1,6 @@
 """Subcommands that act on a campaign: seed the sites, run it in Airflow, read its ledger/report.
 
-Each is a `Command` for the table in cli.py. They import Airflow-side and HTTP clients lazily so
+Each is a `Command` (command.py) for the table in cli.py. They import Airflow-side and HTTP clients lazily so
 `drp-campaign validate` stays light.
 """
 
@@ -11,10 +11,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from drp_campaign.cli import Command
+from drp_campaign.command import EXIT_OK, Command
 from drp_campaign.config import load_campaign
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_FAILED = 1
 
 
 def _campaign_argument(parser: argparse.ArgumentParser) -> None:

@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
+from drp_campaign.campaign_commands import COMMANDS as CAMPAIGN_COMMANDS
+from drp_campaign.command import EXIT_OK, Command
 from drp_campaign.config import ConfigError, load_campaign
 from drp_campaign.errors import DrpError
 
-EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
 
 
 # --- validate ----------------------------------------------------------------------------------
@@ -61,8 +53,6 @@ COMMANDS: list[Command] = [
 
 def all_commands() -> list[Command]:
     """This table plus the campaign subcommands (seed, run, ledger, inventory), which live in their own module."""
-    from drp_campaign.campaign_commands import COMMANDS as CAMPAIGN_COMMANDS
-
     return [*COMMANDS, *CAMPAIGN_COMMANDS]
 
 

@@ -304,11 +304,11 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         if q["blocked"] and not q["failed"]:
             # Quanta that never reported: their job died before running them (killed, lost node).
             result["failed_quanta"] += _job_failures(run_dir, last, labels=[k for k, t in tasks.items() if t.get("n_unknown")])
-    from .step import _count_outputs  # one definition of "what a step wrote"
+    from .step import count_outputs  # one definition of "what a step wrote"
 
     result["outputs"] = {}
     for run in result["output_runs"]:
-        for name, count in _count_outputs(repo, run, campaign.pipeline_spec.step_outputs(record["step"])).items():
+        for name, count in count_outputs(repo, run, campaign.pipeline_spec.step_outputs(record["step"])).items():
             result["outputs"][name] = result["outputs"].get(name, 0) + count
     if update_chain and (result["status"] == "succeeded" or accept_failures) and result["output_runs"]:
         butler, _ = open_butler(repo)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..checksums import adler32
 from ._errors import StacksideError
-from .repo import _split, matching_runs, open_butler, prepend_to_chain, with_lock_retry
+from .repo import certify_missing, matching_runs, open_butler, prepend_to_chain, split_names, with_lock_retry
 
 
 def _jsonable_data_id(data_id) -> dict[str, Any]:
@@ -55,8 +55,8 @@ def write_manifest(path: Path, doc: dict[str, Any]) -> None:
 
 
 def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path) -> dict[str, Any]:
-    patterns = _split(collections)
-    types = _split(dataset_types)
+    patterns = split_names(collections)
+    types = split_names(dataset_types)
     if not patterns:
         raise StacksideError("export-hop: --collections is empty: pass one or more RUN name patterns")
     if not types:
@@ -197,30 +197,6 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         "chain_added": added,
         "certified": certified,
     }
-
-
-def certify_missing(butler, refs_with_validity: list[tuple[Any, dict]]) -> int:
-    """Certify calibrations into their CALIBRATION collection for the validity range the source
-    had ({collection, begin, end}, ISO TAI), unless already certified there; returns how many."""
-    import astropy.time
-    from lsst.daf.butler import CollectionType, Timespan
-
-    groups: dict[tuple[str, str, str], list] = {}
-    for ref, v in refs_with_validity:
-        groups.setdefault((v["collection"], v["begin"], v["end"]), []).append(ref)
-    done = 0
-    for (collection, begin, end), refs in sorted(groups.items()):
-        with_lock_retry(lambda c=collection: butler.collections.register(c, CollectionType.CALIBRATION),
-                        what=f"registering calibration collection {collection}")
-        names = {r.datasetType.name for r in refs}
-        have = {a.ref.id for name in names for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
-        todo = [r for r in refs if r.id not in have]
-        if todo:
-            span = Timespan(astropy.time.Time(begin, scale="tai"), astropy.time.Time(end, scale="tai"))
-            with_lock_retry(lambda c=collection, t=todo, sp=span: butler.registry.certify(c, t, sp),
-                            what=f"certifying {len(todo)} calibrations in {collection}")
-            done += len(todo)
-    return done
 
 
 def forget_datasets(repo: Path, ids_file: Path) -> dict[str, Any]:

@@ -183,10 +183,33 @@ def _put_missing(butler, dataset_type, data_ids: list[dict[str, Any]], run: str)
     return put
 
 
+def certify_missing(butler, refs_with_validity: list[tuple[Any, dict]]) -> int:
+    """Certify calibrations into their CALIBRATION collection for the validity range the source
+    had ({collection, begin, end}, ISO TAI), unless already certified there; returns how many."""
+    import astropy.time
+    from lsst.daf.butler import CollectionType, Timespan
+
+    groups: dict[tuple[str, str, str], list] = {}
+    for ref, v in refs_with_validity:
+        groups.setdefault((v["collection"], v["begin"], v["end"]), []).append(ref)
+    done = 0
+    for (collection, begin, end), refs in sorted(groups.items()):
+        with_lock_retry(lambda c=collection: butler.collections.register(c, CollectionType.CALIBRATION),
+                        what=f"registering calibration collection {collection}")
+        names = {r.datasetType.name for r in refs}
+        have = {a.ref.id for name in names
+                for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
+        todo = [r for r in refs if r.id not in have]
+        if todo:
+            span = Timespan(astropy.time.Time(begin, scale="tai"), astropy.time.Time(end, scale="tai"))
+            with_lock_retry(lambda c=collection, t=todo, sp=span: butler.registry.certify(c, t, sp),
+                            what=f"certifying {len(todo)} calibrations in {collection}")
+            done += len(todo)
+    return done
+
+
 def _seed_calibrations(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str, collection: str) -> int:
     """One calibration per detector per day, each in its day's RUN, certified into COLLECTION."""
-    from .hop import certify_missing
-
     dataset_type = _dataset_type(butler, campaign, name)
     detectors = [{"instrument": sky.instrument, "detector": d} for d in sky.detectors]
     certified = 0
@@ -293,7 +316,8 @@ def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[i
     }
 
 
-def _split(value: str | None) -> list[str]:
+def split_names(value: str | None) -> list[str]:
+    """A comma-separated list on a command line (collections, dataset types) as its names."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
@@ -316,8 +340,8 @@ def matching_runs(butler, patterns: list[str]) -> list[str]:
 def count_datasets(repo: Path, collections: str, dataset_types: str | None) -> dict[str, int]:
     butler, _ = open_butler(repo, writeable=False)
     with butler:
-        runs = matching_runs(butler, _split(collections))
-        types = _split(dataset_types)
+        runs = matching_runs(butler, split_names(collections))
+        types = split_names(dataset_types)
         counts: Counter[str] = Counter()
         if runs:
             if not types:
@@ -331,6 +355,6 @@ def count_datasets(repo: Path, collections: str, dataset_types: str | None) -> d
                     refs = []
                 if refs:
                     counts[name] = len(refs)
-        for name in _split(dataset_types):
+        for name in split_names(dataset_types):
             counts.setdefault(name, 0)
     return dict(sorted(counts.items()))

@@ -69,7 +69,7 @@ def _run_exists(repo: Path, run: str, chain: str, site: str) -> tuple[bool, list
         return True, configs
 
 
-def _count_outputs(repo: Path, run: str, dataset_types: list[str]) -> dict[str, int]:
+def count_outputs(repo: Path, run: str, dataset_types: list[str]) -> dict[str, int]:
     butler, _ = open_butler(repo, writeable=False)
     counts: dict[str, int] = {}
     with butler:
@@ -244,7 +244,7 @@ def run_step(
             f"run {output_run}), exit {proc.returncode}: {_last_error(text)}; see {log_file}"
         )
 
-    result["outputs"] = _count_outputs(repo, output_run, spec.step_outputs(step))
+    result["outputs"] = count_outputs(repo, output_run, spec.step_outputs(step))
     if result["status"] == "succeeded":
         butler, _ = open_butler(repo)
         with butler:
