@@ -54,7 +54,7 @@ PRELOAD = (
     "lsst.pipe.base.quantum_provenance_graph", "lsst.ctrl.mpexec.cli.pipetask", "lsst.ctrl.bps.cli.bps",
     "lsst.ctrl.bps.drivers", "lsst.ctrl.bps.parsl", "drp_campaign.stackside.bps_run", "drp_campaign.stackside.repo",
     "drp_campaign.stackside.hop", "drp_campaign.stackside.placement", "drp_campaign.stackside.step",
-    "drp_campaign.stackside.sky", "drp_campaign.stackside.parsl_site",
+    "drp_campaign.stackside.sky", "drp_campaign.stackside.parsl_site", "drp_campaign.wms.parsl",
 )  # fmt: skip
 HEADER = struct.Struct("!I")
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
