@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CAMPAIGN ?= configs/campaigns/test-3x3.yaml
 
-.PHONY: demo test test-fast envs airflow-start stop clean benchmark
+.PHONY: demo test test-fast lint envs airflow-start stop clean benchmark
 
 envs:
 	@bash scripts/setup-envs.sh
@@ -17,16 +17,20 @@ demo:
 # Modules side by side on two workers (each module has its own ports, databases and directories);
 # TEST_WORKERS=0 runs them one after another.
 TEST_WORKERS ?= 2
-test: envs
+test: envs lint
 	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
 
-test-fast: envs
+test-fast: envs lint
 	@bash scripts/test.sh -m "not integration" --durations=5
 
 benchmark: envs
 	@bash scripts/rucio-server.sh start
 	@bash scripts/airflow-services.sh start
 	@bash scripts/with-env.sh python benchmarks/controller_overhead.py $(CAMPAIGN)
+
+# ruff (pyproject.toml [tool.ruff]): lint, and the formatter's check; `ruff format .` formats.
+lint: envs
+	@bash scripts/with-env.sh ruff check --quiet . && bash scripts/with-env.sh ruff format --check --quiet .
 
 airflow-start: envs
 	@bash scripts/airflow-services.sh start

@@ -113,13 +113,31 @@ def make_run_dirs(root: Path, prefix: str, n: int, pid: int) -> list[Path]:
         d = root / prefix / f"g{i:03d}"
         (d / "attempt-1").mkdir(parents=True)
         out_run = f"drp/bench/FRDF/step1/g{i:03d}"
-        bpsrec.write_record(d, {
-            "wms": "parsl", "site": "FRDF", "step": "step1", "group": f"g{i:03d}", "chain": "drp/bench/FRDF",
-            "repo": str(root / "repo"), "output_run": out_run,
-            "attempts": [{"n": 1, "kind": "submit", "output_run": out_run, "pipeline_sha": "0123456789abcdef",
-                          "submit_yaml": str(d / "attempt-1" / "submit.yaml"), "submit_path": str(d / "attempt-1" / "submit"),
-                          "started": "2026-11-26T00:00:00+00:00", "run_id": str(d / "attempt-1" / "submit"), "pid": pid}],
-        })  # fmt: skip
+        bpsrec.write_record(
+            d,
+            {
+                "wms": "parsl",
+                "site": "FRDF",
+                "step": "step1",
+                "group": f"g{i:03d}",
+                "chain": "drp/bench/FRDF",
+                "repo": str(root / "repo"),
+                "output_run": out_run,
+                "attempts": [
+                    {
+                        "n": 1,
+                        "kind": "submit",
+                        "output_run": out_run,
+                        "pipeline_sha": "0123456789abcdef",
+                        "submit_yaml": str(d / "attempt-1" / "submit.yaml"),
+                        "submit_path": str(d / "attempt-1" / "submit"),
+                        "started": "2026-11-26T00:00:00+00:00",
+                        "run_id": str(d / "attempt-1" / "submit"),
+                        "pid": pid,
+                    }
+                ],
+            },
+        )
         dirs.append(d)
     assert bpsrec.local_state(dirs[0]) == "RUNNING", "the stand-in run is not seen as RUNNING"
     return dirs
@@ -140,8 +158,9 @@ class NextPhase(BaseException):
 def poke_main(run_dir: str, ctl: Path, stats: Path) -> None:
     """One worker task holding its slot: what it imports, then a real sensor's poke loop."""
     import airflow.sdk  # noqa: F401  what a worker task has loaded
-    import drp_campaign.operators.steps  # noqa: F401
     from airflow.sdk import BaseSensorOperator
+
+    import drp_campaign.operators.steps  # noqa: F401
 
     pokes = seq = 0
 
@@ -188,9 +207,11 @@ class Pokers:
         self.logs = [open(root / f"poke-{i:03d}.log", "w") for i in range(len(dirs))]  # noqa: SIM115
         self.seq = 0
         self.procs = [
-            subprocess.Popen([sys.executable, __file__, "--poke", str(d), str(c), str(s)], stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                [sys.executable, __file__, "--poke", str(d), str(c), str(s)], stdout=log, stderr=subprocess.STDOUT
+            )
             for d, c, s, log in zip(dirs, self.ctls, self.stats, self.logs)
-        ]  # fmt: skip
+        ]
 
     def wait_ready(self, timeout: float) -> float:
         t0 = time.monotonic()
@@ -218,7 +239,11 @@ class Pokers:
         """Poke every INTERVAL s from now (first pokes spread over one interval), or pause (None)."""
         k = len(self.procs)
         for i, (ctl, p) in enumerate(zip(self.ctls, self.procs)):
-            todo = {"pause": True} if interval is None else {"interval": interval, "stagger": interval * i / k if spread else 0}
+            todo = (
+                {"pause": True}
+                if interval is None
+                else {"interval": interval, "stagger": interval * i / k if spread else 0}
+            )
             ctl.write_text(json.dumps(todo))
             p.send_signal(signal.SIGUSR1)
         self.seq += 1
@@ -269,12 +294,22 @@ async def wait_for_event(trigger: BpsRunTrigger, events: list) -> None:
 def start_triggers(dirs: list[Path], interval: float, events: list) -> list[asyncio.Task]:
     """One BpsRunTrigger per run as the operator defers it; first polls spread over one interval."""
     return [
-        asyncio.create_task(wait_for_event(BpsRunTrigger(
-            run_dir=str(d), wms="parsl", run_id=str(d / "attempt-1" / "submit"), site="FRDF",
-            campaign_file=str(settings.CAMPAIGNS_DIR / "test-3x3.yaml"),
-            poll_interval_s=interval, first_poll_delay_s=interval * i / len(dirs)), events))
+        asyncio.create_task(
+            wait_for_event(
+                BpsRunTrigger(
+                    run_dir=str(d),
+                    wms="parsl",
+                    run_id=str(d / "attempt-1" / "submit"),
+                    site="FRDF",
+                    campaign_file=str(settings.CAMPAIGNS_DIR / "test-3x3.yaml"),
+                    poll_interval_s=interval,
+                    first_poll_delay_s=interval * i / len(dirs),
+                ),
+                events,
+            )
+        )
         for i, d in enumerate(dirs)
-    ]  # fmt: skip
+    ]
 
 
 async def cancel(tasks: list[asyncio.Task]) -> None:
@@ -300,7 +335,9 @@ async def trigger_heap_mb(dirs: list[Path]) -> float:
     return held / 2**20
 
 
-async def measure_phase(args, interval: float, dirs: list[Path], pokers: Pokers, counter: CountedState, last: bool) -> dict:
+async def measure_phase(
+    args, interval: float, dirs: list[Path], pokers: Pokers, counter: CountedState, last: bool
+) -> dict:
     base_mem = proc_memory()
     events: list[dict] = []
     tasks = start_triggers(dirs, interval, events)
@@ -315,12 +352,16 @@ async def measure_phase(args, interval: float, dirs: list[Path], pokers: Pokers,
     poke_cpu1 = pokers.cpu()
     assert not events, f"{len(events)} triggers fired while every run was RUNNING"
     result = {
-        "interval": interval, "wall": wall,
-        "deferred_cpu": cpu1 - cpu0, "deferred_calls": calls1 - calls0,
-        "deferred_mem": mem, "deferred_rss_delta": mem["rss"] - base_mem["rss"],
-        "poke_cpu": poke_cpu1 - poke_cpu0, "poke_mem": poke_mem,
+        "interval": interval,
+        "wall": wall,
+        "deferred_cpu": cpu1 - cpu0,
+        "deferred_calls": calls1 - calls0,
+        "deferred_mem": mem,
+        "deferred_rss_delta": mem["rss"] - base_mem["rss"],
+        "poke_cpu": poke_cpu1 - poke_cpu0,
+        "poke_mem": poke_mem,
         "poke_calls": sum(s1["pokes"] - s0["pokes"] for s0, s1 in zip(poke0, poke1)),
-    }  # fmt: skip
+    }
     if last:
         # Prove both loops work: every run ends; every trigger must fire, every sensor return.
         t_end = time.monotonic()
@@ -330,7 +371,9 @@ async def measure_phase(args, interval: float, dirs: list[Path], pokers: Pokers,
             await asyncio.sleep(0.1)
         result["fire_s"] = time.monotonic() - t_end
         states = {e["state"] for e in events}
-        assert len(events) == len(dirs) and states == {"FINISHED"}, f"{len(events)}/{len(dirs)} triggers fired: {states}"
+        assert len(events) == len(dirs) and states == {"FINISHED"}, (
+            f"{len(events)}/{len(dirs)} triggers fired: {states}"
+        )
         # Each sensor's execute() returned (its process then exits; that is not timed).
         done = pokers.read(timeout=interval + 60, done=True)
         assert all(s.get("done") for s in done), done
@@ -346,8 +389,13 @@ class PandaBench:
     def __init__(self, args, root: Path):
         self.args = args
         self.work = root / "idds-work"
-        self.env = {**os.environ, "DRP_WORK_DIR": str(self.work), "DRP_IDDS_DB": args.idds_db,
-                    "DRP_IDDS_PORT": str(args.idds_port), "DRP_PANDA_RELAY_PORT": str(args.relay_port)}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "DRP_WORK_DIR": str(self.work),
+            "DRP_IDDS_DB": args.idds_db,
+            "DRP_IDDS_PORT": str(args.idds_port),
+            "DRP_PANDA_RELAY_PORT": str(args.relay_port),
+        }
         self.started = False
 
     def sh(self, *argv: str, timeout: float = 180, env=None) -> subprocess.CompletedProcess:
@@ -362,16 +410,20 @@ class PandaBench:
 
     def submit(self) -> int:
         """One real iDDS request: an empty iDDS workflow submitted through the relay's own code path."""
-        idds_py = str(Path(self.env.get("DRP_IDDS_PREFIX", settings.PROJECT_ROOT / ".venvs" / "idds")) / "bin" / "python")
+        idds_py = str(
+            Path(self.env.get("DRP_IDDS_PREFIX", settings.PROJECT_ROOT / ".venvs" / "idds")) / "bin" / "python"
+        )
         exports = self.sh(idds_py, "-m", "localservices.panda.config", "env").stdout
         env = dict(self.env)
         for line in exports.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value
-        code = ("import idds.common.utils as u; from idds.workflowv2.workflow import Workflow; "
-                "from localservices.panda.relay import relay_idds_command as r; "
-                "wf = Workflow(); wf.name = 'drp-bps-poll-cost'; "
-                "print(r({'command_name': 'submit', 'args': u.json_dumps([wf]), 'manager': True}, 'drp'))")  # fmt: skip
+        code = (
+            "import idds.common.utils as u; from idds.workflowv2.workflow import Workflow; "
+            "from localservices.panda.relay import relay_idds_command as r; "
+            "wf = Workflow(); wf.name = 'drp-bps-poll-cost'; "
+            "print(r({'command_name': 'submit', 'args': u.json_dumps([wf]), 'manager': True}, 'drp'))"
+        )
         proc = self.sh(idds_py, "-c", code, env=env)
         ok, request_id = json.loads(proc.stdout.strip().splitlines()[-1])
         if proc.returncode != 0 or not ok:
@@ -384,8 +436,13 @@ class PandaBench:
         from drp_campaign.panda_connection import panda_environment
 
         stored = json.loads((self.work / "idds" / "connection.json").read_text())
-        conn = SimpleNamespace(conn_id="drp_panda_bench", host=stored["host"], port=None, password=stored["password"],
-                               extra_dejson=stored["extra"])  # fmt: skip
+        conn = SimpleNamespace(
+            conn_id="drp_panda_bench",
+            host=stored["host"],
+            port=None,
+            password=stored["password"],
+            extra_dejson=stored["extra"],
+        )
         saved = os.environ.get("DRP_WORK_DIR")
         os.environ["DRP_WORK_DIR"] = str(self.work)  # PANDA_CONFIG_ROOT goes under the work dir
         try:
@@ -394,9 +451,15 @@ class PandaBench:
             os.environ.pop("DRP_WORK_DIR") if saved is None else os.environ.__setitem__("DRP_WORK_DIR", saved)
 
     def server_cpu(self, pg) -> float:
-        pids = [p for name in ("idds", "relay") for p in process_tree(int((self.work / "idds" / "pids" / f"{name}.pid").read_text()))]
+        pids = [
+            p
+            for name in ("idds", "relay")
+            for p in process_tree(int((self.work / "idds" / "pids" / f"{name}.pid").read_text()))
+        ]
         with pg.cursor() as cur:
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             pids += [r[0] for r in cur.fetchall()]
         return sum(proc_cpu(p) for p in pids)
 
@@ -405,10 +468,15 @@ class PandaBench:
 
         started = self.start()
         request_id = self.submit()
-        trigger = BpsRunTrigger(run_dir=str(self.work), wms="panda", run_id=str(request_id), site="FRDF", panda_conn_id="drp_panda_bench")
+        trigger = BpsRunTrigger(
+            run_dir=str(self.work), wms="panda", run_id=str(request_id), site="FRDF", panda_conn_id="drp_panda_bench"
+        )
         env = self.panda_env()
-        pg = psycopg2.connect(host=os.environ.get("DRP_PG_HOST", "127.0.0.1"), user=os.environ.get("DRP_PG_USER", "postgres"),
-                              dbname=self.args.idds_db)  # fmt: skip
+        pg = psycopg2.connect(
+            host=os.environ.get("DRP_PG_HOST", "127.0.0.1"),
+            user=os.environ.get("DRP_PG_USER", "postgres"),
+            dbname=self.args.idds_db,
+        )
         pg.autocommit = True
         try:
             first_t = time.perf_counter()
@@ -425,15 +493,31 @@ class PandaBench:
         finally:
             pg.close()
         assert first_state == "RUNNING" and set(states) == {"RUNNING"}, (first_state, set(states))
-        return {"started": started, "request_id": request_id, "first_call_s": first_t, "calls": n,
-                "wall": wall / n, "cpu": cpu / n, "server_cpu": srv / n}  # fmt: skip
+        return {
+            "started": started,
+            "request_id": request_id,
+            "first_call_s": first_t,
+            "calls": n,
+            "wall": wall / n,
+            "cpu": cpu / n,
+            "server_cpu": srv / n,
+        }
 
     def stop(self) -> None:
         if not self.started:
             return
         self.sh("bash", str(IDDS_SCRIPT), "stop", timeout=60)
         host, user = os.environ.get("DRP_PG_HOST", "127.0.0.1"), os.environ.get("DRP_PG_USER", "postgres")
-        self.sh("psql", "-h", host, "-U", user, "-qc", f'DROP DATABASE IF EXISTS "{self.args.idds_db}" WITH (FORCE)', timeout=60)
+        self.sh(
+            "psql",
+            "-h",
+            host,
+            "-U",
+            user,
+            "-qc",
+            f'DROP DATABASE IF EXISTS "{self.args.idds_db}" WITH (FORCE)',
+            timeout=60,
+        )
 
 
 def port_free(port: int) -> bool:
@@ -469,34 +553,57 @@ def print_phase(args, r: dict, k: int, heap: float) -> None:
     row("", "(measured, all N)", f"(measured K={k}, extrapolated x{scale:g})")
     row("processes", "1 (the triggerer)", f"{n} task processes (+{n} supervisors, not measured)")
     row("worker slots held", "0", f"{n}")
-    row("memory, MB", f"+{heap:.1f} heap of the N triggers", f"{p_mem:,.0f} (K: {sum_pss:,.0f} PSS, {sum_uss:,.0f} private)")
-    row("", f"(process {dm['pss']:.0f} PSS; RSS {r['deferred_rss_delta']:+.1f})", f"(each {sum_rss / k:.0f} RSS, {sum_pss / k:.0f} PSS, {sum_uss / k:.0f} private)")
+    row(
+        "memory, MB",
+        f"+{heap:.1f} heap of the N triggers",
+        f"{p_mem:,.0f} (K: {sum_pss:,.0f} PSS, {sum_uss:,.0f} private)",
+    )
+    row(
+        "",
+        f"(process {dm['pss']:.0f} PSS; RSS {r['deferred_rss_delta']:+.1f})",
+        f"(each {sum_rss / k:.0f} RSS, {sum_pss / k:.0f} PSS, {sum_uss / k:.0f} private)",
+    )
     row("CPU s per minute", f"{d_cpu:.3f}", f"{p_cpu:.3f} (K: {p_cpu_k:.3f})")
-    row("status calls per minute", f"{d_calls:.0f} (expected {n * 60 / r['interval']:.0f})", f"{p_calls:.0f} (K: {p_calls_k:.0f})")
-    row("CPU ms per status call", f"{1000 * r['deferred_cpu'] / max(1, r['deferred_calls']):.3f}",
-        f"{1000 * r['poke_cpu'] / max(1, r['poke_calls']):.3f}")  # fmt: skip
-    print(f"  ratios poking / deferred: memory {p_mem / dm['pss']:,.0f}x against the whole triggerer process "
-          f"({p_mem / heap:,.0f}x against what the N triggers add to it), CPU {p_cpu / d_cpu if d_cpu else float('inf'):.2f}x, "
-          f"worker slots {n} vs 0, processes {n} vs 1")  # fmt: skip
+    row(
+        "status calls per minute",
+        f"{d_calls:.0f} (expected {n * 60 / r['interval']:.0f})",
+        f"{p_calls:.0f} (K: {p_calls_k:.0f})",
+    )
+    row(
+        "CPU ms per status call",
+        f"{1000 * r['deferred_cpu'] / max(1, r['deferred_calls']):.3f}",
+        f"{1000 * r['poke_cpu'] / max(1, r['poke_calls']):.3f}",
+    )
+    print(
+        f"  ratios poking / deferred: memory {p_mem / dm['pss']:,.0f}x against the whole triggerer process "
+        f"({p_mem / heap:,.0f}x against what the N triggers add to it), CPU {p_cpu / d_cpu if d_cpu else float('inf'):.2f}x, "
+        f"worker slots {n} vs 0, processes {n} vs 1"
+    )
     if "fire_s" in r:
-        print(f"  checked: after the runs ended, all {n} triggers fired (FINISHED) within {r['fire_s']:.1f} s "
-              f"and all {k} sensors returned within {r['poke_return_s']:.1f} s")  # fmt: skip
+        print(
+            f"  checked: after the runs ended, all {n} triggers fired (FINISHED) within {r['fire_s']:.1f} s "
+            f"and all {k} sensors returned within {r['poke_return_s']:.1f} s"
+        )
 
 
 def print_panda(args, p: dict, intervals: list[float]) -> None:
     n = args.runs
     print("\nPanDA: BpsRunTrigger(wms='panda').state() = request_state through pandaclient -> relay -> iDDS")
     print(f"  {p['started']}")
-    print(f"  iDDS request {p['request_id']}; first call {p['first_call_s']:.2f} s (imports pandaclient); "
-          f"then {p['calls']} calls, measured per call: wall {1000 * p['wall']:.1f} ms, controller CPU "
-          f"{1000 * p['cpu']:.1f} ms, relay + iDDS + PostgreSQL CPU {1000 * p['server_cpu']:.1f} ms")  # fmt: skip
+    print(
+        f"  iDDS request {p['request_id']}; first call {p['first_call_s']:.2f} s (imports pandaclient); "
+        f"then {p['calls']} calls, measured per call: wall {1000 * p['wall']:.1f} ms, controller CPU "
+        f"{1000 * p['cpu']:.1f} ms, relay + iDDS + PostgreSQL CPU {1000 * p['server_cpu']:.1f} ms"
+    )
     for interval in intervals:
         calls = n * 60 / interval
         busy = calls * p["wall"]
-        print(f"  PROJECTED for {n} PanDA runs at {interval:g} s: {calls:.0f} calls/min, triggerer CPU "
-              f"{calls * p['cpu']:.1f} s/min, server CPU {calls * p['server_cpu']:.1f} s/min; calls are serialized "
-              f"(panda_connection._CALL_LOCK): {busy:.0f} s of calls per minute"
-              f"{' - MORE THAN A MINUTE: polls fall behind' if busy > 60 else ''}")  # fmt: skip
+        print(
+            f"  PROJECTED for {n} PanDA runs at {interval:g} s: {calls:.0f} calls/min, triggerer CPU "
+            f"{calls * p['cpu']:.1f} s/min, server CPU {calls * p['server_cpu']:.1f} s/min; calls are serialized "
+            f"(panda_connection._CALL_LOCK): {busy:.0f} s of calls per minute"
+            f"{' - MORE THAN A MINUTE: polls fall behind' if busy > 60 else ''}"
+        )
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -507,8 +614,11 @@ async def run_phases(args, intervals, dirs, pokers) -> tuple[list[dict], float]:
     results = []
     with CountedState() as counter:
         for i, interval in enumerate(intervals):
-            print(f"measuring: {args.runs} deferred triggers and {len(pokers.procs)} poking sensors, "
-                  f"poll interval {interval:g} s, {args.seconds:g} s ...", flush=True)  # fmt: skip
+            print(
+                f"measuring: {args.runs} deferred triggers and {len(pokers.procs)} poking sensors, "
+                f"poll interval {interval:g} s, {args.seconds:g} s ...",
+                flush=True,
+            )
             results.append(await measure_phase(args, interval, dirs, pokers, counter, last=i == len(intervals) - 1))
     return results, heap
 
@@ -518,10 +628,14 @@ def main() -> None:
         return poke_main(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=500, help="concurrent deferred step runs (default 500)")
-    parser.add_argument("--poll-intervals", default="30,5", help="seconds between polls, comma-separated (default 30,5)")
+    parser.add_argument(
+        "--poll-intervals", default="30,5", help="seconds between polls, comma-separated (default 30,5)"
+    )
     parser.add_argument("--seconds", type=float, default=60, help="measured window per interval (default 60)")
     parser.add_argument("--pokers", type=int, default=20, help="poking task processes really started (default 20)")
-    parser.add_argument("--panda", choices=("auto", "yes", "no"), default="auto", help="measure request_state on a local iDDS")
+    parser.add_argument(
+        "--panda", choices=("auto", "yes", "no"), default="auto", help="measure request_state on a local iDDS"
+    )
     parser.add_argument("--panda-calls", type=int, default=50)
     parser.add_argument("--idds-port", type=int, default=8096)
     parser.add_argument("--relay-port", type=int, default=8097)
@@ -540,11 +654,17 @@ def main() -> None:
     try:
         pokers = Pokers(root, make_run_dirs(root, "poke", args.pokers, launcher.pid))
         dirs = make_run_dirs(root, "deferred", args.runs, launcher.pid)
-        print(f"{args.runs} run dirs in {root}, all RUNNING as pid {launcher.pid} ({bpsrec.LAUNCHER_NAME}); "
-              f"{args.pokers} poking task processes starting ...", flush=True)  # fmt: skip
+        print(
+            f"{args.runs} run dirs in {root}, all RUNNING as pid {launcher.pid} ({bpsrec.LAUNCHER_NAME}); "
+            f"{args.pokers} poking task processes starting ...",
+            flush=True,
+        )
         t = pokers.wait_ready(300)
-        print(f"  they imported airflow.sdk + drp_campaign.operators.steps in {t:.1f} s "
-              f"(each: {pokers.cpu() / args.pokers:.2f} s CPU at start, not in the figures below)", flush=True)  # fmt: skip
+        print(
+            f"  they imported airflow.sdk + drp_campaign.operators.steps in {t:.1f} s "
+            f"(each: {pokers.cpu() / args.pokers:.2f} s CPU at start, not in the figures below)",
+            flush=True,
+        )
         results, heap = asyncio.run(run_phases(args, intervals, dirs, pokers))
         panda = None
         if args.panda != "no":
@@ -552,7 +672,10 @@ def main() -> None:
             try:
                 if not (port_free(args.idds_port) and port_free(args.relay_port)):
                     raise RuntimeError(f"port {args.idds_port} or {args.relay_port} is in use")
-                print(f"measuring: PanDA request_state on a local iDDS (ports {args.idds_port}/{args.relay_port}) ...", flush=True)
+                print(
+                    f"measuring: PanDA request_state on a local iDDS (ports {args.idds_port}/{args.relay_port}) ...",
+                    flush=True,
+                )
                 panda = bench.measure()
             except Exception as exc:  # noqa: BLE001 - optional part: say why and go on
                 if args.panda == "yes":
@@ -565,14 +688,20 @@ def main() -> None:
             pokers.stop()
         os.killpg(launcher.pid, signal.SIGTERM)
         launcher.wait()
-    print(f"\n== poll cost of waiting on BPS runs: {args.runs} runs, wms=parsl (run.json + exit file + /proc/<pid>/cmdline) ==")
-    print("measured: the deferred side for all N; the poking side for K processes. EXTRAPOLATED: the poking side's N figures.")
+    print(
+        f"\n== poll cost of waiting on BPS runs: {args.runs} runs, wms=parsl (run.json + exit file + /proc/<pid>/cmdline) =="
+    )
+    print(
+        "measured: the deferred side for all N; the poking side for K processes. EXTRAPOLATED: the poking side's N figures."
+    )
     for r in results:
         print_phase(args, r, args.pokers, heap)
     if panda:
         print_panda(args, panda, intervals)
-    print("\nnot measured: the triggerer's DB bookkeeping per trigger; the LocalExecutor supervisor process next to "
-          "each poking task\n(it would add a process and its heartbeats per run: the poking side's real cost is higher).")
+    print(
+        "\nnot measured: the triggerer's DB bookkeeping per trigger; the LocalExecutor supervisor process next to "
+        "each poking task\n(it would add a process and its heartbeats per run: the poking side's real cost is higher)."
+    )
     trigger_log.close()
     shutil.rmtree(root, ignore_errors=True)
 

@@ -61,9 +61,24 @@ class ByHand:
 
     def step_group(self, site: str, step: str, group: graph.WorkGroup) -> None:
         run_dir = self.dir / "bps" / site / step / group.label
-        args = ["--campaign", str(self.campaign.file), "--site", site, "--repo", self.repo(site), "--step", step,
-                "--group", group.label, "--key", self.key, "--chain", graph.site_chain(self.campaign, self.key),
-                "--run-dir", str(run_dir)]  # fmt: skip
+        args = [
+            "--campaign",
+            str(self.campaign.file),
+            "--site",
+            site,
+            "--repo",
+            self.repo(site),
+            "--step",
+            step,
+            "--group",
+            group.label,
+            "--key",
+            self.key,
+            "--chain",
+            graph.site_chain(self.campaign, self.key),
+            "--run-dir",
+            str(run_dir),
+        ]
         if group.tracts:
             args += ["--tracts", ",".join(map(str, group.tracts))]
         self.stack(site, "bps-submit", args)
@@ -75,12 +90,25 @@ class ByHand:
         self._say(f"{site} {step} {group.label}")
 
     def step(self, site: str, step: str) -> None:
-        groups = graph.plan_groups(self.campaign, site) if self.campaign.steps[step].scope == "site" else [graph.GLOBAL_GROUP]
+        groups = (
+            graph.plan_groups(self.campaign, site)
+            if self.campaign.steps[step].scope == "site"
+            else [graph.GLOBAL_GROUP]
+        )
         with ThreadPoolExecutor(len(groups)) as pool:
             list(pool.map(lambda g: self.step_group(site, step, g), groups))
 
-    def move(self, hop: str, source: str, dest_rse: str, *, selection: tuple[str, list[str]], dest_site: str | None,
-             did_site: str, chain: str = "") -> None:  # fmt: skip
+    def move(
+        self,
+        hop: str,
+        source: str,
+        dest_rse: str,
+        *,
+        selection: tuple[str, list[str]],
+        dest_site: str | None,
+        did_site: str,
+        chain: str = "",
+    ) -> None:
         """Export at the source, register, replicate, wait for the rule, ingest at the destination."""
         service = self.service()
         manifest = self.dir / "manifests" / hop / f"{did_site}-{dest_rse}.json"
@@ -96,8 +124,20 @@ class ByHand:
         if dest_site:
             registered = manifest.with_suffix(".registered.json")
             service.manifest(did).write(registered)
-            self.stack(dest_site, "ingest-hop", ["--repo", self.repo(dest_site), "--manifest", str(registered),
-                                                 "--replica-dir", str(service.replica_dir(dest_rse)), "--chain", chain])  # fmt: skip
+            self.stack(
+                dest_site,
+                "ingest-hop",
+                [
+                    "--repo",
+                    self.repo(dest_site),
+                    "--manifest",
+                    str(registered),
+                    "--replica-dir",
+                    str(service.replica_dir(dest_rse)),
+                    "--chain",
+                    chain,
+                ],
+            )
         self._say(f"{hop} {did_site} -> {dest_rse}")
 
     def hop(self, stage, site: str) -> None:
@@ -110,8 +150,15 @@ class ByHand:
             pattern = graph.site_runs_pattern(self.campaign, self.key, ends.source)
             selection = ("export-hop", ["--collections", pattern, "--dataset-types", ",".join(stage.dataset_types)])
             chain = graph.site_chain(self.campaign, self.key)
-        self.move(stage.name, ends.source, ends.destination_rse, selection=selection, dest_site=ends.destination,
-                  did_site=ends.dataset_end, chain=chain)
+        self.move(
+            stage.name,
+            ends.source,
+            ends.destination_rse,
+            selection=selection,
+            dest_site=ends.destination,
+            did_site=ends.dataset_end,
+            chain=chain,
+        )
 
     # -- the campaign ---------------------------------------------------------------------------
     def site_thread(self, site: str) -> None:
@@ -123,9 +170,22 @@ class ByHand:
             if stage.is_site_step:
                 if not checked:  # what check_inputs does: inputs counted, the run's chain made
                     tracts = ",".join(str(t) for g in graph.plan_groups(self.campaign, site) for t in g.tracts)
-                    self.stack(site, "check-inputs", ["--campaign", str(self.campaign.file), "--site", site, "--repo",
-                                                      self.repo(site), "--tracts", tracts, "--chain",
-                                                      graph.site_chain(self.campaign, self.key)])  # fmt: skip
+                    self.stack(
+                        site,
+                        "check-inputs",
+                        [
+                            "--campaign",
+                            str(self.campaign.file),
+                            "--site",
+                            site,
+                            "--repo",
+                            self.repo(site),
+                            "--tracts",
+                            tracts,
+                            "--chain",
+                            graph.site_chain(self.campaign, self.key),
+                        ],
+                    )
                     checked = True
                 self.step(site, stage.name)
             elif self._per_site(stage) and site != self.hub:
@@ -144,11 +204,24 @@ class ByHand:
                 self.step(stage.site, stage.name)
             else:  # to tape, then each IDAC
                 hop = self.campaign.hops[stage.name]
-                selection = ("export-hop", ["--collections", graph.campaign_runs_pattern(self.campaign, self.key),
-                                            "--dataset-types", ",".join(stage.dataset_types)])  # fmt: skip
+                selection = (
+                    "export-hop",
+                    [
+                        "--collections",
+                        graph.campaign_runs_pattern(self.campaign, self.key),
+                        "--dataset-types",
+                        ",".join(stage.dataset_types),
+                    ],
+                )
                 ends = hop_ends(self.campaign, stage.name, self.hub)  # nothing is ingested at tape
-                self.move(stage.name, ends.source, ends.destination_rse, selection=selection, dest_site=None,
-                          did_site=ends.dataset_end)
+                self.move(
+                    stage.name,
+                    ends.source,
+                    ends.destination_rse,
+                    selection=selection,
+                    dest_site=None,
+                    did_site=ends.dataset_end,
+                )
                 service = self.service()
                 for idac in hop.idacs:
                     did = hop_dataset_did(self.campaign, self.key, stage.name, ends.dataset_end)
@@ -162,7 +235,9 @@ class ByHand:
 
     def run(self) -> float:
         """Run the campaign; returns its wall time in seconds."""
-        self.arrived = {(n, s): threading.Event() for n, st in self.graph.stages.items() if self._per_site(st) for s in self.sites}
+        self.arrived = {
+            (n, s): threading.Event() for n, st in self.graph.stages.items() if self._per_site(st) for s in self.sites
+        }
         self.t0 = time.monotonic()
         errors: list[BaseException] = []
 

@@ -76,8 +76,15 @@ def server_commands(log_dir: Path, since: float = 0.0) -> list[dict]:
         for line in log.read_text(errors="replace").splitlines():
             found = re.match(r"(\S+) command pid=(\d+) exit=(-?\d+) cpu_s=([\d.]+) wall_s=([\d.]+) what=(.*)", line)
             if found and time.mktime(time.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S")) >= since - 1:
-                rows.append({"what": found.group(6), "cpu_s": float(found.group(4)), "wall_s": float(found.group(5)),
-                             "site": log.stem, "started": False})  # fmt: skip
+                rows.append(
+                    {
+                        "what": found.group(6),
+                        "cpu_s": float(found.group(4)),
+                        "wall_s": float(found.group(5)),
+                        "site": log.stem,
+                        "started": False,
+                    }
+                )
     return rows
 
 
@@ -105,10 +112,16 @@ def table(rows: list[dict], title: str) -> dict[str, float]:
         cpu = sum(r["cpu_s"] for r in group)
         per_class[klass(what)] += cpu
         starts = sum(1 for r in group if r["started"])
-        print(f"    {what[:46]:<46} {klass(what):<18} {len(group):>4} {starts:>13} {cpu:>8.1f} {sum(r['wall_s'] for r in group):>8.1f}")
-    print(f"    {'total':<46} {'':<18} {len(rows):>4} {sum(1 for r in rows if r['started']):>13} "
-          f"{sum(r['cpu_s'] for r in rows):>8.1f}")  # fmt: skip
-    print("    CPU by class: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(per_class.items(), key=lambda kv: -kv[1])))
+        print(
+            f"    {what[:46]:<46} {klass(what):<18} {len(group):>4} {starts:>13} {cpu:>8.1f} {sum(r['wall_s'] for r in group):>8.1f}"
+        )
+    print(
+        f"    {'total':<46} {'':<18} {len(rows):>4} {sum(1 for r in rows if r['started']):>13} "
+        f"{sum(r['cpu_s'] for r in rows):>8.1f}"
+    )
+    print(
+        "    CPU by class: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(per_class.items(), key=lambda kv: -kv[1]))
+    )
     return per_class
 
 
@@ -117,7 +130,11 @@ def table(rows: list[dict], title: str) -> dict[str, float]:
 
 def stop_servers(directory: Path) -> None:
     pids = [int(p.read_text()) for p in directory.glob("*.pid")] if directory.exists() else []
-    subprocess.run([STACK_PY, "-m", "drp_campaign.stackside.warm", "stop", "--dir", str(directory)], capture_output=True, check=False)
+    subprocess.run(
+        [STACK_PY, "-m", "drp_campaign.stackside.warm", "stop", "--dir", str(directory)],
+        capture_output=True,
+        check=False,
+    )
     deadline = time.monotonic() + 30
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -134,13 +151,29 @@ def one_step_group(campaign_file: str) -> None:
     try:
         if not (work / "repos" / "USDF").exists():
             os.environ["DRP_STACK_SERVER"] = "warm"
-            run_stack(site, "seed-repo", ["--campaign", campaign_file, "--site", "USDF", "--repo", repo, "--all-tracts"], log=lambda _: None)
-            run_stack(site, "check-inputs", ["--campaign", campaign_file, "--site", "USDF", "--repo", repo, "--chain", chain], log=lambda _: None)
-        print("1. one step group: USDF step1, tract 0 (16 quanta), submitted with the real `bps submit` (ctrl_bps_parsl)")
+            run_stack(
+                site,
+                "seed-repo",
+                ["--campaign", campaign_file, "--site", "USDF", "--repo", repo, "--all-tracts"],
+                log=lambda _: None,
+            )
+            run_stack(
+                site,
+                "check-inputs",
+                ["--campaign", campaign_file, "--site", "USDF", "--repo", repo, "--chain", chain],
+                log=lambda _: None,
+            )
+        print(
+            "1. one step group: USDF step1, tract 0 (16 quanta), submitted with the real `bps submit` (ctrl_bps_parsl)"
+        )
         results = {}
         # per-call; warm with the server started by this group (its import counted); warm with
         # the server already running (the steady state of a campaign).
-        for label, mode, fresh in (("per-call", "per-call", True), ("warm, cold server", "warm", True), ("warm", "warm", False)):
+        for label, mode, fresh in (
+            ("per-call", "per-call", True),
+            ("warm, cold server", "warm", True),
+            ("warm", "warm", False),
+        ):
             servers = work / "stack-servers"
             if fresh:
                 stop_servers(servers)
@@ -157,25 +190,55 @@ def one_step_group(campaign_file: str) -> None:
             key = f"bench-{mode}-{int(time.time())}"
             run_dir = work / "bps" / key
             t0 = time.monotonic()
-            run_stack(site, "bps-submit", ["--campaign", campaign_file, "--site", "USDF", "--repo", repo, "--step", "step1",
-                                           "--group", "g000", "--tracts", "0", "--key", key, "--chain", chain,
-                                           "--run-dir", str(run_dir)], log=lambda _: None)  # fmt: skip
+            run_stack(
+                site,
+                "bps-submit",
+                [
+                    "--campaign",
+                    campaign_file,
+                    "--site",
+                    "USDF",
+                    "--repo",
+                    repo,
+                    "--step",
+                    "step1",
+                    "--group",
+                    "g000",
+                    "--tracts",
+                    "0",
+                    "--key",
+                    key,
+                    "--chain",
+                    chain,
+                    "--run-dir",
+                    str(run_dir),
+                ],
+                log=lambda _: None,
+            )
             while bpsrec.local_state(run_dir) == "RUNNING":
                 time.sleep(0.2)
-            report = run_stack(site, "bps-report", ["--campaign", campaign_file, "--run-dir", str(run_dir)], log=lambda _: None)
+            report = run_stack(
+                site, "bps-report", ["--campaign", campaign_file, "--run-dir", str(run_dir)], log=lambda _: None
+            )
             wall = time.monotonic() - t0
             assert report["status"] == "succeeded", report
             if label == "warm, cold server":
                 stop_servers(servers)  # the server's own accounting line is written as it exits
             os.environ.pop("DRP_ACCOUNTING_FILE")
-            rows = [r for r in accounted(accounting) + server_commands(servers) if r["what"] != "drp_campaign.stackside.warm stop"]
+            rows = [
+                r
+                for r in accounted(accounting) + server_commands(servers)
+                if r["what"] != "drp_campaign.stackside.warm stop"
+            ]
             table(rows, f"{label}: wall {wall:.1f} s from submit to report, {report['quanta']['succeeded']} quanta")
             results[label] = (wall, sum(r["cpu_s"] for r in rows), stack_starts(rows))
         (pw, pc, ps) = results["per-call"]
         for label in ("warm, cold server", "warm"):
             ww, wc, ws = results[label]
-            print(f"\n  per-call / {label}: wall {pw:.1f} / {ww:.1f} s = {pw / ww:.1f}x; CPU {pc:.1f} / {wc:.1f} s = "
-                  f"{pc / wc:.1f}x; Pythons importing the stack {ps} / {ws}")  # fmt: skip
+            print(
+                f"\n  per-call / {label}: wall {pw:.1f} / {ww:.1f} s = {pw / ww:.1f}x; CPU {pc:.1f} / {wc:.1f} s = "
+                f"{pc / wc:.1f}x; Pythons importing the stack {ps} / {ws}"
+            )
         stop_servers(work / "stack-servers")
     finally:
         os.environ.clear()
@@ -219,7 +282,10 @@ def tree_cpu(pid: int) -> float:
 
 def service_pids() -> dict[str, int]:
     pids = {}
-    for name, directory in (("Airflow", Path(os.environ["AIRFLOW_HOME"]) / "pids"), ("Rucio", settings.work_dir() / "rucio" / "pids")):
+    for name, directory in (
+        ("Airflow", Path(os.environ["AIRFLOW_HOME"]) / "pids"),
+        ("Rucio", settings.work_dir() / "rucio" / "pids"),
+    ):
         for f in directory.glob("*.pid"):
             pids[f"{name} {f.stem}"] = int(f.read_text())
     return pids
@@ -244,17 +310,29 @@ def whole_campaign(campaign_file: str) -> float:
     run = client.dag_run(campaign.dag_id(), run_id)
     wall = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])).total_seconds()
     server_cpu = {f.stem: own_cpu(int(f.read_text())) for f in servers.glob("*.pid")}
-    print(f"\n2. the 3x3 in Airflow ({run_id}): {wall:.1f} s from the run's start to its end ({measured:.1f} s from the client's trigger)")
+    print(
+        f"\n2. the 3x3 in Airflow ({run_id}): {wall:.1f} s from the run's start to its end ({measured:.1f} s from the client's trigger)"
+    )
     rows = server_commands(servers, since)
-    rows += [{"what": "drp_campaign.stackside.warm serve", "cpu_s": cpu, "wall_s": 0.0, "started": True} for cpu in server_cpu.values()]
+    rows += [
+        {"what": "drp_campaign.stackside.warm serve", "cpu_s": cpu, "wall_s": 0.0, "started": True}
+        for cpu in server_cpu.values()
+    ]
     per_class = table(rows, "commands the warm servers ran (and the servers' own import)")
     services = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
-    print("    services' CPU during the run: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(services.items(), key=lambda kv: -kv[1])))
+    print(
+        "    services' CPU during the run: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(services.items(), key=lambda kv: -kv[1]))
+    )
     stack_starts = len(server_cpu)
-    print(f"    Pythons that imported the stack: {stack_starts} (one warm server per site); commands forked from them: {len(rows) - stack_starts}")
-    print(f"    CPU: controller (Airflow {sum(v for k, v in services.items() if k.startswith('Airflow')):.1f} s + stack calls "
-          f"{per_class.get('controller', 0):.1f} s), BPS machinery {per_class.get('BPS machinery', 0):.1f} s, quanta's jobs "
-          f"{per_class.get('quanta (the jobs)', 0):.1f} s, Rucio {sum(v for k, v in services.items() if k.startswith('Rucio')):.1f} s")  # fmt: skip
+    print(
+        f"    Pythons that imported the stack: {stack_starts} (one warm server per site); commands forked from them: {len(rows) - stack_starts}"
+    )
+    print(
+        f"    CPU: controller (Airflow {sum(v for k, v in services.items() if k.startswith('Airflow')):.1f} s + stack calls "
+        f"{per_class.get('controller', 0):.1f} s), BPS machinery {per_class.get('BPS machinery', 0):.1f} s, quanta's jobs "
+        f"{per_class.get('quanta (the jobs)', 0):.1f} s, Rucio {sum(v for k, v in services.items() if k.startswith('Rucio')):.1f} s"
+    )
     return wall
 
 
@@ -272,7 +350,9 @@ def by_hand(campaign_file: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("campaign", nargs="?", default=str(settings.CAMPAIGNS_DIR / "test-3x3.yaml"))
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run (1: one group, 2: the 3x3 in Airflow, 3: by hand)")
+    parser.add_argument(
+        "--parts", default="1,2,3", help="which parts to run (1: one group, 2: the 3x3 in Airflow, 3: by hand)"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sys.path.insert(0, str(HERE))
@@ -281,7 +361,9 @@ def main() -> None:
     ours = whole_campaign(args.campaign) if "2" in parts else None
     script = by_hand(args.campaign) if "3" in parts else None
     if ours and script:
-        print(f"\ncontroller cost = 3x3 in Airflow / the same by hand = {ours:.1f} / {script:.1f} s = {ours / script:.2f}")
+        print(
+            f"\ncontroller cost = 3x3 in Airflow / the same by hand = {ours:.1f} / {script:.1f} s = {ours / script:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ def main() -> None:
     print(f"campaign {campaign.name}, run {run_id}")
     print(f"  critical path: {' -> '.join(labels)}")
     print(f"  {'step time on the critical path (BPS workflow wall time)':<64} {step_seconds:7.1f} s")
-    print(f"  {"+ step tasks' own time around BPS (submit, wait, report, ledger)":<64} {step_tasks - step_seconds:7.1f} s")
+    print(
+        f"  {"+ step tasks' own time around BPS (submit, wait, report, ledger)":<64} {step_tasks - step_seconds:7.1f} s"
+    )
     print(f"  {'+ hop tasks on the path (register .. verify)':<64} {hop_tasks:7.1f} s")
     print(f"  {'+ scheduling and queueing between tasks':<64} {wall - step_tasks - hop_tasks:7.1f} s")
     print(f"  {'= campaign wall time (Airflow run start to end)':<64} {wall:7.1f} s")

@@ -121,13 +121,20 @@ def raw_ingest(repo: Path, entries: list[dict], skip_existing: bool = False) -> 
     with butler:
         t["open butler"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        datasets = [FileDataset(path=str(repo / e["relpath"]), refs=[DatasetRef.from_json(json.dumps(e["ref"]), universe=butler.dimensions)])
-                    for e in entries]  # fmt: skip
+        datasets = [
+            FileDataset(
+                path=str(repo / e["relpath"]),
+                refs=[DatasetRef.from_json(json.dumps(e["ref"]), universe=butler.dimensions)],
+            )
+            for e in entries
+        ]
         t["DatasetRef.from_json"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for run in sorted({e["run"] for e in entries}):
             butler.collections.register(run)  # ingest does not make RUNs
-        butler.ingest(*datasets, transfer=None, skip_existing=skip_existing)  # registers dataset types, expands data IDs
+        butler.ingest(
+            *datasets, transfer=None, skip_existing=skip_existing
+        )  # registers dataset types, expands data IDs
         t["register RUN + butler.ingest"] = time.perf_counter() - t0
     return t
 
@@ -194,8 +201,10 @@ def main() -> None:
 
     checksum = spent.s["adler32 of each file"]
     mb = sum(e["bytes"] for e in entries) / 1e6
-    print(f"\nIngest at the destination: {n:,} datasets ({mb:.1f} MB, {mb * 1e6 / n:.0f} B/file), one RUN, SQLite registry; "
-          f"load average {os.getloadavg()[0]:.1f} (2 cores)")  # fmt: skip
+    print(
+        f"\nIngest at the destination: {n:,} datasets ({mb:.1f} MB, {mb * 1e6 / n:.0f} B/file), one RUN, SQLite registry; "
+        f"load average {os.getloadavg()[0]:.1f} (2 cores)"
+    )
     print(f"source: seed_repo (butler.put) {t_seed:.1f} s; export_hop (manifest, adler32 at source) {t_export:.1f} s")
     print(f"{'case':62s} {'seconds':>8s} {'datasets/s':>11s} {'ms/dataset':>11s}")
     row = lambda label, s: print(f"{label:62s} {s:8.2f} {n / s:11,.0f} {1000 * s / n:11.2f}")  # noqa: E731

@@ -59,11 +59,25 @@ def make_files(root, tag: str, n: int) -> list[ManifestEntry]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(i.to_bytes(4, "little") + payload)  # distinct content, distinct adler32
         did = str(uuid.uuid4())
-        ref = {"id": did, "datasetType": {"name": "single_visit_star", "storageClass": "_mock_ArrowAstropy",
-                                          "dimensions": ["instrument", "visit", "detector"]},
-               "dataId": {"dataId": {"instrument": "MockCam", "detector": det, "visit": visit, "band": "g",
-                                     "day_obs": 20260101, "physical_filter": "MockCam-g"}},
-               "run": RUN}  # fmt: skip
+        ref = {
+            "id": did,
+            "datasetType": {
+                "name": "single_visit_star",
+                "storageClass": "_mock_ArrowAstropy",
+                "dimensions": ["instrument", "visit", "detector"],
+            },
+            "dataId": {
+                "dataId": {
+                    "instrument": "MockCam",
+                    "detector": det,
+                    "visit": visit,
+                    "band": "g",
+                    "day_obs": 20260101,
+                    "physical_filter": "MockCam-g",
+                }
+            },
+            "run": RUN,
+        }
         entries.append(ManifestEntry(did, "single_visit_star", RUN, rel, path.stat().st_size, adler32(path), ref=ref))
     return entries
 
@@ -78,7 +92,9 @@ class ServerCPU:
 
         self.master = int((settings.work_dir() / "rucio" / "pids" / "server.pid").read_text())
         db = os.environ.get("DRP_RUCIO_DB", "drp_rucio")
-        self.pg = psycopg2.connect(host=os.environ.get("DRP_PG_HOST", "127.0.0.1"), user=os.environ.get("DRP_PG_USER", "postgres"), dbname=db)
+        self.pg = psycopg2.connect(
+            host=os.environ.get("DRP_PG_HOST", "127.0.0.1"), user=os.environ.get("DRP_PG_USER", "postgres"), dbname=db
+        )
         self.pg.autocommit = True
         self.tick = os.sysconf("SC_CLK_TCK")
 
@@ -92,8 +108,10 @@ class ServerCPU:
         # planner keeps its empty-table estimates, and the batched lookups of 500 (scope, name)
         # pairs scan every DID of the scope (see the report): say which state a run measured.
         [(av,)] = self.sql("SHOW autovacuum")
-        [(live, mod, last)] = self.sql("SELECT n_live_tup, n_mod_since_analyze, greatest(last_analyze, last_autoanalyze) "
-                                       "FROM pg_stat_user_tables WHERE relname = 'dids'")  # fmt: skip
+        [(live, mod, last)] = self.sql(
+            "SELECT n_live_tup, n_mod_since_analyze, greatest(last_analyze, last_autoanalyze) "
+            "FROM pg_stat_user_tables WHERE relname = 'dids'"
+        )
         return f"PostgreSQL autovacuum {av}; dids table {live:,} rows, {mod:,} changed since its last ANALYZE ({last or 'never'})"
 
     def _cpu(self, pid: int) -> float:
@@ -105,7 +123,12 @@ class ServerCPU:
 
     def __call__(self) -> float:
         workers = open(f"/proc/{self.master}/task/{self.master}/children").read().split()
-        backends = [r[0] for r in self.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        backends = [
+            r[0]
+            for r in self.sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
         return sum(self._cpu(int(p)) for p in workers) + sum(self._cpu(p) for p in backends)
 
 
@@ -151,7 +174,12 @@ class TimedClient:
 
 def sidecar_meta(e: ManifestEntry) -> dict:
     # The same four keys RucioTransferService._add_missing_replicas sets.
-    return {SIDECAR_KEY: json.dumps(e.ref), "rubin_dataset_id": e.dataset_id, "rubin_dataset_type": e.dataset_type, "rubin_run": e.run}
+    return {
+        SIDECAR_KEY: json.dumps(e.ref),
+        "rubin_dataset_id": e.dataset_id,
+        "rubin_dataset_type": e.dataset_type,
+        "rubin_run": e.run,
+    }
 
 
 def profile_batch(client, cpu: ServerCPU, root, tag: str, n: int) -> list[tuple[str, float, float]]:
@@ -172,15 +200,31 @@ def profile_batch(client, cpu: ServerCPU, root, tag: str, n: int) -> list[tuple[
         dids = [{"scope": SCOPE, "name": e.relpath} for e in entries]
         files = [{"scope": SCOPE, "name": e.relpath, "bytes": e.bytes, "adler32": e.adler32} for e in entries]
         if variant == "library":
-            t("list_replicas (none known yet)", lambda: client.list_replicas(dids, rse_expression=RSE, all_states=True, ignore_availability=True))
-            t("add_replicas with sidecar meta (library)", lambda: client.add_replicas(rse=RSE, files=[{**f, "meta": sidecar_meta(e)} for f, e in zip(files, entries)]))
+            t(
+                "list_replicas (none known yet)",
+                lambda: client.list_replicas(dids, rse_expression=RSE, all_states=True, ignore_availability=True),
+            )
+            t(
+                "add_replicas with sidecar meta (library)",
+                lambda: client.add_replicas(
+                    rse=RSE, files=[{**f, "meta": sidecar_meta(e)} for f, e in zip(files, entries)]
+                ),
+            )
         else:
             t(f"add_replicas, no meta ({variant})", lambda: client.add_replicas(rse=RSE, files=files))
             if variant == "meta-after":
-                t("set_dids_metadata_bulk after (meta-after)", lambda: client.set_dids_metadata_bulk([{**d, "meta": sidecar_meta(e)} for d, e in zip(dids, entries)]))
+                t(
+                    "set_dids_metadata_bulk after (meta-after)",
+                    lambda: client.set_dids_metadata_bulk(
+                        [{**d, "meta": sidecar_meta(e)} for d, e in zip(dids, entries)]
+                    ),
+                )
         t(f"attach ({variant})", lambda: client.add_files_to_dataset(SCOPE, f"bench/{tag}/profile", dids, rse=RSE))
         if variant == "library":
-            t("list_replicas (all known: a re-run after a crash)", lambda: client.list_replicas(dids, rse_expression=RSE, all_states=True, ignore_availability=True))
+            t(
+                "list_replicas (all known: a re-run after a crash)",
+                lambda: client.list_replicas(dids, rse_expression=RSE, all_states=True, ignore_availability=True),
+            )
     return rows
 
 
@@ -188,9 +232,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=10_000, help="files registered in batches (default 10000)")
     parser.add_argument("--single", type=int, default=300, help="sample registered one call per file (default 300)")
-    parser.add_argument("--analyze-every", type=int, default=0, metavar="BATCHES",
-                        help="run ANALYZE on the Rucio database every BATCHES batches, as autovacuum would (default 0: never, as now)")
-    parser.add_argument("--profile-batch", type=int, default=BATCH, help=f"files in the one-batch phase profile (default {BATCH}; 0: skip)")
+    parser.add_argument(
+        "--analyze-every",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="run ANALYZE on the Rucio database every BATCHES batches, as autovacuum would (default 0: never, as now)",
+    )
+    parser.add_argument(
+        "--profile-batch",
+        type=int,
+        default=BATCH,
+        help=f"files in the one-batch phase profile (default {BATCH}; 0: skip)",
+    )
     args = parser.parse_args()
     conn = json.loads((settings.work_dir() / "rucio" / "connection.json").read_text())
     client, cpu = rucio_client(conn), ServerCPU()
@@ -209,15 +263,23 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         batched = make_files(root, f"{tag}-b", args.files)
-        print(f"wrote {args.files:,} files in {time.perf_counter() - t0:.1f} s; registering ...", file=sys.stderr, flush=True)
+        print(
+            f"wrote {args.files:,} files in {time.perf_counter() - t0:.1f} s; registering ...",
+            file=sys.stderr,
+            flush=True,
+        )
         loads.append(os.getloadavg()[0])
 
         planner_before = cpu.planner_state()
         timed = TimedClient(client, cpu, progress_total=args.files, analyze_every=args.analyze_every)
         registered = []
-        t_b, c_b = measure(lambda: registered.append(RucioTransferService(timed).register(did, RSE, Manifest("bench", batched))))
+        t_b, c_b = measure(
+            lambda: registered.append(RucioTransferService(timed).register(did, RSE, Manifest("bench", batched)))
+        )
         t_b -= sum(timed.analyzed)
-        t_r, c_r = measure(lambda: registered.append(RucioTransferService(client).register(did, RSE, Manifest("bench", batched))))
+        t_r, c_r = measure(
+            lambda: registered.append(RucioTransferService(client).register(did, RSE, Manifest("bench", batched)))
+        )
         assert registered == [args.files, 0], registered  # all new the first time, nothing the second
 
         single = make_files(root, f"{tag}-s", args.single)
@@ -237,26 +299,42 @@ def main() -> None:
         r = f"{n / wall:9,.0f} {1000 * wall / n:8.2f}" if rate else f"{'':9s} {'':8s}"
         print(f"{label:56s} {n:8,d} {wall:9.1f} {r} {1000 * used / n:10.2f}")
 
-    print(f"\nRucio registration, {RSE} on {conn['rucio_host']} (daemons running), 2 cores; load average after each phase: "
-          + ", ".join(f"{x:.1f}" for x in loads))  # fmt: skip
+    print(
+        f"\nRucio registration, {RSE} on {conn['rucio_host']} (daemons running), 2 cores; load average after each phase: "
+        + ", ".join(f"{x:.1f}" for x in loads)
+    )
     print(f"before: {planner_before}\nafter:  {cpu.planner_state()}")
     if timed.analyzed:
-        print(f"ANALYZE every {args.analyze_every} batches: {len(timed.analyzed)} runs, {sum(timed.analyzed):.1f} s in all (not in the figures below)")
+        print(
+            f"ANALYZE every {args.analyze_every} batches: {len(timed.analyzed)} runs, {sum(timed.analyzed):.1f} s in all (not in the figures below)"
+        )
     print(f"{'case':56s} {'files':>8s} {'seconds':>9s} {'files/s':>9s} {'ms/file':>8s} {'server CPU':>10s}")
     print(f"{'':56s} {'':8s} {'(wall)':>9s} {'(wall)':>9s} {'(wall)':>8s} {'ms/file':>10s}")
     row("batched: RucioTransferService.register (500/call)", args.files, t_b, c_b)
     for name in ("list_files", "list_replicas", "add_replicas", "add_files_to_dataset"):
-        row(f"  {name} ({timed.calls.get(name, 0)} calls)", args.files, timed.spent.get(name, 0.0), timed.cpu_spent.get(name, 0.0), rate=False)
+        row(
+            f"  {name} ({timed.calls.get(name, 0)} calls)",
+            args.files,
+            timed.spent.get(name, 0.0),
+            timed.cpu_spent.get(name, 0.0),
+            rate=False,
+        )
     tenth = max(1, len(timed.batches) // 10)
     first, last = sum(timed.batches[:tenth]) / tenth, sum(timed.batches[-tenth:]) / tenth
-    print(f"  server CPU per add_replicas batch: first {tenth} batches {first:.2f} s, last {tenth} {last:.2f} s (growth with the tables)")
+    print(
+        f"  server CPU per add_replicas batch: first {tenth} batches {first:.2f} s, last {tenth} {last:.2f} s (growth with the tables)"
+    )
     row("re-run of the same registration (registers 0)", args.files, t_r, c_r, rate=False)
     row("one call per file (add_replica + attach): a SAMPLE", args.single, t_s, c_s)
-    print(f"batched / single: {t_s / args.single / (t_b / args.files):.1f}x in wall time, {c_s / args.single / (c_b / args.files):.1f}x in server CPU per file. "
-          f"The single-call figures are from a {args.single}-file sample (the cost of one call hardly depends on N); "
-          f"{args.files:,} files one call each would take ~{t_s / args.single * args.files / 60:.0f} min.")  # fmt: skip
+    print(
+        f"batched / single: {t_s / args.single / (t_b / args.files):.1f}x in wall time, {c_s / args.single / (c_b / args.files):.1f}x in server CPU per file. "
+        f"The single-call figures are from a {args.single}-file sample (the cost of one call hardly depends on N); "
+        f"{args.files:,} files one call each would take ~{t_s / args.single * args.files / 60:.0f} min."
+    )
     if prof:
-        print(f"\nphase profile: one batch of {args.profile_batch} fresh files, each call alone   wall ms/file   server CPU ms/file")
+        print(
+            f"\nphase profile: one batch of {args.profile_batch} fresh files, each call alone   wall ms/file   server CPU ms/file"
+        )
         for label, wall, used in prof:
             print(f"  {label:60s} {1000 * wall / args.profile_batch:10.2f} {1000 * used / args.profile_batch:14.2f}")
 

@@ -52,9 +52,11 @@ def default_password(username: str = DEFAULT_USER) -> str:
     """The local password of USERNAME (admin, operator, viewer: scripts/env.sh sets the users and roles)."""
     passwords = json.loads(password_file().read_text())
     if username not in passwords:
-        raise AirflowApiError(f"no password for Airflow user {username!r} in {password_file()} (users there: "
-                              f"{', '.join(sorted(passwords))}); add it to AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS "
-                              "and restart: scripts/airflow-services.sh start")
+        raise AirflowApiError(
+            f"no password for Airflow user {username!r} in {password_file()} (users there: "
+            f"{', '.join(sorted(passwords))}); add it to AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS "
+            "and restart: scripts/airflow-services.sh start"
+        )
     return passwords[username]
 
 
@@ -155,7 +157,14 @@ class AirflowClient:
     def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
         listing = self._get_all(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances", "task_instances")
         return [
-            TaskState(t["task_id"], t["map_index"], t["state"], t.get("rendered_map_index"), t.get("try_number", 0), t.get("duration"))
+            TaskState(
+                t["task_id"],
+                t["map_index"],
+                t["state"],
+                t.get("rendered_map_index"),
+                t.get("try_number", 0),
+                t.get("duration"),
+            )
             for t in listing
         ]
 
@@ -181,14 +190,21 @@ class AirflowClient:
 
     def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
         """Clear these tasks (whatever their state) so they run again, as the UI's Clear does."""
-        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False, "reset_dag_runs": True}
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        }
         cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
         return [t["task_id"] for t in cleared.get("task_instances", [])]
 
     def mark_task(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> None:
         """Set one task instance's state, as the UI's "Mark as failed/success" does."""
-        self._patch(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}",
-                    {"new_state": state})  # fmt: skip
+        self._patch(
+            f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}", {"new_state": state}
+        )
 
     def follow(
         self,
@@ -205,7 +221,14 @@ class AirflowClient:
             states = self.task_states(dag_id, run_id)
             for t in states:
                 key = (t.task_id, t.map_index)
-                if seen.get(key) != t.state and t.state in ("success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred"):
+                if seen.get(key) != t.state and t.state in (
+                    "success",
+                    "failed",
+                    "skipped",
+                    "upstream_failed",
+                    "up_for_retry",
+                    "deferred",
+                ):
                     if on_progress:
                         on_progress(f"  {t.label:<40} {t.state}")
                 seen[key] = t.state

@@ -24,8 +24,10 @@ def group_query(campaign: CampaignConfig, tracts: list[int] | tuple[int, ...]) -
     the values are bound, never pasted into the expression (empty for a global step: everything)."""
     if not tracts:
         return {"where": "", "bind": {}}
-    return {"where": "skymap = skymap_name AND tract IN (tracts)",
-            "bind": {"skymap_name": campaign.data.skymap, "tracts": [int(t) for t in tracts]}}
+    return {
+        "where": "skymap = skymap_name AND tract IN (tracts)",
+        "bind": {"skymap_name": campaign.data.skymap, "tracts": [int(t) for t in tracts]},
+    }
 
 
 def group_data_query(campaign: CampaignConfig, tracts: list[int] | tuple[int, ...]) -> str:

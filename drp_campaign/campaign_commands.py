@@ -19,7 +19,9 @@ EXIT_FAILED = 1
 
 def _campaign_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("campaign", type=Path, metavar="CAMPAIGN.yaml")
-    parser.add_argument("--sites-file", type=Path, default=None, metavar="FILE", help="sites file (default: configs/sites.yaml)")
+    parser.add_argument(
+        "--sites-file", type=Path, default=None, metavar="FILE", help="sites file (default: configs/sites.yaml)"
+    )
 
 
 # --- seed ----------------------------------------------------------------------------------------
@@ -44,7 +46,11 @@ def seed(args: argparse.Namespace) -> int:
         )
         state = "created" if result.get("created") else "already there"
         held = ", ".join(f"{n} {c}" for n, c in (result.get("inputs_put") or {}).items())
-        what = f"inputs put now: {held or 'none'}" if "--no-data" not in mode else "no data: inputs are placed from the hub"
+        what = (
+            f"inputs put now: {held or 'none'}"
+            if "--no-data" not in mode
+            else "no data: inputs are placed from the hub"
+        )
         print(f"  {site:<11} {cfg.butler_repo_path()}  ({state}; {what})")
     return EXIT_OK
 
@@ -79,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"triggered {dag_id} run {run_id} (conf {json.dumps(conf)}); following it:")
     state = client.follow(dag_id, run_id, timeout_s=args.timeout)
     print()
-    print(task_summary(client.task_states(dag_id, run_id), campaign.campaign_sites(), list(build_graph(campaign).stages)))
+    print(
+        task_summary(client.task_states(dag_id, run_id), campaign.campaign_sites(), list(build_graph(campaign).stages))
+    )
     print()
     print_report(run_key(run_id))
     return EXIT_OK if state == "success" else EXIT_FAILED
@@ -103,8 +111,10 @@ def task_summary(states, sites: list[str], stage_order: list[str]) -> str:
         return ", ".join(f"{s} {st.count(s)}" for s in sorted(set(st)))
 
     width = max(len(s) for s in sites) + 12
-    lines = ["Task states (rows: steps and hops; mapped groups and hop tasks folded):",
-             f"  {'':<20}" + "".join(f"{s:<{width}}" for s in sites)]
+    lines = [
+        "Task states (rows: steps and hops; mapped groups and hop tasks folded):",
+        f"  {'':<20}" + "".join(f"{s:<{width}}" for s in sites),
+    ]
     order = ["check_inputs", *stage_order, "campaign_report"]
     for stage, by_site in sorted(cells.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         if "" in by_site:
@@ -146,11 +156,17 @@ def _print_ledger(run_id: str) -> bool:
     print(f"Ledger for run {key}:")
     for b in balances:
         mark = "ok " if b.balanced else "BAD"
-        print(f"  {mark} {b.hop:<20} {b.src_site:>10} -> {b.dst_site:<10} sent {b.sent:>5} ({b.sent_bytes} B)  arrived intact {b.arrived:>5}")
+        print(
+            f"  {mark} {b.hop:<20} {b.src_site:>10} -> {b.dst_site:<10} sent {b.sent:>5} ({b.sent_bytes} B)  arrived intact {b.arrived:>5}"
+        )
         for p in b.problems[:50]:
             print(f"        {p}")
     ok = all(b.balanced for b in balances)
-    print("Ledger BALANCED: every dataset sent arrived intact" if ok else "LEDGER UNBALANCED: datasets above were lost or damaged")
+    print(
+        "Ledger BALANCED: every dataset sent arrived intact"
+        if ok
+        else "LEDGER UNBALANCED: datasets above were lost or damaged"
+    )
     return ok
 
 
@@ -166,11 +182,21 @@ EXIT_BAD_INPUT = 2
 
 def _inventory_arguments(parser: argparse.ArgumentParser) -> None:
     _campaign_argument(parser)
-    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN",  # not `run`: that is the command's function
-                        help="Airflow run id or run key (default: the newest run Rucio knows for the campaign)")
+    parser.add_argument(
+        "--run",
+        dest="run_id",
+        default=None,
+        metavar="RUN",  # not `run`: that is the command's function
+        help="Airflow run id or run key (default: the newest run Rucio knows for the campaign)",
+    )
     parser.add_argument("--json", action="store_true", help="print the inventory (its rows, run key, verdict) as JSON")
-    parser.add_argument("--rucio-connection", type=Path, default=None, metavar="FILE",
-                        help="Rucio connection JSON (default: $DRP_WORK_DIR/rucio/connection.json of the local Rucio)")
+    parser.add_argument(
+        "--rucio-connection",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Rucio connection JSON (default: $DRP_WORK_DIR/rucio/connection.json of the local Rucio)",
+    )
 
 
 def inventory(args: argparse.Namespace) -> int:
@@ -194,7 +220,16 @@ def inventory(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command("seed", "create each site's Butler repo with synthetic raws for its tracts", _campaign_argument, seed),
     Command("run", "trigger a campaign in Airflow, follow it and print the summary", _run_arguments, run),
-    Command("ledger", "print a campaign run's ledger; exit 1 if anything sent did not arrive intact", _ledger_arguments, ledger),
-    Command("inventory", "per site and dataset type, what Rucio and the Butlers hold of a run; exit 1 unless it balances",
-            _inventory_arguments, inventory),
+    Command(
+        "ledger",
+        "print a campaign run's ledger; exit 1 if anything sent did not arrive intact",
+        _ledger_arguments,
+        ledger,
+    ),
+    Command(
+        "inventory",
+        "per site and dataset type, what Rucio and the Butlers hold of a run; exit 1 unless it balances",
+        _inventory_arguments,
+        inventory,
+    ),
 ]

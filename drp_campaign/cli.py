@@ -27,10 +27,20 @@ EXIT_CONFIG_ERROR = 2
 
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("campaigns", nargs="+", type=Path, metavar="CAMPAIGN.yaml",
-                        help="campaign file(s) to check, with their pipeline and the sites file")
-    parser.add_argument("--sites", type=Path, default=None, metavar="FILE",
-                        help="sites file to check against (default: configs/sites.yaml)")
+    parser.add_argument(
+        "campaigns",
+        nargs="+",
+        type=Path,
+        metavar="CAMPAIGN.yaml",
+        help="campaign file(s) to check, with their pipeline and the sites file",
+    )
+    parser.add_argument(
+        "--sites",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sites file to check against (default: configs/sites.yaml)",
+    )
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -38,16 +48,17 @@ def validate(args: argparse.Namespace) -> int:
     for path in args.campaigns:
         campaign = load_campaign(path, args.sites)
         tracts = sum(len(tracts) for tracts in campaign.tracts.values())
-        print(f"OK {campaign.name}: {len(campaign.tracts)} sites, {tracts} tracts, "
-              f"{len(campaign.steps)} steps, {len(campaign.hops)} hops")
+        print(
+            f"OK {campaign.name}: {len(campaign.tracts)} sites, {tracts} tracts, "
+            f"{len(campaign.steps)} steps, {len(campaign.hops)} hops"
+        )
     return EXIT_OK
 
 
 # --- the table and main ------------------------------------------------------------------------
 
 COMMANDS: list[Command] = [
-    Command("validate", "check a campaign file against its pipeline and the sites file",
-            _validate_arguments, validate),
+    Command("validate", "check a campaign file against its pipeline and the sites file", _validate_arguments, validate),
 ]
 
 
@@ -57,8 +68,7 @@ def all_commands() -> list[Command]:
 
 
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drp-campaign", description="Campaign controller for Rubin multisite DRP.")
+    parser = argparse.ArgumentParser(prog="drp-campaign", description="Campaign controller for Rubin multisite DRP.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands if commands is not None else all_commands():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)

@@ -93,7 +93,9 @@ class _Renderer:
 
     def _tooltip(self, site: str) -> str:
         cfg = self.campaign.sites_config.sites[site]
-        return f"{site} ({cfg.facility}): tracts {self.campaign.site_tracts(site) if site in self.campaign.tracts else []}"
+        return (
+            f"{site} ({cfg.facility}): tracts {self.campaign.site_tracts(site) if site in self.campaign.tracts else []}"
+        )
 
     def _queue(self, site: str) -> str:
         return self.campaign.sites_config.sites[site].airflow_queue
@@ -120,9 +122,12 @@ class _Renderer:
         for site in [self.hub, *[s for s in self.sites if s != self.hub]]:
             with self.groups[site]:
                 self.check_software[site] = CheckSoftwareOperator(
-                    task_id="check_software", site=site, queue=self._queue(site),
-                    reference_task_id=None if site == self.hub else f"{self.hub}.check_software", **self.common,
-                )  # fmt: skip
+                    task_id="check_software",
+                    site=site,
+                    queue=self._queue(site),
+                    reference_task_id=None if site == self.hub else f"{self.hub}.check_software",
+                    **self.common,
+                )
             if site != self.hub:
                 self.check_software[self.hub] >> self.check_software[site]
         for site in self.sites:
@@ -189,7 +194,10 @@ class _Renderer:
             ends = hop_ends(self.campaign, stage.name, site)
             source, dest = ends.source, ends.destination
             hop_args = dict(hop=stage.name, site=site, **self.common)
-            with self.groups[site], TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"):
+            with (
+                self.groups[site],
+                TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"),
+            ):
                 register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
                 replicate = ReplicateHopOperator(task_id="replicate", queue=self._queue(source), **hop_args)
                 wait = self._wait(stage, replicate, dest)
@@ -219,7 +227,10 @@ class _Renderer:
         hop = self.campaign.hops[stage.name]
         tape = hop_ends(self.campaign, stage.name, self.hub).destination_rse
         to = ", ".join([tape, *hop.idacs])
-        with self.groups[self.hub], TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {to}: {', '.join(stage.dataset_types)}"):
+        with (
+            self.groups[self.hub],
+            TaskGroup(stage.name, tooltip=f"{stage.name}: {self.hub} -> {to}: {', '.join(stage.dataset_types)}"),
+        ):
             register = RegisterHopOperator(task_id="register", **hub_args)
             replicate = ReplicateHopOperator(task_id="replicate", **hub_args)
             confirm = ConfirmTapeOperator(task_id="confirm_tape", **hub_args)
@@ -228,7 +239,10 @@ class _Renderer:
             for idac in hop.idacs:  # after tape only; the releases below do not wait for them
                 copy = CopyToIdacOperator(task_id=f"to_{idac}", idac=idac, **hub_args)
                 wait = HopReplicationSensor(
-                    task_id=f"wait_{idac}", rule_id=copy.output, stuck_after_s=hop.stuck_after_minutes * 60, queue=self._queue(self.hub)
+                    task_id=f"wait_{idac}",
+                    rule_id=copy.output,
+                    stuck_after_s=hop.stuck_after_minutes * 60,
+                    queue=self._queue(self.hub),
                 )
                 at_idac = ConfirmIdacOperator(task_id=f"confirm_{idac}", idac=idac, **hub_args)
                 confirm >> copy >> wait >> at_idac
@@ -286,8 +300,10 @@ def _time_budget(seconds: float, path: Path) -> Iterator[None]:
         return
 
     def expired(signum, frame):
-        raise CampaignFileTimeout(f"{path}: not loaded within {seconds:g} s; the file makes loading "
-                                  "or rendering its DAG too slow: check it with `drp-campaign validate`")
+        raise CampaignFileTimeout(
+            f"{path}: not loaded within {seconds:g} s; the file makes loading "
+            "or rendering its DAG too slow: check it with `drp-campaign validate`"
+        )
 
     previous = signal.signal(signal.SIGALRM, expired)
     started = time.monotonic()
@@ -323,8 +339,12 @@ def build_all_dags(directory=None, budget_s: float = FILE_BUDGET_S) -> dict[str,
             log.exception("campaign not loaded: %s: its DAG could not be built; the error follows", path)
             continue
         if dag.dag_id in dags:
-            log.error("campaign not loaded: %s: DAG id %s is already the DAG of %s; give the campaign "
-                      "another name", path, dag.dag_id, files[dag.dag_id])
+            log.error(
+                "campaign not loaded: %s: DAG id %s is already the DAG of %s; give the campaign another name",
+                path,
+                dag.dag_id,
+                files[dag.dag_id],
+            )
             continue
         dags[dag.dag_id] = dag
         files[dag.dag_id] = path

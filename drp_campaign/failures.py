@@ -61,15 +61,15 @@ MATCH_KEYS = ("error", "exit_codes", "tasks", "statuses")
 # What the operator should do, per class, at the end of a failure message.
 ACTIONS: dict[str, str] = {
     "transient": "infrastructure failures (memory, signals, database, network, timeouts): the "
-                 "task is retried automatically, redoing only the failed quanta, as long as no "
-                 "failure needs review and the rules' max_retries allow; if they persist, check the "
-                 "site's health and the resources the step asks for (bps.request_memory_mb), then "
-                 "clear the task",
+    "task is retried automatically, redoing only the failed quanta, as long as no "
+    "failure needs review and the rules' max_retries allow; if they persist, check the "
+    "site's health and the resources the step asks for (bps.request_memory_mb), then "
+    "clear the task",
     "accepted": "known data problems: recorded and counted in the campaign report; the campaign "
-                "goes on without these quanta; nothing to do unless there are unexpectedly many",
+    "goes on without these quanta; nothing to do unless there are unexpectedly many",
     "review": "unknown or non-retryable errors: read the pipetask log, fix the cause and clear the "
-              "task (the retry redoes only the failed quanta); if it is a known data problem, add "
-              "a rule of class accepted to configs/failure-rules.yaml",
+    "task (the retry redoes only the failed quanta); if it is a known data problem, add "
+    "a rule of class accepted to configs/failure-rules.yaml",
 }
 
 
@@ -131,13 +131,15 @@ class FailureRules(ConfigModel):
         results = []
         for quantum in failed_quanta:
             rule = self.match(quantum)
-            results.append(ClassifiedFailure(
-                quantum=dict(quantum),
-                rule=rule.name if rule else None,
-                failure_class=rule.failure_class if rule else "review",
-                max_retries=self.retries_for(rule) if rule else None,
-                note=rule.note if rule else "",
-            ))
+            results.append(
+                ClassifiedFailure(
+                    quantum=dict(quantum),
+                    rule=rule.name if rule else None,
+                    failure_class=rule.failure_class if rule else "review",
+                    max_retries=self.retries_for(rule) if rule else None,
+                    note=rule.note if rule else "",
+                )
+            )
         return Classification(results)
 
 
@@ -163,27 +165,43 @@ def _check_rules(rules: FailureRules) -> None:
     for i, rule in enumerate(rules.rules):
         where = f"rules[{i}]"
         if rule.name in seen:
-            raise ConfigError(file, f"{where}.name", f"rule name {rule.name!r} is already used by "
-                              f"rules[{seen[rule.name]}]; give each rule its own name")
+            raise ConfigError(
+                file,
+                f"{where}.name",
+                f"rule name {rule.name!r} is already used by rules[{seen[rule.name]}]; give each rule its own name",
+            )
         seen[rule.name] = i
         if all(getattr(rule, key) is None for key in MATCH_KEYS):
-            raise ConfigError(file, where, f"the rule has no match criteria, so it would match "
-                              f"every failure; add at least one of: {name_list(MATCH_KEYS)}")
+            raise ConfigError(
+                file,
+                where,
+                f"the rule has no match criteria, so it would match "
+                f"every failure; add at least one of: {name_list(MATCH_KEYS)}",
+            )
         for key in ("exit_codes", "tasks", "statuses"):
             if getattr(rule, key) == []:
-                raise ConfigError(file, f"{where}.{key}", f"empty list: it can match nothing; list "
-                                  f"at least one value or remove {key}")
+                raise ConfigError(
+                    file, f"{where}.{key}", f"empty list: it can match nothing; list at least one value or remove {key}"
+                )
         if rule.error is not None:
             try:
                 re.compile(rule.error)
             except re.error as err:
-                raise ConfigError(file, f"{where}.error", f"invalid regular expression "
-                                  f"{rule.error!r}: {err}; fix it (Python `re` syntax; in YAML, "
-                                  "single-quote it so backslashes stay as written)") from None
+                raise ConfigError(
+                    file,
+                    f"{where}.error",
+                    f"invalid regular expression "
+                    f"{rule.error!r}: {err}; fix it (Python `re` syntax; in YAML, "
+                    "single-quote it so backslashes stay as written)",
+                ) from None
         if rule.max_retries is not None and rule.failure_class != "transient":
-            raise ConfigError(file, f"{where}.max_retries", f"only transient rules are retried, "
-                              f"this one is {rule.failure_class}; remove max_retries or make the "
-                              "rule class: transient")
+            raise ConfigError(
+                file,
+                f"{where}.max_retries",
+                f"only transient rules are retried, "
+                f"this one is {rule.failure_class}; remove max_retries or make the "
+                "rule class: transient",
+            )
 
 
 _RULE_PATH = re.compile(r"^rules\[(\d+)\]")
@@ -220,8 +238,10 @@ class ClassifiedFailure:
         exit_code = self.quantum.get("exit_code")
         code = f" [exit {exit_code}]" if exit_code not in (None, 0) else ""
         rule = f"rule {self.rule}" if self.rule else "no rule matched"
-        return (f"[{self.failure_class}] {self.quantum.get('task')} "
-                f"{format_data_id(self.quantum.get('data_id'))}: {error}{code} ({rule})")
+        return (
+            f"[{self.failure_class}] {self.quantum.get('task')} "
+            f"{format_data_id(self.quantum.get('data_id'))}: {error}{code} ({rule})"
+        )
 
     def as_xcom(self) -> dict[str, Any]:
         return {
@@ -281,13 +301,14 @@ class Classification:
             return "accept"
         return "fail"
 
-    def message(self, site: str, step: str, group: str, output_run: str,
-                limit: int = LIST_LIMIT) -> str:
+    def message(self, site: str, step: str, group: str, output_run: str, limit: int = LIST_LIMIT) -> str:
         """The failed quanta (at most `limit` listed, review first) and what to do per class."""
         counts = self.counts()
         shown = ", ".join(f"{counts[c]} {c}" for c in CLASSES if counts[c]) or "none"
-        lines = [f"site {site} step {step} group {group}: {len(self.results)} failed "
-                 f"quant{'um' if len(self.results) == 1 else 'a'} ({shown}); output run {output_run}"]
+        lines = [
+            f"site {site} step {step} group {group}: {len(self.results)} failed "
+            f"quant{'um' if len(self.results) == 1 else 'a'} ({shown}); output run {output_run}"
+        ]
         ordered = [result for c in reversed(CLASSES) for result in self._of(c)]
         lines += [f"  {result.line()}" for result in ordered[:limit]]
         if len(ordered) > limit:
@@ -295,8 +316,7 @@ class Classification:
         lines.append("What to do:")
         for failure_class in CLASSES:
             if counts[failure_class]:
-                lines.append(f"  {failure_class} ({counts[failure_class]}): "
-                             f"{ACTIONS[failure_class]}")
+                lines.append(f"  {failure_class} ({counts[failure_class]}): {ACTIONS[failure_class]}")
                 notes = dict.fromkeys((r.rule, r.note) for r in self._of(failure_class) if r.note)
                 lines += [f"    rule {rule}: {note}" for rule, note in notes]
         return "\n".join(lines)
@@ -320,7 +340,7 @@ def format_data_id(data_id: Any) -> str:
 
 def _cut(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS - 3] + "..."
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
 def _jsonable(value: Any) -> Any:

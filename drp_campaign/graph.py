@@ -102,8 +102,7 @@ def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] 
         tracts = [t for t in tracts if t in wanted]
     size = campaign.tracts_per_group
     return [
-        WorkGroup(label=f"g{i // size:03d}", tracts=tuple(tracts[i : i + size]))
-        for i in range(0, len(tracts), size)
+        WorkGroup(label=f"g{i // size:03d}", tracts=tuple(tracts[i : i + size])) for i in range(0, len(tracts), size)
     ]
 
 
@@ -130,7 +129,7 @@ def run_key(dag_run_id: str) -> str:
     key = re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")
     digest = hashlib.sha256(dag_run_id.encode()).hexdigest()[:12]
     if len(key) > RUN_KEY_MAX:  # a long custom run id: its start, and a hash of all of it
-        key = f"{key[:RUN_KEY_MAX - 13].rstrip('-_')}-{digest}"
+        key = f"{key[: RUN_KEY_MAX - 13].rstrip('-_')}-{digest}"
     return key or f"run-{digest}"
 
 

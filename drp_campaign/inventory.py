@@ -80,9 +80,11 @@ def read_connection(path: Path | None = None) -> tuple[Path, dict]:
             raise ValueError("it needs at least rucio_host and account")
         return path, fields
     except (OSError, ValueError) as exc:
-        raise BadConnectionFile(f"cannot read the Rucio connection file {path} ({exc}): start the local Rucio "
-                                "(scripts/rucio-server.sh start) or pass --rucio-connection FILE with rucio_host, "
-                                "account, auth_type, username, password") from None  # fmt: skip
+        raise BadConnectionFile(
+            f"cannot read the Rucio connection file {path} ({exc}): start the local Rucio "
+            "(scripts/rucio-server.sh start) or pass --rucio-connection FILE with rucio_host, "
+            "account, auth_type, username, password"
+        ) from None
 
 
 def inventory_from(campaign: CampaignConfig, connection_file: Path | None = None, run: str | None = None) -> Inventory:
@@ -95,8 +97,10 @@ def inventory_from(campaign: CampaignConfig, connection_file: Path | None = None
         return collect(campaign, rucio_client(fields), run)
     except RucioException as exc:
         why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise RucioUnreachable(f"cannot reach Rucio at {fields.get('rucio_host')} as {fields.get('account')} or it "
-                               f"refused: {why} (settings from {path})") from None  # fmt: skip
+        raise RucioUnreachable(
+            f"cannot reach Rucio at {fields.get('rucio_host')} as {fields.get('account')} or it "
+            f"refused: {why} (settings from {path})"
+        ) from None
 
 
 # --- what Rucio holds for the campaign ---------------------------------------------------------
@@ -119,8 +123,11 @@ class HopDataset:
 def hop_datasets(client, campaign: CampaignConfig) -> list[HopDataset]:
     """Every hop dataset of the campaign's scope, with when Rucio made it."""
     scope = campaign.name
-    mine = [(n, parsed) for n in client.list_dids(scope, [{"name": "*"}], did_type="dataset")
-            if (parsed := parse_hop_dataset_name(n)) and parsed.hop in campaign.hops]
+    mine = [
+        (n, parsed)
+        for n in client.list_dids(scope, [{"name": "*"}], did_type="dataset")
+        if (parsed := parse_hop_dataset_name(n)) and parsed.hop in campaign.hops
+    ]
     names = [n for n, _ in mine]
     created: dict[str, datetime] = {}
     for i in range(0, len(names), 500):
@@ -142,14 +149,20 @@ def choose_run(campaign: CampaignConfig, datasets: list[HopDataset], run: str | 
     """The run key asked for (an Airflow run id or its key), or the newest Rucio knows."""
     known = runs_known(datasets)
     if not known:
-        raise UnknownRun(f"Rucio has no hop datasets in scope {campaign.name}: no run of campaign {campaign.name} "
-                         "has registered data yet")  # fmt: skip
+        raise UnknownRun(
+            f"Rucio has no hop datasets in scope {campaign.name}: no run of campaign {campaign.name} "
+            "has registered data yet"
+        )
     if run is None:
         return known[0][0]
     key = run_key(run)
     if key not in {k for k, _ in known}:
-        listed = "\n".join(f"  {k}  (first dataset {when:%Y-%m-%d %H:%M:%S} UTC)" if when else f"  {k}" for k, when in known)
-        raise UnknownRun(f"Rucio has no datasets of run {key} in scope {campaign.name}; the runs it knows, newest first:\n{listed}")
+        listed = "\n".join(
+            f"  {k}  (first dataset {when:%Y-%m-%d %H:%M:%S} UTC)" if when else f"  {k}" for k, when in known
+        )
+        raise UnknownRun(
+            f"Rucio has no datasets of run {key} in scope {campaign.name}; the runs it knows, newest first:\n{listed}"
+        )
     return key
 
 
@@ -195,8 +208,11 @@ def released_rses(client, scope: str, name: str, current: list[dict]) -> set[str
     letting_go = {r["rse_expression"] for r in current if r["purge_replicas"] and r["expires_at"]}
     holding = {r["rse_expression"] for r in current} - letting_go
     ids = {r["id"] for r in current}
-    gone = {h["rse_expression"] for h in client.list_replication_rule_full_history(scope, name)
-            if h["account"] == me and h["rule_id"] not in ids}  # fmt: skip
+    gone = {
+        h["rse_expression"]
+        for h in client.list_replication_rule_full_history(scope, name)
+        if h["account"] == me and h["rule_id"] not in ids
+    }
     return (letting_go | gone) - holding
 
 
@@ -205,8 +221,13 @@ def source_rse(campaign: CampaignConfig, dataset: HopDataset) -> str:
     return campaign.sites_config.sites[dataset_source(campaign, dataset.hop, dataset.end)].rucio.disk_rse
 
 
-def with_held_and_released(campaign: CampaignConfig, client, copies: list[Copy], datasets: list[HopDataset],
-                           replicas: dict[HopDataset, dict[str, dict]]) -> list[Copy]:
+def with_held_and_released(
+    campaign: CampaignConfig,
+    client,
+    copies: list[Copy],
+    datasets: list[HopDataset],
+    replicas: dict[HopDataset, dict[str, dict]],
+) -> list[Copy]:
     """Mark released copies, and add every other copy Rucio holds of each dataset, where it holds
     one because of that dataset: at its source (a fan-in site's copy stays, held by a rule that
     expires with the hop's lifetime; the hub's inputs and products stay), where one of our rules
@@ -227,8 +248,9 @@ def with_held_and_released(campaign: CampaignConfig, client, copies: list[Copy],
     return out
 
 
-def unaccounted(copies: list[Copy], manifests: dict[HopDataset, Manifest], replicas: dict[HopDataset, dict[str, dict]]
-                ) -> list[str]:
+def unaccounted(
+    copies: list[Copy], manifests: dict[HopDataset, Manifest], replicas: dict[HopDataset, dict[str, dict]]
+) -> list[str]:
     """A line per (hop, RSE) where Rucio holds files of the run's datasets that no copy of the run
     lists (held there for another run or dataset, e.g. inputs placed for an earlier run)."""
     listed = {(e.relpath, c.rse) for c in copies for e in manifests[c.dataset].entries}
@@ -277,9 +299,14 @@ class Inventory:
         return all(r.balanced for r in self.rows)
 
     def to_dict(self) -> dict:
-        return {"campaign": self.campaign, "run_key": self.run_key, "balanced": self.balanced,
-                "rows": [asdict(r) for r in self.rows], "notes": self.notes,
-                "hops_not_registered": self.hops_not_registered}  # fmt: skip
+        return {
+            "campaign": self.campaign,
+            "run_key": self.run_key,
+            "balanced": self.balanced,
+            "rows": [asdict(r) for r in self.rows],
+            "notes": self.notes,
+            "hops_not_registered": self.hops_not_registered,
+        }
 
 
 def check_butler(site: SiteConfig, manifest: Manifest) -> dict:
@@ -289,13 +316,21 @@ def check_butler(site: SiteConfig, manifest: Manifest) -> dict:
     with tempfile.TemporaryDirectory(prefix="drp-inventory-") as tmp:
         path = Path(tmp) / "manifest.json"
         manifest.write(path)
-        return run_stack(site, "check-datasets", ["--repo", str(site.butler_repo_path()), "--manifest", str(path)],
-                         log=lambda line: None)  # fmt: skip
+        return run_stack(
+            site,
+            "check-datasets",
+            ["--repo", str(site.butler_repo_path()), "--manifest", str(path)],
+            log=lambda line: None,
+        )
 
 
-def _rows(copy: Copy, entries: list[ManifestEntry], available: dict[str, int], butler: dict | None, order: list[str]) -> list[InventoryRow]:
+def _rows(
+    copy: Copy, entries: list[ManifestEntry], available: dict[str, int], butler: dict | None, order: list[str]
+) -> list[InventoryRow]:
     rows: dict[str, InventoryRow] = {}
-    for e in sorted(entries, key=lambda e: (order.index(e.dataset_type) if e.dataset_type in order else len(order), e.dataset_type)):
+    for e in sorted(
+        entries, key=lambda e: (order.index(e.dataset_type) if e.dataset_type in order else len(order), e.dataset_type)
+    ):
         row = rows.setdefault(e.dataset_type, InventoryRow(copy.where, copy.dataset.hop, e.dataset_type))
         row.expected += 1
         row.bytes_expected += e.bytes
@@ -346,7 +381,9 @@ def collect(campaign: CampaignConfig, client, run: str | None = None, workers: i
         elif result and result.get("problem_count"):
             shown = result["problems"][:NOTES_PER_COPY]
             more = result["problem_count"] - len(shown)
-            notes += [f"{c.where} {c.dataset.hop}: {p}" for p in shown] + ([f"{c.where} {c.dataset.hop}: ... and {more} more"] if more > 0 else [])
+            notes += [f"{c.where} {c.dataset.hop}: {p}" for p in shown] + (
+                [f"{c.where} {c.dataset.hop}: ... and {more} more"] if more > 0 else []
+            )
         butler = result if c.site is not None and not c.released else None
         order = list(campaign.hops[c.dataset.hop].dataset_types)
         rows += _rows(c, manifests[c.dataset].entries, at_rse[c], butler, order)
@@ -366,7 +403,13 @@ def _merged(rows: list[InventoryRow]) -> list[InventoryRow]:
         row = out[key]
         for attr in COUNTS:
             setattr(row, attr, getattr(row, attr) + getattr(r, attr))
-        row.state = "missing" if "missing" in (row.state, r.state) else "released" if row.state == r.state == "released" else "ok"
+        row.state = (
+            "missing"
+            if "missing" in (row.state, r.state)
+            else "released"
+            if row.state == r.state == "released"
+            else "ok"
+        )
     return list(out.values())
 
 
@@ -376,17 +419,31 @@ def _ordered(campaign: CampaignConfig, copies: list[Copy]) -> list[Copy]:
     hops = list(campaign.hops)
 
     def rank(c: Copy):
-        return (sites.index(c.where) if c.where in sites else len(sites), c.where, hops.index(c.dataset.hop), c.dataset.end)
+        return (
+            sites.index(c.where) if c.where in sites else len(sites),
+            c.where,
+            hops.index(c.dataset.hop),
+            c.dataset.end,
+        )
 
     return sorted(copies, key=rank)
 
 
 # --- the table ---------------------------------------------------------------------------------
 
-COLUMNS = [("where", "site_or_rse"), ("hop", "hop"), ("dataset type", "dataset_type"), ("expected", "expected"),
-           ("present", "present"), ("verified", "verified"), ("in Rucio", "rucio_available"),
-           ("bytes expected", "bytes_expected"), ("bytes present", "bytes_present"),
-           ("bytes verified", "bytes_verified"), ("state", "state")]  # fmt: skip
+COLUMNS = [
+    ("where", "site_or_rse"),
+    ("hop", "hop"),
+    ("dataset type", "dataset_type"),
+    ("expected", "expected"),
+    ("present", "present"),
+    ("verified", "verified"),
+    ("in Rucio", "rucio_available"),
+    ("bytes expected", "bytes_expected"),
+    ("bytes present", "bytes_present"),
+    ("bytes verified", "bytes_verified"),
+    ("state", "state"),
+]
 COUNTS = ("expected", "present", "verified", "rucio_available", "bytes_expected", "bytes_present", "bytes_verified")
 
 
@@ -410,9 +467,17 @@ def format_inventory(inv: Inventory) -> str:
     numeric = {i for i, (_, attr) in enumerate(COLUMNS) if attr in COUNTS}
 
     def fmt(cells: list[str]) -> str:
-        return "  " + "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return (
+            "  "
+            + "  ".join(
+                c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            ).rstrip()
+        )
 
-    out = [f"Inventory of campaign {inv.campaign}, run {inv.run_key} (from Rucio scope {inv.campaign} and each site's Butler):", fmt(header)]
+    out = [
+        f"Inventory of campaign {inv.campaign}, run {inv.run_key} (from Rucio scope {inv.campaign} and each site's Butler):",
+        fmt(header),
+    ]
     for cells in lines:
         out.append(fmt(cells))
         if cells[1] == "total":
@@ -427,8 +492,11 @@ def format_inventory(inv: Inventory) -> str:
         extra = f" (released, as asked: {', '.join(released)})" if released else ""
         out.append(f"BALANCED: every copy Rucio expects is present and verified where it belongs{extra}")
     else:
-        short = [f"{r.site_or_rse} {r.hop} {r.dataset_type}: {r.verified} of {r.expected} verified "
-                 f"({r.expected - r.verified} missing or damaged, {r.bytes_expected - r.bytes_verified} B)"
-                 for r in inv.rows if not r.balanced]  # fmt: skip
+        short = [
+            f"{r.site_or_rse} {r.hop} {r.dataset_type}: {r.verified} of {r.expected} verified "
+            f"({r.expected - r.verified} missing or damaged, {r.bytes_expected - r.bytes_verified} B)"
+            for r in inv.rows
+            if not r.balanced
+        ]
         out.append("NOT BALANCED: " + "; ".join(short))
     return "\n".join(out)

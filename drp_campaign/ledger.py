@@ -182,8 +182,11 @@ class Ledger:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(724202)"))  # one claim at a time
             row = conn.execute(sa.select(campaign_runs).where(campaign_runs.c.run_key == run_key)).first()
             if row is None:
-                conn.execute(campaign_runs.insert().values(
-                    run_key=run_key, campaign=campaign, dag_run_id=dag_run_id, started=_now()))
+                conn.execute(
+                    campaign_runs.insert().values(
+                        run_key=run_key, campaign=campaign, dag_run_id=dag_run_id, started=_now()
+                    )
+                )
                 return
         if (row.campaign, row.dag_run_id) != (campaign, dag_run_id):
             raise RunKeyTaken(
@@ -241,7 +244,9 @@ class Ledger:
 
     def record_arrived(self, *, run_key: str, hop: str, dst_site: str, entries: Iterable[HopEntry]) -> None:
         """Record what the destination measured for each dataset it ingested (or already had)."""
-        self._update_arrivals(run_key, hop, dst_site, [(e.dataset_id, e.bytes, e.adler32, "arrived", None) for e in entries])
+        self._update_arrivals(
+            run_key, hop, dst_site, [(e.dataset_id, e.bytes, e.adler32, "arrived", None) for e in entries]
+        )
 
     def record_rejected(self, *, run_key: str, hop: str, dst_site: str, rejected: Iterable[tuple[str, str]]) -> None:
         """Record datasets the destination refused (missing file, wrong checksum), with why."""
@@ -269,10 +274,7 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(
                 stmt,
-                [
-                    {"b_id": d, "b_bytes": b, "b_adler": a, "b_state": s, "b_detail": why}
-                    for d, b, a, s, why in updates
-                ],
+                [{"b_id": d, "b_bytes": b, "b_adler": a, "b_state": s, "b_detail": why} for d, b, a, s, why in updates],
             )
 
     def hop_balances(
@@ -313,8 +315,10 @@ class Ledger:
         lines += [f"  {p}" for b in bad for p in b.problems[:20]]
         unrecorded = self._unrecorded(run_key, hop, dst_site, src_site, expected) if expected is not None else []
         if unrecorded:
-            lines.append(f"{hop} {src_site}->{dst_site}: {len(unrecorded)} datasets registered for the hop have no row "
-                         "(never recorded as sent: registering the hop again records them)")
+            lines.append(
+                f"{hop} {src_site}->{dst_site}: {len(unrecorded)} datasets registered for the hop have no row "
+                "(never recorded as sent: registering the hop again records them)"
+            )
             lines += [f"  {e.dataset_type} {e.dataset_id} ({e.collection}): no row" for e in unrecorded[:20]]
         if lines:
             raise LedgerUnbalanced("ledger does not balance for run " + run_key + ":\n" + "\n".join(lines))
@@ -329,8 +333,14 @@ class Ledger:
     def record_rule(self, *, run_key: str, hop: str, src_site: str, dst_site: str, status) -> None:
         """The replication rule of one hop pair and where it stands (a RuleStatus)."""
         key = dict(run_key=run_key, hop=hop, src_site=src_site, dst_site=dst_site)
-        values = dict(rule_id=status.rule_id, state=status.state, files_ok=status.files_ok,
-                      files_total=status.files_total, bytes_ok=status.bytes_ok, updated=_now())  # fmt: skip
+        values = dict(
+            rule_id=status.rule_id,
+            state=status.state,
+            files_ok=status.files_ok,
+            files_total=status.files_total,
+            bytes_ok=status.bytes_ok,
+            updated=_now(),
+        )
         where = [hop_rules.c[k] == v for k, v in key.items()]
         with self.engine.begin() as conn:
             if conn.execute(sa.select(hop_rules.c.rule_id).where(*where)).first():
@@ -344,21 +354,38 @@ class Ledger:
             return [dict(r._mapping) for r in rows]
 
     # -- releases ------------------------------------------------------------------------------
-    def record_release(self, *, run_key: str, hop: str, site: str, rse: str, files: int, nbytes: int, rule_ids: list[str]) -> None:
+    def record_release(
+        self, *, run_key: str, hop: str, site: str, rse: str, files: int, nbytes: int, rule_ids: list[str]
+    ) -> None:
         """A site copy was released; a re-run that dropped no rule keeps the first record's rules."""
         where = [site_releases.c.run_key == run_key, site_releases.c.hop == hop, site_releases.c.site == site]
         with self.engine.begin() as conn:
             if conn.execute(sa.select(site_releases.c.hop).where(*where).with_for_update()).first():
                 if rule_ids:
-                    conn.execute(site_releases.update().where(*where).values(rule_ids=",".join(rule_ids), released=_now()))
+                    conn.execute(
+                        site_releases.update().where(*where).values(rule_ids=",".join(rule_ids), released=_now())
+                    )
                 return
-            conn.execute(site_releases.insert().values(run_key=run_key, hop=hop, site=site, rse=rse, files=files,
-                                                       bytes=nbytes, rule_ids=",".join(rule_ids), released=_now()))
+            conn.execute(
+                site_releases.insert().values(
+                    run_key=run_key,
+                    hop=hop,
+                    site=site,
+                    rse=rse,
+                    files=files,
+                    bytes=nbytes,
+                    rule_ids=",".join(rule_ids),
+                    released=_now(),
+                )
+            )
 
     def releases(self, run_key: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(site_releases).where(site_releases.c.run_key == run_key)
-                                .order_by(site_releases.c.site, site_releases.c.hop))
+            rows = conn.execute(
+                sa.select(site_releases)
+                .where(site_releases.c.run_key == run_key)
+                .order_by(site_releases.c.site, site_releases.c.hop)
+            )
             return [dict(r._mapping) for r in rows]
 
     # -- steps -------------------------------------------------------------------------------
@@ -430,7 +457,7 @@ def _add_missing_columns(conn) -> None:
                 kind = column.type.compile(dialect=conn.dialect)
                 default = column.server_default.arg if column.server_default is not None else None
                 clause = f" NOT NULL DEFAULT '{default}'" if default is not None else ""
-                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{clause}'))
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{clause}"))
 
 
 def _describe_problem(row) -> str:

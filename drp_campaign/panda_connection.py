@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,13 +45,18 @@ from drp_campaign import settings
 from drp_campaign.errors import DrpError
 from drp_campaign.wms import RunState
 
-__all__ = ["PandaConfigError", "PandaError", "connection_id", "panda_environment", "request_state",
-           "request_status"]
+__all__ = ["PandaConfigError", "PandaError", "connection_id", "panda_environment", "request_state", "request_status"]
 
 PANDA_SERVICE_CLASS = "lsst.ctrl.bps.panda.PanDAService"
 # ctrl_bps_panda PanDAService.get_status: iDDS request status -> WmsStates name; others RUNNING.
-IDDS_TO_WMS = {"Finished": RunState.SUCCEEDED, "Failed": RunState.FAILED, "Expired": RunState.FAILED,
-               "SubFinished": RunState.FAILED, "Cancelled": RunState.DELETED, "Suspended": RunState.HELD}
+IDDS_TO_WMS = {
+    "Finished": RunState.SUCCEEDED,
+    "Failed": RunState.FAILED,
+    "Expired": RunState.FAILED,
+    "SubFinished": RunState.FAILED,
+    "Cancelled": RunState.DELETED,
+    "Suspended": RunState.HELD,
+}
 
 
 class PandaConfigError(DrpError):
@@ -70,15 +74,19 @@ def connection_id(site: str) -> str:
 
 
 def _bad(conn_id: str, field: str, what: str) -> PandaConfigError:
-    return PandaConfigError(f"Airflow Connection {conn_id!r}: {field} {what} "
-                            "(format: drp_campaign/panda_connection.py)")
+    return PandaConfigError(
+        f"Airflow Connection {conn_id!r}: {field} {what} (format: drp_campaign/panda_connection.py)"
+    )
 
 
 def _url(conn_id: str, field: str, value: Any, port: Any = None) -> str:
     parsed = urlparse(str(value or "").strip())
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise _bad(conn_id, field, f"must be the PanDA server URL base, e.g. "
-                   f"https://pandaserver.example.org:8443/server/panda; got {value!r}")
+        raise _bad(
+            conn_id,
+            field,
+            f"must be the PanDA server URL base, e.g. https://pandaserver.example.org:8443/server/panda; got {value!r}",
+        )
     if port and not parsed.port:
         parsed = parsed._replace(netloc=f"{parsed.netloc}:{int(port)}")
     return parsed.geturl().rstrip("/")
@@ -105,10 +113,18 @@ def panda_environment(conn: Any) -> dict[str, str]:
     token_file = config_root / "id-token"
     if not token_file.is_file() or token_file.read_text() != token:
         settings.private_file(token_file, token)
-    return {"PANDA_URL": url, "PANDA_URL_SSL": url, "PANDACACHE_URL": cache_url,
-            "PANDA_AUTH": "oidc", "PANDA_AUTH_VO": vo.strip(), "OIDC_AUTH_TOKEN_FILE": str(token_file),
-            "PANDA_CONFIG_ROOT": str(config_root), "PANDA_BEHIND_REAL_LB": "1",
-            "PANDA_VERIFY_HOST": "on", "BPS_WMS_SERVICE_CLASS": PANDA_SERVICE_CLASS}
+    return {
+        "PANDA_URL": url,
+        "PANDA_URL_SSL": url,
+        "PANDACACHE_URL": cache_url,
+        "PANDA_AUTH": "oidc",
+        "PANDA_AUTH_VO": vo.strip(),
+        "OIDC_AUTH_TOKEN_FILE": str(token_file),
+        "PANDA_CONFIG_ROOT": str(config_root),
+        "PANDA_BEHIND_REAL_LB": "1",
+        "PANDA_VERIFY_HOST": "on",
+        "BPS_WMS_SERVICE_CLASS": PANDA_SERVICE_CLASS,
+    }
 
 
 def request_state(env: dict[str, str], request_id: int) -> RunState:
@@ -172,8 +188,7 @@ def _call(env: dict[str, str], command: str, **kwargs) -> tuple:
                 else:
                     os.environ[k] = v
     if code != 0:
-        raise PandaError(f"PanDA at {env.get('PANDA_URL_SSL')} refused {command}: "
-                         f"{str(answer).strip()[:300]}")
+        raise PandaError(f"PanDA at {env.get('PANDA_URL_SSL')} refused {command}: {str(answer).strip()[:300]}")
     if not (isinstance(answer, (list, tuple)) and len(answer) == 2):
         raise PandaError(f"PanDA at {env.get('PANDA_URL_SSL')} answered {command} with {answer!r}")
     return tuple(answer)

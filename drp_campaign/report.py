@@ -24,7 +24,11 @@ def report_file(run_key: str) -> Path:
 
 
 def build_report(
-    ledger: Ledger, campaign: str, run_key: str, hub_products: dict | None = None, hub_repo: str = "",
+    ledger: Ledger,
+    campaign: str,
+    run_key: str,
+    hub_products: dict | None = None,
+    hub_repo: str = "",
     config: CampaignConfig | None = None,
 ) -> dict:
     steps = ledger.step_records(run_key)
@@ -35,22 +39,40 @@ def build_report(
         "campaign": campaign,
         "run_key": run_key,
         "steps": [
-            {k: (str(v) if k in ("started", "finished") else v) for k, v in s.items() if k not in ("campaign", "run_key")}
+            {
+                k: (str(v) if k in ("started", "finished") else v)
+                for k, v in s.items()
+                if k not in ("campaign", "run_key")
+            }
             for s in steps
         ],
         "hops": [
-            {"hop": b.hop, "from": b.src_site, "to": b.dst_site, "sent": b.sent, "arrived": b.arrived,
-             "bytes": b.arrived_bytes, "problems": b.problems,
-             "rule_id": rules.get((b.hop, b.src_site, b.dst_site), {}).get("rule_id", ""),
-             "rule_state": rules.get((b.hop, b.src_site, b.dst_site), {}).get("state", "")}
+            {
+                "hop": b.hop,
+                "from": b.src_site,
+                "to": b.dst_site,
+                "sent": b.sent,
+                "arrived": b.arrived,
+                "bytes": b.arrived_bytes,
+                "problems": b.problems,
+                "rule_id": rules.get((b.hop, b.src_site, b.dst_site), {}).get("rule_id", ""),
+                "rule_state": rules.get((b.hop, b.src_site, b.dst_site), {}).get("state", ""),
+            }
             for b in balances
-        ],  # fmt: skip
+        ],
         "ledger_balanced": all(b.balanced for b in balances),
         "released": [
-            {"site": r["site"], "hop": r["hop"], "rse": r["rse"], "files": r["files"], "bytes": r["bytes"],
-             "rules": r["rule_ids"], "at": str(r["released"])}
+            {
+                "site": r["site"],
+                "hop": r["hop"],
+                "rse": r["rse"],
+                "files": r["files"],
+                "bytes": r["bytes"],
+                "rules": r["rule_ids"],
+                "at": str(r["released"]),
+            }
             for r in ledger.releases(run_key)
-        ],  # fmt: skip
+        ],
         "at_tape": at_tape,
         "at_idacs": at_idacs,
         "hub_repo": hub_repo,
@@ -66,14 +88,21 @@ def _products_out(config: CampaignConfig, balances, rules: dict) -> tuple[list[d
 
     def copy(hop: str, rse: str) -> dict:
         bal, rule = by_pair.get((hop, rse)), rules.get((hop, hub, rse), {})
-        return {"hop": hop, "rse": rse, "files": bal.arrived if bal else 0, "sent": bal.sent if bal else 0,
-                "bytes": bal.arrived_bytes if bal else 0, "rule_id": rule.get("rule_id", ""),
-                "rule_state": rule.get("state", "")}  # fmt: skip
+        return {
+            "hop": hop,
+            "rse": rse,
+            "files": bal.arrived if bal else 0,
+            "sent": bal.sent if bal else 0,
+            "bytes": bal.arrived_bytes if bal else 0,
+            "rule_id": rule.get("rule_id", ""),
+            "rule_state": rule.get("state", ""),
+        }
 
     tape_hops = [name for name, hop in config.hops.items() if way(hop.direction).to_tape]
     at_tape = [copy(name, hop_ends(config, name, hub).destination_rse) for name in tape_hops]
-    at_idacs = [{"idac": idac, **copy(name, idac_rse(config, idac))}
-                for name in tape_hops for idac in config.hops[name].idacs]  # fmt: skip
+    at_idacs = [
+        {"idac": idac, **copy(name, idac_rse(config, idac))} for name in tape_hops for idac in config.hops[name].idacs
+    ]
     return at_tape, at_idacs
 
 
@@ -85,7 +114,11 @@ def write_report(report: dict) -> Path:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"Campaign {report['campaign']}  run {report['run_key']}", "", "Steps (site, step, group: state, quanta ok/total, seconds):"]
+    lines = [
+        f"Campaign {report['campaign']}  run {report['run_key']}",
+        "",
+        "Steps (site, step, group: state, quanta ok/total, seconds):",
+    ]
     for s in report["steps"]:
         accepted = f"  accepted failures {s['quanta_accepted']}" if s.get("quanta_accepted") else ""
         lines.append(
@@ -98,22 +131,34 @@ def format_report(report: dict) -> str:
     lines += ["", "Datasets moved per hop:"]
     for h in report["hops"]:
         rule = f"  rule {h['rule_id']} {h['rule_state']}" if h.get("rule_id") else ""
-        lines.append(f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<12} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}")
+        lines.append(
+            f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<12} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}"
+        )
         lines += [f"      {p}" for p in h["problems"][:10]]
-    verdict = "BALANCED: every dataset sent arrived intact" if report["ledger_balanced"] else "UNBALANCED: see problems above"
+    verdict = (
+        "BALANCED: every dataset sent arrived intact" if report["ledger_balanced"] else "UNBALANCED: see problems above"
+    )
     lines += ["", f"Ledger: {verdict}"]
     if report.get("at_tape"):
         lines += ["", "At tape (hop, RSE: files intact/registered, bytes, rule):"]
-        lines += [f"  {t['hop']:<20} {t['rse']:<16} {t['files']:>5}/{t['sent']:<5} files {t['bytes']:>9} B  "
-                  f"rule {t['rule_id'] or '(none)'} {t['rule_state']}" for t in report["at_tape"]]  # fmt: skip
+        lines += [
+            f"  {t['hop']:<20} {t['rse']:<16} {t['files']:>5}/{t['sent']:<5} files {t['bytes']:>9} B  "
+            f"rule {t['rule_id'] or '(none)'} {t['rule_state']}"
+            for t in report["at_tape"]
+        ]
     if report.get("at_idacs"):
         lines += ["", "At IDACs (IDAC, hop, RSE: files intact/registered, bytes, rule):"]
-        lines += [f"  {i['idac']:<11} {i['hop']:<20} {i['rse']:<16} {i['files']:>5}/{i['sent']:<5} files {i['bytes']:>9} B  "
-                  f"rule {i['rule_id'] or '(none: see the to_' + i['idac'] + ' task)'} {i['rule_state']}"
-                  for i in report["at_idacs"]]  # fmt: skip
+        lines += [
+            f"  {i['idac']:<11} {i['hop']:<20} {i['rse']:<16} {i['files']:>5}/{i['sent']:<5} files {i['bytes']:>9} B  "
+            f"rule {i['rule_id'] or '(none: see the to_' + i['idac'] + ' task)'} {i['rule_state']}"
+            for i in report["at_idacs"]
+        ]
     if report.get("released"):
         lines += ["", "Site copies released (site, copy of hop, RSE, files, bytes; safe at the hub's disk and tape):"]
-        lines += [f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B" for r in report["released"]]
+        lines += [
+            f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B"
+            for r in report["released"]
+        ]
     if report.get("hub_products"):
         lines += ["", f"Products at the hub ({report['hub_repo']}):"]
         lines += [f"  {t:<26} {n}" for t, n in sorted(report["hub_products"].items())]

@@ -51,7 +51,17 @@ def warm_prefix(site: str, python: str = "python", directory: Path | None = None
     stack_server_dir()), or [] for the per-call path."""
     if stack_server_dir() is None:
         return []
-    return [python, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(directory or stack_server_dir()), "--site", site, "--"]
+    return [
+        python,
+        "-m",
+        "drp_campaign.stackside.warm",
+        "run",
+        "--dir",
+        str(directory or stack_server_dir()),
+        "--site",
+        site,
+        "--",
+    ]
 
 
 # What a stack command may inherit from the controller (allowlist, SECURITY.md): the basics of a
@@ -59,12 +69,36 @@ def warm_prefix(site: str, python: str = "python", directory: Path | None = None
 # Airflow or Rucio configuration, database URLs (the ledger's), JWT secrets or tokens: a site's
 # setup command (sites.yaml stack_setup) sets what its stack needs there, and `bps submit` writes
 # the environment it gets into its submit directory. A PanDA token goes by file (OIDC_AUTH_TOKEN_FILE).
-STACK_ENV_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-    "PWD", "OLDPWD", "SHLVL", "_", "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT",  # what bash and a venv set
-    "PYTHONPATH", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "OIDC_AUTH_TOKEN_FILE",
-    "DRP_WORK_DIR", "DRP_STACK_PREFIX", "DRP_STACK_SERVER", "DRP_STACK_SERVER_IDLE_S", "DRP_FAULTS_FILE",
-})
+STACK_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+        "VIRTUAL_ENV",
+        "VIRTUAL_ENV_PROMPT",  # what bash and a venv set
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+        "LD_LIBRARY_PATH",
+        "OMP_NUM_THREADS",
+        "OIDC_AUTH_TOKEN_FILE",
+        "DRP_WORK_DIR",
+        "DRP_STACK_PREFIX",
+        "DRP_STACK_SERVER",
+        "DRP_STACK_SERVER_IDLE_S",
+        "DRP_FAULTS_FILE",
+    }
+)
 STACK_ENV_PREFIXES = ("LC_", "DAF_BUTLER_", "LSST_", "BPS_", "PANDA_", "IDDS_")
 # Never passed, whatever the prefix: tokens go by file.
 STACK_ENV_REFUSED = frozenset({"PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_ID_TOKEN"})
@@ -107,7 +141,7 @@ def expand(path_template: str) -> Path:
     env = site_environment()
     expanded = path_template
     for key in ("DRP_WORK_DIR", "DRP_STACK_PREFIX"):
-        expanded = expanded.replace("${%s}" % key, env[key]).replace("$" + key, env[key])
+        expanded = expanded.replace("${" + key + "}", env[key]).replace("$" + key, env[key])
     return Path(os.path.expandvars(expanded))
 
 

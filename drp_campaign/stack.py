@@ -19,8 +19,10 @@ from . import settings
 from .config import SiteConfig
 from .errors import DrpError
 
+
 class StackCommandError(DrpError):
     """The stack-side command could not run or did not produce a result."""
+
 
 def stack_argv(site: SiteConfig, subcommand: str, args: list[str]) -> list[str]:
     # The site's own setup, then the command: through the site's warm stack server when one is
@@ -28,6 +30,7 @@ def stack_argv(site: SiteConfig, subcommand: str, args: list[str]) -> list[str]:
     warm = " ".join(shlex.quote(word) for word in settings.warm_prefix(site.name))
     script = f'{site.stack_setup} && exec {warm + " " if warm else ""}python -m drp_campaign.stackside "$@"'
     return ["bash", "-c", script, f"drp-stack@{site.name}", subcommand, *args]
+
 
 class StackCommand:
     """One run of a stack-side subcommand; `kill()` stops it and everything it started."""
@@ -80,6 +83,11 @@ class StackCommand:
             os.killpg(self.process.pid, signal.SIGTERM)
 
 
-def run_stack(site: SiteConfig, subcommand: str, args: list[str], log: Callable[[str], None] = print,
-              extra_env: dict[str, str] | None = None) -> dict:
+def run_stack(
+    site: SiteConfig,
+    subcommand: str,
+    args: list[str],
+    log: Callable[[str], None] = print,
+    extra_env: dict[str, str] | None = None,
+) -> dict:
     return StackCommand(site, subcommand, args, extra_env).run(log)

@@ -111,7 +111,8 @@ class ReleaseSiteCopiesOperator(HopOperator):
         if unsafe:
             raise AirflowException(
                 f"{self.site}: nothing released: {len(unsafe)} files of its copies are not safe at {hub_disk} and "
-                f"{tape}:\n" + "\n".join(f"  {u}" for u in unsafe[:20])
+                f"{tape}:\n"
+                + "\n".join(f"  {u}" for u in unsafe[:20])
                 + "\nConfirm the tape hop (clear its tasks) before releasing."
             )
         site_rse = self.site_config().rucio.disk_rse
@@ -119,15 +120,34 @@ class ReleaseSiteCopiesOperator(HopOperator):
         for name, did in copies:
             manifest = manifests[name]
             forgotten = self._forget_in_butler([e.dataset_id for e in manifest.entries])
-            released_rules = service.release(did, site_rse, grace_s=int(self.campaign.hops[self.hop].release_grace_minutes * 60))
-            self.ledger.record_release(run_key=key, hop=name, site=self.site, rse=site_rse, files=len(manifest.entries),
-                                       nbytes=manifest.total_bytes, rule_ids=released_rules)  # fmt: skip
-            released[name] = {"files": len(manifest.entries), "bytes": manifest.total_bytes, "rules_released": released_rules}
+            released_rules = service.release(
+                did, site_rse, grace_s=int(self.campaign.hops[self.hop].release_grace_minutes * 60)
+            )
+            self.ledger.record_release(
+                run_key=key,
+                hop=name,
+                site=self.site,
+                rse=site_rse,
+                files=len(manifest.entries),
+                nbytes=manifest.total_bytes,
+                rule_ids=released_rules,
+            )
+            released[name] = {
+                "files": len(manifest.entries),
+                "bytes": manifest.total_bytes,
+                "rules_released": released_rules,
+            }
             self.log.info(
                 "%s: released %s's copy at %s: %d files (%d B); %d datasets removed from the Butler (%d already gone); rules released %s",
-                self.site, name, site_rse, len(manifest.entries), manifest.total_bytes,
-                forgotten["forgotten"], forgotten["already_gone"], released_rules or "none (released before)",
-            )  # fmt: skip
+                self.site,
+                name,
+                site_rse,
+                len(manifest.entries),
+                manifest.total_bytes,
+                forgotten["forgotten"],
+                forgotten["already_gone"],
+                released_rules or "none (released before)",
+            )
         return released
 
     def _forget_in_butler(self, dataset_ids: list[str]) -> dict:
@@ -137,7 +157,9 @@ class ReleaseSiteCopiesOperator(HopOperator):
         with tempfile.TemporaryDirectory(prefix="drp-release-") as tmp:
             ids_file = Path(tmp) / "ids.json"
             ids_file.write_text(json.dumps(dataset_ids))
-            return StackHook(site).run("forget-datasets", ["--repo", str(site.butler_repo_path()), "--ids", str(ids_file)])
+            return StackHook(site).run(
+                "forget-datasets", ["--repo", str(site.butler_repo_path()), "--ids", str(ids_file)]
+            )
 
 
 class IdacOperator(HopOperator):
@@ -165,7 +187,15 @@ class IdacOperator(HopOperator):
         rule_id = context["ti"].xcom_pull(task_ids=f"{group}.to_{self.idac}" if group else f"to_{self.idac}")
         if rule_id:
             status = self.record_rule(context, service, rule_id)
-            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
+            self.log.info(
+                "%s: rule %s %s, %d/%d files, %d B",
+                self.pair(),
+                rule_id,
+                status.state,
+                status.files_ok,
+                status.files_total,
+                status.bytes_ok,
+            )
 
 
 class CopyToIdacOperator(IdacOperator):
@@ -191,8 +221,18 @@ class CopyToIdacOperator(IdacOperator):
         manifest = service.manifest(did)  # what Rucio will copy, from Rucio itself
         new_rows = self.record_sent(context, manifest)
         status = self.record_rule(context, service, rule_id)
-        self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files (%d B; %d new ledger rows)", self.pair(), rule_id, did, rse,
-                      status.state, status.files_ok, status.files_total, manifest.total_bytes, new_rows)  # fmt: skip
+        self.log.info(
+            "%s: rule %s for %s -> %s: %s, %d/%d files (%d B; %d new ledger rows)",
+            self.pair(),
+            rule_id,
+            did,
+            rse,
+            status.state,
+            status.files_ok,
+            status.files_total,
+            manifest.total_bytes,
+            new_rows,
+        )
         return rule_id
 
 

@@ -72,7 +72,14 @@ class HopOperator(CampaignOperator):
         return hop_dataset_did(self.campaign, self.run_key(context), self.hop, self.ends.dataset_end)
 
     def manifest_file(self, context, kind: str):
-        return settings.work_dir() / "transfers" / "manifests" / self.run_key(context) / self.hop / f"{self.source}-{self.destination_label}.{kind}.json"
+        return (
+            settings.work_dir()
+            / "transfers"
+            / "manifests"
+            / self.run_key(context)
+            / self.hop
+            / f"{self.source}-{self.destination_label}.{kind}.json"
+        )
 
     def service(self):
         return TransferHook().get_service(activity=self.campaign.hops[self.hop].activity)
@@ -85,7 +92,11 @@ class HopOperator(CampaignOperator):
         """Put the rule's id and state in the ledger, where the campaign view shows it."""
         status = service.rule_status(rule_id)
         self.ledger.record_rule(
-            run_key=self.run_key(context), hop=self.hop, src_site=self.source, dst_site=self.destination_label, status=status
+            run_key=self.run_key(context),
+            hop=self.hop,
+            src_site=self.source,
+            dst_site=self.destination_label,
+            status=status,
         )
         return status
 
@@ -100,7 +111,15 @@ class HopOperator(CampaignOperator):
         rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
         if rule_id:
             status = self.record_rule(context, service, rule_id)
-            self.log.info("%s: rule %s %s, %d/%d files, %d B", self.pair(), rule_id, status.state, status.files_ok, status.files_total, status.bytes_ok)
+            self.log.info(
+                "%s: rule %s %s, %d/%d files, %d B",
+                self.pair(),
+                rule_id,
+                status.state,
+                status.files_ok,
+                status.files_total,
+                status.bytes_ok,
+            )
 
     def check_pair_balanced(self, context, registered: Manifest, problem: str = "") -> dict:
         """Balance the ledger for this pair only (another site's data on the same hop may still be
@@ -148,9 +167,13 @@ class RegisterHopOperator(HopOperator):
         source_repo = str(self.site_config(self.source).butler_repo_path())
         if self.direction == "place":  # what the site's tracts need, selected from the hub's inputs
             runs = ", ".join(sorted({sel.collection for sel in hop.inputs.values()}))
-            tracts = [t for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) for t in g.tracts]
-            subcommand, args = "export-inputs", ["--campaign", str(self.campaign.file), "--site", self.site,
-                                                 "--tracts", ",".join(map(str, tracts))]  # fmt: skip
+            tracts = [
+                t for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) for t in g.tracts
+            ]
+            subcommand, args = (
+                "export-inputs",
+                ["--campaign", str(self.campaign.file), "--site", self.site, "--tracts", ",".join(map(str, tracts))],
+            )
         else:
             # A site sends what it made; the tape hop archives everything the hub holds for this run.
             if self.way.to_tape:
@@ -158,15 +181,21 @@ class RegisterHopOperator(HopOperator):
             else:
                 runs = graph.site_runs_pattern(self.campaign, key, self.source)
             subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(hop.dataset_types)]
-        result = StackHook(self.site_config(self.source)).run(subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)])
+        result = StackHook(self.site_config(self.source)).run(
+            subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)]
+        )
         manifest = Manifest.read(manifest_path)
         did = self.dataset_did(context)
         rse = self.ends.source_rse
         released = self.site_copy_released(context) if self.way.site_end == "source" else None
         if released and not manifest.entries:
             # A re-run after the tape hop released this copy: what was sent is registered and safe.
-            self.log.info("%s: the site copy was released at %s after reaching tape (%d files); nothing to register again",
-                          self.pair(), released["released"], released["files"])  # fmt: skip
+            self.log.info(
+                "%s: the site copy was released at %s after reaching tape (%d files); nothing to register again",
+                self.pair(),
+                released["released"],
+                released["files"],
+            )
             return {"did": did, "files": released["files"], "bytes": released["bytes"]}
         # Every type the hop moves must be there, none may be skipped quietly. No campaign in
         # configs/campaigns/ moves a type that may legitimately be empty: the config refuses a type
@@ -184,8 +213,15 @@ class RegisterHopOperator(HopOperator):
         new_rows = self.record_sent(context, manifest)
         self.log.info(
             "%s: registered %d datasets (%d B) as %s at %s (%d new files, %d new ledger rows); by type %s",
-            self.pair(), len(manifest.entries), manifest.total_bytes, did, rse, added, new_rows, result.get("by_type"),
-        )  # fmt: skip
+            self.pair(),
+            len(manifest.entries),
+            manifest.total_bytes,
+            did,
+            rse,
+            added,
+            new_rows,
+            result.get("by_type"),
+        )
         return {"did": did, "files": len(manifest.entries), "bytes": manifest.total_bytes}
 
 
@@ -200,8 +236,10 @@ class ReplicateHopOperator(HopOperator):
         released = self.site_copy_released(context) if self.way.per_site else None
         if released and self.way.site_end == "destination":
             # A re-run after the release: a new rule would have Rucio copy the files back.
-            raise AirflowSkipException(f"{self.pair()}: the site's copy was released at {released['released']} after "
-                                       "reaching tape; nothing to deliver again")
+            raise AirflowSkipException(
+                f"{self.pair()}: the site's copy was released at {released['released']} after "
+                "reaching tape; nothing to deliver again"
+            )
         if released:
             self.log.info("%s: the source copy was released after reaching tape; not held again", self.pair())
         elif self.way.holds_source:
@@ -213,7 +251,16 @@ class ReplicateHopOperator(HopOperator):
         # The hub keeps what it receives; a site's received copy (fan-out) is an intermediate.
         rule_id = service.replicate(did, rse, lifetime_s=self.ends.destination_lifetime_s)
         status = self.record_rule(context, service, rule_id)
-        self.log.info("%s: rule %s for %s -> %s: %s, %d/%d files", self.pair(), rule_id, did, rse, status.state, status.files_ok, status.files_total)
+        self.log.info(
+            "%s: rule %s for %s -> %s: %s, %d/%d files",
+            self.pair(),
+            rule_id,
+            did,
+            rse,
+            status.state,
+            status.files_ok,
+            status.files_total,
+        )
         return rule_id
 
 
@@ -231,21 +278,30 @@ class IngestHopOperator(HopOperator):
         result = StackHook(dest).run(
             "ingest-hop",
             [
-                "--repo", str(dest.butler_repo_path()),
-                "--manifest", str(manifest_path),
-                "--replica-dir", str(service.replica_dir(dest.rucio.disk_rse)),
+                "--repo",
+                str(dest.butler_repo_path()),
+                "--manifest",
+                str(manifest_path),
+                "--replica-dir",
+                str(service.replica_dir(dest.rucio.disk_rse)),
                 # Inputs go into their own collections (check_inputs chains them); products into the run's chain.
-                "--chain", "" if self.direction == "place" else graph.site_chain(self.campaign, key),
+                "--chain",
+                "" if self.direction == "place" else graph.site_chain(self.campaign, key),
             ],
-        )  # fmt: skip
-        arrived = [HopEntry(e["dataset_id"], e["dataset_type"], e["run"], e["bytes"], e["adler32"]) for e in result["entries"]]
+        )
+        arrived = [
+            HopEntry(e["dataset_id"], e["dataset_type"], e["run"], e["bytes"], e["adler32"]) for e in result["entries"]
+        ]
         self.ledger.record_arrived(run_key=key, hop=self.hop, dst_site=self.destination_label, entries=arrived)
         rejected = [(r["dataset_id"], r["reason"]) for r in result.get("rejected", [])]
         self.ledger.record_rejected(run_key=key, hop=self.hop, dst_site=self.destination_label, rejected=rejected)
         self.log.info(
             "%s: ingested %d, already present %d, rejected %d",
-            self.pair(), result["ingested"], result["already_present"], len(rejected),
-        )  # fmt: skip
+            self.pair(),
+            result["ingested"],
+            result["already_present"],
+            len(rejected),
+        )
         if rejected:
             raise AirflowException(
                 f"{self.pair()}: {len(rejected)} datasets refused at {self.destination} and not ingested:\n"
@@ -275,8 +331,9 @@ class VerifyHopOperator(HopOperator):
         dest = self.site_config(self.destination)
         manifest = self.manifest_file(context, "registered")
         registered.write(manifest)
-        result = StackHook(dest).run("check-datasets", ["--repo", str(dest.butler_repo_path()),
-                                                        "--manifest", str(manifest)])  # fmt: skip
+        result = StackHook(dest).run(
+            "check-datasets", ["--repo", str(dest.butler_repo_path()), "--manifest", str(manifest)]
+        )
         counts = {t: f"{r['verified']}/{r['expected']}" for t, r in result["by_type"].items()}
         if not result["ok"]:
             raise AirflowException(
@@ -284,6 +341,7 @@ class VerifyHopOperator(HopOperator):
                 + "\n".join(f"  {p}" for p in result["problems"])
                 + "\nClear the hop's ingest task (then this one); no step starts at the site until this passes."
             )
-        self.log.info("%s: inputs verified in %s's Butler (verified/expected): %s", self.pair(), self.destination, counts)
+        self.log.info(
+            "%s: inputs verified in %s's Butler (verified/expected): %s", self.pair(), self.destination, counts
+        )
         return result["by_type"]
-

@@ -20,14 +20,27 @@ class CampaignReportOperator(CampaignOperator):
         hub = self.site_config(self.campaign.hub())
         product_types = sorted(
             {t for h in self.campaign.hops.values() if way(h.direction).gathers for t in h.dataset_types}
-            | {t for s in self.campaign.steps.values() if s.scope == "global" for t in self.campaign.pipeline_spec.step_outputs(s.name)}
+            | {
+                t
+                for s in self.campaign.steps.values()
+                if s.scope == "global"
+                for t in self.campaign.pipeline_spec.step_outputs(s.name)
+            }
         )
         products = StackHook(hub).run(
             "count-datasets",
-            ["--repo", str(hub.butler_repo_path()), "--collections", graph.site_chain(self.campaign, key),
-             "--dataset-types", ",".join(product_types)],
-        )  # fmt: skip
-        report = build_report(self.ledger, self.campaign.name, key, products, str(hub.butler_repo_path()), config=self.campaign)
+            [
+                "--repo",
+                str(hub.butler_repo_path()),
+                "--collections",
+                graph.site_chain(self.campaign, key),
+                "--dataset-types",
+                ",".join(product_types),
+            ],
+        )
+        report = build_report(
+            self.ledger, self.campaign.name, key, products, str(hub.butler_repo_path()), config=self.campaign
+        )
         path = write_report(report)
         self.ledger.finish_campaign_run(key)
         self.log.info("campaign report (%s):\n%s", path, format_report(report))

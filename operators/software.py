@@ -80,21 +80,25 @@ class CheckSoftwareOperator(CampaignOperator):
         report = self._report()
         pinned = self.campaign.stack_version
         if report["stack_version"] != pinned:
-            self._fail(SoftwareMismatch(
-                f"site {self.site}: stack version {_version_text(report)} does not match the campaign's pinned "
-                f"{pinned} ({_shown(self.campaign.file)}: stack_version); install {pinned} at {self.site} "
-                f"({self._setup_text()}) or change the pin, then clear this task"
-            ))  # fmt: skip
+            self._fail(
+                SoftwareMismatch(
+                    f"site {self.site}: stack version {_version_text(report)} does not match the campaign's pinned "
+                    f"{pinned} ({_shown(self.campaign.file)}: stack_version); install {pinned} at {self.site} "
+                    f"({self._setup_text()}) or change the pin, then clear this task"
+                )
+            )
         if reference is not None and reference["pipeline_sha"] != report["pipeline_sha"]:
             hub = reference.get("site") or self.campaign.hub()
-            self._fail(SoftwareMismatch(
-                f"site {self.site}: pipeline {_shown(self.campaign.pipeline_spec.file)} expands to "
-                f"{report['pipeline_sha'][:SHORT]} ({report['pipeline_tasks']} tasks) here but to "
-                f"{reference['pipeline_sha'][:SHORT]} ({reference.get('pipeline_tasks')} tasks) at the hub {hub} "
-                f"({self.reference_task_id}): the sites would run different task configs; make {self.site}'s stack "
-                f"expand it as {hub}'s does ({self._setup_text()}; compare `software-report` at both), then clear "
-                f"this task"
-            ))  # fmt: skip
+            self._fail(
+                SoftwareMismatch(
+                    f"site {self.site}: pipeline {_shown(self.campaign.pipeline_spec.file)} expands to "
+                    f"{report['pipeline_sha'][:SHORT]} ({report['pipeline_tasks']} tasks) here but to "
+                    f"{reference['pipeline_sha'][:SHORT]} ({reference.get('pipeline_tasks')} tasks) at the hub {hub} "
+                    f"({self.reference_task_id}): the sites would run different task configs; make {self.site}'s stack "
+                    f"expand it as {hub}'s does ({self._setup_text()}; compare `software-report` at both), then clear "
+                    f"this task"
+                )
+            )
         out = {
             "site": self.site,
             "stack_version": report["stack_version"],
@@ -107,9 +111,14 @@ class CheckSoftwareOperator(CampaignOperator):
         against = f"matches the hub {out['reference']}'s" if reference else "is the reference (hub)"
         self.log.info(
             "site %s: software in place: stack %s (pinned), python %s; pipeline %s (%d tasks, sha %s) %s",
-            self.site, report["stack_version"], report["python"], _shown(self.campaign.pipeline_spec.file),
-            report["pipeline_tasks"], report["pipeline_sha"][:SHORT], against,
-        )  # fmt: skip
+            self.site,
+            report["stack_version"],
+            report["python"],
+            _shown(self.campaign.pipeline_spec.file),
+            report["pipeline_tasks"],
+            report["pipeline_sha"][:SHORT],
+            against,
+        )
         return out
 
     def on_kill(self) -> None:
@@ -130,10 +139,12 @@ class CheckSoftwareOperator(CampaignOperator):
         try:
             return self._hook.run("software-report", args)
         except StackCommandError as exc:
-            self._fail(StackSetupFailed(
-                f"site {self.site}: could not set up the stack or report its software ({self._setup_text()}): "
-                f"{str(exc).removeprefix(f'site {self.site}: ')}\nrun that setup command in a shell at {self.site} and fix it, then clear this task"
-            ))  # fmt: skip
+            self._fail(
+                StackSetupFailed(
+                    f"site {self.site}: could not set up the stack or report its software ({self._setup_text()}): "
+                    f"{str(exc).removeprefix(f'site {self.site}: ')}\nrun that setup command in a shell at {self.site} and fix it, then clear this task"
+                )
+            )
         finally:
             self._hook = None
 
@@ -142,8 +153,10 @@ class CheckSoftwareOperator(CampaignOperator):
             return None
         reference = context["ti"].xcom_pull(task_ids=self.reference_task_id)
         if not isinstance(reference, dict) or not reference.get("pipeline_sha"):
-            self._fail(NoSoftwareReference(
-                f"site {self.site}: no software report from {self.reference_task_id} in this run (got "
-                f"{reference!r}), so the pipeline cannot be compared with the hub's; run that task, then clear this one"
-            ))  # fmt: skip
+            self._fail(
+                NoSoftwareReference(
+                    f"site {self.site}: no software report from {self.reference_task_id} in this run (got "
+                    f"{reference!r}), so the pipeline cannot be compared with the hub's; run that task, then clear this one"
+                )
+            )
         return reference

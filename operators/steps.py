@@ -53,20 +53,27 @@ class CheckInputsOperator(CampaignOperator):
         result = StackHook(self.site_config()).run(
             "check-inputs",
             [
-                "--campaign", str(self.campaign.file),
-                "--site", self.site,
-                "--repo", str(self.site_config().butler_repo_path()),
-                "--tracts", ",".join(map(str, tracts)),
-                "--chain", graph.site_chain(self.campaign, key),
+                "--campaign",
+                str(self.campaign.file),
+                "--site",
+                self.site,
+                "--repo",
+                str(self.site_config().butler_repo_path()),
+                "--tracts",
+                ",".join(map(str, tracts)),
+                "--chain",
+                graph.site_chain(self.campaign, key),
             ],
-        )  # fmt: skip
+        )
         if not result.get("ok"):
             raise AirflowException(
                 f"site {self.site}: inputs missing for tracts {tracts}: {result.get('missing')}; "
                 f"place them in {self.site_config().butler_repo_path()} (the campaign's place hop, or "
                 "drp-campaign seed at the hub) and clear this task"
             )
-        self.log.info("site %s: inputs verified: %s; %d work groups", self.site, result.get("raws_per_tract"), len(groups))
+        self.log.info(
+            "site %s: inputs verified: %s; %d work groups", self.site, result.get("raws_per_tract"), len(groups)
+        )
         return [g.as_xcom() for g in groups]
 
 
@@ -85,8 +92,15 @@ class PipelineStepOperator(CampaignOperator):
     template_fields = (*CampaignOperator.template_fields, "work_group")
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, step: str, work_group: dict | None = None, poll_interval_s: float = 2.0,
-                 inline_wait_s: float = INLINE_WAIT_S, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        step: str,
+        work_group: dict | None = None,
+        poll_interval_s: float = 2.0,
+        inline_wait_s: float = INLINE_WAIT_S,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.step = step
         self.work_group = work_group or graph.GLOBAL_GROUP.as_xcom()
@@ -122,7 +136,7 @@ class PipelineStepOperator(CampaignOperator):
         except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
             raise StepRefused(
                 f"site {self.site}: no Airflow Connection {conn_id!r} for PanDA ({type(exc).__name__}); "
-                f"add it (host = the PanDA server URL, password = the token, extra = {{\"vo\": ...}}; see "
+                f'add it (host = the PanDA server URL, password = the token, extra = {{"vo": ...}}; see '
                 f"drp_campaign/panda_connection.py) and clear this task"
             ) from None
         try:
@@ -146,15 +160,23 @@ class PipelineStepOperator(CampaignOperator):
         if self.is_dry_run(context):
             return self._dry_run(context, key)
         args = [
-            "--campaign", str(self.campaign.file),
-            "--site", self.site,
-            "--repo", str(self.site_config().butler_repo_path()),
-            "--step", self.step,
-            "--group", self._label(),
-            "--key", key,
-            "--chain", graph.site_chain(self.campaign, key),
-            "--run-dir", str(self._run_dir(key)),
-        ]  # fmt: skip
+            "--campaign",
+            str(self.campaign.file),
+            "--site",
+            self.site,
+            "--repo",
+            str(self.site_config().butler_repo_path()),
+            "--step",
+            self.step,
+            "--group",
+            self._label(),
+            "--key",
+            key,
+            "--chain",
+            graph.site_chain(self.campaign, key),
+            "--run-dir",
+            str(self._run_dir(key)),
+        ]
         if self.work_group["tracts"]:
             args += ["--tracts", ",".join(map(str, self.work_group["tracts"]))]
         for fault in active_faults(self.site, self.step):
@@ -169,8 +191,15 @@ class PipelineStepOperator(CampaignOperator):
             raise StepRefused(str(exc)) from None
         self.log.info(
             "site %s %s %s: BPS run %s (%s, attempt %d): %s; output run %s",
-            self.site, self.step, self._label(), run["run_id"], run["wms"], run["attempt"], run["action"], run["output_run"],
-        )  # fmt: skip
+            self.site,
+            self.step,
+            self._label(),
+            run["run_id"],
+            run["wms"],
+            run["attempt"],
+            run["action"],
+            run["output_run"],
+        )
         return self._wait(context, run)
 
     def _wait(self, context, run: dict) -> dict:
@@ -179,11 +208,16 @@ class PipelineStepOperator(CampaignOperator):
         # first poll waits).
         wms = backend(run["wms"])
         trigger = BpsRunTrigger(
-            run_dir=run["run_dir"], wms=run["wms"], run_id=str(run["run_id"]), site=self.site,
-            campaign_file=str(self.campaign.file), sites_file=self.sites_file,
+            run_dir=run["run_dir"],
+            wms=run["wms"],
+            run_id=str(run["run_id"]),
+            site=self.site,
+            campaign_file=str(self.campaign.file),
+            sites_file=self.sites_file,
             panda_conn_id=wms.connection_id(self.site),
-            poll_interval_s=self.poll_interval_s, first_poll_delay_s=FIRST_POLL_DELAY_S,
-        )  # fmt: skip
+            poll_interval_s=self.poll_interval_s,
+            first_poll_delay_s=FIRST_POLL_DELAY_S,
+        )
         self._waiting_on = run["run_dir"]  # on_kill cancels it, as the trigger's on_kill does once deferred
         try:
             poll_s = wms.inline_poll_s(self.poll_interval_s)
@@ -207,42 +241,81 @@ class PipelineStepOperator(CampaignOperator):
         quanta = {**result["quanta"], "accepted": len(classification.accepted) if verdict == "accept" else 0}
         self.log.info(
             "site %s %s %s: BPS run %s %s after %d poll(s); quanta %s; per task %s; outputs %s",
-            self.site, self.step, label, result["run_id"], result["status"], event.get("polls", 0), quanta,
-            result["quanta_per_task"], result["outputs"],
-        )  # fmt: skip
+            self.site,
+            self.step,
+            label,
+            result["run_id"],
+            result["status"],
+            event.get("polls", 0),
+            quanta,
+            result["quanta_per_task"],
+            result["outputs"],
+        )
         if verdict == "retry":
-            self.log.warning("transient failures, restarting the run:\n%s",
-                             classification.message(self.site, self.step, label, result["output_run"]))  # fmt: skip
+            self.log.warning(
+                "transient failures, restarting the run:\n%s",
+                classification.message(self.site, self.step, label, result["output_run"]),
+            )
             run = self._stack("bps-restart", args)
             return self._wait(context, run)
         if verdict == "accept":
             self._stack("bps-report", [*args, "--accept-failures"])  # the RUNs join the chain
-            self.log.warning("accepted failures (counted in the campaign report):\n%s",
-                             classification.message(self.site, self.step, label, result["output_run"]))  # fmt: skip
+            self.log.warning(
+                "accepted failures (counted in the campaign report):\n%s",
+                classification.message(self.site, self.step, label, result["output_run"]),
+            )
         self._record(context, key, label, result, quanta, verdict)
         if verdict == "fail":
             message = self._failure_message(result, classification)
             self.log.error("%s", message)  # in the task log as text, not only in the exception's detail
             raise StepFailed(message)
-        return {"output_run": result["output_run"], "output_runs": result["output_runs"], "status": verdict,
-                "run_id": result["run_id"], "quanta": quanta, "per_task": result["quanta_per_task"],
-                "failures": classification.as_xcom() if result["failed_quanta"] else {}}  # fmt: skip
+        return {
+            "output_run": result["output_run"],
+            "output_runs": result["output_runs"],
+            "status": verdict,
+            "run_id": result["run_id"],
+            "quanta": quanta,
+            "per_task": result["quanta_per_task"],
+            "failures": classification.as_xcom() if result["failed_quanta"] else {},
+        }
 
     def _dry_run(self, context, key: str) -> dict:
         out_run = graph.output_run(self.campaign, key, self.site, self.step, self._label())
-        args = ["--campaign", str(self.campaign.file), "--site", self.site,
-                "--repo", str(self.site_config().butler_repo_path()), "--step", self.step,
-                "--chain", graph.site_chain(self.campaign, key), "--output-run", out_run, "--dry-run"]  # fmt: skip
+        args = [
+            "--campaign",
+            str(self.campaign.file),
+            "--site",
+            self.site,
+            "--repo",
+            str(self.site_config().butler_repo_path()),
+            "--step",
+            self.step,
+            "--chain",
+            graph.site_chain(self.campaign, key),
+            "--output-run",
+            out_run,
+            "--dry-run",
+        ]
         if self.work_group["tracts"]:
             args += ["--tracts", ",".join(map(str, self.work_group["tracts"]))]
         result = self._stack("run-step", args)
-        self.log.info("dry run %s %s %s: %s quanta per task", self.site, self.step, self._label(), result.get("quanta_per_task"))
+        self.log.info(
+            "dry run %s %s %s: %s quanta per task", self.site, self.step, self._label(), result.get("quanta_per_task")
+        )
         self.ledger.record_step(
-            run_key=key, campaign=self.campaign.name, dag_run_id=context["run_id"], site=self.site, step=self.step,
-            group_label=self._label(), output_run=out_run, status=result["status"], quanta=result.get("quanta", {}),
-            started=_parse_time(result.get("started")), finished=_parse_time(result.get("finished")),
+            run_key=key,
+            campaign=self.campaign.name,
+            dag_run_id=context["run_id"],
+            site=self.site,
+            step=self.step,
+            group_label=self._label(),
+            output_run=out_run,
+            status=result["status"],
+            quanta=result.get("quanta", {}),
+            started=_parse_time(result.get("started")),
+            finished=_parse_time(result.get("finished")),
             duration_s=float(result.get("duration_s") or 0.0),
-        )  # fmt: skip
+        )
         return {"output_run": out_run, "status": result["status"], "quanta": result.get("quanta", {})}
 
     def _record(self, context, key: str, label: str, result: dict, quanta: dict, verdict: str) -> None:
@@ -264,14 +337,18 @@ class PipelineStepOperator(CampaignOperator):
 
     def _failure_message(self, result: dict, classification) -> str:
         quanta = result["quanta"]
-        head = (f"{quanta['failed']} of {quanta['total']} quanta failed ({quanta['blocked']} blocked downstream); "
-                f"BPS run {result['run_id']} ({result['wms']}), log {result['log']}")  # fmt: skip
-        return "\n".join([
-            head,
-            classification.message(self.site, self.step, self._label(), result["output_run"]),
-            "Clearing this task restarts the same run (only what failed reruns); if you changed the step's "
-            "pipeline or config, it submits a rescue run that skips what already succeeded.",
-        ])  # fmt: skip
+        head = (
+            f"{quanta['failed']} of {quanta['total']} quanta failed ({quanta['blocked']} blocked downstream); "
+            f"BPS run {result['run_id']} ({result['wms']}), log {result['log']}"
+        )
+        return "\n".join(
+            [
+                head,
+                classification.message(self.site, self.step, self._label(), result["output_run"]),
+                "Clearing this task restarts the same run (only what failed reruns); if you changed the step's "
+                "pipeline or config, it submits a rescue run that skips what already succeeded.",
+            ]
+        )
 
     def on_kill(self) -> None:
         """Marked failed or cleared in the UI: stop the stack command running now, and cancel the
@@ -281,7 +358,9 @@ class PipelineStepOperator(CampaignOperator):
         if run_dir := self._waiting_on:
             self._waiting_on = None
             self.log.warning("task killed while waiting on BPS run %s: cancelling it", run_dir)
-            result = StackHook(self.site_config()).run("bps-cancel", ["--run-dir", run_dir], extra_env=self._panda_env())
+            result = StackHook(self.site_config()).run(
+                "bps-cancel", ["--run-dir", run_dir], extra_env=self._panda_env()
+            )
             self.log.info("BPS run %s: %s", run_dir, result.get("action"))
 
 

@@ -27,8 +27,17 @@ class DrpCampaignPlugin(AirflowPlugin):
     name = "drp_campaign"
     fastapi_apps = [{"app": CampaignViewApp(), "url_prefix": "/drp", "name": "DRP campaign view"}]
     external_views = [
-        {"name": "DRP campaigns", "href": "/drp/runs", "destination": "nav", "category": "browse",
-         "url_route": "drp-campaigns"},
-        {"name": "Campaign ledger", "href": "/drp/run?run_id={RUN_ID}", "destination": "dag_run",
-         "url_route": "drp-campaign-run"},
+        {
+            "name": "DRP campaigns",
+            "href": "/drp/runs",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "drp-campaigns",
+        },
+        {
+            "name": "Campaign ledger",
+            "href": "/drp/run?run_id={RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "drp-campaign-run",
+        },
     ]

@@ -25,8 +25,9 @@ from fastapi.responses import HTMLResponse
 from drp_campaign.config import campaign_dag_id
 
 # Every route needs a logged-in user; nothing is served anonymously (docs and schema are off).
-app = FastAPI(title="DRP campaign view", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None,
-              openapi_url=None)
+app = FastAPI(
+    title="DRP campaign view", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None, openapi_url=None
+)
 
 _STYLE = """<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.bad{color:#b00020;font-weight:bold}
@@ -70,8 +71,9 @@ def run_summary(run_id: str, user: BaseUser) -> dict:
     if not known:
         raise HTTPException(404, f"no campaign run {run_id!r} in the ledger (it has not started a site yet?)")
     if not may_read_runs(user, known["campaign"]):
-        raise HTTPException(403, f"user {user.get_name()!r} may not read the runs of DAG "
-                                 f"{campaign_dag_id(known['campaign'])}")
+        raise HTTPException(
+            403, f"user {user.get_name()!r} may not read the runs of DAG {campaign_dag_id(known['campaign'])}"
+        )
     return build_report(ledger, known["campaign"], known["run_key"])
 
 
@@ -90,22 +92,50 @@ def run_page(run_id: str, user: GetUserDep) -> str:
     )
     steps = _table(
         ["site", "step", "group", "status", "quanta ok / total", "failed", "attempts", "seconds", "output run"],
-        [[s["site"], s["step"], s["group_label"], s["status"], f"{s['quanta_succeeded']}/{s['quanta_total']}",
-          s["quanta_failed"], s["attempts"], f"{s['duration_s']:.1f}", s["output_run"]] for s in report["steps"]],
-    )  # fmt: skip
+        [
+            [
+                s["site"],
+                s["step"],
+                s["group_label"],
+                s["status"],
+                f"{s['quanta_succeeded']}/{s['quanta_total']}",
+                s["quanta_failed"],
+                s["attempts"],
+                f"{s['duration_s']:.1f}",
+                s["output_run"],
+            ]
+            for s in report["steps"]
+        ],
+    )
     hops = _table(
         ["hop", "from", "to", "rule", "rule state", "sent", "arrived intact", "bytes", "problems"],
-        [[h["hop"], h["from"], h["to"], h.get("rule_id", ""), h.get("rule_state", ""), h["sent"], h["arrived"],
-          h["bytes"], "; ".join(h["problems"][:5])] for h in report["hops"]],
+        [
+            [
+                h["hop"],
+                h["from"],
+                h["to"],
+                h.get("rule_id", ""),
+                h.get("rule_state", ""),
+                h["sent"],
+                h["arrived"],
+                h["bytes"],
+                "; ".join(h["problems"][:5]),
+            ]
+            for h in report["hops"]
+        ],
     )
     released = _table(
         ["site", "copy of hop", "RSE", "files", "bytes", "rules dropped", "released"],
-        [[r["site"], r["hop"], r["rse"], r["files"], r["bytes"], r["rules"], r["at"]]
-         for r in report.get("released", [])],
+        [
+            [r["site"], r["hop"], r["rse"], r["files"], r["bytes"], r["rules"], r["at"]]
+            for r in report.get("released", [])
+        ],
     )
     title = html.escape(f"Campaign {report['campaign']} — run {report['run_key']}")
-    return (f"<html><head><title>{title}</title>{_STYLE}</head><body><h2>{title}</h2>{verdict}"
-            f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}</body></html>")
+    return (
+        f"<html><head><title>{title}</title>{_STYLE}</head><body><h2>{title}</h2>{verdict}"
+        f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}</body></html>"
+    )
 
 
 @app.get("/runs", response_class=HTMLResponse)
@@ -119,11 +149,14 @@ def runs_page(user: GetUserDep) -> str:
         rows = conn.execute(sa.select(campaign_runs).order_by(campaign_runs.c.started.desc()).limit(200)).all()
     readable = {name: may_read_runs(user, name) for name in {r.campaign for r in rows}}
     links = "".join(
-        f'<tr><td>{html.escape(r.campaign)}</td>'
+        f"<tr><td>{html.escape(r.campaign)}</td>"
         f'<td><a href="run?run_id={html.escape(r.run_key)}">{html.escape(r.dag_run_id)}</a></td>'
         f"<td>{r.started:%Y-%m-%d %H:%M:%S}</td><td>{r.finished or 'not finished'}</td></tr>"
-        for r in rows if readable[r.campaign]
+        for r in rows
+        if readable[r.campaign]
     )
     head = "<tr><th>campaign</th><th>run</th><th>started</th><th>report written</th></tr>"
-    return (f"<html><head><title>DRP campaigns</title>{_STYLE}</head><body><h2>DRP campaign runs</h2>"
-            f"<table>{head}{links}</table></body></html>")
+    return (
+        f"<html><head><title>DRP campaigns</title>{_STYLE}</head><body><h2>DRP campaign runs</h2>"
+        f"<table>{head}{links}</table></body></html>"
+    )

@@ -11,7 +11,6 @@ from drp_campaign.hooks.transfer import TransferHook
 from drp_campaign.transfer import service_kind
 from drp_campaign.triggers.rule_state import RuleStateTrigger
 
-
 # Long enough for the scheduler to see the deferring worker exit, even on a loaded machine.
 FIRST_POLL_DELAY_S = 10.0
 # A rule that settles within this long is waited for in the task (most hops of a small campaign):
@@ -26,8 +25,15 @@ class HopReplicationSensor(BaseSensorOperator):
     template_fields = ("rule_id",)
     ui_color = "#fef7e0"
 
-    def __init__(self, *, rule_id: str, poll_interval_s: float = 2.0, stuck_after_s: float = 0.0,
-                 inline_wait_s: float = INLINE_WAIT_S, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        rule_id: str,
+        poll_interval_s: float = 2.0,
+        stuck_after_s: float = 0.0,
+        inline_wait_s: float = INLINE_WAIT_S,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.rule_id = rule_id
         self.poll_interval_s = poll_interval_s
@@ -48,7 +54,13 @@ class HopReplicationSensor(BaseSensorOperator):
             if time.monotonic() >= deadline:
                 break
             time.sleep(INLINE_POLL_S)
-        self.log.info("rule %s: %s, %d/%d files; waiting in the triggerer", self.rule_id, status.state, status.files_ok, status.files_total)
+        self.log.info(
+            "rule %s: %s, %d/%d files; waiting in the triggerer",
+            self.rule_id,
+            status.state,
+            status.files_ok,
+            status.files_total,
+        )
         self.defer(
             trigger=RuleStateTrigger(
                 self.rule_id,

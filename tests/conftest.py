@@ -44,7 +44,10 @@ def _environment_of(script: str, overrides: dict[str, str]) -> dict[str, str]:
 
 def drop_database(name: str) -> None:
     """Drop a test database even if a stopped service left connections to it (tests share this)."""
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,9 @@ def airflow_env():
     """Start Rucio and Airflow on a clean slate; stop them and restore the environment after the module."""
     work = Path(E2E_ENV["DRP_WORK_DIR"])
     for service in SERVICES:
-        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **E2E_ENV}, check=False)
+        subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **E2E_ENV}, check=False
+        )
     shutil.rmtree(work, ignore_errors=True)
     for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test", E2E_ENV["DRP_RUCIO_DB"]):
         drop_database(db)
@@ -76,7 +81,9 @@ def pytest_collection_modifyitems(config, items):
     Side by side (pytest-xdist, make test), the longest go first: the campaigns (one worker takes
     them at once), then the other integration modules, and the quick unit modules fill the end."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: (item.get_closest_marker("e2e") is None, item.get_closest_marker("integration") is None))
+        items.sort(
+            key=lambda item: (item.get_closest_marker("e2e") is None, item.get_closest_marker("integration") is None)
+        )
     else:
         items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 
@@ -89,8 +96,18 @@ def stop_warm_stack_servers(tmp_path_factory):
     from drp_campaign.settings import stack_prefix
 
     for directory in tmp_path_factory.getbasetemp().glob("*/stack-servers"):
-        subprocess.run([str(stack_prefix() / "bin" / "python"), "-m", "drp_campaign.stackside.warm", "stop", "--dir", str(directory)],
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            [
+                str(stack_prefix() / "bin" / "python"),
+                "-m",
+                "drp_campaign.stackside.warm",
+                "stop",
+                "--dir",
+                str(directory),
+            ],
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +123,9 @@ def seeded_repo(tmp_path_factory):
         key = (site, *flags)
         if key not in made:
             work = tmp_path_factory.mktemp("seeded")
-            answer = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", str(work / site), *flags)
+            answer = stackside(
+                work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", str(work / site), *flags
+            )
             made[key] = (work / site, answer)
         source, answer = made[key]
         shutil.copytree(source, dest, symlinks=True)

@@ -17,7 +17,9 @@ KEY = "manual__2026-11-25T17-00-00-000"
 
 
 def render(campaign, site="FRDF", step="step2b", group=graph.WorkGroup("g001", (3,)), tmp_path=None):
-    return submit_config(campaign, site, step, group, key=KEY, pipeline_yaml=tmp_path / "step2b.yaml", submit_dir=tmp_path / "submit")
+    return submit_config(
+        campaign, site, step, group, key=KEY, pipeline_yaml=tmp_path / "step2b.yaml", submit_dir=tmp_path / "submit"
+    )
 
 
 def test_a_site_group_gets_its_run_query_site_and_requests(tmp_path):
@@ -36,7 +38,11 @@ def test_a_site_group_gets_its_run_query_site_and_requests(tmp_path):
 def test_panda_goes_to_the_sites_compute_site_with_step_overrides(tmp_path):
     doc = yaml.safe_load(CAMPAIGN.read_text())
     doc["pipeline"] = str(CAMPAIGN.parent / doc["pipeline"])
-    doc["bps"] = {"wms": "panda", "request_memory_mb": 3000, "steps": {"step3": {"request_memory_mb": 8000, "request_cpus": 2}}}
+    doc["bps"] = {
+        "wms": "panda",
+        "request_memory_mb": 3000,
+        "steps": {"step3": {"request_memory_mb": 8000, "request_cpus": 2}},
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     campaign = load_campaign(tmp_path / "c.yaml")
     step3 = render(campaign, site="FRDF", step="step3", tmp_path=tmp_path)

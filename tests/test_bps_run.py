@@ -25,14 +25,46 @@ FAULT = "calibrateImage:detector = 1"
 def work(tmp_path_factory, seeded_repo) -> Path:
     work = tmp_path_factory.mktemp("bps")
     seeded_repo(Path(repo(work, "FRDF")), "FRDF")
-    stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"), "--chain", CHAIN)
+    stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--chain",
+        CHAIN,
+    )
     return work
 
 
 def submit(work: Path, group: str, tract: int, *extra: str, ok: bool = True):
-    return stackside(work, "bps-submit", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                     "--step", "step1", "--group", group, "--tracts", str(tract), "--key", KEY, "--chain", CHAIN,
-                     "--run-dir", str(work / "bps" / group), *extra, ok=ok)  # fmt: skip
+    return stackside(
+        work,
+        "bps-submit",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--step",
+        "step1",
+        "--group",
+        group,
+        "--tracts",
+        str(tract),
+        "--key",
+        KEY,
+        "--chain",
+        CHAIN,
+        "--run-dir",
+        str(work / "bps" / group),
+        *extra,
+        ok=ok,
+    )
 
 
 def wait_finished(work: Path, group: str, timeout: float = 120) -> str:
@@ -48,8 +80,16 @@ def report(work: Path, group: str) -> dict:
 
 
 def visible_in_step1_runs(work: Path) -> dict:
-    return stackside(work, "count-datasets", "--repo", repo(work, "FRDF"), "--collections", f"{CHAIN}/FRDF/step1/*",
-                    "--dataset-types", "single_visit_star")  # fmt: skip
+    return stackside(
+        work,
+        "count-datasets",
+        "--repo",
+        repo(work, "FRDF"),
+        "--collections",
+        f"{CHAIN}/FRDF/step1/*",
+        "--dataset-types",
+        "single_visit_star",
+    )
 
 
 def test_a_clean_run_is_reported_per_task_and_joins_the_chain(work: Path):
@@ -72,7 +112,10 @@ def test_a_clean_run_is_reported_per_task_and_joins_the_chain(work: Path):
     read_at = outcome.stat().st_mtime_ns
     after = submit(work, "g000", 2)
     assert after["action"] == "attached" and after["attempt"] == 1
-    assert {k: v for k, v in report(work, "g000").items() if k != "elapsed_s"} == {**{k: v for k, v in res.items() if k != "elapsed_s"}, "chain_updated": False}
+    assert {k: v for k, v in report(work, "g000").items() if k != "elapsed_s"} == {
+        **{k: v for k, v in res.items() if k != "elapsed_s"},
+        "chain_updated": False,
+    }
     assert outcome.stat().st_mtime_ns == read_at, "pipetask report ran once for this attempt"
     assert len(bpsrec.read_record(work / "bps" / "g000")["attempts"]) == 1
     assert visible_in_step1_runs(work)["single_visit_star"] == 8
@@ -168,10 +211,19 @@ def test_the_trigger_waits_cheaply_and_its_on_kill_cancels_the_run_for_real(work
     from drp_campaign.triggers.bps_run import BpsRunTrigger
 
     run = submit(work, "g004", 2, "--job-fault", "slow:120")
-    trigger = BpsRunTrigger(run_dir=run["run_dir"], wms="parsl", run_id=run["run_id"], site="FRDF",
-                            campaign_file=str(CAMPAIGN), poll_interval_s=0.2)  # fmt: skip
+    trigger = BpsRunTrigger(
+        run_dir=run["run_dir"],
+        wms="parsl",
+        run_id=run["run_id"],
+        site="FRDF",
+        campaign_file=str(CAMPAIGN),
+        poll_interval_s=0.2,
+    )
     classpath, kwargs = trigger.serialize()
-    assert classpath == "drp_campaign.triggers.bps_run.BpsRunTrigger" and BpsRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert classpath == "drp_campaign.triggers.bps_run.BpsRunTrigger" and BpsRunTrigger(**kwargs).serialize() == (
+        classpath,
+        kwargs,
+    )
 
     async def first_event(timeout: float):
         gen = trigger.run()

@@ -27,6 +27,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 import yaml
+from conftest import E2E_ENV
 
 from drp_campaign import bps, graph
 from drp_campaign.airflow_client import AirflowClient
@@ -35,7 +36,6 @@ from drp_campaign.faults import faults_file
 from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
 from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT, stack_env_allowed
 from drp_campaign.stack import run_stack
-from conftest import E2E_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -46,7 +46,11 @@ DAG_ID = "campaign_test_3x3"
 @pytest.fixture(scope="module")
 def campaign(airflow_env):
     c = load_campaign(CAMPAIGN_FILE)
-    subprocess.run([f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(CAMPAIGN_FILE)], check=True, env=airflow_env)
+    subprocess.run(
+        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(CAMPAIGN_FILE)],
+        check=True,
+        env=airflow_env,
+    )
     return c
 
 
@@ -84,16 +88,35 @@ def hub_counts(campaign, key):
     """Every dataset (not just the first found) in every RUN of the hub's chain: duplicates would show."""
     hub = campaign.sites_config.sites["USDF"]
     types = ",".join(expected_products(campaign))
-    return stack(campaign, "USDF", "count-datasets", "--repo", str(hub.butler_repo_path()),
-                 "--collections", graph.site_chain(campaign, key), "--dataset-types", types)  # fmt: skip
+    return stack(
+        campaign,
+        "USDF",
+        "count-datasets",
+        "--repo",
+        str(hub.butler_repo_path()),
+        "--collections",
+        graph.site_chain(campaign, key),
+        "--dataset-types",
+        types,
+    )
 
 
 def dataset_ids(campaign, site, key, runs_of, types, tmp_path):
     """UUIDs of `types` at `site` in the RUNs that `runs_of` produced, read from that site's Butler."""
     manifest = tmp_path / f"{site}-{runs_of}.json"
-    stack(campaign, site, "export-hop", "--repo", str(campaign.sites_config.sites[site].butler_repo_path()),
-          "--collections", graph.site_runs_pattern(campaign, key, runs_of), "--dataset-types", types,
-          "--manifest", str(manifest))  # fmt: skip
+    stack(
+        campaign,
+        site,
+        "export-hop",
+        "--repo",
+        str(campaign.sites_config.sites[site].butler_repo_path()),
+        "--collections",
+        graph.site_runs_pattern(campaign, key, runs_of),
+        "--dataset-types",
+        types,
+        "--manifest",
+        str(manifest),
+    )
     return {e["dataset_id"] for e in json.loads(manifest.read_text())["entries"]}
 
 
@@ -108,7 +131,9 @@ FRDF_QUANTUM_FAULT = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAss
 UKDF_RAL_TRANSIENT = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
 
 
-def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean(client, campaign, tmp_path, airflow_env):
+def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean(
+    client, campaign, tmp_path, airflow_env
+):
     """The one full 3x3 of the suite, with its drills inside: FRDF's step2b quantum fails for
     review and holds the fan-in barrier, UKDF_RAL's step2a jobs die once and are restarted by the
     operator; with the fault removed, a retry rescues FRDF's group and the campaign completes with
@@ -153,7 +178,9 @@ def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign
 
 
 def assert_the_retry_rescued_only_what_failed(campaign, key):
-    [retried] = [r for r in Ledger().step_records(key) if (r["site"], r["step"], r["group_label"]) == ("FRDF", "step2b", "g000")]
+    [retried] = [
+        r for r in Ledger().step_records(key) if (r["site"], r["step"], r["group_label"]) == ("FRDF", "step2b", "g000")
+    ]
     assert retried["status"] == "succeeded" and retried["attempts"] >= 2
     # The fix changed the step's definition: the clear rescued the group into a new RUN that
     # made only what had failed; the first RUN and the rescue together hold exactly one.
@@ -161,9 +188,20 @@ def assert_the_retry_rescued_only_what_failed(campaign, key):
     assert [a["kind"] for a in attempts] == ["submit", "rescue"]
     first_run = graph.output_run(campaign, key, "FRDF", "step2b", "g000")
     frdf = campaign.sites_config.sites["FRDF"]
-    counts = {run: stack(campaign, "FRDF", "count-datasets", "--repo", str(frdf.butler_repo_path()),
-                         "--collections", run, "--dataset-types", "isolated_star")["isolated_star"]
-              for run in (first_run, attempts[-1]["output_run"])}  # fmt: skip
+    counts = {
+        run: stack(
+            campaign,
+            "FRDF",
+            "count-datasets",
+            "--repo",
+            str(frdf.butler_repo_path()),
+            "--collections",
+            run,
+            "--dataset-types",
+            "isolated_star",
+        )["isolated_star"]
+        for run in (first_run, attempts[-1]["output_run"])
+    }
     assert counts == {first_run: 0, attempts[-1]["output_run"]: 1}
 
 
@@ -186,7 +224,9 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert all(b.sent > 0 and b.arrived == b.sent for b in balances)
     # The sites started empty: what they processed was placed from USDF, by their tracts only.
     placed = {b.dst_site: b.sent for b in balances if b.hop == "place_inputs"}
-    assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 2 * 4 * 2 + 4 + 14}, "raws + biases (per day) + ref_cat shards"
+    assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 2 * 4 * 2 + 4 + 14}, (
+        "raws + biases (per day) + ref_cat shards"
+    )
 
     assert hub_counts(campaign, key) == expected_products(campaign), "a retry must not duplicate datasets"
 
@@ -213,15 +253,22 @@ def assert_no_secret_left_the_controller(airflow_env):
     jwt_file = Path(airflow_env["AIRFLOW_HOME"]) / "jwt_secret"
     secrets = [E2E_ENV["SITE_SERVICE_TOKEN"], "canary-ledger-5e2d", jwt_file.read_text().strip()]
     for secret in secrets:
-        found = subprocess.run(["grep", "-rlaF", "--exclude", jwt_file.name, secret, E2E_ENV["DRP_WORK_DIR"]],
-                               capture_output=True, text=True).stdout.split()
+        found = subprocess.run(
+            ["grep", "-rlaF", "--exclude", jwt_file.name, secret, E2E_ENV["DRP_WORK_DIR"]],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         assert found == [], f"{secret[:12]}... written to {found[:5]}"
     dumps = list((Path(E2E_ENV["DRP_WORK_DIR"]) / "bps").rglob("*.env.info.yaml"))
     assert dumps, "bps submit's environment dumps are among the files searched"
     assert all(stack_env_allowed(name) for path in dumps for name in yaml.safe_load(path.read_text()))
     for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test"):
-        dump = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", db],
-                              capture_output=True, text=True, check=True).stdout
+        dump = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", db],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "COPY public.xcom " in dump or "COPY public.hop_files " in dump, "the tables searched are there"
         assert not [s for s in secrets if s in dump], f"a secret is in database {db}"
 
@@ -230,8 +277,20 @@ def assert_inventory_balances(campaign, run_id, airflow_env):
     """From outside Airflow, Rucio and the Butlers agree: inputs verified at the sites, products at
     USDF, tape and the IDAC; the sites' released copies shown as released; every other copy Rucio
     holds (each site's fan-in outputs, the hub's inputs) listed and verified."""
-    proc = subprocess.run([f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "inventory", str(CAMPAIGN_FILE),
-                           "--run", run_id, "--json"], capture_output=True, text=True, env=airflow_env, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign",
+            "inventory",
+            str(CAMPAIGN_FILE),
+            "--run",
+            run_id,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=airflow_env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     inventory = json.loads(proc.stdout)
     assert inventory["balanced"] is True
@@ -239,12 +298,17 @@ def assert_inventory_balances(campaign, run_id, airflow_env):
     for site, biases, shards in (("FRDF", 2, 16), ("UKDF_RAL", 4, 14)):
         placed = {t: rows[(site, "place_inputs", t)] for t in ("raw", "bias", "ref_cat")}
         assert {t: (r["expected"], r["verified"], r["state"]) for t, r in placed.items()} == {
-            "raw": (16, 16, "ok"), "bias": (biases, biases, "ok"), "ref_cat": (shards, shards, "ok")}  # fmt: skip
+            "raw": (16, 16, "ok"),
+            "bias": (biases, biases, "ok"),
+            "ref_cat": (shards, shards, "ok"),
+        }
         assert rows[(site, "distribute_step2c", "fgcm_photo_calib")]["state"] == "released"
         # The site's own copy of what it sent to step2c: Rucio holds it for the hop's 30 days (#12 finding 5).
         held = {t: rows[(site, "gather_for_step2c", t)] for t in ("isolated_star", "preliminary_visit_summary")}
         assert {t: (r["expected"], r["verified"], r["rucio_available"], r["state"]) for t, r in held.items()} == {
-            "isolated_star": (2, 2, 2, "ok"), "preliminary_visit_summary": (8, 8, 8, "ok")}
+            "isolated_star": (2, 2, 2, "ok"),
+            "preliminary_visit_summary": (8, 8, 8, "ok"),
+        }
     assert rows[("USDF", "archive_products", "object_table")]["verified"] == 6, "the hub's copy of what went to tape"
     assert {r["state"] for (where, hop, _), r in rows.items() if (where, hop) == ("USDF", "place_inputs")} == {"ok"}
     for rse in ("USDF_TAPE", "IDAC_UK_DISK"):
@@ -254,22 +318,36 @@ def assert_inventory_balances(campaign, run_id, airflow_env):
 def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):
     """Products went to tape; then FRDF's Butler forgot its copies and Rucio's reaper deleted the files."""
     [tape] = [h for h in report["hops"] if h["to"] == "USDF_TAPE"]
-    assert tape["arrived"] == tape["sent"] == sum(
-        n for t, n in expected_products(campaign).items()
-        if t in campaign.hops["archive_products"].dataset_types
-    ), "every product and metric of the run is on tape"  # fmt: skip
+    assert (
+        tape["arrived"]
+        == tape["sent"]
+        == sum(
+            n for t, n in expected_products(campaign).items() if t in campaign.hops["archive_products"].dataset_types
+        )
+    ), "every product and metric of the run is on tape"
     assert {(r["site"], r["hop"]) for r in report["released"]} == {
         (site, hop) for site in ("FRDF", "UKDF_RAL") for hop in ("return_products", "distribute_step2c")
     }
     assert all(r["files"] > 0 and r["rules"] for r in report["released"])
 
     with Ledger().engine.connect() as conn:
-        sent_products = set(conn.execute(sa.select(hop_files.c.dataset_id).where(
-            hop_files.c.run_key == key, hop_files.c.hop == "return_products", hop_files.c.src_site == "FRDF",
-            hop_files.c.dataset_type == "object_table")).scalars())  # fmt: skip
+        sent_products = set(
+            conn.execute(
+                sa.select(hop_files.c.dataset_id).where(
+                    hop_files.c.run_key == key,
+                    hop_files.c.hop == "return_products",
+                    hop_files.c.src_site == "FRDF",
+                    hop_files.c.dataset_type == "object_table",
+                )
+            ).scalars()
+        )
     assert len(sent_products) == 2
-    assert dataset_ids(campaign, "FRDF", key, "FRDF", "object_table", tmp_path) == set(), "FRDF's Butler forgot its copy"
-    assert dataset_ids(campaign, "USDF", key, "FRDF", "object_table", tmp_path) == sent_products, "USDF keeps them, same UUIDs"
+    assert dataset_ids(campaign, "FRDF", key, "FRDF", "object_table", tmp_path) == set(), (
+        "FRDF's Butler forgot its copy"
+    )
+    assert dataset_ids(campaign, "USDF", key, "FRDF", "object_table", tmp_path) == sent_products, (
+        "USDF keeps them, same UUIDs"
+    )
 
     # Rucio's reaper (in the daemon loop) deletes the released files at FRDF; USDF's and tape's stay.
     manifests = PROJECT_ROOT / "var" / "test-e2e" / "transfers" / "manifests" / key
@@ -306,7 +384,9 @@ def _hop_state(campaign, key) -> dict:
             sorted((r["rse_expression"], r["id"]) for r in rucio.list_did_rules(campaign.name, did)),
         )
     return {
-        "hop_files": sorted((b.hop, b.src_site, b.dst_site, b.sent, b.arrived, b.arrived_bytes) for b in ledger.hop_balances(key)),
+        "hop_files": sorted(
+            (b.hop, b.src_site, b.dst_site, b.sent, b.arrived, b.arrived_bytes) for b in ledger.hop_balances(key)
+        ),
         "rules": sorted((r["hop"], r["src_site"], r["dst_site"], r["rule_id"], r["state"]) for r in ledger.rules(key)),
         "released": sorted((r["hop"], r["site"], r["files"], r["bytes"], r["rule_ids"]) for r in ledger.releases(key)),
         "datasets": datasets,
@@ -332,7 +412,9 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
     assert _hop_state(campaign, key) == before
     states = states_by_task(client, run_id)
     # The calibration FRDF was sent and has since released is not delivered again.
-    assert states["FRDF.distribute_step2c.replicate"] == ["skipped"] and states["FRDF.distribute_step2c.verify"] == ["skipped"]
+    assert states["FRDF.distribute_step2c.replicate"] == ["skipped"] and states["FRDF.distribute_step2c.verify"] == [
+        "skipped"
+    ]
     assert all(states[t] == ["success"] for t in tasks if "distribute_step2c" not in t), states
 
 
@@ -346,17 +428,27 @@ def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):
 
 def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> bool:
     """The triggerer has started this task instance's trigger (Airflow logs `... starting` in its log)."""
-    logs = (Path(airflow_env["AIRFLOW_HOME"]) / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
-            / f"map_index={map_index}")  # fmt: skip
+    logs = (
+        Path(airflow_env["AIRFLOW_HOME"])
+        / "logs"
+        / f"dag_id={DAG_ID}"
+        / f"run_id={run_id}"
+        / f"task_id={task_id}"
+        / f"map_index={map_index}"
+    )
     return any(" starting" in log.read_text() for log in logs.glob("attempt=*.log.trigger.*.log"))
 
 
-def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(client, campaign, airflow_env):
+def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(
+    client, campaign, airflow_env
+):
     faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:90"}]))
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF"]})
-        wait_until("both FRDF.step1 groups deferred",
-                   lambda: states_by_task(client, run_id).get("FRDF.step1") == ["deferred", "deferred"])
+        wait_until(
+            "both FRDF.step1 groups deferred",
+            lambda: states_by_task(client, run_id).get("FRDF.step1") == ["deferred", "deferred"],
+        )
     finally:
         faults_file().unlink()
     key = graph.run_key(run_id)
@@ -377,7 +469,9 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
     pids = Path(airflow_env["AIRFLOW_HOME"]) / "pids"
     for service in ("scheduler", "triggerer"):
         subprocess.run(["kill", "-KILL", "--", f"-{(pids / f'{service}.pid').read_text().strip()}"], check=False)
-    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True)
+    subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
+    )
 
     assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"  # g001 was marked failed
     states = states_by_task(client, run_id)
@@ -403,8 +497,15 @@ def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, c
     assert records and {r["status"] for r in records} <= {"dry_run", "empty"}
     assert any(r["quanta_total"] > 0 for r in records), "a dry run still sizes each step's quantum graph"
     usdf = campaign.sites_config.sites["USDF"]
-    written = stack(campaign, "USDF", "count-datasets", "--repo", str(usdf.butler_repo_path()),
-                    "--collections", graph.site_runs_pattern(campaign, key, "USDF"))  # fmt: skip
+    written = stack(
+        campaign,
+        "USDF",
+        "count-datasets",
+        "--repo",
+        str(usdf.butler_repo_path()),
+        "--collections",
+        graph.site_runs_pattern(campaign, key, "USDF"),
+    )
     assert sum(written.values()) == 0, f"a dry run must write no datasets, found {written}"
 
 
@@ -412,33 +513,48 @@ def _hub_script(campaign, body: str) -> None:
     """Run BODY (python, `butler` open on USDF's repo) in the stack env: a hand edit at the hub."""
     from drp_campaign.settings import stack_prefix
 
-    code = ("import astropy.time\nfrom lsst.daf.butler import Butler, Timespan\n"
-            f"butler = Butler.from_config({str(campaign.sites_config.sites['USDF'].butler_repo_path())!r}, writeable=True)\n"
-            "day = Timespan(astropy.time.Time('2026-01-05T00:00:00', scale='tai'), astropy.time.Time('2026-01-06T00:00:00', scale='tai'))\n"
-            + body)  # fmt: skip
-    proc = subprocess.run([str(stack_prefix() / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300)
+    code = (
+        "import astropy.time\nfrom lsst.daf.butler import Butler, Timespan\n"
+        f"butler = Butler.from_config({str(campaign.sites_config.sites['USDF'].butler_repo_path())!r}, writeable=True)\n"
+        "day = Timespan(astropy.time.Time('2026-01-05T00:00:00', scale='tai'), astropy.time.Time('2026-01-06T00:00:00', scale='tai'))\n"
+        + body
+    )
+    proc = subprocess.run(
+        [str(stack_prefix() / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_starts_there(client, campaign):
     """USDF lacks detector 1's bias for 2026-01-05, when UKDF_RAL's tract 4 was observed: its place
     hop fails naming the dates, registers nothing, and UKDF_RAL's step1 never starts."""
-    _hub_script(campaign, "butler.registry.decertify('MockCam/calib', 'bias', day, dataIds=[{'instrument': 'MockCam', 'detector': 1}])")
+    _hub_script(
+        campaign,
+        "butler.registry.decertify('MockCam/calib', 'bias', day, dataIds=[{'instrument': 'MockCam', 'detector': 1}])",
+    )
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["UKDF_RAL"], "tracts": [4]})
         assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"
     finally:  # put the calibration back as it was
-        _hub_script(campaign, "[ref] = butler.query_datasets('bias', collections='MockCam/calib/bias/20260105', "
-                              "where=\"instrument='MockCam' AND detector=1\", explain=False)\n"
-                              "butler.registry.certify('MockCam/calib', [ref], day)")
+        _hub_script(
+            campaign,
+            "[ref] = butler.query_datasets('bias', collections='MockCam/calib/bias/20260105', "
+            "where=\"instrument='MockCam' AND detector=1\", explain=False)\n"
+            "butler.registry.certify('MockCam/calib', [ref], day)",
+        )
     key = graph.run_key(run_id)
     states = states_by_task(client, run_id)
     assert states["UKDF_RAL.check_software"] == ["success"]
     assert states["UKDF_RAL.place_inputs.register"] == ["failed"]
     assert states["UKDF_RAL.check_inputs"] == ["upstream_failed"]
-    assert set(states.get("UKDF_RAL.step1", ["upstream_failed"])) == {"upstream_failed"}, "no step starts on incomplete inputs"
+    assert set(states.get("UKDF_RAL.step1", ["upstream_failed"])) == {"upstream_failed"}, (
+        "no step starts on incomplete inputs"
+    )
     log = client.task_log(DAG_ID, run_id, "UKDF_RAL.place_inputs.register")
-    assert "bias detector=1: nothing certified in MockCam/calib for 2026-01-05T11:20:00 .. 2026-01-05T11:23:30 TAI" in log and "visits 5000, 5001, 5002, 5003" in log
+    assert (
+        "bias detector=1: nothing certified in MockCam/calib for 2026-01-05T11:20:00 .. 2026-01-05T11:23:30 TAI" in log
+        and "visits 5000, 5001, 5002, 5003" in log
+    )
     assert not Ledger().hop_balances(key), "nothing was registered for transfer"
     assert not Ledger().releases(key), "and nothing released"
 
@@ -459,12 +575,27 @@ def test_the_api_server_serves_the_campaign_view(client):
 # succeeds, so the viewer's 403 is the role's, and nothing is started or changed by either.
 APPROVAL = {"chosen_options": ["Approve"], "params_input": {}}
 ROLE_CALLS = {
-    "trigger": ("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {}},
-                {"logical_date": None, "conf": "not an object"}, 422),
-    "clear": ("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", {"dry_run": False, "only_failed": True},
-              {"dry_run": True, "only_failed": True}, 200),
-    "approve": ("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/no-run/taskInstances/USDF.review/-1/hitlDetails",
-                APPROVAL, APPROVAL, 404),
+    "trigger": (
+        "POST",
+        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        {"logical_date": None, "conf": {}},
+        {"logical_date": None, "conf": "not an object"},
+        422,
+    ),
+    "clear": (
+        "POST",
+        f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+        {"dry_run": False, "only_failed": True},
+        {"dry_run": True, "only_failed": True},
+        200,
+    ),
+    "approve": (
+        "PATCH",
+        f"/api/v2/dags/{DAG_ID}/dagRuns/no-run/taskInstances/USDF.review/-1/hitlDetails",
+        APPROVAL,
+        APPROVAL,
+        404,
+    ),
 }
 
 
@@ -492,8 +623,9 @@ def test_the_campaign_view_needs_a_login_and_airflows_auth_files_are_private(air
     for path in ("/runs", "/run", "/api/run"):
         anonymous = requests.get(view + path, params={"run_id": "nope"}, timeout=30)
         assert anonymous.status_code == 401, (path, anonymous.status_code, anonymous.text[:300])
-        forged = requests.get(view + path, params={"run_id": "nope"}, headers={"Authorization": "Bearer x.y.z"},
-                              timeout=30)
+        forged = requests.get(
+            view + path, params={"run_id": "nope"}, headers={"Authorization": "Bearer x.y.z"}, timeout=30
+        )
         assert forged.status_code == 403, (path, forged.status_code)
     assert requests.get(f"{view}/openapi.json", timeout=30).status_code == 404
     assert viewer.session.get(f"{view}/runs", timeout=30).status_code == 200
@@ -502,6 +634,8 @@ def test_the_campaign_view_needs_a_login_and_airflows_auth_files_are_private(air
     assert requests.get(f"{view}/runs", cookies={"_token": token}, timeout=30).status_code == 200
 
     home = Path(airflow_env["AIRFLOW_HOME"])
-    modes = {p.name: p.stat().st_mode & 0o777
-             for p in (home, home / "jwt_secret", home / "simple_auth_manager_passwords.json.generated")}
+    modes = {
+        p.name: p.stat().st_mode & 0o777
+        for p in (home, home / "jwt_secret", home / "simple_auth_manager_passwords.json.generated")
+    }
     assert modes == {"airflow": 0o700, "jwt_secret": 0o600, "simple_auth_manager_passwords.json.generated": 0o600}

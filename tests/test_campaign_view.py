@@ -15,7 +15,7 @@ from drp_campaign.ledger import HopEntry, Ledger
 from drp_campaign.plugins.campaign_view import DrpCampaignPlugin
 from drp_campaign.plugins.campaign_view_app import app as view_app
 
-app = DrpCampaignPlugin.fastapi_apps[0]["app"]   # what Airflow mounts under /drp
+app = DrpCampaignPlugin.fastapi_apps[0]["app"]  # what Airflow mounts under /drp
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -38,11 +38,13 @@ def tokens(tmp_path_factory):
     from airflow.models.revoked_token import RevokedToken
 
     work = tmp_path_factory.mktemp("airflow-auth")
-    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
-           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-           "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,operator:user,viewer:viewer",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json")}
+    env = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,operator:user,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json"),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -53,8 +55,9 @@ def tokens(tmp_path_factory):
         purge_cached_app()
         manager = init_auth_manager()
         users = {"viewer": "VIEWER", "operator": "USER", "admin": "ADMIN", "no-role": None}
-        yield {name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))
-               for name, role in users.items()}
+        yield {
+            name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role)) for name, role in users.items()
+        }
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -76,21 +79,48 @@ def ledger(tmp_path, monkeypatch):
     ledger.claim_run_key("manual__2026-11-25T17-00-00", "test-3x3", "manual__2026-11-25T17:00:00+00:00")
     now = dt.datetime(2026, 11, 25, 17)
     ledger.record_step(
-        run_key="manual__2026-11-25T17-00-00", campaign="test-3x3", dag_run_id="manual__2026-11-25T17:00:00+00:00",
-        site="FRDF", step="step2b", group_label="g000", output_run="drp/test-3x3/x/FRDF/step2b/g000",
-        status="failed", quanta={"total": 1, "failed": 1}, started=now, finished=now, duration_s=3.0,
-    )  # fmt: skip
+        run_key="manual__2026-11-25T17-00-00",
+        campaign="test-3x3",
+        dag_run_id="manual__2026-11-25T17:00:00+00:00",
+        site="FRDF",
+        step="step2b",
+        group_label="g000",
+        output_run="drp/test-3x3/x/FRDF/step2b/g000",
+        status="failed",
+        quanta={"total": 1, "failed": 1},
+        started=now,
+        finished=now,
+        duration_s=3.0,
+    )
     entries = [HopEntry("id-1", "isolated_star", "run", 10, "0000000a")]
-    ledger.record_registered(run_key="manual__2026-11-25T17-00-00", campaign="test-3x3", hop="gather_for_step2c",
-                             src_site="UKDF_RAL", dst_site="USDF", entries=entries)  # fmt: skip
+    ledger.record_registered(
+        run_key="manual__2026-11-25T17-00-00",
+        campaign="test-3x3",
+        hop="gather_for_step2c",
+        src_site="UKDF_RAL",
+        dst_site="USDF",
+        entries=entries,
+    )
     from drp_campaign.transfer.base import RuleStatus
 
     for state in ("REPLICATING", "STUCK"):  # the latest state wins
-        ledger.record_rule(run_key="manual__2026-11-25T17-00-00", hop="gather_for_step2c", src_site="UKDF_RAL",
-                           dst_site="USDF", status=RuleStatus("rule-abc123", state, 1, 0, 0))  # fmt: skip
+        ledger.record_rule(
+            run_key="manual__2026-11-25T17-00-00",
+            hop="gather_for_step2c",
+            src_site="UKDF_RAL",
+            dst_site="USDF",
+            status=RuleStatus("rule-abc123", state, 1, 0, 0),
+        )
     for released in (["rule-hold-9"], []):  # a re-run that released nothing keeps the first record
-        ledger.record_release(run_key="manual__2026-11-25T17-00-00", hop="return_products", site="FRDF",
-                              rse="FRDF_DISK", files=20, nbytes=45858, rule_ids=released)  # fmt: skip
+        ledger.record_release(
+            run_key="manual__2026-11-25T17-00-00",
+            hop="return_products",
+            site="FRDF",
+            rse="FRDF_DISK",
+            files=20,
+            nbytes=45858,
+            rule_ids=released,
+        )
     return ledger
 
 
@@ -105,8 +135,16 @@ def test_a_run_page_shows_steps_hops_and_the_verdict(ledger, tokens):
     assert "rule-abc123" in page.text and "STUCK" in page.text and "REPLICATING" not in page.text
     assert "Site copies released" in page.text and "FRDF_DISK" in page.text and "rule-hold-9" in page.text
     [released] = client.get("/api/run", params={"run_id": "manual__2026-11-25T17-00-00"}).json()["released"]
-    assert (released["site"], released["files"], released["bytes"], released["rules"]) == ("FRDF", 20, 45858, "rule-hold-9")
-    assert client.get("/api/run", params={"run_id": "manual__2026-11-25T17:00:00+00:00"}).json()["ledger_balanced"] is False
+    assert (released["site"], released["files"], released["bytes"], released["rules"]) == (
+        "FRDF",
+        20,
+        45858,
+        "rule-hold-9",
+    )
+    assert (
+        client.get("/api/run", params={"run_id": "manual__2026-11-25T17:00:00+00:00"}).json()["ledger_balanced"]
+        is False
+    )
 
 
 def test_an_unknown_run_is_a_clear_404(ledger, tokens):
@@ -128,8 +166,9 @@ def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
     """Finding 6 (#12): Airflow mounts plugin apps without auth; this one applies Airflow's own."""
     routes = [r.path for r in view_app.routes]
     assert sorted(routes) == ["/api/run", "/run", "/runs"], "no docs or schema pages either"
-    forged = jwt.encode(jwt.decode(tokens["viewer"], options={"verify_signature": False}),
-                        secrets.token_urlsafe(64), algorithm="HS512")
+    forged = jwt.encode(
+        jwt.decode(tokens["viewer"], options={"verify_signature": False}), secrets.token_urlsafe(64), algorithm="HS512"
+    )
     for path in routes:
         anonymous = TestClient(app).get(path, params=RUN)
         assert anonymous.status_code == 401 and "Not authenticated" in anonymous.text, (path, anonymous.text)
@@ -175,8 +214,10 @@ def test_what_a_user_sees_follows_their_roles(ledger, tokens):
 def test_loading_the_plugin_leaves_the_view_and_airflows_api_server_unimported():
     """Every task process loads plugins (for macros); only the api-server needs the view's app and
     Airflow's auth dependency (~0.5 s of CPU to import): it is imported on its first request."""
-    probe = ("import sys, drp_campaign.plugins.campaign_view; "
-             "print(sorted(m for m in ('airflow.api_fastapi.app', 'drp_campaign.plugins.campaign_view_app') "
-             "if m in sys.modules))")
+    probe = (
+        "import sys, drp_campaign.plugins.campaign_view; "
+        "print(sorted(m for m in ('airflow.api_fastapi.app', 'drp_campaign.plugins.campaign_view_app') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

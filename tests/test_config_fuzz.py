@@ -45,19 +45,64 @@ SITES = drp_settings.DEFAULT_SITES_FILE
 MAX_MESSAGE = 1200
 HANG_S = 10  # far above one load (~20 ms): a hang fails the example instead of the whole run
 
-FUZZ = settings(derandomize=True, database=None, deadline=dt.timedelta(seconds=5),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=dt.timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Values that mean something to a shell, a query, YAML, Python or a number parser.
-HOSTILE = ["drp/x$(id>PWNED)", "`id`", "a'b", 'a"b', "x\n", "x\r", "", " ", "../..", "a b", "*", "a;b",
-           "USDF", "step1", "@once", "0 3 31 2 *", "61 * * * *", "x" * 5000, 10**40, -(10**40), 2**63,
-           1e308, -1e308, float("inf"), float("nan"), -1, 0, 0.0, True, None, [], {}]
-SCALARS = st.one_of(st.sampled_from(HOSTILE), st.none(), st.booleans(), st.integers(),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
-YAML_TEXT = st.lists(st.sampled_from([*":{}[]&*!|>'\"%@`#,-? \n\t\\", "a", "1", "x: ", "&a ", "*a", "<<: ", "!!int "]),
-                     max_size=30).map("".join)
+HOSTILE = [
+    "drp/x$(id>PWNED)",
+    "`id`",
+    "a'b",
+    'a"b',
+    "x\n",
+    "x\r",
+    "",
+    " ",
+    "../..",
+    "a b",
+    "*",
+    "a;b",
+    "USDF",
+    "step1",
+    "@once",
+    "0 3 31 2 *",
+    "61 * * * *",
+    "x" * 5000,
+    10**40,
+    -(10**40),
+    2**63,
+    1e308,
+    -1e308,
+    float("inf"),
+    float("nan"),
+    -1,
+    0,
+    0.0,
+    True,
+    None,
+    [],
+    {},
+]
+SCALARS = st.one_of(
+    st.sampled_from(HOSTILE),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+YAML_TEXT = st.lists(
+    st.sampled_from([*":{}[]&*!|>'\"%@`#,-? \n\t\\", "a", "1", "x: ", "&a ", "*a", "<<: ", "!!int "]), max_size=30
+).map("".join)
 
 
 def _shipped(name: str) -> dict[str, Any]:
@@ -159,8 +204,13 @@ def test_drp_campaign_validate_exits_2_with_one_line_on_stderr(texts: dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         campaign, sites = _write(Path(tmp), texts)
         refused = _load(campaign, sites)
-        result = subprocess.run([*_cli(), "validate", str(campaign), "--sites", str(sites)],
-                                capture_output=True, text=True, timeout=60, cwd=tmp)
+        result = subprocess.run(
+            [*_cli(), "validate", str(campaign), "--sites", str(sites)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp,
+        )
     if refused is None:
         assert (result.returncode, result.stderr) == (0, "") and result.stdout.startswith("OK ")
     else:
@@ -169,6 +219,7 @@ def test_drp_campaign_validate_exits_2_with_one_line_on_stderr(texts: dict[str, 
 
 
 # --- what reaches a job's shell (#12 finding 2) -------------------------------------------------
+
 
 def _bps_defaults() -> dict[str, Any]:
     """ctrl_bps's own templates (bps_defaults.yaml in the science-stack environment)."""
@@ -184,10 +235,16 @@ def _job_command(campaign, key: str, tmp: Path) -> tuple[str, list[str]]:
     RUN with '/' made '_' (ctrl_bps initialize), each `{name}` pasted as is, unquoted."""
     defaults = _bps_defaults()
     group = graph.WorkGroup("g000", (0,))
-    config = submit_config(campaign, "USDF", "step1", group, key=key, pipeline_yaml=tmp / "p.yaml",
-                           submit_dir=tmp / "submit")
-    values = {**defaults, **config, **config["payload"], "extraRunQuantumOptions": "",
-              "qgraphNodeId": "0b5a7e0e-0000-4000-8000-000000000000"}
+    config = submit_config(
+        campaign, "USDF", "step1", group, key=key, pipeline_yaml=tmp / "p.yaml", submit_dir=tmp / "submit"
+    )
+    values = {
+        **defaults,
+        **config,
+        **config["payload"],
+        "extraRunQuantumOptions": "",
+        "qgraphNodeId": "0b5a7e0e-0000-4000-8000-000000000000",
+    }
     values["uniqProcName"] = values["outputRun"].replace("/", "_")
     values["qgraphFile"] = f"{values['submitPath']}/{values['qgraphFileTemplate'].format(**values)}"
     command = defaults["runQuantumCommand"]
@@ -200,8 +257,9 @@ def _job_command(campaign, key: str, tmp: Path) -> tuple[str, list[str]]:
 def _run_in_bash(command: str, cwd: Path) -> list[str]:
     """Run the job command in bash, as the WMS does, with pipetask only printing its arguments."""
     script = 'pipetask() { printf "%s\\n" "$@"; }; ' + command
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=cwd, timeout=30,
-                            env={"PATH": os.environ["PATH"]})
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, cwd=cwd, timeout=30, env={"PATH": os.environ["PATH"]}
+    )
     return result.stdout.splitlines()
 
 
@@ -216,8 +274,9 @@ def test_a_hostile_prefix_refused_at_load_would_have_run_in_the_job_command(tmp_
     command, _ = _job_command(hostile, "k", tmp_path)
     _run_in_bash(command, tmp_path)
     assert (tmp_path / "PWNED").exists(), "without the check, the prefix runs in the job's shell"
-    quoted = load_campaign(CAMPAIGN).model_copy(update={"data": hostile.data.model_copy(
-        update={"skymap": "x' OR skymap='y"})})
+    quoted = load_campaign(CAMPAIGN).model_copy(
+        update={"data": hostile.data.model_copy(update={"skymap": "x' OR skymap='y"})}
+    )
     with pytest.raises(ValueError, match="refusing to write it into a data query"):
         group_data_query(quoted, (0,))
     query = group_query(quoted, (0,))  # what the stack side passes to the Butler: bound, not pasted
@@ -247,5 +306,5 @@ def test_what_loads_reaches_the_job_shell_as_plain_words(prefix: str, skymap: st
         assert not set(query) & set('"$`\\'), query
         before = set(tmp.iterdir())
         printed = _run_in_bash(command, tmp)
-        assert printed == shlex.split(command)[1:] and printed[printed.index("run-qbb"):][:3] == words
+        assert printed == shlex.split(command)[1:] and printed[printed.index("run-qbb") :][:3] == words
         assert set(tmp.iterdir()) == before, "the job command made files"

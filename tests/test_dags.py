@@ -36,10 +36,16 @@ def test_each_site_has_its_own_group_with_every_site_step_mapped(dagbag):
 def test_global_steps_wait_for_every_site_and_run_at_the_hub(dagbag):
     dag = dagbag.dags["campaign_test_3x3"]
     step2c = dag.get_task("USDF.step2c")
-    assert step2c.upstream_task_ids == {"FRDF.gather_for_step2c.verify", "UKDF_RAL.gather_for_step2c.verify", "USDF.step2b"}
+    assert step2c.upstream_task_ids == {
+        "FRDF.gather_for_step2c.verify",
+        "UKDF_RAL.gather_for_step2c.verify",
+        "USDF.step2b",
+    }
     assert dag.get_task("USDF.final_qa").upstream_task_ids == {
-        "FRDF.return_products.verify", "UKDF_RAL.return_products.verify", "USDF.step5",
-    }  # fmt: skip
+        "FRDF.return_products.verify",
+        "UKDF_RAL.return_products.verify",
+        "USDF.step5",
+    }
     assert dag.get_task("USDF.archive_products.register").upstream_task_ids == {"USDF.final_qa"}
 
 
@@ -55,9 +61,11 @@ def test_the_tape_hop_is_confirmed_before_any_site_copy_is_released(dagbag):
         assert release.queue == site.lower()
     assert "USDF.release_site_copies" not in dag.task_dict, "the hub keeps its copies"
     assert dag.get_task("campaign_report").upstream_task_ids == {
-        "USDF.archive_products.confirm_tape", "FRDF.release_site_copies", "UKDF_RAL.release_site_copies",
+        "USDF.archive_products.confirm_tape",
+        "FRDF.release_site_copies",
+        "UKDF_RAL.release_site_copies",
         "USDF.archive_products.confirm_IDAC_UK",
-    }  # fmt: skip
+    }
 
 
 def test_products_go_to_the_idacs_the_tape_hop_names_only_after_tape(dagbag):
@@ -67,11 +75,18 @@ def test_products_go_to_the_idacs_the_tape_hop_names_only_after_tape(dagbag):
     assert copy.upstream_task_ids == {f"{group}.confirm_tape"}
     assert wait.upstream_task_ids == {copy.task_id} and confirm.upstream_task_ids == {wait.task_id}
     assert (type(copy).__name__, type(wait).__name__, type(confirm).__name__) == (
-        "CopyToIdacOperator", "HopReplicationSensor", "ConfirmIdacOperator")
+        "CopyToIdacOperator",
+        "HopReplicationSensor",
+        "ConfirmIdacOperator",
+    )
     assert (copy.idac, confirm.idac, copy.hop) == ("IDAC_UK", "IDAC_UK", "archive_products")
     assert {copy.queue, wait.queue, confirm.queue} == {"usdf"}
     assert dag.get_task(f"{group}.confirm_tape").downstream_task_ids == {
-        copy.task_id, "FRDF.release_site_copies", "UKDF_RAL.release_site_copies", "campaign_report"}
+        copy.task_id,
+        "FRDF.release_site_copies",
+        "UKDF_RAL.release_site_copies",
+        "campaign_report",
+    }
     assert not [t for t in dag.task_dict if "IDAC_FR" in t], "only the IDACs the campaign names"
     assert not [t for t in dagbag.dags["campaign_nightly"].task_dict if "IDAC" in t]
 
@@ -84,7 +99,10 @@ def test_hops_are_register_replicate_wait_ingest_verify(dagbag):
             for before, after in zip(chain, chain[1:]):
                 assert f"{site}.{hop}.{before}" in dag.get_task(f"{site}.{hop}.{after}").upstream_task_ids
         assert dag.get_task(f"{site}.distribute_step2c.register").upstream_task_ids == {"USDF.step2c"}
-        assert dag.get_task(f"{site}.step2d").upstream_task_ids == {f"{site}.check_inputs", f"{site}.distribute_step2c.verify"}
+        assert dag.get_task(f"{site}.step2d").upstream_task_ids == {
+            f"{site}.check_inputs",
+            f"{site}.distribute_step2c.verify",
+        }
     assert not any(t.startswith("USDF.gather_for_step2c") for t in dag.task_dict), "the hub sends nothing to itself"
 
 
@@ -125,7 +143,9 @@ def test_a_bad_campaign_file_is_left_out_and_logged_while_good_ones_load(tmp_pat
     pipeline = str(CAMPAIGNS_DIR.parent / "pipelines" / "drp-mock.yaml")
     good = (CAMPAIGNS_DIR / "test-3x3.yaml").read_text().replace("../pipelines/drp-mock.yaml", pipeline)
     (tmp_path / "good.yaml").write_text(good)
-    (tmp_path / "bad.yaml").write_text(good.replace("name: test-3x3", "name: bad-one").replace("FRDF: [2, 3]", "FRDF: [2, 1]"))
+    (tmp_path / "bad.yaml").write_text(
+        good.replace("name: test-3x3", "name: bad-one").replace("FRDF: [2, 3]", "FRDF: [2, 1]")
+    )
     with caplog.at_level("ERROR"):
         dags = build_all_dags(tmp_path)
     assert list(dags) == ["campaign_test_3x3"]

@@ -33,8 +33,14 @@ PAIRS = {
 @pytest.mark.parametrize(("hop", "site"), PAIRS)
 def test_each_directions_ends_for_the_3x3(campaign, hop, site):
     ends = hops.hop_ends(campaign, hop, site)
-    got = (ends.source, ends.destination, ends.source_rse, ends.destination_rse, ends.destination_label,
-           ends.dataset_end)
+    got = (
+        ends.source,
+        ends.destination,
+        ends.source_rse,
+        ends.destination_rse,
+        ends.destination_label,
+        ends.dataset_end,
+    )
     assert got == PAIRS[(hop, site)]
 
 

@@ -15,8 +15,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import drop_database
+from test_rucio_local import SCRIPT, _daemons_once
+from test_stackside import stackside
+
 from drp_campaign import graph, settings
 from drp_campaign.cli import main
 from drp_campaign.config import load_campaign
@@ -24,8 +26,6 @@ from drp_campaign.inventory import Inventory, InventoryRow, _merged, format_inve
 from drp_campaign.transfer.base import Manifest
 from drp_campaign.transfer.rucio import RucioTransferService, rucio_client
 from operators.hops import hop_dataset_did
-from test_rucio_local import SCRIPT, _daemons_once
-from test_stackside import stackside
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,9 @@ def world(tmp_path_factory, seeded_repo):
     env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB, "DRP_RUCIO_PORT": TEST_PORT}
     env.pop("RUCIO_CONFIG", None)
     drop_database(TEST_DB)
-    started = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=env, capture_output=True, text=True, timeout=180)
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", "--no-daemons"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     conn = json.loads((work / "rucio" / "connection.json").read_text())
     with pytest.MonkeyPatch.context() as mp:
@@ -60,8 +62,14 @@ def world(tmp_path_factory, seeded_repo):
         mp.setenv("RUCIO_CONFIG", conn["client_config"])  # the token cache under this work dir
         try:
             client = rucio_client(conn)
-            yield {"env": env, "work": work, "repos": repos, "client": client, "service": RucioTransferService(client),
-                   "campaign": load_campaign(CAMPAIGN)}  # fmt: skip
+            yield {
+                "env": env,
+                "work": work,
+                "repos": repos,
+                "client": client,
+                "service": RucioTransferService(client),
+                "campaign": load_campaign(CAMPAIGN),
+            }
         finally:
             subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
 
@@ -77,8 +85,18 @@ def settle(world, *rule_ids: str) -> None:
 def frdf_inputs(world) -> Manifest:
     """What FRDF needs for its tracts, selected at the hub (the place hop's register step)."""
     path = world["work"] / "manifests" / "FRDF.source.json"
-    stackside(world["work"], "export-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", str(world["repos"] / "USDF"),
-              "--manifest", str(path))  # fmt: skip
+    stackside(
+        world["work"],
+        "export-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        str(world["repos"] / "USDF"),
+        "--manifest",
+        str(path),
+    )
     return Manifest.read(path)
 
 
@@ -92,8 +110,16 @@ def place_at_frdf(world, run_id: str, manifest: Manifest, ingest: bool = True) -
     if ingest:
         registered = world["work"] / "manifests" / f"{key}.registered.json"
         service.manifest(did).write(registered)
-        out = stackside(world["work"], "ingest-hop", "--repo", str(world["repos"] / "FRDF"), "--manifest", str(registered),
-                        "--replica-dir", str(service.replica_dir("FRDF_DISK")))  # fmt: skip
+        out = stackside(
+            world["work"],
+            "ingest-hop",
+            "--repo",
+            str(world["repos"] / "FRDF"),
+            "--manifest",
+            str(registered),
+            "--replica-dir",
+            str(service.replica_dir("FRDF_DISK")),
+        )
         assert out["ingested"] == len(manifest.entries) and not out["rejected"], out
     return did
 
@@ -120,11 +146,23 @@ def test_a_placed_and_ingested_hop_balances(world, frdf_inputs, capsys):
     assert (inv["run_key"], inv["balanced"]) == (graph.run_key(RUN_1), True)
     expected = by_type(frdf_inputs)
     assert set(expected) == {"raw", "bias", "ref_cat"} and expected["raw"][0] == 16
-    assert {(r["site_or_rse"], r["hop"], r["dataset_type"]): (r["expected"], r["present"], r["verified"], r["rucio_available"],
-                                                             r["bytes_expected"], r["bytes_present"], r["bytes_verified"], r["state"])
-            for r in inv["rows"]} == {
-        (site, "place_inputs", t): (n, n, n, n, b, b, b, "ok") for t, (n, b) in expected.items()
-        for site in ("USDF", "FRDF")}, "the hub's copy (the source, held there) is listed and checked too"  # fmt: skip
+    assert {
+        (r["site_or_rse"], r["hop"], r["dataset_type"]): (
+            r["expected"],
+            r["present"],
+            r["verified"],
+            r["rucio_available"],
+            r["bytes_expected"],
+            r["bytes_present"],
+            r["bytes_verified"],
+            r["state"],
+        )
+        for r in inv["rows"]
+    } == {
+        (site, "place_inputs", t): (n, n, n, n, b, b, b, "ok")
+        for t, (n, b) in expected.items()
+        for site in ("USDF", "FRDF")
+    }, "the hub's copy (the source, held there) is listed and checked too"
     assert inv["notes"] == [] and "place_inputs" not in inv["hops_not_registered"]
     assert "gather_for_step2c" in inv["hops_not_registered"]
 
@@ -148,16 +186,25 @@ def test_tape_and_idac_copies_are_checked_from_rucio(world, frdf_inputs, capsys)
     code, out, _ = inventory(capsys, "--run", RUN_TAPE, "--json")
     rows = {r["site_or_rse"]: r for r in json.loads(out)["rows"]}
     assert code == 1, "the campaign's to_tape hop names IDAC_UK: its copy is expected too"
-    assert (rows["USDF_TAPE"]["verified"], rows["USDF_TAPE"]["bytes_verified"], rows["USDF_TAPE"]["state"]) == (3, archived.total_bytes, "ok")
-    assert (rows["IDAC_UK_DISK"]["expected"], rows["IDAC_UK_DISK"]["verified"], rows["IDAC_UK_DISK"]["state"]) == (3, 0, "missing")
+    assert (rows["USDF_TAPE"]["verified"], rows["USDF_TAPE"]["bytes_verified"], rows["USDF_TAPE"]["state"]) == (
+        3,
+        archived.total_bytes,
+        "ok",
+    )
+    assert (rows["IDAC_UK_DISK"]["expected"], rows["IDAC_UK_DISK"]["verified"], rows["IDAC_UK_DISK"]["state"]) == (
+        3,
+        0,
+        "missing",
+    )
     code, table, _ = inventory(capsys, "--run", RUN_TAPE)
     assert "NOT BALANCED: IDAC_UK_DISK archive_products raw: 0 of 3 verified" in table.splitlines()[-1]
 
     settle(world, service.replicate(did, "IDAC_UK_DISK"))
     code, out, _ = inventory(capsys, "--run", RUN_TAPE, "--json")
     assert code == 0
-    assert sorted((r["site_or_rse"], r["verified"], r["rucio_available"], r["state"]) for r in json.loads(out)["rows"]) == [
-        ("IDAC_UK_DISK", 3, 3, "ok"), ("USDF", 3, 3, "ok"), ("USDF_TAPE", 3, 3, "ok")]  # fmt: skip
+    assert sorted(
+        (r["site_or_rse"], r["verified"], r["rucio_available"], r["state"]) for r in json.loads(out)["rows"]
+    ) == [("IDAC_UK_DISK", 3, 3, "ok"), ("USDF", 3, 3, "ok"), ("USDF_TAPE", 3, 3, "ok")]
     # RUN_1 placed the same files at FRDF: Rucio holds them there for that run, and says so.
     note = "Rucio also holds 3 files of archive_products at FRDF_DISK, which no copy of this run lists"
     assert json.loads(out)["notes"] == [f"{note} (held for another run or dataset)"]
@@ -185,8 +232,9 @@ def test_a_fan_in_sites_own_copy_that_rucio_still_holds_is_listed_and_counts(wor
     sent = {t: (n, n, n, "ok") for t, (n, _) in by_type(frdf_inputs).items()}
     assert held == {(site, "gather_for_step2c", t): v for t, v in sent.items() for site in ("USDF", "FRDF")}
     why = "which no copy of this run lists (held for another run or dataset)"
-    assert inv["notes"] == [f"Rucio also holds 3 files of gather_for_step2c at {rse}, {why}"
-                            for rse in ("IDAC_UK_DISK", "USDF_TAPE")], "RUN_TAPE archived 3 of the same files"
+    assert inv["notes"] == [
+        f"Rucio also holds 3 files of gather_for_step2c at {rse}, {why}" for rse in ("IDAC_UK_DISK", "USDF_TAPE")
+    ], "RUN_TAPE archived 3 of the same files"
     code, table, _ = inventory(capsys, "--run", RUN_FANIN)
     print(f"\n{table}")
     [total] = [line.split() for line in table.splitlines() if line.split()[:2] == ["FRDF", "total"]]
@@ -213,15 +261,25 @@ def test_a_file_damaged_at_the_site_is_named_with_its_site_type_and_count(world,
     print(f"\n{proc.stdout}")
     raws = by_type(frdf_inputs)["raw"]
     verdict = proc.stdout.splitlines()[-1]
-    assert verdict == (f"NOT BALANCED: FRDF place_inputs raw: {raws[0] - 1} of {raws[0]} verified "
-                       f"(1 missing or damaged, {victim.bytes} B)")  # fmt: skip
+    assert verdict == (
+        f"NOT BALANCED: FRDF place_inputs raw: {raws[0] - 1} of {raws[0]} verified "
+        f"(1 missing or damaged, {victim.bytes} B)"
+    )
     assert any(victim.dataset_id in line and "size 2" in line for line in proc.stdout.splitlines() if "note:" in line)
 
-    rows = {r["dataset_type"]: r for r in json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True,
-                                                                    timeout=300).stdout)["rows"]
-            if r["site_or_rse"] == "FRDF"}  # fmt: skip
+    rows = {
+        r["dataset_type"]: r
+        for r in json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=300).stdout)[
+            "rows"
+        ]
+        if r["site_or_rse"] == "FRDF"
+    }
     assert (rows["raw"]["present"], rows["raw"]["verified"], rows["raw"]["rucio_available"], rows["raw"]["state"]) == (
-        raws[0], raws[0] - 1, raws[0], "missing")  # fmt: skip
+        raws[0],
+        raws[0] - 1,
+        raws[0],
+        "missing",
+    )
     assert rows["raw"]["bytes_verified"] == raws[1] - victim.bytes
     assert rows["bias"]["state"] == rows["ref_cat"]["state"] == "ok"
     # The same file is FRDF's own copy of what it sent in RUN_FANIN's fan-in: that copy is short too.
@@ -245,10 +303,14 @@ def test_a_released_copy_is_shown_released_not_missing(world, capsys):
     assert [r["rse_expression"] for r in client.list_did_rules(scope, name)] == ["USDF_DISK"]
     code, table, _ = inventory(capsys, "--run", RUN_2)
     assert code == 0, table
-    assert table.splitlines()[-1] == "BALANCED: every copy Rucio expects is present and verified where it belongs " \
-                                     "(released, as asked: FRDF place_inputs)"
+    assert (
+        table.splitlines()[-1] == "BALANCED: every copy Rucio expects is present and verified where it belongs "
+        "(released, as asked: FRDF place_inputs)"
+    )
     assert all(line.split()[-1] == "released" for line in table.splitlines() if line.startswith("  FRDF "))
-    assert (world["repos"] / "FRDF" / service.manifest(did).entries[0].relpath).is_file(), "RUN_1's rule still holds the files"
+    assert (world["repos"] / "FRDF" / service.manifest(did).entries[0].relpath).is_file(), (
+        "RUN_1's rule still holds the files"
+    )
 
 
 def test_a_run_rucio_does_not_know_is_refused_with_the_runs_it_knows(world, capsys):
@@ -262,10 +324,21 @@ def test_a_run_rucio_does_not_know_is_refused_with_the_runs_it_knows(world, caps
 def test_a_connection_file_that_cannot_be_read_is_refused_and_an_unreachable_rucio_named(tmp_path, capsys):
     code, out, err = inventory(capsys, "--rucio-connection", str(tmp_path / "absent.json"))
     assert (code, out) == (2, "")
-    assert f"cannot read the Rucio connection file {tmp_path / 'absent.json'}" in err and "--rucio-connection FILE" in err
+    assert (
+        f"cannot read the Rucio connection file {tmp_path / 'absent.json'}" in err and "--rucio-connection FILE" in err
+    )
     nothing = tmp_path / "nothing-listens.json"
-    nothing.write_text(json.dumps({"rucio_host": "http://127.0.0.1:9", "account": "drp", "auth_type": "userpass",
-                                   "username": "drp", "password": "x"}))  # fmt: skip
+    nothing.write_text(
+        json.dumps(
+            {
+                "rucio_host": "http://127.0.0.1:9",
+                "account": "drp",
+                "auth_type": "userpass",
+                "username": "drp",
+                "password": "x",
+            }
+        )
+    )
     code, out, err = inventory(capsys, "--rucio-connection", str(nothing))
     assert (code, out) == (1, "")
     assert "error: cannot reach Rucio at http://127.0.0.1:9 as drp" in err and str(nothing) in err
@@ -274,16 +347,39 @@ def test_a_connection_file_that_cannot_be_read_is_refused_and_an_unreachable_ruc
 def test_a_fan_in_from_two_sites_is_one_row_per_type_at_the_hub_and_one_short_part_makes_it_missing():
     """No service: rows as collect makes them per (copy, type), merged and printed."""
     part = dict(site_or_rse="USDF", hop="gather_for_step2c", dataset_type="isolated_star", rucio_available=2)
-    rows = _merged([InventoryRow(**part, expected=2, present=2, verified=2, bytes_expected=20, bytes_present=20, bytes_verified=20),
-                    InventoryRow(**part, expected=3, present=3, verified=2, bytes_expected=30, bytes_present=30, bytes_verified=20,
-                                 state="missing"),
-                    InventoryRow("FRDF", "return_products", "deep_coadd", expected=1, bytes_expected=5, state="released"),
-                    InventoryRow("FRDF", "return_products", "deep_coadd", expected=1, bytes_expected=5, state="released")])  # fmt: skip
+    rows = _merged(
+        [
+            InventoryRow(
+                **part, expected=2, present=2, verified=2, bytes_expected=20, bytes_present=20, bytes_verified=20
+            ),
+            InventoryRow(
+                **part,
+                expected=3,
+                present=3,
+                verified=2,
+                bytes_expected=30,
+                bytes_present=30,
+                bytes_verified=20,
+                state="missing",
+            ),
+            InventoryRow("FRDF", "return_products", "deep_coadd", expected=1, bytes_expected=5, state="released"),
+            InventoryRow("FRDF", "return_products", "deep_coadd", expected=1, bytes_expected=5, state="released"),
+        ]
+    )
     assert [(r.site_or_rse, r.expected, r.verified, r.bytes_verified, r.rucio_available, r.state) for r in rows] == [
-        ("USDF", 5, 4, 40, 4, "missing"), ("FRDF", 2, 0, 0, 0, "released")]  # fmt: skip
+        ("USDF", 5, 4, 40, 4, "missing"),
+        ("FRDF", 2, 0, 0, 0, "released"),
+    ]
     table = format_inventory(Inventory("test-3x3", "k", rows)).splitlines()
     assert [line.split()[:3] for line in table[1:] if line.strip()][:3] == [
-        ["where", "hop", "dataset"], ["USDF", "gather_for_step2c", "isolated_star"], ["USDF", "total", "5"]]  # fmt: skip
-    assert table[-1] == "NOT BALANCED: USDF gather_for_step2c isolated_star: 4 of 5 verified (1 missing or damaged, 10 B)"
+        ["where", "hop", "dataset"],
+        ["USDF", "gather_for_step2c", "isolated_star"],
+        ["USDF", "total", "5"],
+    ]
+    assert (
+        table[-1] == "NOT BALANCED: USDF gather_for_step2c isolated_star: 4 of 5 verified (1 missing or damaged, 10 B)"
+    )
     end = table[1].index("expected") + len("expected")  # numbers are right-aligned under their header
-    assert [line[:end][-2:] for line in table[2:6]] == [" 5", " 5", "", " 2"] and table[2][end] == " "  # row, total, gap, FRDF
+    assert [line[:end][-2:] for line in table[2:6]] == [" 5", " 5", "", " 2"] and table[2][
+        end
+    ] == " "  # row, total, gap, FRDF

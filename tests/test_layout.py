@@ -26,8 +26,11 @@ def test_production_code_never_imports_the_local_stand_ins():
     for folder in PRODUCTION:
         for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
             modules = _imported_modules(ast.parse(path.read_text(), str(path)))
-            offenders += [f"{path.relative_to(PROJECT_ROOT)}: {m}" for m in modules
-                          if m.split(".")[0] == "localservices" or m.endswith(("rucio_local", "panda_local"))]
+            offenders += [
+                f"{path.relative_to(PROJECT_ROOT)}: {m}"
+                for m in modules
+                if m.split(".")[0] == "localservices" or m.endswith(("rucio_local", "panda_local"))
+            ]
     assert not offenders
 
 

@@ -59,18 +59,33 @@ def test_step_attempts_count_retries(ledger):
     now = dt.datetime(2026, 11, 25)
     for status in ("failed", "succeeded"):
         ledger.record_step(
-            run_key="r1", campaign="test-3x3", dag_run_id="manual__x", site="FRDF", step="step2b",
-            group_label="g000", output_run="run", status=status, quanta={"total": 2, "succeeded": 2},
-            started=now, finished=now, duration_s=1.5,
-        )  # fmt: skip
+            run_key="r1",
+            campaign="test-3x3",
+            dag_run_id="manual__x",
+            site="FRDF",
+            step="step2b",
+            group_label="g000",
+            output_run="run",
+            status=status,
+            quanta={"total": 2, "succeeded": 2},
+            started=now,
+            finished=now,
+            duration_s=1.5,
+        )
     [record] = ledger.step_records("r1")
     assert record["status"] == "succeeded" and record["attempts"] == 2
 
 
 def test_a_pair_is_checked_on_its_own_while_another_source_is_still_in_flight(ledger):
     register(ledger, sent(2))  # FRDF -> USDF
-    ledger.record_registered(run_key="r1", campaign="test-3x3", hop="gather", src_site="UKDF_RAL", dst_site="USDF",
-                             entries=[HopEntry("other", "isolated_star", "run", 5, "00000005")])  # fmt: skip
+    ledger.record_registered(
+        run_key="r1",
+        campaign="test-3x3",
+        hop="gather",
+        src_site="UKDF_RAL",
+        dst_site="USDF",
+        entries=[HopEntry("other", "isolated_star", "run", 5, "00000005")],
+    )
     ledger.record_arrived(run_key="r1", hop="gather", dst_site="USDF", entries=sent(2))
     [frdf] = ledger.check_balanced("r1", "gather", "USDF", src_site="FRDF")
     assert frdf.balanced and frdf.sent == 2
@@ -106,21 +121,40 @@ def test_a_ledger_made_before_accepted_failures_gets_the_new_columns(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE step_runs (run_key VARCHAR(200), site VARCHAR(50), step VARCHAR(100), group_label VARCHAR(50), "
-            "campaign VARCHAR(100) NOT NULL, dag_run_id VARCHAR(250) NOT NULL, output_run VARCHAR(500) NOT NULL, "
-            "status VARCHAR(20) NOT NULL, quanta_total INTEGER NOT NULL, quanta_succeeded INTEGER NOT NULL, "
-            "quanta_failed INTEGER NOT NULL, attempts INTEGER NOT NULL, started DATETIME NOT NULL, finished DATETIME NOT NULL, "
-            "duration_s FLOAT NOT NULL, PRIMARY KEY (run_key, site, step, group_label))"))
-        conn.execute(sa.text("INSERT INTO step_runs VALUES ('old', 'FRDF', 'step1', 'g000', 'test-3x3', 'd', 'r', 'succeeded', "
-                             "4, 4, 0, 1, '2026-01-01 00:00:00', '2026-01-01 00:01:00', 60.0)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE step_runs (run_key VARCHAR(200), site VARCHAR(50), step VARCHAR(100), group_label VARCHAR(50), "
+                "campaign VARCHAR(100) NOT NULL, dag_run_id VARCHAR(250) NOT NULL, output_run VARCHAR(500) NOT NULL, "
+                "status VARCHAR(20) NOT NULL, quanta_total INTEGER NOT NULL, quanta_succeeded INTEGER NOT NULL, "
+                "quanta_failed INTEGER NOT NULL, attempts INTEGER NOT NULL, started DATETIME NOT NULL, finished DATETIME NOT NULL, "
+                "duration_s FLOAT NOT NULL, PRIMARY KEY (run_key, site, step, group_label))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO step_runs VALUES ('old', 'FRDF', 'step1', 'g000', 'test-3x3', 'd', 'r', 'succeeded', "
+                "4, 4, 0, 1, '2026-01-01 00:00:00', '2026-01-01 00:01:00', 60.0)"
+            )
+        )
     ledger = Ledger(url)
     [old] = ledger.step_records("old")
     assert (old["quanta_accepted"], old["wms_run_id"]) == (0, "")
     now = dt.datetime(2026, 1, 2)
-    ledger.record_step(run_key="new", campaign="test-3x3", dag_run_id="d", site="FRDF", step="step1", group_label="g000",
-                       output_run="r", status="accepted", quanta={"total": 4, "succeeded": 3, "failed": 1, "accepted": 1},
-                       started=now, finished=now, duration_s=1.0, wms_run_id="/submit/path")  # fmt: skip
+    ledger.record_step(
+        run_key="new",
+        campaign="test-3x3",
+        dag_run_id="d",
+        site="FRDF",
+        step="step1",
+        group_label="g000",
+        output_run="r",
+        status="accepted",
+        quanta={"total": 4, "succeeded": 3, "failed": 1, "accepted": 1},
+        started=now,
+        finished=now,
+        duration_s=1.0,
+        wms_run_id="/submit/path",
+    )
     [new] = ledger.step_records("new")
     assert (new["status"], new["quanta_accepted"], new["wms_run_id"]) == ("accepted", 1, "/submit/path")
     from drp_campaign.report import build_report, format_report

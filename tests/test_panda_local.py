@@ -20,13 +20,20 @@ from types import SimpleNamespace
 import pytest
 import requests
 import yaml
-
 from conftest import drop_database
+
 from drp_campaign import graph, settings
 from drp_campaign.bps import submit_config
 from drp_campaign.config import load_campaign
-from drp_campaign.panda_connection import (PandaConfigError, PandaError, _call, connection_id,
-                                           panda_environment, request_state, request_status)
+from drp_campaign.panda_connection import (
+    PandaConfigError,
+    PandaError,
+    _call,
+    connection_id,
+    panda_environment,
+    request_state,
+    request_status,
+)
 from localservices.panda.config import RELAY_KEY_HEADER
 
 pytestmark = pytest.mark.integration
@@ -50,8 +57,14 @@ TIMINGS: dict[str, float] = {}
 def idds(tmp_path_factory):
     """iDDS + relay brought up from nothing (no database, no work dir); stopped afterwards."""
     work = tmp_path_factory.mktemp("idds-work")
-    env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_IDDS_DB": TEST_DB, "DRP_IDDS_PORT": IDDS_PORT,
-           "DRP_PANDA_RELAY_PORT": RELAY_PORT, "DRP_IDDS_PREFIX": str(IDDS_PREFIX)}
+    env = {
+        **os.environ,
+        "DRP_WORK_DIR": str(work),
+        "DRP_IDDS_DB": TEST_DB,
+        "DRP_IDDS_PORT": IDDS_PORT,
+        "DRP_PANDA_RELAY_PORT": RELAY_PORT,
+        "DRP_IDDS_PREFIX": str(IDDS_PREFIX),
+    }
     drop_database(TEST_DB)
     t0 = time.monotonic()
     started = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=120)
@@ -68,15 +81,22 @@ def idds(tmp_path_factory):
 def connection(idds, **override) -> SimpleNamespace:
     """An Airflow-Connection-like object from the connection.json the bootstrap wrote."""
     stored = json.loads((idds["home"] / "connection.json").read_text())
-    fields = {"conn_id": connection_id(SITE), "host": stored["host"], "port": None, "schema": None,
-              "login": None, "password": stored["password"], "extra_dejson": stored["extra"]}
+    fields = {
+        "conn_id": connection_id(SITE),
+        "host": stored["host"],
+        "port": None,
+        "schema": None,
+        "login": None,
+        "password": stored["password"],
+        "extra_dejson": stored["extra"],
+    }
     return SimpleNamespace(**{**fields, **override})
 
 
 def panda_env(idds, **override) -> dict[str, str]:
     """What a worker would run `bps` with: its environment plus the Connection's."""
     old = os.environ.get("DRP_WORK_DIR")
-    os.environ["DRP_WORK_DIR"] = str(idds["work"])   # PANDA_CONFIG_ROOT goes under the work dir
+    os.environ["DRP_WORK_DIR"] = str(idds["work"])  # PANDA_CONFIG_ROOT goes under the work dir
     try:
         panda = panda_environment(connection(idds, **override))
     finally:
@@ -138,15 +158,22 @@ def submitted(idds):
     chain = graph.site_chain(campaign, KEY)
     t0 = time.monotonic()
     stackside(env, "seed-repo", "--campaign", str(CAMPAIGN), "--site", SITE, "--repo", str(repo))
-    stackside(env, "check-inputs", "--campaign", str(CAMPAIGN), "--site", SITE, "--repo", str(repo),
-              "--chain", chain)
+    stackside(env, "check-inputs", "--campaign", str(CAMPAIGN), "--site", SITE, "--repo", str(repo), "--chain", chain)
     TIMINGS["seed repo"] = time.monotonic() - t0
     pipeline = work / "bps" / f"{STEP}.yaml"
-    stack_python(env, "-c", "import sys; from drp_campaign.config import load_campaign; "
-                 "from pathlib import Path; from drp_campaign.stackside.pipeline import write_pipeline; "
-                 "write_pipeline(load_campaign(sys.argv[1]).pipeline_spec, Path(sys.argv[2]), step=sys.argv[3])",
-                 str(CAMPAIGN), str(pipeline), STEP)
-    cfg = submit_config(campaign, SITE, STEP, GROUP, key=KEY, pipeline_yaml=pipeline, submit_dir=work / "bps" / "submit")
+    stack_python(
+        env,
+        "-c",
+        "import sys; from drp_campaign.config import load_campaign; "
+        "from pathlib import Path; from drp_campaign.stackside.pipeline import write_pipeline; "
+        "write_pipeline(load_campaign(sys.argv[1]).pipeline_spec, Path(sys.argv[2]), step=sys.argv[3])",
+        str(CAMPAIGN),
+        str(pipeline),
+        STEP,
+    )
+    cfg = submit_config(
+        campaign, SITE, STEP, GROUP, key=KEY, pipeline_yaml=pipeline, submit_dir=work / "bps" / "submit"
+    )
     cfg["payload"]["butlerConfig"] = str(repo)
     # Where a PanDA job would fetch the quantum graph from (an S3/WebDAV endpoint at a DF).
     cfg["fileDistributionEndPoint"] = f"file://{work}/bps/distribution/"
@@ -245,8 +272,12 @@ def test_a_bad_connection_names_the_field(idds):
 
 def test_the_relay_refuses_a_call_without_a_token(idds):
     url = f"http://127.0.0.1:{RELAY_PORT}/server/panda/relay_idds_command"
-    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST", "-d", "command_name=ping", url],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST", "-d", "command_name=ping", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "401" and "no bearer token" in body, out.stdout
 
@@ -257,8 +288,12 @@ def relay_call(idds, command: str, args=None, kwargs=None, manager: bool = True)
     fields = {"command_name": command, "args": json.dumps(args or []), "kwargs": json.dumps(kwargs or {})}
     if manager:
         fields["manager"] = True
-    return requests.post(f"http://127.0.0.1:{RELAY_PORT}/server/panda/relay_idds_command", json=fields, timeout=30,
-                         headers={"Authorization": f"Bearer {stored['password']}", "Origin": stored["extra"]["vo"]})
+    return requests.post(
+        f"http://127.0.0.1:{RELAY_PORT}/server/panda/relay_idds_command",
+        json=fields,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stored['password']}", "Origin": stored["extra"]["vo"]},
+    )
 
 
 def test_the_relay_serves_only_what_ctrl_bps_panda_calls_and_only_to_its_own_idds(idds):
@@ -266,30 +301,50 @@ def test_the_relay_serves_only_what_ctrl_bps_panda_calls_and_only_to_its_own_idd
     read or write local files). Each refusal is a 403 before anything runs: the relay logs no call."""
     from localservices.panda.relay import COMMANDS
 
-    assert set(COMMANDS) == {"ping", "get_status", "get_requests", "get_contents_output_ext", "submit",
-                             "submit_build", "update_build_request", "retry", "abort"}
+    assert set(COMMANDS) == {
+        "ping",
+        "get_status",
+        "get_requests",
+        "get_contents_output_ext",
+        "submit",
+        "submit_build",
+        "update_build_request",
+        "retry",
+        "abort",
+    }
     refused = {
         "another iDDS host": (relay_call(idds, "ping+http://127.0.0.1:9/idds"), "is not served"),
-        "a method outside the list": (relay_call(idds, "download_contents", kwargs={"request_id": 1}),
-                                      "is not relayed"),
+        "a method outside the list": (
+            relay_call(idds, "download_contents", kwargs={"request_id": 1}),
+            "is not relayed",
+        ),
         "a private method": (relay_call(idds, "_get_client"), "is not relayed"),
-        "the plain Client": (relay_call(idds, "get_requests", kwargs={"request_id": 1}, manager=False),
-                             "only iDDS's ClientManager"),
-        "an argument it never passes": (relay_call(idds, "get_requests",
-                                                   kwargs={"request_id": 1, "workload_id": 2}),
-                                        "workload_id not relayed"),
-        "a class outside iDDS": (relay_call(idds, "submit", args=[{"module": "os", "class": "system",
-                                                                   "attributes": {}}]), "outside iDDS"),
+        "the plain Client": (
+            relay_call(idds, "get_requests", kwargs={"request_id": 1}, manager=False),
+            "only iDDS's ClientManager",
+        ),
+        "an argument it never passes": (
+            relay_call(idds, "get_requests", kwargs={"request_id": 1, "workload_id": 2}),
+            "workload_id not relayed",
+        ),
+        "a class outside iDDS": (
+            relay_call(idds, "submit", args=[{"module": "os", "class": "system", "attributes": {}}]),
+            "outside iDDS",
+        ),
     }
     for what, (answer, why) in refused.items():
         assert answer.status_code == 403 and why in answer.text, (what, answer.status_code, answer.text)
-    with pytest.raises(PandaError, match="is not relayed"):   # through pandaclient, as bps would see it
+    with pytest.raises(PandaError, match="is not relayed"):  # through pandaclient, as bps would see it
         _call(panda_env(idds), "setup_local_configuration", local_config_root="/tmp")
     log = (idds["home"] / "logs" / "relay.out").read_text()
     ran = set(re.findall(r"command=([\w+:/.]+)", log))
-    assert not ran & {"ping+http://127.0.0.1:9/idds", "download_contents", "_get_client",
-                      "setup_local_configuration"}, ran
-    ping = relay_call(idds, "ping")   # what the relay does serve, to its own iDDS
+    assert not ran & {
+        "ping+http://127.0.0.1:9/idds",
+        "download_contents",
+        "_get_client",
+        "setup_local_configuration",
+    }, ran
+    ping = relay_call(idds, "ping")  # what the relay does serve, to its own iDDS
     assert ping.status_code == 200 and ping.json()[0] is True, ping.text
     same_host = relay_call(idds, f"ping+{json.loads((idds['home'] / 'relay.json').read_text())['idds_host']}")
     assert same_host.status_code == 200 and same_host.json()[0] is True, same_host.text
@@ -318,14 +373,37 @@ def test_the_step_commands_submit_attach_cancel_and_restart_a_panda_run(idds, su
     run_dir = tmp_path / "run"
 
     def step(*args: str) -> dict:
-        proc = subprocess.run([str(STACK / "bin" / "python"), "-m", "drp_campaign.stackside", *args],
-                              env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [str(STACK / "bin" / "python"), "-m", "drp_campaign.stackside", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout)
 
-    submit = ("bps-submit", "--campaign", str(campaign_file), "--site", SITE, "--repo", str(repo), "--step", STEP,
-              "--group", "g000", "--tracts", "2", "--key", KEY, "--chain", graph.site_chain(load_campaign(CAMPAIGN), KEY),
-              "--run-dir", str(run_dir))
+    submit = (
+        "bps-submit",
+        "--campaign",
+        str(campaign_file),
+        "--site",
+        SITE,
+        "--repo",
+        str(repo),
+        "--step",
+        STEP,
+        "--group",
+        "g000",
+        "--tracts",
+        "2",
+        "--key",
+        KEY,
+        "--chain",
+        graph.site_chain(load_campaign(CAMPAIGN), KEY),
+        "--run-dir",
+        str(run_dir),
+    )
     first = step(*submit)
     assert first["action"] == "submitted" and first["wms"] == "panda" and int(first["run_id"]) > 0
     request_id = int(first["run_id"])

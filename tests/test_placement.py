@@ -13,12 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_stackside import STACK_PY, stackside  # noqa: F401 - STACK_PY: skip without the stack env
 
 from drp_campaign import settings
 from drp_campaign.config import load_campaign
 from drp_campaign.dag_factory import build_dag
-
-from test_stackside import STACK_PY, stackside  # noqa: F401 - STACK_PY: skip without the stack env
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +39,19 @@ def hub_copy(hub: Path, tmp_path: Path) -> Path:
 
 
 def export(work: Path, hub_repo: Path, site: str, ok: bool = True):
-    return stackside(work, "export-inputs", "--campaign", str(CAMPAIGN), "--site", site, "--repo", str(hub_repo),
-                     "--manifest", str(work / f"{site}.json"), ok=ok)  # fmt: skip
+    return stackside(
+        work,
+        "export-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        site,
+        "--repo",
+        str(hub_repo),
+        "--manifest",
+        str(work / f"{site}.json"),
+        ok=ok,
+    )
 
 
 def visit_tract(visit: int) -> int:
@@ -73,34 +83,77 @@ def test_a_site_gets_what_its_tracts_need_ingested_certified_and_verified(hub: P
     assert len(raws) == 2 * 4 * 2 == out["by_type"]["raw"]  # tracts x visits_per_tract x detectors
     # Calibrations: one per detector for the one day FRDF's visits were taken (2026-01-04).
     assert sorted((e["data_id"]["detector"], e["validity"]["begin"][:10]) for e in by_type["bias"]) == [
-        (0, "2026-01-04"), (1, "2026-01-04")]  # fmt: skip
+        (0, "2026-01-04"),
+        (1, "2026-01-04"),
+    ]
     # Reference catalog shards: the htm4 pixels whose envelope meets tracts 2 or 3 (see sky.py), all of them.
-    wanted = set(json.loads(stack_python(
-        "from lsst.sphgeom import ConvexPolygon, HtmPixelization, LonLat, UnitVector3d\n"
-        "ids = set()\n"
-        "for c in (25, 35):  # tract t spans RA 10t+1..10t+9, Dec -4..4\n"
-        "    box = ConvexPolygon([UnitVector3d(LonLat.fromDegrees(c + dx, dy)) for dx, dy in ((-4, -4), (4, -4), (4, 4), (-4, 4))])\n"
-        "    ids.update(p for lo, hi in HtmPixelization(4).envelope(box) for p in range(lo, hi))\n"
-        "print(json.dumps(sorted(ids)))")))
+    wanted = set(
+        json.loads(
+            stack_python(
+                "from lsst.sphgeom import ConvexPolygon, HtmPixelization, LonLat, UnitVector3d\n"
+                "ids = set()\n"
+                "for c in (25, 35):  # tract t spans RA 10t+1..10t+9, Dec -4..4\n"
+                "    box = ConvexPolygon([UnitVector3d(LonLat.fromDegrees(c + dx, dy)) for dx, dy in ((-4, -4), (4, -4), (4, 4), (-4, 4))])\n"
+                "    ids.update(p for lo, hi in HtmPixelization(4).envelope(box) for p in range(lo, hi))\n"
+                "print(json.dumps(sorted(ids)))"
+            )
+        )
+    )
     assert {e["data_id"]["htm4"] for e in by_type["ref_cat"]} == wanted
 
     site = tmp_path / "FRDF"
     seeded_repo(site, "FRDF", "--no-data")
     empty = stackside(tmp_path, "check-datasets", "--repo", str(site), "--manifest", str(tmp_path / "FRDF.json"))
-    assert not empty["ok"] and {t: r["present"] for t, r in empty["by_type"].items()} == {"raw": 0, "bias": 0, "ref_cat": 0}
+    assert not empty["ok"] and {t: r["present"] for t, r in empty["by_type"].items()} == {
+        "raw": 0,
+        "bias": 0,
+        "ref_cat": 0,
+    }
 
-    first = stackside(tmp_path, "ingest-hop", "--repo", str(site), "--manifest", str(tmp_path / "FRDF.json"), "--replica-dir", str(hub))
+    first = stackside(
+        tmp_path,
+        "ingest-hop",
+        "--repo",
+        str(site),
+        "--manifest",
+        str(tmp_path / "FRDF.json"),
+        "--replica-dir",
+        str(hub),
+    )
     assert (first["ingested"], first["certified"], first["rejected"]) == (len(entries), 2, [])
-    again = stackside(tmp_path, "ingest-hop", "--repo", str(site), "--manifest", str(tmp_path / "FRDF.json"), "--replica-dir", str(hub))
-    assert (again["ingested"], again["already_present"], again["certified"]) == (0, len(entries), 0), "a retry changes nothing"
+    again = stackside(
+        tmp_path,
+        "ingest-hop",
+        "--repo",
+        str(site),
+        "--manifest",
+        str(tmp_path / "FRDF.json"),
+        "--replica-dir",
+        str(hub),
+    )
+    assert (again["ingested"], again["already_present"], again["certified"]) == (0, len(entries), 0), (
+        "a retry changes nothing"
+    )
 
     held = stackside(tmp_path, "check-datasets", "--repo", str(site), "--manifest", str(tmp_path / "FRDF.json"))
     assert held["ok"], held["problems"]
     assert {t: (r["expected"], r["present"], r["verified"]) for t, r in held["by_type"].items()} == {
-        t: (len(v), len(v), len(v)) for t, v in by_type.items()}  # fmt: skip
+        t: (len(v), len(v), len(v)) for t, v in by_type.items()
+    }
     assert sum(r["bytes_verified"] for r in held["by_type"].values()) == out["bytes"]
 
-    inputs = stackside(tmp_path, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", str(site), "--chain", "drp/t/FRDF")
+    inputs = stackside(
+        tmp_path,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        str(site),
+        "--chain",
+        "drp/t/FRDF",
+    )
     assert inputs["ok"] and inputs["raws_per_tract"] == {"2": [8, 8], "3": [8, 8]}
 
     # A file damaged at the site after ingest: present, but no longer verified, and named.
@@ -121,14 +174,19 @@ def stack_python(code: str) -> str:
 
 def _butler_script(repo: Path, body: str) -> None:
     """Run BODY (python, with `butler` open on REPO) in the stack env."""
-    stack_python(f"from lsst.daf.butler import Butler, Timespan\nimport astropy.time\n"
-                 f"butler = Butler.from_config({str(repo)!r}, writeable=True)\n{body}")
+    stack_python(
+        f"from lsst.daf.butler import Butler, Timespan\nimport astropy.time\n"
+        f"butler = Butler.from_config({str(repo)!r}, writeable=True)\n{body}"
+    )
 
 
 def test_a_raw_missing_at_the_hub_is_named_and_nothing_is_placed(hub_copy: Path, tmp_path: Path):
-    _butler_script(hub_copy, "refs = butler.query_datasets('raw', collections='MockCam/raw/all', "
-                             "where=\"instrument='MockCam' AND visit=3001 AND detector=0\", explain=False)\n"
-                             "assert len(refs) == 1\nbutler.pruneDatasets(refs, purge=True, unstore=True, disassociate=True)")
+    _butler_script(
+        hub_copy,
+        "refs = butler.query_datasets('raw', collections='MockCam/raw/all', "
+        "where=\"instrument='MockCam' AND visit=3001 AND detector=0\", explain=False)\n"
+        "assert len(refs) == 1\nbutler.pruneDatasets(refs, purge=True, unstore=True, disassociate=True)",
+    )
     proc = export(tmp_path, hub_copy, "FRDF", ok=False)
     assert proc.returncode == 2
     assert "raw visit=3001 detector=0 (tract 2) is not in MockCam/raw/all" in proc.stderr
@@ -149,12 +207,18 @@ def test_a_raw_file_lost_at_the_hub_is_named(hub_copy: Path, tmp_path: Path):
 
 
 def test_a_calibration_missing_for_a_date_range_is_named_with_the_dates(hub_copy: Path, tmp_path: Path):
-    _butler_script(hub_copy, "day = Timespan(astropy.time.Time('2026-01-04T00:00:00', scale='tai'), "
-                             "astropy.time.Time('2026-01-05T00:00:00', scale='tai'))\n"
-                             "butler.registry.decertify('MockCam/calib', 'bias', day, dataIds=[{'instrument': 'MockCam', 'detector': 1}])")
+    _butler_script(
+        hub_copy,
+        "day = Timespan(astropy.time.Time('2026-01-04T00:00:00', scale='tai'), "
+        "astropy.time.Time('2026-01-05T00:00:00', scale='tai'))\n"
+        "butler.registry.decertify('MockCam/calib', 'bias', day, dataIds=[{'instrument': 'MockCam', 'detector': 1}])",
+    )
     proc = export(tmp_path, hub_copy, "FRDF", ok=False)
     assert proc.returncode == 2
-    assert "bias detector=1: nothing certified in MockCam/calib for 2026-01-04T02:00:00 .. 2026-01-04T18:43:30 TAI" in proc.stderr
+    assert (
+        "bias detector=1: nothing certified in MockCam/calib for 2026-01-04T02:00:00 .. 2026-01-04T18:43:30 TAI"
+        in proc.stderr
+    )
     assert "visits 3000, 3001, 3002, 3003, 4000, 4001, 4002, 4003" in proc.stderr
     assert not (tmp_path / "FRDF.json").exists()
     # UKDF_RAL's visits (2026-01-05 and -06) are covered: its placement goes on.

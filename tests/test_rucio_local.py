@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import drop_database
+
 from drp_campaign.checksums import adler32
 from drp_campaign.settings import PROJECT_ROOT
 
@@ -27,9 +27,14 @@ SCRIPT = PROJECT_ROOT / "scripts" / "rucio-server.sh"
 TEST_DB = "drp_rucio_test"
 TEST_PORT = "8082"
 SCOPE = "test-3x3"
-RSES = {"USDF_DISK": "DISK", "FRDF_DISK": "DISK", "UKDF_RAL_DISK": "DISK",
-        "UKDF_LANCS_DISK": "DISK", "USDF_TAPE": "TAPE"}
-IDAC_RSES = {"IDAC_UK_DISK", "IDAC_FR_DISK"}   # sites.yaml idacs: disk RSEs fed by USDF_DISK only
+RSES = {
+    "USDF_DISK": "DISK",
+    "FRDF_DISK": "DISK",
+    "UKDF_RAL_DISK": "DISK",
+    "UKDF_LANCS_DISK": "DISK",
+    "USDF_TAPE": "TAPE",
+}
+IDAC_RSES = {"IDAC_UK_DISK", "IDAC_FR_DISK"}  # sites.yaml idacs: disk RSEs fed by USDF_DISK only
 CAMPAIGN = PROJECT_ROOT / "configs" / "campaigns" / "test-3x3.yaml"
 
 
@@ -37,20 +42,20 @@ CAMPAIGN = PROJECT_ROOT / "configs" / "campaigns" / "test-3x3.yaml"
 def rucio(tmp_path_factory):
     """A Rucio server brought up from nothing (no database, no work dir); stopped afterwards."""
     work = tmp_path_factory.mktemp("rucio-work")
-    env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB,
-           "DRP_RUCIO_PORT": TEST_PORT}
+    env = {**os.environ, "DRP_WORK_DIR": str(work), "DRP_RUCIO_DB": TEST_DB, "DRP_RUCIO_PORT": TEST_PORT}
     env.pop("RUCIO_CONFIG", None)
     drop_database(TEST_DB)
     t0 = time.monotonic()
-    started = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=env,
-                             capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", "--no-daemons"], env=env, capture_output=True, text=True, timeout=120
+    )
     seconds = time.monotonic() - t0
     assert started.returncode == 0, started.stdout + started.stderr
     print(f"\nRucio bring-up from nothing: {seconds:.1f} s ({started.stdout.strip()})")
     home = work / "rucio"
     conn = json.loads((home / "connection.json").read_text())
     saved = os.environ.get("RUCIO_CONFIG")
-    os.environ["RUCIO_CONFIG"] = conn["client_config"]   # token cache etc. under the work dir
+    os.environ["RUCIO_CONFIG"] = conn["client_config"]  # token cache etc. under the work dir
     try:
         yield {"env": env, "work": work, "home": home, "conn": conn, "bringup_seconds": seconds}
     finally:
@@ -66,17 +71,23 @@ def client(rucio):
     from rucio.client import Client
 
     c = rucio["conn"]
-    return Client(rucio_host=c["rucio_host"], auth_host=c["auth_host"], account=c["account"],
-                  auth_type=c["auth_type"], creds={"username": c["username"], "password": c["password"]},
-                  vo=c["vo"])
+    return Client(
+        rucio_host=c["rucio_host"],
+        auth_host=c["auth_host"],
+        account=c["account"],
+        auth_type=c["auth_type"],
+        creds={"username": c["username"], "password": c["password"]},
+        vo=c["vo"],
+    )
 
 
 def _daemons_once(rucio, *rule_ids: str, timeout: int = 60, env: dict | None = None) -> dict:
     args = ["bash", str(SCRIPT), "daemons-once", "--timeout", str(timeout)]
     for rule_id in rule_ids:
         args += ["--rule", rule_id]
-    done = subprocess.run(args, env={**rucio["env"], **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout + 60)
+    done = subprocess.run(
+        args, env={**rucio["env"], **(env or {})}, capture_output=True, text=True, timeout=timeout + 60
+    )
     assert done.stdout.strip(), done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -95,8 +106,10 @@ def _site_files(rucio, site: str, n: int, size: int = 4096) -> list[tuple[str, P
 
 
 def _register(client, rse: str, files, dataset: str) -> None:
-    client.add_replicas(rse, [{"scope": SCOPE, "name": rel, "bytes": path.stat().st_size,
-                               "adler32": adler32(path)} for rel, path in files])
+    client.add_replicas(
+        rse,
+        [{"scope": SCOPE, "name": rel, "bytes": path.stat().st_size, "adler32": adler32(path)} for rel, path in files],
+    )
     client.add_dataset(SCOPE, dataset)
     client.attach_dids(SCOPE, dataset, [{"scope": SCOPE, "name": rel} for rel, _ in files])
 
@@ -106,11 +119,12 @@ def test_bring_up_from_nothing(rucio):
 
     assert rucio["bringup_seconds"] < 60
     assert requests.get(f"{rucio['conn']['rucio_host']}/ping", timeout=5).json()["version"] == "41.5.1"
-    assert (rucio["home"] / "rucio.cfg").stat().st_mode & 0o077 == 0   # holds passwords
+    assert (rucio["home"] / "rucio.cfg").stat().st_mode & 0o077 == 0  # holds passwords
     # start again: idempotent, the same server keeps running
     pid = (rucio["home"] / "pids" / "server.pid").read_text()
-    again = subprocess.run(["bash", str(SCRIPT), "start", "--no-daemons"], env=rucio["env"],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        ["bash", str(SCRIPT), "start", "--no-daemons"], env=rucio["env"], capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout
     assert (rucio["home"] / "pids" / "server.pid").read_text() == pid
@@ -131,8 +145,11 @@ def test_rses_types_distances_limits_scopes(client, rucio):
         assert info["rse_type"] == rse_type, rse
         assert info["deterministic"]
         (proto,) = [p for p in info["protocols"] if p["scheme"] == "file"]
-        expected = (rucio["work"] / "rse" / rse) if rse_type == "TAPE" else \
-            (rucio["work"] / "repos" / rse.removesuffix("_DISK"))
+        expected = (
+            (rucio["work"] / "rse" / rse)
+            if rse_type == "TAPE"
+            else (rucio["work"] / "repos" / rse.removesuffix("_DISK"))
+        )
         assert Path(proto["prefix"]) == expected.resolve(), rse
         assert client.list_rse_attributes(rse)["lfn2pfn_algorithm"] == "drp_relpath"
     for src in RSES:
@@ -177,8 +194,10 @@ def test_replicate_in_place_files_to_usdf(client, rucio):
     (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
     result = _daemons_once(rucio, rule_id)
     seconds = time.monotonic() - t0
-    print(f"\nrule FRDF_DISK -> USDF_DISK, 3 files: OK after {seconds:.1f} s "
-          f"({result['passes']} daemon passes, {result['seconds']} s in the daemons)")
+    print(
+        f"\nrule FRDF_DISK -> USDF_DISK, 3 files: OK after {seconds:.1f} s "
+        f"({result['passes']} daemon passes, {result['seconds']} s in the daemons)"
+    )
     assert result["settled"], result
     rule = client.get_replication_rule(rule_id)
     assert rule["state"] == "OK" and rule["locks_ok_cnt"] == 3, rule
@@ -192,8 +211,11 @@ def test_replicate_in_place_files_to_usdf(client, rucio):
     # the same rule again: Rucio refuses the duplicate; the existing rule is found instead
     with pytest.raises(DuplicateRule):
         client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
-    existing = [r["id"] for r in client.list_did_rules(SCOPE, dataset)
-                if r["rse_expression"] == "USDF_DISK" and r["account"] == "drp"]
+    existing = [
+        r["id"]
+        for r in client.list_did_rules(SCOPE, dataset)
+        if r["rse_expression"] == "USDF_DISK" and r["account"] == "drp"
+    ]
     assert existing == [rule_id]
 
 
@@ -203,14 +225,16 @@ def test_corrupted_source_file_fails_and_rule_is_stuck(client, rucio):
     _register(client, "UKDF_RAL_DISK", files, dataset)
     bad_rel, bad_path = files[0]
     data = bytearray(bad_path.read_bytes())
-    data[100] ^= 0xFF                        # same size, different content: only adler32 tells
+    data[100] ^= 0xFF  # same size, different content: only adler32 tells
     bad_path.write_bytes(bytes(data))
     (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
     result = _daemons_once(rucio, rule_id)
     assert result["settled"], result
     rule = client.get_replication_rule(rule_id)
-    print(f"\ncorrupted file: rule {rule['state']} after {result['passes']} daemon passes "
-          f"({result['seconds']} s); rule error: {rule['error']}")
+    print(
+        f"\ncorrupted file: rule {rule['state']} after {result['passes']} daemon passes "
+        f"({result['seconds']} s); rule error: {rule['error']}"
+    )
     assert rule["state"] == "STUCK", rule
     assert rule["locks_ok_cnt"] == 1 and rule["locks_stuck_cnt"] == 1, rule
     assert "CHECKSUM MISMATCH" in (rule["error"] or ""), rule["error"]
@@ -237,19 +261,24 @@ def test_a_transfer_that_fails_once_is_retried_by_rucio_and_lands_once(client, r
     result = _daemons_once(rucio, rule_id, env={"DRP_RUCIO_TRANSFER_FAULTS": str(faults)})
     assert result["settled"], result
     rule = client.get_replication_rule(rule_id)
-    print(f"\nfail-once transfer: rule {rule['state']} after {result['passes']} daemon passes "
-          f"({result['seconds']} s in the daemons)")
+    print(
+        f"\nfail-once transfer: rule {rule['state']} after {result['passes']} daemon passes "
+        f"({result['seconds']} s in the daemons)"
+    )
     assert rule["state"] == "OK" and rule["locks_ok_cnt"] == 2 and rule["locks_stuck_cnt"] == 0, rule
     # the fault really fired, once: the transfertool counted it and Rucio archived the FAILED
     # request it retried, then the DONE one; the other file never failed
     counts = json.loads((rucio["home"] / "transfers.faults-count.json").read_text())
     assert [n for key, n in counts.items() if key.endswith(f"{SCOPE}:{flaky_rel}")] == [1], counts
-    history = [r for r in client.list_requests_history("FRDF_DISK", "USDF_DISK", "F,D", limit=10000)
-               if r["name"] in {rel for rel, _ in files}]
+    history = [
+        r
+        for r in client.list_requests_history("FRDF_DISK", "USDF_DISK", "F,D", limit=10000)
+        if r["name"] in {rel for rel, _ in files}
+    ]
     flaky = sorted((r for r in history if r["name"] == flaky_rel), key=lambda r: r["retry_count"] or 0)
     assert [r["state"] for r in flaky] == ["FAILED", "DONE"], flaky
     assert flaky[0]["err_msg"] and "INJECTED FAULT" in flaky[0]["err_msg"], flaky[0]
-    assert flaky[1]["previous_attempt_id"] == flaky[0]["id"], flaky   # a retry, not a new rule
+    assert flaky[1]["previous_attempt_id"] == flaky[0]["id"], flaky  # a retry, not a new rule
     assert [r["state"] for r in history if r["name"] != flaky_rel] == ["DONE"], history
     # the bytes that landed are the source's, exactly once: one replica, no part files left
     dest_dir = rucio["work"] / "repos" / "USDF" / flaky_rel.rsplit("/", 1)[0]
@@ -266,14 +295,24 @@ def test_a_transfer_that_fails_once_is_retried_by_rucio_and_lands_once(client, r
 # --- the controller's Rucio transfer service against this server -------------------------------
 
 
-def _manifest(files) -> "Manifest":
+def _manifest(files):
     from drp_campaign.transfer.base import Manifest, ManifestEntry
 
-    return Manifest("test", [
-        ManifestEntry(str(uuid.uuid4()), "isolated_star", rel.split("/calexp")[0], rel, path.stat().st_size, adler32(path),
-                      ref={"id": f"ref-{i}", "run": rel.split("/calexp")[0]})
-        for i, (rel, path) in enumerate(files)
-    ])  # fmt: skip
+    return Manifest(
+        "test",
+        [
+            ManifestEntry(
+                str(uuid.uuid4()),
+                "isolated_star",
+                rel.split("/calexp")[0],
+                rel,
+                path.stat().st_size,
+                adler32(path),
+                ref={"id": f"ref-{i}", "run": rel.split("/calexp")[0]},
+            )
+            for i, (rel, path) in enumerate(files)
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +333,12 @@ def test_service_registration_is_idempotent_and_keeps_the_sidecar(rucio, client,
     back = {e.relpath: e for e in service.manifest(did).entries}
     for sent in manifest.entries:
         got = back[sent.relpath]
-        assert (got.dataset_id, got.bytes, got.adler32, got.ref) == (sent.dataset_id, sent.bytes, sent.adler32, sent.ref)
+        assert (got.dataset_id, got.bytes, got.adler32, got.ref) == (
+            sent.dataset_id,
+            sent.bytes,
+            sent.adler32,
+            sent.ref,
+        )
 
 
 def test_twin_tasks_registering_one_dataset_at_once_both_succeed(rucio, client, service):
@@ -309,9 +353,13 @@ def test_twin_tasks_registering_one_dataset_at_once_both_succeed(rucio, client, 
     client.add_dataset(scope, name)
     service._add_missing_replicas(scope, "USDF_DISK", manifest.entries)
     # The twin got there first with half the files.
-    client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries[:2]], rse="USDF_DISK")
+    client.add_files_to_dataset(
+        scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries[:2]], rse="USDF_DISK"
+    )
     with pytest.raises(FileAlreadyExists):  # what Rucio does with the whole batch
-        client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries], rse="USDF_DISK")
+        client.add_files_to_dataset(
+            scope, name, [{"scope": scope, "name": e.relpath} for e in manifest.entries], rse="USDF_DISK"
+        )
     service._attach(scope, name, "USDF_DISK", manifest.entries)
     assert sorted(f["name"] for f in client.list_files(scope, name)) == sorted(e.relpath for e in manifest.entries)
 
@@ -332,14 +380,17 @@ def test_twin_tasks_registering_the_same_files_at_once_both_succeed(rucio, clien
         adds.append(len(files))
         if len(adds) == 1:
             real(rse=rse, files=files[:2])  # the twin's transaction commits half of them first
-            raise DatabaseException("duplicate key value violates unique constraint \"DIDS_PK\"")
+            raise DatabaseException('duplicate key value violates unique constraint "DIDS_PK"')
         return real(rse=rse, files=files)
 
     monkeypatch.setattr(service.client, "add_replicas", twin_wins_the_first_race)
     service._add_missing_replicas(SCOPE, "USDF_DISK", manifest.entries)
     assert adds == [4, 2], "refused once, then only what was still missing"
     dids = [{"scope": SCOPE, "name": e.relpath} for e in manifest.entries]
-    registered = {r["name"] for r in client.list_replicas(dids, rse_expression="USDF_DISK", all_states=True, ignore_availability=True)}
+    registered = {
+        r["name"]
+        for r in client.list_replicas(dids, rse_expression="USDF_DISK", all_states=True, ignore_availability=True)
+    }
     assert registered == {e.relpath for e in manifest.entries}
 
 
@@ -413,7 +464,9 @@ def test_a_missing_airflow_connection_says_how_to_add_it(monkeypatch):
     from drp_campaign.hooks.rucio import RucioConnectionMissing, RucioHook
 
     monkeypatch.delenv("AIRFLOW_CONN_RUCIO_NOWHERE", raising=False)
-    with pytest.raises(RucioConnectionMissing, match="'rucio_nowhere' is not defined: add it .*airflow connections add rucio_nowhere"):
+    with pytest.raises(
+        RucioConnectionMissing, match="'rucio_nowhere' is not defined: add it .*airflow connections add rucio_nowhere"
+    ):
         RucioHook("rucio_nowhere").get_conn()
 
 
@@ -445,18 +498,20 @@ def test_a_destination_over_the_accounts_quota_is_refused_and_no_rule_is_made(ru
     probe, password = f"quota_probe_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     root.add_account(probe, "USER", f"{probe}@localhost")
     root.add_identity(probe, probe, "USERPASS", f"{probe}@localhost", default=True, password=password)
-    root.set_local_account_limit(probe, "USDF_DISK", 1000)   # bytes: less than one file
+    root.set_local_account_limit(probe, "USDF_DISK", 1000)  # bytes: less than one file
     root.set_local_account_limit(probe, "UKDF_RAL_DISK", 10**9)
     c = rucio["conn"]
     cfg = rucio["work"] / f"{probe}.cfg"
-    cfg.write_text(f"[client]\nrucio_host = {c['rucio_host']}\nauth_host = {c['auth_host']}\n"
-                   f"auth_type = userpass\nusername = {probe}\npassword = {password}\naccount = {probe}\n"
-                   f"vo = {c['vo']}\nauth_token_file_path = {rucio['home'] / 'tokens' / probe / 'token'}\n")
+    cfg.write_text(
+        f"[client]\nrucio_host = {c['rucio_host']}\nauth_host = {c['auth_host']}\n"
+        f"auth_type = userpass\nusername = {probe}\npassword = {password}\naccount = {probe}\n"
+        f"vo = {c['vo']}\nauth_token_file_path = {rucio['home'] / 'tokens' / probe / 'token'}\n"
+    )
     probe_client = _client_from_config(cfg)
     assert probe_client.whoami()["account"] == probe
     files = _site_files(rucio, "FRDF", 2)
     did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
-    service.register(did, "FRDF_DISK", _manifest(files))   # as drp: only admins add replicas here
+    service.register(did, "FRDF_DISK", _manifest(files))  # as drp: only admins add replicas here
     with pytest.raises(TransferError) as err:
         RucioTransferService(probe_client).replicate(did, "USDF_DISK")
     print(f"\nover quota: {err.value}")
@@ -484,7 +539,9 @@ def test_a_path_too_long_for_a_rucio_name_is_refused_before_anything_is_register
 
     long_rel = "drp/" + "x" * 260 + ".json"
     did = f"{SCOPE}:svc-{uuid.uuid4().hex[:8]}/gather/FRDF"
-    with pytest.raises(TransferError, match="longer than Rucio's 250-character DID names.*shorten the campaign's output_prefix"):
+    with pytest.raises(
+        TransferError, match="longer than Rucio's 250-character DID names.*shorten the campaign's output_prefix"
+    ):
         service.register(did, "FRDF_DISK", Manifest("x", [ManifestEntry("id", "t", "r", long_rel, 1, "00000001")]))
     assert not list(client.list_dids(SCOPE, {"name": did.split(":")[1]}, did_type="dataset"))
 
@@ -516,8 +573,12 @@ def test_products_at_the_hub_reach_tape_and_an_idac_from_the_hubs_disk_only(ruci
         landed = service.replica_dir("IDAC_UK_DISK") / rel
         assert (landed.stat().st_size, adler32(landed)) == (path.stat().st_size, adler32(path)), rel
     assert service.replica_dir("IDAC_UK_DISK") == (rucio["work"] / "rse" / "IDAC_UK_DISK").resolve()
-    came_from = sorted((r["name"], src, r["state"]) for src in ("USDF_DISK", "FRDF_DISK", "USDF_TAPE")
-                       for r in client.list_requests_history(src, "IDAC_UK_DISK", "F,D", limit=10000) if r["name"] in sizes)
+    came_from = sorted(
+        (r["name"], src, r["state"])
+        for src in ("USDF_DISK", "FRDF_DISK", "USDF_TAPE")
+        for r in client.list_requests_history(src, "IDAC_UK_DISK", "F,D", limit=10000)
+        if r["name"] in sizes
+    )
     assert came_from == sorted((rel, "USDF_DISK", "DONE") for rel in sizes), came_from
 
 
@@ -538,9 +599,23 @@ def operator_env(rucio, monkeypatch, tmp_path):
     from drp_campaign.ledger import Ledger
 
     c = rucio["conn"]
-    monkeypatch.setenv("AIRFLOW_CONN_RUCIO_DEFAULT", json.dumps({
-        "conn_type": "generic", "host": c["rucio_host"], "login": c["username"], "password": c["password"],
-        "extra": {"auth_host": c["auth_host"], "account": c["account"], "auth_type": c["auth_type"], "vo": c["vo"]}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RUCIO_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "host": c["rucio_host"],
+                "login": c["username"],
+                "password": c["password"],
+                "extra": {
+                    "auth_host": c["auth_host"],
+                    "account": c["account"],
+                    "auth_type": c["auth_type"],
+                    "vo": c["vo"],
+                },
+            }
+        ),
+    )
     monkeypatch.setenv("DRP_TRANSFER_SERVICE", "rucio")
     monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     monkeypatch.setenv("DRP_WORK_DIR", str(rucio["work"]))
@@ -558,8 +633,14 @@ def _archived_at_usdf(rucio, service, ledger, run_id: str, n: int = 3, settle: b
     files = _site_files(rucio, "USDF", n)
     manifest = _manifest(files)
     service.register(did, "USDF_DISK", manifest)
-    ledger.record_registered(run_key=key, campaign=SCOPE, hop="archive_products", src_site="USDF", dst_site="USDF_TAPE",
-                             entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries])
+    ledger.record_registered(
+        run_key=key,
+        campaign=SCOPE,
+        hop="archive_products",
+        src_site="USDF",
+        dst_site="USDF_TAPE",
+        entries=[HopEntry(e.dataset_id, e.dataset_type, e.run, e.bytes, e.adler32) for e in manifest.entries],
+    )
     hold, tape = service.replicate(did, "USDF_DISK"), service.replicate(did, "USDF_TAPE")
     if settle:
         assert _daemons_once(rucio, hold, tape)["settled"]
@@ -567,7 +648,8 @@ def _archived_at_usdf(rucio, service, ledger, run_id: str, n: int = 3, settle: b
 
 
 def test_the_idac_tasks_copy_the_archive_after_tape_and_the_report_shows_tape_idacs_and_releases(
-        rucio, client, service, operator_env):
+    rucio, client, service, operator_env
+):
     from drp_campaign.config import load_campaign
     from drp_campaign.operators.archive import ConfirmIdacOperator, ConfirmTapeOperator, CopyToIdacOperator
     from drp_campaign.report import build_report, format_report
@@ -586,7 +668,11 @@ def test_the_idac_tasks_copy_the_archive_after_tape_and_the_report_shows_tape_id
     rule_id = copy.execute(context)
     assert copy.execute(context) == rule_id, "a re-run finds the rule"
     scope, name = did.split(":")
-    assert sorted(r["rse_expression"] for r in client.list_did_rules(scope, name)) == ["IDAC_UK_DISK", "USDF_DISK", "USDF_TAPE"]
+    assert sorted(r["rse_expression"] for r in client.list_did_rules(scope, name)) == [
+        "IDAC_UK_DISK",
+        "USDF_DISK",
+        "USDF_TAPE",
+    ]
     [pending] = ledger.hop_balances(key, "archive_products", "IDAC_UK_DISK")
     assert (pending.src_site, pending.sent, pending.arrived) == ("USDF", 3, 0), "registered once, not yet there"
 
@@ -603,24 +689,49 @@ def test_the_idac_tasks_copy_the_archive_after_tape_and_the_report_shows_tape_id
         assert adler32(rucio["work"] / "rse" / "IDAC_UK_DISK" / rel) == adler32(path)
 
     # What the releases after tape put in the ledger (ReleaseSiteCopiesOperator), for the report.
-    ledger.record_release(run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=2, nbytes=8192,
-                          rule_ids=["r1"])  # fmt: skip
+    ledger.record_release(
+        run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=2, nbytes=8192, rule_ids=["r1"]
+    )
     report = build_report(ledger, SCOPE, key, config=load_campaign(CAMPAIGN))
     assert report["ledger_balanced"] is True
-    assert report["at_tape"] == [{"hop": "archive_products", "rse": "USDF_TAPE", "files": 3, "sent": 3, "bytes": nbytes,
-                                  "rule_id": tape_rule, "rule_state": "OK"}]  # fmt: skip
-    assert report["at_idacs"] == [{"idac": "IDAC_UK", "hop": "archive_products", "rse": "IDAC_UK_DISK", "files": 3,
-                                   "sent": 3, "bytes": nbytes, "rule_id": rule_id, "rule_state": "OK"}]  # fmt: skip
+    assert report["at_tape"] == [
+        {
+            "hop": "archive_products",
+            "rse": "USDF_TAPE",
+            "files": 3,
+            "sent": 3,
+            "bytes": nbytes,
+            "rule_id": tape_rule,
+            "rule_state": "OK",
+        }
+    ]
+    assert report["at_idacs"] == [
+        {
+            "idac": "IDAC_UK",
+            "hop": "archive_products",
+            "rse": "IDAC_UK_DISK",
+            "files": 3,
+            "sent": 3,
+            "bytes": nbytes,
+            "rule_id": rule_id,
+            "rule_state": "OK",
+        }
+    ]
     assert [(r["site"], r["hop"], r["rse"], r["files"], r["bytes"]) for r in report["released"]] == [
-        ("FRDF", "return_products", "FRDF_DISK", 2, 8192)]
+        ("FRDF", "return_products", "FRDF_DISK", 2, 8192)
+    ]
     text = format_report(report)
     print("\n" + text)
     assert f"archive_products     USDF_TAPE            3/3     files {nbytes:>9} B  rule {tape_rule} OK" in text
-    assert f"IDAC_UK     archive_products     IDAC_UK_DISK         3/3     files {nbytes:>9} B  rule {rule_id} OK" in text
+    assert (
+        f"IDAC_UK     archive_products     IDAC_UK_DISK         3/3     files {nbytes:>9} B  rule {rule_id} OK" in text
+    )
     assert "FRDF        return_products      FRDF_DISK            2 files      8192 B" in text
 
 
-def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(rucio, client, service, operator_env, tmp_path):
+def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(
+    rucio, client, service, operator_env, tmp_path
+):
     """sites.yaml names an IDAC whose RSE Rucio lacks: its to_<IDAC> task fails naming the IDAC,
     the RSE and what to do; no rule is made, and the ledger (copies, rules, releases) is untouched."""
     from airflow.sdk.exceptions import AirflowException
@@ -640,8 +751,9 @@ def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(ruci
 
     run_id = f"manual__idac-{uuid.uuid4().hex[:8]}"
     key, did, _, _ = _archived_at_usdf(rucio, service, ledger, run_id, n=1, settle=False)
-    ledger.record_release(run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=1, nbytes=4096,
-                          rule_ids=["r1"])  # fmt: skip
+    ledger.record_release(
+        run_key=key, hop="return_products", site="FRDF", rse="FRDF_DISK", files=1, nbytes=4096, rule_ids=["r1"]
+    )
     scope, name = did.split(":")
 
     def state():
@@ -649,8 +761,14 @@ def test_an_idac_rse_rucio_does_not_know_fails_its_task_and_changes_nothing(ruci
         return rules, ledger.hop_balances(key), ledger.rules(key), ledger.releases(key)
 
     before = state()
-    task = CopyToIdacOperator(task_id="USDF.archive_products.to_IDAC_XX", campaign_file=str(campaign_file),
-                              sites_file=str(sites_file), hop="archive_products", site="USDF", idac="IDAC_XX")  # fmt: skip
+    task = CopyToIdacOperator(
+        task_id="USDF.archive_products.to_IDAC_XX",
+        campaign_file=str(campaign_file),
+        sites_file=str(sites_file),
+        hop="archive_products",
+        site="USDF",
+        idac="IDAC_XX",
+    )
     with pytest.raises(AirflowException) as err:
         task.execute({"run_id": run_id, "params": {}, "ti": _TaskInstance({})})
     text = str(err.value)
@@ -692,8 +810,10 @@ def test_tape_and_idac_copies_are_confirmed_by_reading_them_not_by_rucio_s_word(
         text, got = str(err.value), adler32(rucio["work"] / "rse" / rse / victim.relpath)
         print(f"\n{copy_name} damaged: {text}")
         assert text.startswith(f"{task.pair()}: {copy_name} not confirmed: ledger does not balance for run {key}")
-        assert (f"isolated_star {victim.dataset_id} ({victim.run}): arrived as {victim.bytes} B adler32 {got}, "
-                f"sent {victim.bytes} B adler32 {victim.adler32}") in text
+        assert (
+            f"isolated_star {victim.dataset_id} ({victim.run}): arrived as {victim.bytes} B adler32 {got}, "
+            f"sent {victim.bytes} B adler32 {victim.adler32}"
+        ) in text
         return text
 
     tape = ConfirmTapeOperator(task_id=f"{group}.confirm_tape", **args)

@@ -80,8 +80,11 @@ def test_the_embedded_work_dir_is_private(tmp_path):
     """scripts/env.sh (sourced by every script) makes $DRP_WORK_DIR this user's only."""
     work = tmp_path / "var"
     work.mkdir(mode=0o755)
-    subprocess.run(["bash", "-c", f"source {settings.PROJECT_ROOT / 'scripts' / 'env.sh'}"],
-                   env={**os.environ, "DRP_WORK_DIR": str(work)}, check=True)
+    subprocess.run(
+        ["bash", "-c", f"source {settings.PROJECT_ROOT / 'scripts' / 'env.sh'}"],
+        env={**os.environ, "DRP_WORK_DIR": str(work)},
+        check=True,
+    )
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
 
 

@@ -58,9 +58,12 @@ def context(xcoms: dict[str, dict] | None = None, sites: list[str] | None = None
 
 def check(site: str, campaign: Path = CAMPAIGN, sites_file: Path | None = None, reference: str | None = HUB_TASK):
     return CheckSoftwareOperator(
-        task_id="check_software", campaign_file=str(campaign), sites_file=str(sites_file) if sites_file else None,
-        site=site, reference_task_id=None if site == "USDF" else reference,
-    )  # fmt: skip
+        task_id="check_software",
+        campaign_file=str(campaign),
+        sites_file=str(sites_file) if sites_file else None,
+        site=site,
+        reference_task_id=None if site == "USDF" else reference,
+    )
 
 
 def campaign_copy(directory: Path, edit_pipeline=None) -> Path:

@@ -32,13 +32,20 @@ def stackside(work: Path, *args: str, ok: bool = True) -> dict | subprocess.Comp
     """The stack side's CLI as a site runs it: through a warm stack server of the work dir when the
     suite runs with DRP_STACK_SERVER=warm (the embedded default), else a Python of its own
     (DRP_STACK_SERVER=per-call make test runs the whole suite that way)."""
-    env = dict(os.environ, DRP_WORK_DIR=str(work), DRP_STACK_PREFIX=str(settings.stack_prefix()),
-               PATH=f"{STACK_PY.parent}:{os.environ['PATH']}")  # fmt: skip
+    env = dict(
+        os.environ,
+        DRP_WORK_DIR=str(work),
+        DRP_STACK_PREFIX=str(settings.stack_prefix()),
+        PATH=f"{STACK_PY.parent}:{os.environ['PATH']}",
+    )
     warm = settings.warm_prefix("tests", str(STACK_PY), work / "stack-servers")
     proc = subprocess.run(
         [*(warm or [str(STACK_PY)]), *(["python"] if warm else []), "-m", "drp_campaign.stackside", *args],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if not ok:
         return proc
     assert proc.returncode == 0, f"{args[0]} failed ({proc.returncode}): {proc.stderr[-3000:]}"
@@ -60,8 +67,21 @@ def run_name(site: str, step: str, group: str) -> str:
 
 
 def run_step(work: Path, site: str, step: str, group: str, tracts: str | None, *extra: str) -> dict:
-    args = ["run-step", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site), "--step", step,
-            "--chain", chain(site), "--output-run", run_name(site, step, group)]  # fmt: skip
+    args = [
+        "run-step",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        site,
+        "--repo",
+        repo(work, site),
+        "--step",
+        step,
+        "--chain",
+        chain(site),
+        "--output-run",
+        run_name(site, step, group),
+    ]
     if tracts:
         args += ["--tracts", tracts]
     return stackside(work, *args, *extra)
@@ -69,8 +89,18 @@ def run_step(work: Path, site: str, step: str, group: str, tracts: str | None, *
 
 def manifest_of(work: Path, site: str, pattern: str, types: str, name: str) -> dict:
     out = work / "manifests" / f"{name}.json"
-    stackside(work, "export-hop", "--repo", repo(work, site), "--collections", pattern, "--dataset-types", types,
-              "--manifest", str(out))  # fmt: skip
+    stackside(
+        work,
+        "export-hop",
+        "--repo",
+        repo(work, site),
+        "--collections",
+        pattern,
+        "--dataset-types",
+        types,
+        "--manifest",
+        str(out),
+    )
     return json.loads(out.read_text())
 
 
@@ -85,13 +115,25 @@ def seeded(work: Path) -> Path:
     for site in ("FRDF", "USDF"):
         first = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site))
         assert first["created"] and first["changed"]
-        stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site),
-                  "--chain", chain(site))  # fmt: skip
+        stackside(
+            work,
+            "check-inputs",
+            "--campaign",
+            str(CAMPAIGN),
+            "--site",
+            site,
+            "--repo",
+            repo(work, site),
+            "--chain",
+            chain(site),
+        )
     return work
 
 
 def test_seed_repo_is_idempotent_and_puts_only_the_sites_raws(work: Path):
-    first = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL"))
+    first = stackside(
+        work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL")
+    )
     assert first["created"] is True
     assert first["raws"]["put"] == 2 * 4 * 2  # 2 tracts x 4 visits x 2 detectors
     # The whole sky, not only this site's tracts: 6 tracts, 24 visits, 48 detector regions.
@@ -99,7 +141,9 @@ def test_seed_repo_is_idempotent_and_puts_only_the_sites_raws(work: Path):
     assert first["dimension_records_inserted"]["visit"] == 24
     assert first["dimension_records_inserted"]["visit_detector_region"] == 48
     assert first["dimension_records_inserted"]["patch"] == 12
-    second = stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL"))
+    second = stackside(
+        work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL")
+    )
     assert second["created"] is False and second["changed"] is False
     assert second["raws"] == {**first["raws"], "put": 0}
     assert set(second["dimension_records_inserted"].values()) == {0}
@@ -108,15 +152,39 @@ def test_seed_repo_is_idempotent_and_puts_only_the_sites_raws(work: Path):
 
 def test_check_inputs_counts_raws_per_tract_and_creates_the_chain(seeded: Path):
     work = seeded
-    res = stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                    "--tracts", "2,3", "--chain", chain("FRDF"))  # fmt: skip
+    res = stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--tracts",
+        "2,3",
+        "--chain",
+        chain("FRDF"),
+    )
     assert res["ok"] is True
     assert res["raws_per_tract"] == {"2": [8, 8], "3": [8, 8]}
     assert res["missing"] == []
     assert res["chain"] == chain("FRDF") and res["chain_created"] is False  # made by the fixture
     # Tracts that live at another site have no raws here: reported, not ok.
-    other = stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                      "--tracts", "0,2", "--chain", chain("FRDF"))  # fmt: skip
+    other = stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--tracts",
+        "0,2",
+        "--chain",
+        chain("FRDF"),
+    )
     assert other["ok"] is False
     assert other["raws_per_tract"] == {"0": [0, 8], "2": [8, 8]}
     assert len(other["missing"]) == 8 and all("tract 0" in m for m in other["missing"])
@@ -124,20 +192,77 @@ def test_check_inputs_counts_raws_per_tract_and_creates_the_chain(seeded: Path):
 
 def test_bad_arguments_fail_with_one_clear_line(seeded: Path):
     work = seeded
-    proc = stackside(work, "run-step", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                     "--step", "step9", "--chain", chain("FRDF"), "--output-run", "x/y", ok=False)  # fmt: skip
+    proc = stackside(
+        work,
+        "run-step",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--step",
+        "step9",
+        "--chain",
+        chain("FRDF"),
+        "--output-run",
+        "x/y",
+        ok=False,
+    )
     assert proc.returncode != 0 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "step9" in proc.stderr and "drp-mock.yaml" in proc.stderr
-    proc = stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", str(work / "nope"),
-                     "--chain", "c", ok=False)  # fmt: skip
+    proc = stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        str(work / "nope"),
+        "--chain",
+        "c",
+        ok=False,
+    )
     assert proc.returncode != 0 and "nope" in proc.stderr and "seed-repo" in proc.stderr
-    proc = stackside(work, "run-step", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                     "--step", "step1", "--chain", "no/such/chain", "--output-run", "x/y", ok=False)  # fmt: skip
+    proc = stackside(
+        work,
+        "run-step",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--step",
+        "step1",
+        "--chain",
+        "no/such/chain",
+        "--output-run",
+        "x/y",
+        ok=False,
+    )
     assert proc.returncode != 0 and "no/such/chain" in proc.stderr and "check-inputs" in proc.stderr
-    proc = stackside(work, "run-step", "--campaign", str(CAMPAIGN), "--site", "FRDF", "--repo", repo(work, "FRDF"),
-                     "--step", "step1", "--chain", chain("FRDF"), "--output-run", "x/y", "--fail", "noSuchTask:tract = 2",
-                     ok=False)  # fmt: skip
+    proc = stackside(
+        work,
+        "run-step",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "FRDF",
+        "--repo",
+        repo(work, "FRDF"),
+        "--step",
+        "step1",
+        "--chain",
+        chain("FRDF"),
+        "--output-run",
+        "x/y",
+        "--fail",
+        "noSuchTask:tract = 2",
+        ok=False,
+    )
     assert proc.returncode != 0 and "noSuchTask" in proc.stderr
 
 
@@ -146,7 +271,10 @@ def test_steps_at_one_site_then_fault_then_retry(seeded: Path):
     dry = run_step(work, site, "step1", group, tracts, "--dry-run")
     assert dry["status"] == "dry_run"
     assert dry["quanta_per_task"] == {"isr": 16, "calibrateImage": 16}
-    assert stackside(work, "count-datasets", "--repo", repo(work, site), "--collections", run_name(site, "step1", group)) == {}
+    assert (
+        stackside(work, "count-datasets", "--repo", repo(work, site), "--collections", run_name(site, "step1", group))
+        == {}
+    )
 
     s1 = run_step(work, site, "step1", group, tracts)
     assert s1["status"] == "succeeded", s1
@@ -190,12 +318,29 @@ def test_steps_at_one_site_then_fault_then_retry(seeded: Path):
 def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path):
     work = seeded
     if not (work / "repos" / "FRDF").exists() or not stackside(
-        work, "count-datasets", "--repo", repo(work, "FRDF"), "--collections", f"{PREFIX}/FRDF/*", "--dataset-types", "isolated_star"
+        work,
+        "count-datasets",
+        "--repo",
+        repo(work, "FRDF"),
+        "--collections",
+        f"{PREFIX}/FRDF/*",
+        "--dataset-types",
+        "isolated_star",
     ).get("isolated_star"):
         pytest.skip("needs the FRDF step outputs of test_steps_at_one_site_then_fault_then_retry")
     manifest = work / "manifests" / "gather_FRDF.json"
-    res = stackside(work, "export-hop", "--repo", repo(work, "FRDF"), "--collections", f"{PREFIX}/FRDF/*",
-                    "--dataset-types", "isolated_star,preliminary_visit_summary", "--manifest", str(manifest))  # fmt: skip
+    res = stackside(
+        work,
+        "export-hop",
+        "--repo",
+        repo(work, "FRDF"),
+        "--collections",
+        f"{PREFIX}/FRDF/*",
+        "--dataset-types",
+        "isolated_star,preliminary_visit_summary",
+        "--manifest",
+        str(manifest),
+    )
     assert res["entries"] == 10 and res["by_type"] == {"isolated_star": 2, "preliminary_visit_summary": 8}
     doc = json.loads(manifest.read_text())
     for e in doc["entries"]:
@@ -210,8 +355,18 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(e["path"], dst)
 
-    first = stackside(work, "ingest-hop", "--repo", repo(work, "USDF"), "--manifest", str(manifest),
-                      "--replica-dir", str(replica), "--chain", chain("USDF"))  # fmt: skip
+    first = stackside(
+        work,
+        "ingest-hop",
+        "--repo",
+        repo(work, "USDF"),
+        "--manifest",
+        str(manifest),
+        "--replica-dir",
+        str(replica),
+        "--chain",
+        chain("USDF"),
+    )
     assert first["ingested"] == 10 and first["already_present"] == 0 and first["rejected"] == []
     by_id = {e["dataset_id"]: e for e in doc["entries"]}
     for e in first["entries"]:
@@ -222,18 +377,46 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
     assert {(e["dataset_id"], e["run"], e["adler32"]) for e in dest["entries"]} == {
         (e["dataset_id"], e["run"], e["adler32"]) for e in doc["entries"]
     }
-    via_chain = stackside(work, "count-datasets", "--repo", repo(work, "USDF"), "--collections", chain("USDF"),
-                          "--dataset-types", "isolated_star,preliminary_visit_summary")  # fmt: skip
+    via_chain = stackside(
+        work,
+        "count-datasets",
+        "--repo",
+        repo(work, "USDF"),
+        "--collections",
+        chain("USDF"),
+        "--dataset-types",
+        "isolated_star,preliminary_visit_summary",
+    )
     assert via_chain == {"isolated_star": 2, "preliminary_visit_summary": 8}
 
-    second = stackside(work, "ingest-hop", "--repo", repo(work, "USDF"), "--manifest", str(manifest),
-                       "--replica-dir", str(replica), "--chain", chain("USDF"))  # fmt: skip
+    second = stackside(
+        work,
+        "ingest-hop",
+        "--repo",
+        repo(work, "USDF"),
+        "--manifest",
+        str(manifest),
+        "--replica-dir",
+        str(replica),
+        "--chain",
+        chain("USDF"),
+    )
     assert second["ingested"] == 0 and second["already_present"] == 10 and second["rejected"] == []
 
     # A corrupted replica and a missing one, going to UKDF_RAL: both rejected, the rest ingested.
     stackside(work, "seed-repo", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL"))
-    stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", "UKDF_RAL", "--repo", repo(work, "UKDF_RAL"),
-              "--chain", chain("UKDF_RAL"))  # fmt: skip
+    stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        "UKDF_RAL",
+        "--repo",
+        repo(work, "UKDF_RAL"),
+        "--chain",
+        chain("UKDF_RAL"),
+    )
     bad_replica = work / "replicas" / "UKDF_RAL_DISK"
     shutil.copytree(replica, bad_replica)
     corrupt, missing = doc["entries"][0], doc["entries"][1]
@@ -242,8 +425,18 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
     data[len(data) // 2] ^= 0xFF  # same size, different content
     target.write_bytes(bytes(data))
     (bad_replica / missing["relpath"]).unlink()
-    third = stackside(work, "ingest-hop", "--repo", repo(work, "UKDF_RAL"), "--manifest", str(manifest),
-                      "--replica-dir", str(bad_replica), "--chain", chain("UKDF_RAL"))  # fmt: skip
+    third = stackside(
+        work,
+        "ingest-hop",
+        "--repo",
+        repo(work, "UKDF_RAL"),
+        "--manifest",
+        str(manifest),
+        "--replica-dir",
+        str(bad_replica),
+        "--chain",
+        chain("UKDF_RAL"),
+    )
     assert third["ingested"] == 8
     reasons = {r["dataset_id"]: r["reason"] for r in third["rejected"]}
     assert set(reasons) == {corrupt["dataset_id"], missing["dataset_id"]}
@@ -258,7 +451,12 @@ def test_hop_export_copy_ingest_keeps_uuids_and_rejects_corruption(seeded: Path)
     ids_file.write_text(json.dumps(sorted(ids)))
     released = stackside(work, "forget-datasets", "--repo", repo(work, "UKDF_RAL"), "--ids", str(ids_file))
     assert (released["forgotten"], released["already_gone"]) == (8, 0)
-    assert manifest_of(work, "UKDF_RAL", f"{PREFIX}/FRDF/*", "isolated_star,preliminary_visit_summary", "ral-released")["entries"] == []
+    assert (
+        manifest_of(work, "UKDF_RAL", f"{PREFIX}/FRDF/*", "isolated_star,preliminary_visit_summary", "ral-released")[
+            "entries"
+        ]
+        == []
+    )
     assert all(Path(e["path"]).is_file() for e in at_ral["entries"]), "forgetting deletes no file"
     again = stackside(work, "forget-datasets", "--repo", repo(work, "UKDF_RAL"), "--ids", str(ids_file))
     assert (again["forgotten"], again["already_gone"]) == (0, 8)
@@ -271,8 +469,20 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
     work, site = tmp_path, "USDF"
     seed = seeded_repo(Path(repo(work, site)), site, "--all-tracts")
     assert seed["raws"]["put"] == 48
-    check = stackside(work, "check-inputs", "--campaign", str(CAMPAIGN), "--site", site, "--repo", repo(work, site),
-                      "--tracts", "0,1,2,3,4,5", "--chain", chain(site))  # fmt: skip
+    check = stackside(
+        work,
+        "check-inputs",
+        "--campaign",
+        str(CAMPAIGN),
+        "--site",
+        site,
+        "--repo",
+        repo(work, site),
+        "--tracts",
+        "0,1,2,3,4,5",
+        "--chain",
+        chain(site),
+    )
     assert check["ok"]
     # One group holding every tract keeps this test short; set DRP_TEST_SITE_GROUPS=1 to run the
     # three sites' tract groups (0,1 / 2,3 / 4,5) as separate runs of every per-site step.
@@ -280,8 +490,16 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
         groups, n = {"g01": "0,1", "g23": "2,3", "g45": "4,5"}, 2
     else:
         groups, n = {"gall": "0,1,2,3,4,5"}, 6
-    expected_per_group = {"step1": 16 * n, "step2a": 4 * n, "step2b": n, "step2d": 8 * n, "step2e": 4 * n,
-                          "step3": 8 * n + 4 * n, "step4": 8 * n, "step5": 2 * n}  # fmt: skip
+    expected_per_group = {
+        "step1": 16 * n,
+        "step2a": 4 * n,
+        "step2b": n,
+        "step2d": 8 * n,
+        "step2e": 4 * n,
+        "step3": 8 * n + 4 * n,
+        "step4": 8 * n,
+        "step5": 2 * n,
+    }
     for step in ("step1", "step2a", "step2b"):
         for group, tracts in groups.items():
             res = run_step(work, site, step, group, tracts)
@@ -294,11 +512,24 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
             assert res["status"] == "succeeded" and res["quanta"]["succeeded"] == expected_per_group[step], res
     final = run_step(work, site, "final_qa", "global", None)
     assert final["status"] == "succeeded" and final["outputs"] == {"campaign_qa_summary": 1}
-    counts = stackside(work, "count-datasets", "--repo", repo(work, site), "--collections", f"{PREFIX}/{site}/*",
-                       "--dataset-types", "isolated_star,fgcm_photo_calib,visit_image,deep_coadd,object_table,qa_metrics")  # fmt: skip
-    assert counts == {"isolated_star": 6, "fgcm_photo_calib": 1, "visit_image": 48, "deep_coadd": 24,
-                      "object_table": 6, "qa_metrics": 6}  # fmt: skip
-
+    counts = stackside(
+        work,
+        "count-datasets",
+        "--repo",
+        repo(work, site),
+        "--collections",
+        f"{PREFIX}/{site}/*",
+        "--dataset-types",
+        "isolated_star,fgcm_photo_calib,visit_image,deep_coadd,object_table,qa_metrics",
+    )
+    assert counts == {
+        "isolated_star": 6,
+        "fgcm_photo_calib": 1,
+        "visit_image": 48,
+        "deep_coadd": 24,
+        "object_table": 6,
+        "qa_metrics": 6,
+    }
 
 
 def test_a_hop_whose_source_lacks_one_of_its_dataset_types_registers_nothing(tmp_path: Path, seeded_repo, monkeypatch):
@@ -322,8 +553,17 @@ def test_a_hop_whose_source_lacks_one_of_its_dataset_types_registers_nothing(tmp
     stackside(work, "check-inputs", *at_site, "--chain", graph.site_chain(campaign, key))
     for step in ("step1", "step2a"):
         output_run = graph.output_run(campaign, key, site, step, "g000")
-        out = stackside(work, "run-step", *at_site, "--step", step, "--chain", graph.site_chain(campaign, key),
-                        "--output-run", output_run)
+        out = stackside(
+            work,
+            "run-step",
+            *at_site,
+            "--step",
+            step,
+            "--chain",
+            graph.site_chain(campaign, key),
+            "--output-run",
+            output_run,
+        )
         assert out["status"] == "succeeded", out
     monkeypatch.setenv("DRP_WORK_DIR", str(work))
     monkeypatch.setenv("DRP_TRANSFER_SERVICE", "local")

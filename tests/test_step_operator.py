@@ -24,8 +24,13 @@ def panda_campaign(tmp_path):
 
 
 def operator(campaign_file, site="FRDF"):
-    return PipelineStepOperator(task_id="step1", campaign_file=str(campaign_file), site=site, step="step1",
-                                work_group={"label": "g000", "tracts": [2]})  # fmt: skip
+    return PipelineStepOperator(
+        task_id="step1",
+        campaign_file=str(campaign_file),
+        site=site,
+        step="step1",
+        work_group={"label": "g000", "tracts": [2]},
+    )
 
 
 def test_panda_without_the_sites_connection_is_refused_naming_it(tmp_path, monkeypatch):
@@ -37,8 +42,12 @@ def test_panda_without_the_sites_connection_is_refused_naming_it(tmp_path, monke
 
 
 def test_panda_environment_comes_from_the_connection_not_from_code(tmp_path, monkeypatch):
-    conn = {"conn_type": "http", "host": "http://127.0.0.1:8093/server/panda", "password": "a-token-value",
-            "extra": {"vo": "Rubin"}}  # fmt: skip
+    conn = {
+        "conn_type": "http",
+        "host": "http://127.0.0.1:8093/server/panda",
+        "password": "a-token-value",
+        "extra": {"vo": "Rubin"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_DRP_PANDA_FRDF", json.dumps(conn))
     monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
     env = operator(panda_campaign(tmp_path))._panda_env()
@@ -67,12 +76,18 @@ def test_the_panda_connection_is_looked_up_once_per_task_run(tmp_path, monkeypat
     """submit, the inline wait, restarts and the report all need it: one lookup serves them."""
     from airflow.sdk import BaseHook
 
-    conn = {"conn_type": "http", "host": "http://127.0.0.1:8093/server/panda", "password": "a-token-value",
-            "extra": {"vo": "Rubin"}}  # fmt: skip
+    conn = {
+        "conn_type": "http",
+        "host": "http://127.0.0.1:8093/server/panda",
+        "password": "a-token-value",
+        "extra": {"vo": "Rubin"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_DRP_PANDA_FRDF", json.dumps(conn))
     lookups = []
     real = BaseHook.get_connection.__func__
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(lambda cls, conn_id: lookups.append(conn_id) or real(cls, conn_id)))
+    monkeypatch.setattr(
+        BaseHook, "get_connection", classmethod(lambda cls, conn_id: lookups.append(conn_id) or real(cls, conn_id))
+    )
     op = operator(panda_campaign(tmp_path))
     envs = [op._panda_env() for _ in range(3)]
     assert lookups == ["drp_panda_frdf"] and envs[0] == envs[2] and envs[0]["PANDA_AUTH_VO"] == "Rubin"
@@ -84,7 +99,11 @@ def test_killed_while_waiting_in_the_task_it_cancels_the_bps_run(monkeypatch):
     from drp_campaign.hooks.stack import StackHook
 
     calls = []
-    monkeypatch.setattr(StackHook, "run", lambda self, sub, args, extra_env=None: calls.append((self.site.name, sub, args)) or {"action": "cancelled"})
+    monkeypatch.setattr(
+        StackHook,
+        "run",
+        lambda self, sub, args, extra_env=None: calls.append((self.site.name, sub, args)) or {"action": "cancelled"},
+    )
     op = operator(CAMPAIGN)
     op.on_kill()
     assert calls == [], "nothing is waited on: nothing to cancel"

@@ -14,7 +14,9 @@ def make_manifest(tmp_path, n=3):
         f = src / "run" / f"file{i}.json"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(f"payload {i}" * (i + 1))
-        entries.append(ManifestEntry(f"id-{i}", "isolated_star", "run", f"run/file{i}.json", f.stat().st_size, adler32(f), str(f)))
+        entries.append(
+            ManifestEntry(f"id-{i}", "isolated_star", "run", f"run/file{i}.json", f.stat().st_size, adler32(f), str(f))
+        )
     return Manifest(str(src), entries)
 
 

@@ -21,9 +21,31 @@ PY = str(stack_prefix() / "bin" / "python")
 
 
 def warm(tmp_path: Path, *argv: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{stack_prefix() / 'bin'}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path), **kwargs.pop("env", {})}
-    return subprocess.run([PY, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(tmp_path / "servers"), "--site", "TEST",
-                           "--", *argv], capture_output=True, text=True, env=env, timeout=120, **kwargs)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{stack_prefix() / 'bin'}:{os.environ['PATH']}",
+        "PYTHONPATH": str(tmp_path),
+        **kwargs.pop("env", {}),
+    }
+    return subprocess.run(
+        [
+            PY,
+            "-m",
+            "drp_campaign.stackside.warm",
+            "run",
+            "--dir",
+            str(tmp_path / "servers"),
+            "--site",
+            "TEST",
+            "--",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -72,8 +94,24 @@ def test_killing_the_client_stops_the_command(tmp_path, servers):
         f"import time, pathlib\nfor _ in range(600):\n    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(0.1)\n"
     )
     env = {**os.environ, "PATH": f"{stack_prefix() / 'bin'}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path)}
-    client = subprocess.Popen([PY, "-m", "drp_campaign.stackside.warm", "run", "--dir", str(servers), "--site", "TEST",
-                               "--", "python", "-m", "sleeper"], env=env, start_new_session=True)  # fmt: skip
+    client = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "drp_campaign.stackside.warm",
+            "run",
+            "--dir",
+            str(servers),
+            "--site",
+            "TEST",
+            "--",
+            "python",
+            "-m",
+            "sleeper",
+        ],
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 90
     while not marker.exists():
         assert time.monotonic() < deadline, "the command never started"
@@ -113,7 +151,9 @@ def test_the_per_call_path_and_the_warm_path_give_the_same_answer(tmp_path, monk
     answers = {}
     for mode in ("per-call", "warm"):
         monkeypatch.setenv("DRP_STACK_SERVER", mode)
-        answer = run_stack(site, "software-report", ["--campaign", str(CAMPAIGNS_DIR / "test-3x3.yaml")], log=lambda line: None)
+        answer = run_stack(
+            site, "software-report", ["--campaign", str(CAMPAIGNS_DIR / "test-3x3.yaml")], log=lambda line: None
+        )
         answer.pop("elapsed_s")
         answers[mode] = answer
         assert bool(list((tmp_path / "stack-servers").glob("FRDF-*.pid"))) == (mode == "warm")

@@ -12,8 +12,18 @@ from drp_campaign.wms import ENDED, TRANSITIONS, RunState, RunStateError, check_
 
 
 def test_states_are_the_strings_run_json_and_xcom_always_carried():
-    assert {s.value for s in RunState} == {"MISSING", "RUNNING", "FINISHED", "SUCCEEDED", "FAILED", "CANCELLED",
-                                           "DELETED", "HELD", "LOST", "UNKNOWN"}
+    assert {s.value for s in RunState} == {
+        "MISSING",
+        "RUNNING",
+        "FINISHED",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELLED",
+        "DELETED",
+        "HELD",
+        "LOST",
+        "UNKNOWN",
+    }
     assert json.dumps({"state": RunState.LOST}) == '{"state": "LOST"}'
     assert RunState("FINISHED") == "FINISHED" and "FINISHED" in ENDED and "RUNNING" not in ENDED
 

@@ -101,8 +101,11 @@ class BpsRunTrigger(BaseTrigger):
             env.update(await self._panda_env())
         proc = await asyncio.create_subprocess_exec(
             *stack_argv(site, "bps-cancel", ["--run-dir", self.run_dir]),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
         out, err = await proc.communicate()
         if proc.returncode != 0:
             self.log.error("cancelling BPS run %s failed: %s", self.run_dir, err.decode(errors="replace")[-1000:])

@@ -19,7 +19,9 @@ def _record() -> None:
         wall = float(open("/proc/uptime").read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
     except OSError:
         wall = -1.0
-    line = json.dumps({"pid": os.getpid(), "argv": sys.orig_argv[:8], "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall})
+    line = json.dumps(
+        {"pid": os.getpid(), "argv": sys.orig_argv[:8], "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall}
+    )
     with open(_FILE, "a") as out:
         out.write(line + "\n")
 

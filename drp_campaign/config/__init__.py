@@ -20,8 +20,8 @@ from .load import find_campaign_files, load_campaign, load_pipeline, load_sites
 from .models import (
     CampaignConfig,
     ConfigModel,
-    DatasetTypeSpec,
     DataSelection,
+    DatasetTypeSpec,
     HopConfig,
     InputSelection,
     PandaSite,

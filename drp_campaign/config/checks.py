@@ -25,16 +25,24 @@ def check_sites(sites: SitesConfig) -> None:
         if panda.compute_site not in panda.queues:
             # BPS's computeSite is a PanDA queue name: one the site does not have would be
             # refused by PanDA only after the workflow was built and uploaded.
-            raise ConfigError(file, f"sites.{name}.panda.compute_site", f"unknown computeSite "
-                              f"{clip(panda.compute_site)}: not one of {name}'s PanDA queues "
-                              f"({name_list(panda.queues)}); use one of them or add the queue")
+            raise ConfigError(
+                file,
+                f"sites.{name}.panda.compute_site",
+                f"unknown computeSite "
+                f"{clip(panda.compute_site)}: not one of {name}'s PanDA queues "
+                f"({name_list(panda.queues)}); use one of them or add the queue",
+            )
     if sites.hub not in sites.sites:
-        raise ConfigError(file, "hub", f"hub {clip(sites.hub)} is not one of the sites "
-                          f"({name_list(sites.sites)}); set hub to one of them")
+        raise ConfigError(
+            file,
+            "hub",
+            f"hub {clip(sites.hub)} is not one of the sites ({name_list(sites.sites)}); set hub to one of them",
+        )
     total = math.fsum(site.work_share for site in sites.sites.values())
     if abs(total - 1.0) > WORK_SHARE_TOLERANCE:
-        raise ConfigError(file, "sites.*.work_share", f"work shares sum to {total:.6g}, not 1; "
-                          "adjust them so that they sum to 1")
+        raise ConfigError(
+            file, "sites.*.work_share", f"work shares sum to {total:.6g}, not 1; adjust them so that they sum to 1"
+        )
 
 
 def check_pipeline(spec: PipelineSpec) -> None:
@@ -51,23 +59,33 @@ def check_pipeline(spec: PipelineSpec) -> None:
         for key in ("inputs", "prerequisites", "outputs"):
             for i, name in enumerate(getattr(task, key)):
                 if name not in spec.dataset_types:
-                    raise ConfigError(file, f"tasks.{label}.{key}[{i}]", f"dataset type {clip(name)} "
-                                      "is not declared; add it under dataset_types or fix the name")
+                    raise ConfigError(
+                        file,
+                        f"tasks.{label}.{key}[{i}]",
+                        f"dataset type {clip(name)} is not declared; add it under dataset_types or fix the name",
+                    )
         for i, name in enumerate(task.outputs):
             if name in producer:
-                raise ConfigError(file, f"tasks.{label}.outputs[{i}]", f"dataset type {clip(name)} is "
-                                  f"already an output of task {clip(producer[name])}; each dataset "
-                                  "type has one producing task")
+                raise ConfigError(
+                    file,
+                    f"tasks.{label}.outputs[{i}]",
+                    f"dataset type {clip(name)} is "
+                    f"already an output of task {clip(producer[name])}; each dataset "
+                    "type has one producing task",
+                )
             producer[name] = label
 
 
-def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
-                   sites: SitesConfig) -> None:
+def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, sites: SitesConfig) -> None:
     """Cross-checks of a structurally valid campaign, in file order; raises on the first."""
     if doc.data.instrument != pipeline.instrument:
-        raise ConfigError(file, "data.instrument", f"instrument {clip(doc.data.instrument)} differs "
-                          f"from the pipeline's ({clip(pipeline.instrument)} in {pipeline.file}); use "
-                          "the pipeline's instrument or another pipeline")
+        raise ConfigError(
+            file,
+            "data.instrument",
+            f"instrument {clip(doc.data.instrument)} differs "
+            f"from the pipeline's ({clip(pipeline.instrument)} in {pipeline.file}); use "
+            "the pipeline's instrument or another pipeline",
+        )
     _check_tracts(doc, file, sites)
     _check_steps(doc, file, pipeline, sites)
     _check_placement(doc, file, pipeline)
@@ -78,70 +96,102 @@ def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
         if gate not in doc.steps:
-            raise ConfigError(file, f"review_gates[{i}]", f"{clip(gate)} is not a step of this "
-                              f"campaign; use one of: {name_list(steps)}")
+            raise ConfigError(
+                file,
+                f"review_gates[{i}]",
+                f"{clip(gate)} is not a step of this campaign; use one of: {name_list(steps)}",
+            )
 
 
 def _check_tracts(doc: CampaignDocument, file: Path, sites: SitesConfig) -> None:
     owner: dict[int, str] = {}
     for site, tracts in doc.tracts.items():
         if site not in sites.sites:
-            raise ConfigError(file, f"tracts.{site}", f"unknown site {clip(site)}; use one of the "
-                              f"sites in {sites.file} ({name_list(sites.sites)}) or add it there")
+            raise ConfigError(
+                file,
+                f"tracts.{site}",
+                f"unknown site {clip(site)}; use one of the "
+                f"sites in {sites.file} ({name_list(sites.sites)}) or add it there",
+            )
         if not tracts:
-            raise ConfigError(file, f"tracts.{site}", f"no tracts assigned to {site}; list at "
-                              "least one tract or remove the site")
+            raise ConfigError(
+                file, f"tracts.{site}", f"no tracts assigned to {site}; list at least one tract or remove the site"
+            )
         for i, tract in enumerate(tracts):
             if tract < 0:
-                raise ConfigError(file, f"tracts.{site}[{i}]", f"tract {tract} is negative; "
-                                  "tract ids are >= 0")
+                raise ConfigError(file, f"tracts.{site}[{i}]", f"tract {tract} is negative; tract ids are >= 0")
             if tract in owner:
                 other = owner[tract]
-                where = (f"listed twice for {site}" if other == site
-                         else f"assigned to two sites, {other} and {site}")
-                raise ConfigError(file, f"tracts.{site}[{i}]", f"tract {tract} is {where}; assign "
-                                  "each tract to exactly one site, once")
+                where = f"listed twice for {site}" if other == site else f"assigned to two sites, {other} and {site}"
+                raise ConfigError(
+                    file,
+                    f"tracts.{site}[{i}]",
+                    f"tract {tract} is {where}; assign each tract to exactly one site, once",
+                )
             owner[tract] = site
 
 
-def _check_steps(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
-                 sites: SitesConfig) -> None:
+def _check_steps(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, sites: SitesConfig) -> None:
     for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
         for name in entries:
             if not NODE_NAME.accepts(name):
                 raise ConfigError(file, f"{kind}.{name}", "name " + NODE_NAME.problem(name, IN_TASK_IDS))
     for name in doc.hops:
         if name in doc.steps:
-            raise ConfigError(file, f"hops.{name}", f"{clip(name)} is both a step and a hop, so "
-                              "`after` entries naming it are ambiguous; rename the hop")
+            raise ConfigError(
+                file,
+                f"hops.{name}",
+                f"{clip(name)} is both a step and a hop, so `after` entries naming it are ambiguous; rename the hop",
+            )
     pipeline_steps = pipeline.steps()
     for name in doc.steps:
         if name not in pipeline_steps:
-            raise ConfigError(file, f"steps.{name}", f"step {clip(name)} is not a step of the pipeline "
-                              f"{pipeline.file} (its steps: {name_list(pipeline_steps)}); rename or "
-                              "remove it")
+            raise ConfigError(
+                file,
+                f"steps.{name}",
+                f"step {clip(name)} is not a step of the pipeline "
+                f"{pipeline.file} (its steps: {name_list(pipeline_steps)}); rename or "
+                "remove it",
+            )
     for name in pipeline_steps:
         if name not in doc.steps:
-            raise ConfigError(file, "steps", f"pipeline step {clip(name)} (from {pipeline.file}) is "
-                              f"missing; add steps.{name} with its scope and after")
+            raise ConfigError(
+                file,
+                "steps",
+                f"pipeline step {clip(name)} (from {pipeline.file}) is "
+                f"missing; add steps.{name} with its scope and after",
+            )
     for name, step in doc.steps.items():
         where = f"steps.{name}.site"
         if step.site is not None and step.site not in sites.sites:
-            raise ConfigError(file, where, f"unknown site {clip(step.site)}; use one of the sites in "
-                              f"{sites.file} ({name_list(sites.sites)})")
+            raise ConfigError(
+                file,
+                where,
+                f"unknown site {clip(step.site)}; use one of the sites in {sites.file} ({name_list(sites.sites)})",
+            )
         if step.scope == "site" and step.site is not None:
-            raise ConfigError(file, where, "a site-scope step runs at every campaign site, so it "
-                              "takes no site; remove site (or make the step scope: global)")
+            raise ConfigError(
+                file,
+                where,
+                "a site-scope step runs at every campaign site, so it "
+                "takes no site; remove site (or make the step scope: global)",
+            )
         if step.scope == "global" and step.site not in (None, sites.hub):
-            raise ConfigError(file, where, f"global steps run at the hub {sites.hub}, not "
-                              f"{step.site}; set site: {sites.hub} or leave it out")
+            raise ConfigError(
+                file,
+                where,
+                f"global steps run at the hub {sites.hub}, not {step.site}; set site: {sites.hub} or leave it out",
+            )
     nodes = [*doc.steps, *doc.hops]
     for kind, entries in (("steps", doc.steps), ("hops", doc.hops)):
         for name, entry in entries.items():
             for i, before in enumerate(entry.after):
                 if before not in doc.steps and before not in doc.hops:
-                    raise ConfigError(file, f"{kind}.{name}.after[{i}]", f"{clip(before)} is not a "
-                                      f"step or hop of this campaign; use one of: {name_list(nodes)}")
+                    raise ConfigError(
+                        file,
+                        f"{kind}.{name}.after[{i}]",
+                        f"{clip(before)} is not a step or hop of this campaign; use one of: {name_list(nodes)}",
+                    )
 
 
 def _dependencies(doc: CampaignDocument) -> dict[str, list[str]]:
@@ -170,12 +220,16 @@ def _check_graph(doc: CampaignDocument, file: Path) -> None:
                 continue
             i, before = edge
             if before in on_path:
-                cycle = path[path.index(before):] + [before]
+                cycle = path[path.index(before) :] + [before]
                 node = path[-1]
                 kind = "steps" if node in doc.steps else "hops"
-                raise ConfigError(file, f"{kind}.{node}.after[{i}]", "dependency cycle: "
-                                  f"{' -> '.join(cycle)} (a -> b: a runs after b); remove one of "
-                                  "these after entries")
+                raise ConfigError(
+                    file,
+                    f"{kind}.{node}.after[{i}]",
+                    "dependency cycle: "
+                    f"{' -> '.join(cycle)} (a -> b: a runs after b); remove one of "
+                    "these after entries",
+                )
             if before in done:
                 continue
             path.append(before)
@@ -210,52 +264,88 @@ def _check_placement(doc: CampaignDocument, file: Path, pipeline: PipelineSpec) 
     something and moves what steps made."""
     places = [name for name, hop in doc.hops.items() if hop.direction == "place"]
     if len(places) > 1:
-        raise ConfigError(file, f"hops.{places[1]}.direction", f"a campaign places its inputs once, "
-                          f"but {name_list(places)} are all place hops; merge their inputs into one")
+        raise ConfigError(
+            file,
+            f"hops.{places[1]}.direction",
+            f"a campaign places its inputs once, "
+            f"but {name_list(places)} are all place hops; merge their inputs into one",
+        )
     for name, hop in doc.hops.items():
         if hop.direction != "place":
             if hop.inputs:
-                raise ConfigError(file, f"hops.{name}.inputs", "only a place hop selects inputs; "
-                                  "remove the key or make the hop direction: place")
+                raise ConfigError(
+                    file,
+                    f"hops.{name}.inputs",
+                    "only a place hop selects inputs; remove the key or make the hop direction: place",
+                )
             for key in ("after", "dataset_types"):
                 if not getattr(hop, key):
-                    raise ConfigError(file, f"hops.{name}.{key}", f"a {hop.direction} hop needs at "
-                                      f"least one entry in {key}; list what it "
-                                      f"{'runs after' if key == 'after' else 'moves'}")
+                    raise ConfigError(
+                        file,
+                        f"hops.{name}.{key}",
+                        f"a {hop.direction} hop needs at "
+                        f"least one entry in {key}; list what it "
+                        f"{'runs after' if key == 'after' else 'moves'}",
+                    )
             continue
         if hop.after:
-            raise ConfigError(file, f"hops.{name}.after", "a place hop runs before anything else "
-                              "at the sites (their first steps wait for it); remove after")
+            raise ConfigError(
+                file,
+                f"hops.{name}.after",
+                "a place hop runs before anything else at the sites (their first steps wait for it); remove after",
+            )
         if hop.dataset_types:
-            raise ConfigError(file, f"hops.{name}.dataset_types", "a place hop moves the dataset "
-                              "types of its inputs; remove dataset_types")
+            raise ConfigError(
+                file,
+                f"hops.{name}.dataset_types",
+                "a place hop moves the dataset types of its inputs; remove dataset_types",
+            )
         if not hop.inputs:
-            raise ConfigError(file, f"hops.{name}.inputs", "a place hop needs inputs: dataset type "
-                              "-> {collection, select}; add e.g. raw: {collection: ..., select: "
-                              "visits_in_tracts}")
+            raise ConfigError(
+                file,
+                f"hops.{name}.inputs",
+                "a place hop needs inputs: dataset type "
+                "-> {collection, select}; add e.g. raw: {collection: ..., select: "
+                "visits_in_tracts}",
+            )
         for dataset_type, sel in hop.inputs.items():
             where = f"hops.{name}.inputs.{dataset_type}"
             spec = pipeline.dataset_types.get(dataset_type)
             if spec is None:
-                raise ConfigError(file, where, f"{clip(dataset_type)} is not a dataset type of the "
-                                  f"pipeline {pipeline.file}; declare it there or fix the name")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"{clip(dataset_type)} is not a dataset type of the "
+                    f"pipeline {pipeline.file}; declare it there or fix the name",
+                )
             if sel.collection not in doc.data.input_collections:
-                raise ConfigError(file, f"{where}.collection", f"{clip(sel.collection)} is not one of "
-                                  f"data.input_collections ({name_list(doc.data.input_collections)}); "
-                                  "the sites' steps read only those: add it there")
+                raise ConfigError(
+                    file,
+                    f"{where}.collection",
+                    f"{clip(sel.collection)} is not one of "
+                    f"data.input_collections ({name_list(doc.data.input_collections)}); "
+                    "the sites' steps read only those: add it there",
+                )
             wanted = {
-                "visits_in_tracts": ("visit" in spec.dimensions and "detector" in spec.dimensions,
-                                     "visit and detector dimensions"),
-                "valid_for_visits": (spec.calibration, "calibration: true in the pipeline's "
-                                     "dataset_types"),
-                "overlaps_tracts": (any(d.startswith(("htm", "healpix")) for d in spec.dimensions),
-                                    "a sky-pixel dimension such as htm7"),
+                "visits_in_tracts": (
+                    "visit" in spec.dimensions and "detector" in spec.dimensions,
+                    "visit and detector dimensions",
+                ),
+                "valid_for_visits": (spec.calibration, "calibration: true in the pipeline's dataset_types"),
+                "overlaps_tracts": (
+                    any(d.startswith(("htm", "healpix")) for d in spec.dimensions),
+                    "a sky-pixel dimension such as htm7",
+                ),
             }
             ok, needs = wanted[sel.select]
             if not ok:
-                raise ConfigError(file, f"{where}.select", f"select {sel.select} needs a dataset "
-                                  f"type with {needs}; {dataset_type} has dimensions "
-                                  f"{spec.dimensions}: pick another select")
+                raise ConfigError(
+                    file,
+                    f"{where}.select",
+                    f"select {sel.select} needs a dataset "
+                    f"type with {needs}; {dataset_type} has dimensions "
+                    f"{spec.dimensions}: pick another select",
+                )
 
 
 def _check_hop_dataset_types(doc: CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
@@ -268,16 +358,23 @@ def _check_hop_dataset_types(doc: CampaignDocument, file: Path, pipeline: Pipeli
         for i, dataset_type in enumerate(hop.dataset_types):
             where = f"hops.{name}.dataset_types[{i}]"
             if dataset_type not in pipeline.dataset_types:
-                raise ConfigError(file, where, f"hop {name} moves {clip(dataset_type)}, which the "
-                                  f"pipeline {pipeline.file} does not define; fix the name")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"hop {name} moves {clip(dataset_type)}, which the "
+                    f"pipeline {pipeline.file} does not define; fix the name",
+                )
             if dataset_type not in produced:
-                source = next((s for s in pipeline.steps() if dataset_type in
-                               pipeline.step_outputs(s)), None)
+                source = next((s for s in pipeline.steps() if dataset_type in pipeline.step_outputs(s)), None)
                 origin = f"it is made by {source}" if source else "no step makes it"
-                raise ConfigError(file, where, f"hop {name} moves {clip(dataset_type)}, which no "
-                                  f"earlier step produces ({origin}; steps before the hop: "
-                                  f"{name_list(earlier)}); add the producing step to the hop's "
-                                  "after chain or remove the dataset type")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"hop {name} moves {clip(dataset_type)}, which no "
+                    f"earlier step produces ({origin}; steps before the hop: "
+                    f"{name_list(earlier)}); add the producing step to the hop's "
+                    "after chain or remove the dataset type",
+                )
 
 
 def _check_archive_hops(doc: CampaignDocument, file: Path, sites: SitesConfig) -> None:
@@ -286,44 +383,75 @@ def _check_archive_hops(doc: CampaignDocument, file: Path, sites: SitesConfig) -
     ancestors = ancestors_of(doc)
     for name, hop in doc.hops.items():
         if hop.direction == "to_tape" and not sites.sites[sites.hub].rucio.tape_rse:
-            raise ConfigError(file, f"hops.{name}.direction", f"hop {name} goes to tape, but the hub "
-                              f"{sites.hub} has no rucio.tape_rse in {sites.file}; add it there or "
-                              "remove the hop")
+            raise ConfigError(
+                file,
+                f"hops.{name}.direction",
+                f"hop {name} goes to tape, but the hub "
+                f"{sites.hub} has no rucio.tape_rse in {sites.file}; add it there or "
+                "remove the hop",
+            )
         if hop.release_grace_minutes and hop.direction != "to_tape":
-            raise ConfigError(file, f"hops.{name}.release_grace_minutes", "only a to_tape hop "
-                              "releases site copies; move the key to the campaign's to_tape hop")
+            raise ConfigError(
+                file,
+                f"hops.{name}.release_grace_minutes",
+                "only a to_tape hop releases site copies; move the key to the campaign's to_tape hop",
+            )
         if hop.release_site_copies_of and hop.direction != "to_tape":
-            raise ConfigError(file, f"hops.{name}.release_site_copies_of", "only a to_tape hop "
-                              "releases site copies (they are released once safe on tape); move "
-                              "the list to the campaign's to_tape hop")
+            raise ConfigError(
+                file,
+                f"hops.{name}.release_site_copies_of",
+                "only a to_tape hop "
+                "releases site copies (they are released once safe on tape); move "
+                "the list to the campaign's to_tape hop",
+            )
         if hop.idacs and hop.direction != "to_tape":
-            raise ConfigError(file, f"hops.{name}.idacs", "only a to_tape hop sends products to "
-                              "IDACs (they go once safe on tape); move the list to the campaign's "
-                              "to_tape hop")
+            raise ConfigError(
+                file,
+                f"hops.{name}.idacs",
+                "only a to_tape hop sends products to "
+                "IDACs (they go once safe on tape); move the list to the campaign's "
+                "to_tape hop",
+            )
         for i, idac in enumerate(hop.idacs):
             where = f"hops.{name}.idacs[{i}]"
             if idac not in sites.idacs:
-                raise ConfigError(file, where, f"unknown IDAC {clip(idac)}; use one of the IDACs in "
-                                  f"{sites.file} ({name_list(sites.idacs)}) or add it there under "
-                                  "idacs")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"unknown IDAC {clip(idac)}; use one of the IDACs in "
+                    f"{sites.file} ({name_list(sites.idacs)}) or add it there under "
+                    "idacs",
+                )
             if idac in hop.idacs[:i]:
                 raise ConfigError(file, where, f"IDAC {idac} is listed twice; name each IDAC once")
         for i, other in enumerate(hop.release_site_copies_of):
             where = f"hops.{name}.release_site_copies_of[{i}]"
             site_hops = [n for n, h in doc.hops.items() if h.direction != "to_tape"]
             if other not in site_hops:
-                raise ConfigError(file, where, f"{clip(other)} is not a fan_in or fan_out hop of this "
-                                  f"campaign; use one of: {name_list(site_hops)}")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"{clip(other)} is not a fan_in or fan_out hop of this "
+                    f"campaign; use one of: {name_list(site_hops)}",
+                )
             if other not in ancestors[name]:
-                raise ConfigError(file, where, f"hop {other} does not run before {name}, so its "
-                                  f"site copies could be released before they reach tape; add it "
-                                  f"to {name}'s after chain")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"hop {other} does not run before {name}, so its "
+                    f"site copies could be released before they reach tape; add it "
+                    f"to {name}'s after chain",
+                )
             unarchived = [t for t in doc.hops[other].dataset_types if t not in hop.dataset_types]
             if unarchived:
-                raise ConfigError(file, where, f"hop {other} moves {name_list(unarchived)}, which "
-                                  f"{name} does not put on tape: releasing their site copies would "
-                                  f"leave them on disk only; add them to hops.{name}.dataset_types "
-                                  "or leave the hop out of this list")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"hop {other} moves {name_list(unarchived)}, which "
+                    f"{name} does not put on tape: releasing their site copies would "
+                    f"leave them on disk only; add them to hops.{name}.dataset_types "
+                    "or leave the hop out of this list",
+                )
 
 
 def _check_clustering(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, step: str, dims: list[str]) -> None:
@@ -335,17 +463,24 @@ def _check_clustering(doc: CampaignDocument, file: Path, pipeline: PipelineSpec,
             own = doc.bps.steps.get(step, BpsRequest()).cluster_by is not None
             where = f"bps.steps.{step}.cluster_by[{i}]" if own else f"bps.cluster_by[{i}]"
             shared = name_list(common) if common else "no dimension"
-            raise ConfigError(file, where, f"{step}'s quanta cannot be clustered by {clip(dim)}: its tasks "
-                              f"({', '.join(pipeline.step_tasks(step))}) share only {shared}; "
-                              f"use those, or set bps.steps.{step}.cluster_by for this step")
+            raise ConfigError(
+                file,
+                where,
+                f"{step}'s quanta cannot be clustered by {clip(dim)}: its tasks "
+                f"({', '.join(pipeline.step_tasks(step))}) share only {shared}; "
+                f"use those, or set bps.steps.{step}.cluster_by for this step",
+            )
 
 
 def _check_bps_requests(doc: CampaignDocument, file: Path, sites: SitesConfig, pipeline: PipelineSpec) -> None:
     """Each step's memory request must fit the cores it asks for at every site that runs it."""
     for name in doc.bps.steps:
         if name not in doc.steps:
-            raise ConfigError(file, f"bps.steps.{name}", f"{clip(name)} is not a step of this campaign; "
-                              f"use one of: {name_list(doc.steps)}")
+            raise ConfigError(
+                file,
+                f"bps.steps.{name}",
+                f"{clip(name)} is not a step of this campaign; use one of: {name_list(doc.steps)}",
+            )
     for name, step in doc.steps.items():
         request = doc.bps.for_step(name)
         _check_clustering(doc, file, pipeline, name, request.cluster_by)
@@ -356,6 +491,10 @@ def _check_bps_requests(doc: CampaignDocument, file: Path, sites: SitesConfig, p
             site = sites.sites[site_name]
             limit_mb = int(site.gb_per_core * 1024 * request.request_cpus)
             if request.request_memory_mb > limit_mb:
-                raise ConfigError(file, where, f"{name} asks {request.request_memory_mb} MB per quantum, but "
-                                  f"{site_name} has {site.gb_per_core:g} GB per core ({limit_mb} MB for "
-                                  f"{request.request_cpus} cpus); lower the request or raise request_cpus")
+                raise ConfigError(
+                    file,
+                    where,
+                    f"{name} asks {request.request_memory_mb} MB per quantum, but "
+                    f"{site_name} has {site.gb_per_core:g} GB per core ({limit_mb} MB for "
+                    f"{request.request_cpus} cpus); lower the request or raise request_cpus",
+                )

@@ -49,8 +49,19 @@ def key_part(key: Any) -> str:
 
 
 # A repr bounded in time and length, however large, deep or shared the value.
-_SHORT_REPR = reprlib.Repr(maxlevel=2, maxtuple=4, maxlist=4, maxarray=4, maxdict=4, maxset=4,
-                           maxfrozenset=4, maxdeque=4, maxstring=60, maxlong=40, maxother=60)
+_SHORT_REPR = reprlib.Repr(
+    maxlevel=2,
+    maxtuple=4,
+    maxlist=4,
+    maxarray=4,
+    maxdict=4,
+    maxset=4,
+    maxfrozenset=4,
+    maxdeque=4,
+    maxstring=60,
+    maxlong=40,
+    maxother=60,
+)
 
 
 def clip(value: Any) -> str:
@@ -62,12 +73,12 @@ def one_line(text: str, limit: int) -> str:
     """TEXT with control characters escaped, cut in the middle to at most LIMIT characters (the
     start names the problem, the end says what to do)."""
     if len(text) > 4 * limit:  # escaping below at most quadruples a character
-        text = text[:2 * limit] + text[-2 * limit:]
+        text = text[: 2 * limit] + text[-2 * limit :]
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     if len(text) > limit:
         head = (limit - 5) * 2 // 3
-        text = text[:head] + " ... " + text[len(text) - (limit - 5 - head):]
+        text = text[:head] + " ... " + text[len(text) - (limit - 5 - head) :]
     return text
 
 

@@ -41,13 +41,15 @@ def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> Cam
     sites = load_sites(sites_path)
     pipeline_file = absolute_path(file.parent / doc.pipeline)
     if not pipeline_file.is_file():
-        raise ConfigError(file, "pipeline", f"pipeline file {pipeline_file} does not exist; fix "
-                          "the path (it is relative to the campaign file)")
+        raise ConfigError(
+            file,
+            "pipeline",
+            f"pipeline file {pipeline_file} does not exist; fix the path (it is relative to the campaign file)",
+        )
     pipeline = load_pipeline(pipeline_file)
     check_campaign(doc, file, pipeline, sites)
     steps = {
-        name: step.model_copy(update={"site": sites.hub})
-        if step.scope == "global" and step.site is None else step
+        name: step.model_copy(update={"site": sites.hub}) if step.scope == "global" and step.site is None else step
         for name, step in doc.steps.items()
     }
     # A place hop moves the types it selects inputs for.
@@ -56,10 +58,17 @@ def load_campaign(path: str | Path, sites_path: str | Path | None = None) -> Cam
         for name, hop in doc.hops.items()
     }
     fields = {name: getattr(doc, name) for name in CampaignDocument.model_fields}
-    return CampaignConfig.model_validate({
-        **fields, "steps": steps, "hops": hops, "pipeline": pipeline_file, "file": file,
-        "pipeline_spec": pipeline, "sites_config": sites,
-    })
+    return CampaignConfig.model_validate(
+        {
+            **fields,
+            "steps": steps,
+            "hops": hops,
+            "pipeline": pipeline_file,
+            "file": file,
+            "pipeline_spec": pipeline,
+            "sites_config": sites,
+        }
+    )
 
 
 def find_campaign_files(directory: Path | None = None) -> list[Path]:

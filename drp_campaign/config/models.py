@@ -65,8 +65,9 @@ def _name_from_key(value: Any, field: str) -> Any:
     for key, entry in value.items():
         if isinstance(entry, dict):
             if field in entry and entry[field] != key:
-                raise KeyProblem((key, field), f"unknown key '{field}'; the {field} is the key "
-                                 f"({clip(key)}): remove '{field}'")
+                raise KeyProblem(
+                    (key, field), f"unknown key '{field}'; the {field} is the key ({clip(key)}): remove '{field}'"
+                )
             entry = {**entry, field: key}
         named[key] = entry
     return named
@@ -186,16 +187,21 @@ class PipelineSpec(ConfigModel):
 
     def step_outputs(self, step: str) -> list[str]:
         """Dataset types the step's tasks produce, in task order, without repeats."""
-        return list(dict.fromkeys(
-            name for task in self.tasks.values() if task.step == step for name in task.outputs))
+        return list(dict.fromkeys(name for task in self.tasks.values() if task.step == step for name in task.outputs))
 
 
 # --- campaign ----------------------------------------------------------------------------------
 
 # Airflow's cron presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS) and the two
 # schedules that are not cron; copied, since this module must not import Airflow.
-CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
-                "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
 NOT_CRON = ("@once", "@continuous")
 CRON_RE = re.compile(r"[0-9A-Za-z*/,?#-]+(?: [0-9A-Za-z*/,?#-]+){4}")
 
@@ -205,8 +211,10 @@ def _schedule_problem(value: str) -> str:
 
     Parsed with croniter, as Airflow's cron timetables do, and asked for its next time: a
     schedule that never fires (Feb 30) is refused too."""
-    remedy = ("use a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
-              f"e.g. '0 3 * * *', or one of {', '.join([*CRON_PRESETS, *NOT_CRON])}, or null")
+    remedy = (
+        "use a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
+        f"e.g. '0 3 * * *', or one of {', '.join([*CRON_PRESETS, *NOT_CRON])}, or null"
+    )
     if value in NOT_CRON or value in CRON_PRESETS:
         return ""
     if not CRON_RE.fullmatch(value):
@@ -220,7 +228,6 @@ def _schedule_problem(value: str) -> str:
     except Exception as exc:  # noqa: BLE001 - whatever croniter refuses, Airflow's timetable would too
         return f"{clip(value)} is not a schedule Airflow can use ({one_line(str(exc), 120)}); {remedy}"
     return ""
-
 
 
 class SyntheticData(ConfigModel):
@@ -346,8 +353,12 @@ class CampaignDocument(ConfigModel):
     @classmethod
     def _slug(cls, value: str) -> str:
         if not CAMPAIGN_NAME.accepts(value):
-            raise KeyProblem((), CAMPAIGN_NAME.problem(value, "it becomes the Airflow DAG id and "
-                                                       "part of every BPS run name", "is not a slug: use"))
+            raise KeyProblem(
+                (),
+                CAMPAIGN_NAME.problem(
+                    value, "it becomes the Airflow DAG id and part of every BPS run name", "is not a slug: use"
+                ),
+            )
         return value
 
     @field_validator("schedule")
@@ -377,8 +388,9 @@ class CampaignConfig(CampaignDocument):
         try:
             return list(self.tracts[site])
         except KeyError:
-            raise KeyError(f"site {site!r} has no tracts in campaign {self.name!r} "
-                           f"(its sites: {', '.join(self.tracts)})") from None
+            raise KeyError(
+                f"site {site!r} has no tracts in campaign {self.name!r} (its sites: {', '.join(self.tracts)})"
+            ) from None
 
     def hub(self) -> str:
         return self.sites_config.hub

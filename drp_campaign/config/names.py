@@ -36,44 +36,67 @@ class NameRule:
         if self.accepts(value):
             return ""
         shown = "is empty; use" if not value else f"{clip(value)} {refused}"
-        return (f"{shown} {self.allowed}, at most {self.max_length} characters ({why}); "
-                f"e.g. {self.example!r}")
+        return f"{shown} {self.allowed}, at most {self.max_length} characters ({why}); e.g. {self.example!r}"
 
 
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 # Campaign names become the Airflow DAG id and part of every BPS run name.
-CAMPAIGN_NAME = NameRule(re.compile(r"[a-z0-9][a-z0-9-]*"), 64,
-                         "lowercase letters, digits and '-', starting with a letter or digit", "test-3x3")
+CAMPAIGN_NAME = NameRule(
+    re.compile(r"[a-z0-9][a-z0-9-]*"),
+    64,
+    "lowercase letters, digits and '-', starting with a letter or digit",
+    "test-3x3",
+)
 # Site, step, hop and IDAC names become parts of Airflow task ids (`site.step.group`) and RUNs.
-NODE_NAME = NameRule(re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"), 64,
-                     "letters, digits, '_' and '-', starting with a letter or digit", "UKDF_RAL")
+NODE_NAME = NameRule(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"),
+    64,
+    "letters, digits, '_' and '-', starting with a letter or digit",
+    "UKDF_RAL",
+)
 # Skymap, instrument, stack version, queue names: single words in queries and commands.
-WORD = NameRule(re.compile(_WORD), 64, "letters, digits, '_', '.' and '-', starting with a letter "
-                "or digit", "drp_mock_rings")
+WORD = NameRule(
+    re.compile(_WORD), 64, "letters, digits, '_', '.' and '-', starting with a letter or digit", "drp_mock_rings"
+)
 # Collections (and the prefix of every RUN): '/'-separated words, no empty or '..' part.
-COLLECTION = NameRule(re.compile(rf"{_WORD}(?:/{_WORD})*"), 128, "words of letters, digits, '_', "
-                      "'.' and '-' separated by '/', each starting with a letter or digit",
-                      "drp/test-3x3")
+COLLECTION = NameRule(
+    re.compile(rf"{_WORD}(?:/{_WORD})*"),
+    128,
+    "words of letters, digits, '_', '.' and '-' separated by '/', each starting with a letter or digit",
+    "drp/test-3x3",
+)
 # Dataset types, task labels, dimensions: Python-identifier-like, as the Butler has them.
-IDENTIFIER = NameRule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), 64,
-                      "letters, digits and '_', not starting with a digit", "deep_coadd")
+IDENTIFIER = NameRule(
+    re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), 64, "letters, digits and '_', not starting with a digit", "deep_coadd"
+)
 # Rucio's own RSE name rule.
-RSE_NAME = NameRule(re.compile(r"[A-Z0-9]+(?:[_-][A-Z0-9]+)*"), 64,
-                    "upper-case letters and digits joined by '_' or '-' (Rucio's RSE names)", "USDF_DISK")
+RSE_NAME = NameRule(
+    re.compile(r"[A-Z0-9]+(?:[_-][A-Z0-9]+)*"),
+    64,
+    "upper-case letters and digits joined by '_' or '-' (Rucio's RSE names)",
+    "USDF_DISK",
+)
 # A Rucio activity (an FTS share) names a kind of transfer in words.
-ACTIVITY = NameRule(re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*"), 64,
-                    "letters, digits, spaces, '_' and '-'", "User Subscriptions")
+ACTIVITY = NameRule(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*"), 64, "letters, digits, spaces, '_' and '-'", "User Subscriptions"
+)
 # A repo path: safe characters and $VAR / ${VAR} references (expanded when a task runs there).
 _VAR = r"[A-Za-z_][A-Za-z0-9_]*"
-PATH_TEMPLATE = NameRule(re.compile(rf"(?:[A-Za-z0-9_.@%+=:,/-]|\${_VAR}|\$\{{{_VAR}\}})+"), 256,
-                         "letters, digits, '_.@%+=:,/-' and $VAR or ${VAR}", "$DRP_WORK_DIR/repos/USDF")
+PATH_TEMPLATE = NameRule(
+    re.compile(rf"(?:[A-Za-z0-9_.@%+=:,/-]|\${_VAR}|\$\{{{_VAR}\}})+"),
+    256,
+    "letters, digits, '_.@%+=:,/-' and $VAR or ${VAR}",
+    "$DRP_WORK_DIR/repos/USDF",
+)
 # Where PanDA jobs fetch the quantum graph: BPS pastes it unquoted in front of the graph's path.
-URL_DIRECTORY = NameRule(re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9_.@%+=:,/-]*/"), 256,
-                         "a URL ending in '/' of letters, digits and '_.@%+=:,/-'",
-                         "s3://rubin-usdf-panda/qgraphs/")
+URL_DIRECTORY = NameRule(
+    re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9_.@%+=:,/-]*/"),
+    256,
+    "a URL ending in '/' of letters, digits and '_.@%+=:,/-'",
+    "s3://rubin-usdf-panda/qgraphs/",
+)
 # Display text (a facility's name): one line.
-LABEL = NameRule(re.compile(r"[^\x00-\x1f\x7f-\x9f]+"), 100, "printable characters on one line",
-                 "CC-IN2P3")
+LABEL = NameRule(re.compile(r"[^\x00-\x1f\x7f-\x9f]+"), 100, "printable characters on one line", "CC-IN2P3")
 
 
 def _checked(rule: NameRule, why: str) -> Any:

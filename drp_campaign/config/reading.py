@@ -50,8 +50,8 @@ def _construct_unique_mapping(loader: Any, node: yaml.MappingNode, deep: bool = 
             continue
         if first != key_node.start_mark.line:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {clip(key)} (first given at line {first + 1})",
-                key_node.start_mark)
+                None, None, f"duplicate key {clip(key)} (first given at line {first + 1})", key_node.start_mark
+            )
     return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
@@ -60,12 +60,12 @@ def _construct_bounded_int(loader: Any, node: yaml.ScalarNode) -> int:
     one of thousands of digits with a ValueError, which is not a YAML error)."""
     if len(node.value) > MAX_INT_DIGITS:
         raise yaml.constructor.ConstructorError(
-            None, None, f"integer of {len(node.value)} characters is out of range", node.start_mark)
+            None, None, f"integer of {len(node.value)} characters is out of range", node.start_mark
+        )
     return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 _construct_unique_mapping)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
 
 
@@ -95,15 +95,22 @@ def _check_node_graph(root: yaml.Node, file: Path) -> None:
             height[key] = 1 + max((height[id(child)] for child in children), default=0)
             open_nodes.discard(key)
             if size[key] > MAX_YAML_VALUES:
-                raise ConfigError(file, _where(node), f"this value expands to more than {MAX_YAML_VALUES} "
-                                  "values through YAML aliases (*name); write the values out "
-                                  "instead of nesting aliases")
+                raise ConfigError(
+                    file,
+                    _where(node),
+                    f"this value expands to more than {MAX_YAML_VALUES} "
+                    "values through YAML aliases (*name); write the values out "
+                    "instead of nesting aliases",
+                )
             continue
         if key in size:
             continue
         if key in open_nodes:
-            raise ConfigError(file, _where(node), "a YAML alias inside the value its anchor names "
-                              "makes the value contain itself; write the value out")
+            raise ConfigError(
+                file,
+                _where(node),
+                "a YAML alias inside the value its anchor names makes the value contain itself; write the value out",
+            )
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node))
@@ -111,8 +118,12 @@ def _check_node_graph(root: yaml.Node, file: Path) -> None:
         node = root
         for _ in range(MAX_YAML_DEPTH):  # down the deepest branch, to the first level too deep
             node = max(_children(node), key=lambda child: height[id(child)])
-        raise ConfigError(file, _where(node), f"this value is nested more than {MAX_YAML_DEPTH} "
-                          "levels deep; a configuration needs a few levels: flatten it")
+        raise ConfigError(
+            file,
+            _where(node),
+            f"this value is nested more than {MAX_YAML_DEPTH} "
+            "levels deep; a configuration needs a few levels: flatten it",
+        )
 
 
 def _where(node: yaml.Node) -> str:
@@ -128,12 +139,17 @@ def read_mapping(file: Path) -> dict[str, Any]:
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ConfigError(file, FILE_KEY, f"the file has {size} bytes, more than the "
-                              f"{MAX_FILE_BYTES} a configuration may have; is it the right file?")
+            raise ConfigError(
+                file,
+                FILE_KEY,
+                f"the file has {size} bytes, more than the "
+                f"{MAX_FILE_BYTES} a configuration may have; is it the right file?",
+            )
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(file, FILE_KEY, f"cannot be read ({exc}); check its permissions and "
-                          "that it is UTF-8 text") from None
+        raise ConfigError(
+            file, FILE_KEY, f"cannot be read ({exc}); check its permissions and that it is UTF-8 text"
+        ) from None
     loader = _UniqueKeyLoader(text)
     try:
         root = loader.get_single_node()
@@ -147,20 +163,21 @@ def read_mapping(file: Path) -> dict[str, Any]:
         context = getattr(exc, "context", None)
         context_mark = getattr(exc, "context_mark", None)
         if context and context_mark and context_mark != mark:
-            context += (f" that starts at line {context_mark.line + 1}, "
-                        f"column {context_mark.column + 1}")
+            context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
         detail = f"{problem} ({context})" if context else problem
-        kind = ("invalid YAML" if isinstance(exc, yaml.constructor.ConstructorError)
-                else "YAML syntax error")
+        kind = "invalid YAML" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
         raise ConfigError(file, where, f"{kind}: {detail}; fix the YAML there") from None
     finally:
         loader.dispose()
     if data is None:
-        raise ConfigError(file, ROOT_KEY, "the file is empty; write the configuration as a "
-                          "mapping of keys")
+        raise ConfigError(file, ROOT_KEY, "the file is empty; write the configuration as a mapping of keys")
     if not isinstance(data, dict):
-        raise ConfigError(file, ROOT_KEY, f"expected a mapping of keys at the top level, got "
-                          f"{_type_name(data)}; write the configuration as `key: value` lines")
+        raise ConfigError(
+            file,
+            ROOT_KEY,
+            f"expected a mapping of keys at the top level, got "
+            f"{_type_name(data)}; write the configuration as `key: value` lines",
+        )
     return data
 
 
@@ -215,8 +232,7 @@ def _from_validation_error(exc: ValidationError, model: type[ConfigModel], file:
             loc = loc[:-1]
             problem = f"key {clip(value)} must be a string; quote it"
         else:
-            problem = (f"wrong type: expected {_EXPECTED[kind]}, got {_show(value)}; "
-                       "write the value as that type")
+            problem = f"wrong type: expected {_EXPECTED[kind]}, got {_show(value)}; write the value as that type"
     elif kind == "literal_error":
         problem = f"{_show(value)} is not allowed; use one of {ctx.get('expected')}"
     elif kind == "greater_than":
@@ -226,9 +242,11 @@ def _from_validation_error(exc: ValidationError, model: type[ConfigModel], file:
     elif kind == "less_than_equal":
         problem = f"must be at most {_number(ctx['le'])}, got {clip(value)}; set a value <= {_number(ctx['le'])}"
     elif kind == "too_short":
-        problem = (f"must have at least {ctx['min_length']} entr"
-                   f"{'y' if ctx['min_length'] == 1 else 'ies'}, got none; add "
-                   f"{'it' if ctx['min_length'] == 1 else 'them'}")
+        problem = (
+            f"must have at least {ctx['min_length']} entr"
+            f"{'y' if ctx['min_length'] == 1 else 'ies'}, got none; add "
+            f"{'it' if ctx['min_length'] == 1 else 'them'}"
+        )
     elif kind in ("too_long", "string_too_long"):
         limit = ctx.get("max_length")
         unit = "characters" if kind == "string_too_long" else "entries"
@@ -294,9 +312,15 @@ def _number(bound: float) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:

@@ -117,16 +117,29 @@ def cmd_bps_submit(args) -> dict[str, Any]:
 
     campaign = _campaign(args)
     group = graph.WorkGroup(args.group, tuple(_tracts(args.tracts) or ()))
-    return submit(campaign, site=args.site, repo=_repo(args), step=args.step, group=group, key=args.key,
-                  chain=args.chain, run_dir=Path(args.run_dir).resolve(), faults=args.fail,
-                  job_fault=args.job_fault)  # fmt: skip
+    return submit(
+        campaign,
+        site=args.site,
+        repo=_repo(args),
+        step=args.step,
+        group=group,
+        key=args.key,
+        chain=args.chain,
+        run_dir=Path(args.run_dir).resolve(),
+        faults=args.fail,
+        job_fault=args.job_fault,
+    )
 
 
 def cmd_bps_report(args) -> dict[str, Any]:
     from .bps_run import report
 
-    return report(_campaign(args), Path(args.run_dir).resolve(), update_chain=not args.no_chain,
-                  accept_failures=args.accept_failures)
+    return report(
+        _campaign(args),
+        Path(args.run_dir).resolve(),
+        update_chain=not args.no_chain,
+        accept_failures=args.accept_failures,
+    )
 
 
 def cmd_bps_restart(args) -> dict[str, Any]:
@@ -185,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         if campaign:
             sp.add_argument("--campaign", required=True, help="campaign YAML file")
         if site:
-            sp.add_argument("--site", required=site_required, help="site name (as in the campaign's tracts and sites.yaml)")
+            sp.add_argument(
+                "--site", required=site_required, help="site name (as in the campaign's tracts and sites.yaml)"
+            )
         sp.add_argument("--repo", help="Butler repo path (default: the site's butler_repo in sites.yaml)")
         sp.add_argument("--sites", help="sites.yaml (default: configs/sites.yaml)")
         sp.add_argument("--result", help="also write the result JSON to this file")
@@ -194,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, campaign=True, site=True, site_required=True)
     sp.add_argument("--tracts", help="put raws for these tracts instead of the site's (comma-separated)")
     sp.add_argument("--all-tracts", action="store_true", help="put raws for every tract of the campaign (the hub)")
-    sp.add_argument("--no-data", action="store_true", help="only the sky's records: a site whose inputs are placed from the hub")
+    sp.add_argument(
+        "--no-data", action="store_true", help="only the sky's records: a site whose inputs are placed from the hub"
+    )
     sp.set_defaults(func=cmd_seed_repo)
 
     sp = sub.add_parser("export-inputs", help="at the hub: manifest of the inputs a site needs for its tracts")
@@ -220,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tracts", help="restrict to these tracts (omit for global steps)")
     sp.add_argument("--chain", required=True, help="input CHAINED collection; RUN is prepended to it on success")
     sp.add_argument("--output-run", required=True)
-    sp.add_argument("--fail", action="append", metavar="LABEL:EXPR", help="inject a fault: task LABEL raises for data IDs matching EXPR")
+    sp.add_argument(
+        "--fail",
+        action="append",
+        metavar="LABEL:EXPR",
+        help="inject a fault: task LABEL raises for data IDs matching EXPR",
+    )
     sp.add_argument("--dry-run", action="store_true", help="build the quantum graph only")
     sp.add_argument("-j", "--processes", type=int, default=1, help="pipetask -j")
     sp.set_defaults(func=cmd_run_step)
@@ -233,20 +255,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", required=True, help="campaign run key (names the output RUN)")
     sp.add_argument("--chain", required=True, help="input CHAINED collection; the RUN joins it once clean")
     sp.add_argument("--run-dir", required=True, help="directory of this group's BPS run (record, submit files)")
-    sp.add_argument("--fail", action="append", metavar="LABEL:EXPR", help="inject a fault: task LABEL raises for data IDs matching EXPR")
-    sp.add_argument("--job-fault", help="inject a fault: 'transient' (the first job dies once, exit 137) or 'slow:SECONDS'")
+    sp.add_argument(
+        "--fail",
+        action="append",
+        metavar="LABEL:EXPR",
+        help="inject a fault: task LABEL raises for data IDs matching EXPR",
+    )
+    sp.add_argument(
+        "--job-fault", help="inject a fault: 'transient' (the first job dies once, exit 137) or 'slow:SECONDS'"
+    )
     sp.set_defaults(func=cmd_bps_submit)
 
-    for name, func, text in (("bps-report", cmd_bps_report, "per-task outcome of the run; chain the RUN(s) when clean"),
-                             ("bps-restart", cmd_bps_restart, "restart the run's failed part (same RUN)"),
-                             ("bps-cancel", cmd_bps_cancel, "cancel the run, and confirm it stopped"),
-                             ("bps-status", cmd_bps_status, "the run's WMS state")):  # fmt: skip
+    for name, func, text in (
+        ("bps-report", cmd_bps_report, "per-task outcome of the run; chain the RUN(s) when clean"),
+        ("bps-restart", cmd_bps_restart, "restart the run's failed part (same RUN)"),
+        ("bps-cancel", cmd_bps_cancel, "cancel the run, and confirm it stopped"),
+        ("bps-status", cmd_bps_status, "the run's WMS state"),
+    ):
         sp = sub.add_parser(name, help=text)
         common(sp, campaign=name in ("bps-report", "bps-restart"))
         sp.add_argument("--run-dir", required=True)
         if name == "bps-report":
             sp.add_argument("--no-chain", action="store_true", help="do not add the RUN(s) to the chain")
-            sp.add_argument("--accept-failures", action="store_true", help="chain the RUN(s) although quanta failed (accepted by the failure rules)")
+            sp.add_argument(
+                "--accept-failures",
+                action="store_true",
+                help="chain the RUN(s) although quanta failed (accepted by the failure rules)",
+            )
         sp.set_defaults(func=func)
 
     sp = sub.add_parser("export-hop", help="write a manifest of datasets to move")

@@ -88,9 +88,17 @@ def submit(
     identity = _group_identity(campaign, site, repo, step, group, chain)
 
     if record is None:
-        record = {"wms": wms, "site": site, "step": step, "group": group.label, "chain": chain,
-                  "repo": str(repo), "output_run": graph.output_run(campaign, key, site, step, group.label),
-                  "identity": identity, "attempts": []}
+        record = {
+            "wms": wms,
+            "site": site,
+            "step": step,
+            "group": group.label,
+            "chain": chain,
+            "repo": str(repo),
+            "output_run": graph.output_run(campaign, key, site, step, group.label),
+            "identity": identity,
+            "attempts": [],
+        }
         return _new_attempt(campaign, record, run_dir, "submit", site, step, group, key, pipeline_file, sha, job_fault)
 
     state = run_state(run_dir)
@@ -128,9 +136,17 @@ def _wms(record: dict) -> Wms:
 
 def _answer(record: dict, run_dir: Path, action: str, state: str) -> dict[str, Any]:
     last = record["attempts"][-1]
-    return {"action": action, "state": state, "wms": record["wms"], "run_dir": str(run_dir), "attempt": last["n"],
-            "run_id": last["run_id"], "output_run": last["output_run"], "kind": last["kind"],
-            "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart")}  # fmt: skip
+    return {
+        "action": action,
+        "state": state,
+        "wms": record["wms"],
+        "run_dir": str(run_dir),
+        "attempt": last["n"],
+        "run_id": last["run_id"],
+        "output_run": last["output_run"],
+        "kind": last["kind"],
+        "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart"),
+    }
 
 
 def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
@@ -142,19 +158,28 @@ def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
 
     spec = campaign.pipeline_spec
     produced = set(spec.step_outputs(step))
-    inputs = list(dict.fromkeys(n for lbl in spec.step_tasks(step) for n in spec.tasks[lbl].inputs if n not in produced))
+    inputs = list(
+        dict.fromkeys(n for lbl in spec.step_tasks(step) for n in spec.tasks[lbl].inputs if n not in produced)
+    )
     where = bpsrec.group_data_query(campaign, group.tracts)
     butler, _ = open_butler(repo, writeable=False, what=f" (site {site})")
     with butler:
         try:
             butler.collections.get_info(chain)
         except MissingCollectionError:
-            raise StacksideError(f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
-                                 f"run check_inputs for this site first") from None
+            raise StacksideError(
+                f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
+                f"run check_inputs for this site first"
+            ) from None
         registered = {t.name for t in butler.registry.queryDatasetTypes("*")}
-        ids = sorted(str(ref.id) for name in inputs if name in registered
-                     for ref in butler.query_datasets(name, collections=chain, limit=None, explain=False,
-                                                     **bpsrec.group_query(campaign, group.tracts)))
+        ids = sorted(
+            str(ref.id)
+            for name in inputs
+            if name in registered
+            for ref in butler.query_datasets(
+                name, collections=chain, limit=None, explain=False, **bpsrec.group_query(campaign, group.tracts)
+            )
+        )
     if not ids:
         raise StacksideError(
             f"site {site} step {step} group {group.label}: the data query {where or '(everything)'!r} selects none "
@@ -187,9 +212,18 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
     attempt_dir = run_dir / f"attempt-{n}"
     attempt_dir.mkdir(parents=True, exist_ok=True)
     config = bpsrec.submit_config(
-        campaign, site, step, group, key=key, pipeline_yaml=pipeline_file, submit_dir=attempt_dir / "submit",
-        output_run=out_run, rescue_of=earlier if kind == "rescue" else (), chain=record["chain"], repo=record["repo"],
-    )  # fmt: skip
+        campaign,
+        site,
+        step,
+        group,
+        key=key,
+        pipeline_yaml=pipeline_file,
+        submit_dir=attempt_dir / "submit",
+        output_run=out_run,
+        rescue_of=earlier if kind == "rescue" else (),
+        chain=record["chain"],
+        repo=record["repo"],
+    )
     _wms(record).prepare(config, site)
     if job_fault:
         script = attempt_dir / "job-fault.sh"
@@ -199,8 +233,17 @@ def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeli
         config["runQuantumCommand"] = f"{script} {command}"
     submit_yaml = attempt_dir / "submit.yaml"
     submit_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
-    attempt = {"n": n, "kind": kind, "output_run": out_run, "pipeline_sha": sha, "submit_yaml": str(submit_yaml),
-               "submit_path": config["submitPath"], "started": _now(), "run_id": None, "pid": None}  # fmt: skip
+    attempt = {
+        "n": n,
+        "kind": kind,
+        "output_run": out_run,
+        "pipeline_sha": sha,
+        "submit_yaml": str(submit_yaml),
+        "submit_path": config["submitPath"],
+        "started": _now(),
+        "run_id": None,
+        "pid": None,
+    }
     record["attempts"].append(attempt)
     bpsrec.write_record(run_dir, record)  # before launching: a crash now leaves a LOST run, not an unknown one
     _wms(record).submit(run_dir, attempt, submit_yaml, site)
@@ -255,7 +298,9 @@ def _record(run_dir: Path) -> dict:
 _JOB_EXIT = re.compile(r"exited with (?:return )?code (-?\d+)|exit(?:ed)? (?:status|code) (-?\d+)", re.I)
 
 
-def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True, accept_failures: bool = False) -> dict[str, Any]:
+def report(
+    campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True, accept_failures: bool = False
+) -> dict[str, Any]:
     """Per-task succeeded / failed / blocked counts and the failed quanta, from the repo itself.
 
     The RUN(s) join the site's chain when the run is clean, or when the controller has accepted
@@ -267,15 +312,27 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
     repo = Path(record["repo"])
     graphs = _qgraph_files(record)
     result: dict[str, Any] = {
-        "site": record["site"], "step": record["step"], "group": record["group"], "wms": record["wms"],
-        "run_id": last["run_id"], "attempt": last["n"], "kind": last["kind"], "state": state,
-        "output_run": record["output_run"], "output_runs": _output_runs(record),
+        "site": record["site"],
+        "step": record["step"],
+        "group": record["group"],
+        "wms": record["wms"],
+        "run_id": last["run_id"],
+        "attempt": last["n"],
+        "kind": last["kind"],
+        "state": state,
+        "output_run": record["output_run"],
+        "output_runs": _output_runs(record),
         "restarts": sum(1 for a in record["attempts"] if a["kind"] == "restart"),
-        "status": None, "quanta": {"total": 0, "succeeded": 0, "failed": 0, "blocked": 0},
-        "quanta_per_task": {}, "failed_quanta": [], "outputs": {}, "chain_updated": False,
-        "started": record["attempts"][0]["started"], "finished": _ended(run_dir, record, last),
+        "status": None,
+        "quanta": {"total": 0, "succeeded": 0, "failed": 0, "blocked": 0},
+        "quanta_per_task": {},
+        "failed_quanta": [],
+        "outputs": {},
+        "chain_updated": False,
+        "started": record["attempts"][0]["started"],
+        "finished": _ended(run_dir, record, last),
         "log": str(run_dir / f"attempt-{last['n']}.log"),
-    }  # fmt: skip
+    }
     if state == RunState.RUNNING:
         result["status"] = "running"
         return result
@@ -294,8 +351,15 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
             message = (q.get("messages") or ["(no log)"])[-1]
             found = re.search(r"Exception (\w+): (.*)", message, re.S)
             error = f"{found.group(1)}: {found.group(2)}" if found else message
-            result["failed_quanta"].append({"task": label, "data_id": q.get("data_id"), "error": error.strip()[:500],
-                                            "status": "failure", "exit_code": None})  # fmt: skip
+            result["failed_quanta"].append(
+                {
+                    "task": label,
+                    "data_id": q.get("data_id"),
+                    "error": error.strip()[:500],
+                    "status": "failure",
+                    "exit_code": None,
+                }
+            )
     q = result["quanta"]
     if q["total"] and q["succeeded"] == q["total"]:
         result["status"] = "succeeded"
@@ -303,7 +367,9 @@ def report(campaign: CampaignConfig, run_dir: Path, *, update_chain: bool = True
         result["status"] = "failed"
         if q["blocked"] and not q["failed"]:
             # Quanta that never reported: their job died before running them (killed, lost node).
-            result["failed_quanta"] += _job_failures(run_dir, last, labels=[k for k, t in tasks.items() if t.get("n_unknown")])
+            result["failed_quanta"] += _job_failures(
+                run_dir, last, labels=[k for k, t in tasks.items() if t.get("n_unknown")]
+            )
     from .step import count_outputs  # one definition of "what a step wrote"
 
     result["outputs"] = {}
@@ -363,7 +429,10 @@ def _provenance_report(repo: Path, graphs: list[Path], out: Path) -> dict[str, d
     out.unlink(missing_ok=True)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # its tables are log; stdout carries our JSON only
-            cli.main(["report", "--force-v2", "--full-output-filename", str(out), str(repo), *map(str, graphs)], standalone_mode=False)
+            cli.main(
+                ["report", "--force-v2", "--full-output-filename", str(out), str(repo), *map(str, graphs)],
+                standalone_mode=False,
+            )
     except SystemExit as exc:  # click may still exit
         if exc.code:
             raise StacksideError(f"pipetask report failed on {repo} for {graphs}: exit {exc.code}") from None
@@ -380,16 +449,29 @@ def _job_failures(run_dir: Path, attempt: dict, labels: list[str]) -> list[dict]
             continue
         last = lines[-1]
         code = re.search(r"exit (-?\d+)", last)
-        failures.append({"task": stderr.parent.name, "data_id": {}, "error": last[:500], "status": "job_failed",
-                         "exit_code": int(code.group(1)) if code else None})  # fmt: skip
+        failures.append(
+            {
+                "task": stderr.parent.name,
+                "data_id": {},
+                "error": last[:500],
+                "status": "job_failed",
+                "exit_code": int(code.group(1)) if code else None,
+            }
+        )
     if not failures:
         log = run_dir / f"attempt-{attempt['n']}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         code = _JOB_EXIT.search(text)
         why = _last_error_line(Path(attempt["submit_path"]) / "quantumGraphGeneration.out") or _last_error_line(log)
-        failures.append({"task": ",".join(labels) or "(workflow)", "data_id": {}, "status": "job_failed",
-                         "error": f"the BPS workflow ended without running these quanta: {why or 'no error line'}; see {log}",
-                         "exit_code": int(next(g for g in code.groups() if g)) if code else None})  # fmt: skip
+        failures.append(
+            {
+                "task": ",".join(labels) or "(workflow)",
+                "data_id": {},
+                "status": "job_failed",
+                "error": f"the BPS workflow ended without running these quanta: {why or 'no error line'}; see {log}",
+                "exit_code": int(next(g for g in code.groups() if g)) if code else None,
+            }
+        )
     return failures
 
 

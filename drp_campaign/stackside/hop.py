@@ -26,14 +26,20 @@ def manifest_entry(butler, root, ref, repo: Path) -> dict[str, Any]:
     """One dataset's file as a manifest entry (the source's size and adler32)."""
     uri = butler.getURI(ref)
     if not uri.isLocal:
-        raise StacksideError(f"export: dataset {ref} in {repo} is not a local file ({uri}); only posix datastores are supported")
+        raise StacksideError(
+            f"export: dataset {ref} in {repo} is not a local file ({uri}); only posix datastores are supported"
+        )
     path = Path(uri.ospath)
     rel = uri.relative_to(root)
     if rel is None:
-        raise StacksideError(f"export: file {path} of dataset {ref.id} is outside repo root {repo}; cannot name a relpath")
+        raise StacksideError(
+            f"export: file {path} of dataset {ref.id} is outside repo root {repo}; cannot name a relpath"
+        )
     if not path.exists():
-        raise StacksideError(f"export: file {path} of dataset {ref.id} ({ref.datasetType.name} {_jsonable_data_id(ref.dataId)}, "
-                             f"run {ref.run}) is missing in repo {repo}: restore it there (or remove the dataset) and retry")
+        raise StacksideError(
+            f"export: file {path} of dataset {ref.id} ({ref.datasetType.name} {_jsonable_data_id(ref.dataId)}, "
+            f"run {ref.run}) is missing in repo {repo}: restore it there (or remove the dataset) and retry"
+        )
     return {
         "dataset_id": str(ref.id),
         "dataset_type": ref.datasetType.name,
@@ -73,9 +79,19 @@ def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path)
             if not runs or name not in registered:
                 continue
             refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
-            entries += [manifest_entry(butler, root, ref, repo) for ref in sorted(refs, key=lambda r: (r.run, str(r.id)))]
-    write_manifest(manifest, {"repo": str(Path(repo).resolve()), "collections": patterns, "runs": runs,
-                              "dataset_types": types, "entries": entries})
+            entries += [
+                manifest_entry(butler, root, ref, repo) for ref in sorted(refs, key=lambda r: (r.run, str(r.id)))
+            ]
+    write_manifest(
+        manifest,
+        {
+            "repo": str(Path(repo).resolve()),
+            "collections": patterns,
+            "runs": runs,
+            "dataset_types": types,
+            "entries": entries,
+        },
+    )
     by_type = Counter(e["dataset_type"] for e in entries)
     return {
         "manifest": str(manifest),
@@ -112,7 +128,9 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         for e in doc["entries"]:
             did, rel = e.get("dataset_id"), e.get("relpath")
             if not did or not rel or "ref" not in e:
-                rejected.append({"dataset_id": did, "relpath": rel, "reason": "manifest entry lacks dataset_id, relpath or ref"})
+                rejected.append(
+                    {"dataset_id": did, "relpath": rel, "reason": "manifest entry lacks dataset_id, relpath or ref"}
+                )
                 continue
             path = replica_dir / rel
             if not path.is_file():
@@ -121,10 +139,22 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
             size = path.stat().st_size
             checksum = adler32(path)
             if size != e.get("bytes"):
-                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"size mismatch: replica {size} bytes, manifest {e.get('bytes')}"})
+                rejected.append(
+                    {
+                        "dataset_id": did,
+                        "relpath": rel,
+                        "reason": f"size mismatch: replica {size} bytes, manifest {e.get('bytes')}",
+                    }
+                )
                 continue
             if checksum != str(e.get("adler32", "")).lower():
-                rejected.append({"dataset_id": did, "relpath": rel, "reason": f"adler32 mismatch: replica {checksum}, manifest {e.get('adler32')}"})
+                rejected.append(
+                    {
+                        "dataset_id": did,
+                        "relpath": rel,
+                        "reason": f"adler32 mismatch: replica {checksum}, manifest {e.get('adler32')}",
+                    }
+                )
                 continue
             try:
                 ref = DatasetRef.from_json(json.dumps(e["ref"]), universe=butler.dimensions)
@@ -132,9 +162,17 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
                 rejected.append({"dataset_id": did, "relpath": rel, "reason": f"cannot rebuild DatasetRef: {exc}"})
                 continue
             if str(ref.id) != did or ref.run != e.get("run"):
-                rejected.append({"dataset_id": did, "relpath": rel, "reason": "ref in manifest disagrees with dataset_id/run"})
+                rejected.append(
+                    {"dataset_id": did, "relpath": rel, "reason": "ref in manifest disagrees with dataset_id/run"}
+                )
                 continue
-            info = {"dataset_id": did, "dataset_type": ref.datasetType.name, "run": ref.run, "bytes": size, "adler32": checksum}
+            info = {
+                "dataset_id": did,
+                "dataset_type": ref.datasetType.name,
+                "run": ref.run,
+                "bytes": size,
+                "adler32": checksum,
+            }
             if e.get("validity"):
                 to_certify.append((ref, e["validity"]))
             existing = butler.get_dataset(ref.id)
@@ -147,13 +185,22 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         # Register dataset types and RUNs, then ingest (copy) in one transaction.
         for dataset_type in {r.datasetType.name: r.datasetType for r, _, _ in to_ingest}.values():
             try:
-                with_lock_retry(lambda dt=dataset_type: butler.registry.registerDatasetType(dt), what=f"registering {dataset_type.name} in {repo}")
+                with_lock_retry(
+                    lambda dt=dataset_type: butler.registry.registerDatasetType(dt),
+                    what=f"registering {dataset_type.name} in {repo}",
+                )
             except StacksideError:
                 raise
             except Exception as exc:  # noqa: BLE001 - conflicting definition: reject those entries
                 bad = [x for x in to_ingest if x[0].datasetType.name == dataset_type.name]
                 for ref, path, info in bad:
-                    rejected.append({"dataset_id": str(ref.id), "relpath": str(path.relative_to(replica_dir)), "reason": f"dataset type conflict: {exc}"})
+                    rejected.append(
+                        {
+                            "dataset_id": str(ref.id),
+                            "relpath": str(path.relative_to(replica_dir)),
+                            "reason": f"dataset type conflict: {exc}",
+                        }
+                    )
                 to_ingest = [x for x in to_ingest if x[0].datasetType.name != dataset_type.name]
         for run in sorted({r.run for r, _, _ in to_ingest}):
             with_lock_retry(lambda run=run: butler.collections.register(run), what=f"registering run {run} in {repo}")

@@ -112,9 +112,7 @@ def _literal_representer(dumper, data):
 yaml.add_representer(_Literal, _literal_representer, Dumper=yaml.SafeDumper)
 
 
-def build_pipeline_yaml(
-    spec: PipelineSpec, step: str | None = None, faults: dict[str, str] | None = None
-) -> str:
+def build_pipeline_yaml(spec: PipelineSpec, step: str | None = None, faults: dict[str, str] | None = None) -> str:
     """pipe_base pipeline YAML: STEP's tasks only (or all, with one labeled subset per step)."""
     from lsst.daf.butler import DimensionUniverse
 

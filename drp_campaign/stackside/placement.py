@@ -48,7 +48,9 @@ def _missing_collection(butler, collection: str) -> bool:
 def _by_visits(butler, campaign, name: str, sel: InputSelection, tracts: list[int], problems: list[str]) -> list:
     """The datasets of every (visit, detector) overlapping the tracts; each one lacking is a problem."""
     query = _tract_query(campaign, tracts)
-    wanted = {(d["visit"], d["detector"]): d["tract"] for d in butler.query_data_ids(["visit", "detector", "tract"], **query)}
+    wanted = {
+        (d["visit"], d["detector"]): d["tract"] for d in butler.query_data_ids(["visit", "detector", "tract"], **query)
+    }
     refs = {r.id: r for r in butler.query_datasets(name, collections=sel.collection, **query)}.values()
     have = {(r.dataId["visit"], r.dataId["detector"]) for r in refs}
     for (visit, detector), tract in sorted(wanted.items()):
@@ -65,8 +67,10 @@ def _by_validity(butler, campaign, name: str, sel: InputSelection, tracts: list[
     pairs = sorted({(d["visit"], d["detector"]) for d in butler.query_data_ids(["visit", "detector"], **query)})
     keys = [d for d in butler.get_dataset_type(name).dimensions.required if d != "instrument"]
     if any(k not in ("detector", "physical_filter") for k in keys):
-        raise StacksideError(f"{name}: calibrations with dimensions {keys} cannot be matched to visits here "
-                             "(only detector and physical_filter are)")
+        raise StacksideError(
+            f"{name}: calibrations with dimensions {keys} cannot be matched to visits here "
+            "(only detector and physical_filter are)"
+        )
     by_key = defaultdict(list)
     for assoc in butler.registry.queryDatasetAssociations(name, collections=[sel.collection], flattenChains=False):
         by_key[tuple(assoc.ref.dataId[k] for k in keys)].append(assoc)
@@ -84,22 +88,29 @@ def _by_validity(butler, campaign, name: str, sel: InputSelection, tracts: list[
     for key, vs in sorted(uncovered.items()):
         spans = [visits[v].timespan for v in vs]
         what = " ".join(f"{k}={v}" for k, v in zip(keys, key))
-        problems.append(f"{name} {what}: nothing certified in {sel.collection} for "
-                        f"{min(s.begin for s in spans).isot[:19]} .. {max(s.end for s in spans).isot[:19]} TAI "
-                        f"(visits {', '.join(map(str, sorted(set(vs))))})")
+        problems.append(
+            f"{name} {what}: nothing certified in {sel.collection} for "
+            f"{min(s.begin for s in spans).isot[:19]} .. {max(s.end for s in spans).isot[:19]} TAI "
+            f"(visits {', '.join(map(str, sorted(set(vs))))})"
+        )
     return [chosen[i] for i in sorted(chosen, key=str)]
 
 
 def _by_region(butler, campaign, name: str, sel: InputSelection, tracts: list[int], problems: list[str]) -> list:
     """Sky-pixel shards whose pixels overlap the tracts' regions (a superset, as refcat loaders do)."""
-    skypix = [d for d in butler.get_dataset_type(name).dimensions.required if d in butler.dimensions.skypix_dimensions.names]
+    skypix = [
+        d for d in butler.get_dataset_type(name).dimensions.required if d in butler.dimensions.skypix_dimensions.names
+    ]
     pixelization = butler.dimensions.skypix_dimensions[skypix[0]].pixelization
     pixels: set[int] = set()
     for record in butler.query_dimension_records("tract", **_tract_query(campaign, tracts)):
         for begin, end in pixelization.envelope(record.region):
             pixels.update(range(begin, end))
-    refs = [r for r in butler.query_datasets(name, collections=sel.collection, explain=False, limit=None)
-            if r.dataId[skypix[0]] in pixels]
+    refs = [
+        r
+        for r in butler.query_datasets(name, collections=sel.collection, explain=False, limit=None)
+        if r.dataId[skypix[0]] in pixels
+    ]
     if not refs:
         problems.append(f"{name}: no {skypix[0]} shard in {sel.collection} overlaps tracts {tracts}")
     return sorted(refs, key=lambda r: str(r.id))
@@ -135,18 +146,37 @@ def export_inputs(campaign: CampaignConfig, site: str, tracts: list[int], repo: 
                 ref, span = item if isinstance(item, tuple) else (item, None)
                 entry = manifest_entry(butler, root, ref, repo)
                 if span is not None:
-                    entry["validity"] = {"collection": sel.collection, "begin": span.begin.tai.isot, "end": span.end.tai.isot}
+                    entry["validity"] = {
+                        "collection": sel.collection,
+                        "begin": span.begin.tai.isot,
+                        "end": span.end.tai.isot,
+                    }
                 entries.append(entry)
     if problems:
         shown = problems[:SHOWN] + ([f"... and {len(problems) - SHOWN} more"] if len(problems) > SHOWN else [])
         raise StacksideError(
-            f"hub {hub} ({repo}) lacks inputs site {site} needs for tracts {tracts}: " + "; ".join(shown)
-            + f"; add them to the hub's Butler (ingest or certify them), then clear this task"
+            f"hub {hub} ({repo}) lacks inputs site {site} needs for tracts {tracts}: "
+            + "; ".join(shown)
+            + "; add them to the hub's Butler (ingest or certify them), then clear this task"
         )
-    write_manifest(manifest, {"repo": str(Path(repo).resolve()), "site": site, "tracts": tracts,
-                              "dataset_types": list(place.inputs), "entries": entries})
-    return {"manifest": str(manifest), "site": site, "tracts": tracts, "entries": len(entries),
-            "bytes": sum(e["bytes"] for e in entries), "by_type": _count(entries, place.inputs)}
+    write_manifest(
+        manifest,
+        {
+            "repo": str(Path(repo).resolve()),
+            "site": site,
+            "tracts": tracts,
+            "dataset_types": list(place.inputs),
+            "entries": entries,
+        },
+    )
+    return {
+        "manifest": str(manifest),
+        "site": site,
+        "tracts": tracts,
+        "entries": len(entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "by_type": _count(entries, place.inputs),
+    }
 
 
 def _count(entries: list[dict], types) -> dict[str, int]:
@@ -193,8 +223,14 @@ def check_datasets(repo: Path, manifest: Path) -> dict[str, Any]:
                 continue
             row["verified"] += 1
             row["bytes_verified"] += int(e["bytes"])
-    return {"repo": str(repo), "manifest": str(manifest), "ok": not problems, "by_type": by_type,
-            "problems": problems[:20], "problem_count": len(problems)}
+    return {
+        "repo": str(repo),
+        "manifest": str(manifest),
+        "ok": not problems,
+        "by_type": by_type,
+        "problems": problems[:20],
+        "problem_count": len(problems),
+    }
 
 
 def _file_problem(butler, ref, entry: dict) -> str | None:

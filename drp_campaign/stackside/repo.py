@@ -137,8 +137,13 @@ def _dataset_type(butler, campaign: CampaignConfig, name: str):
     if name not in spec.dataset_types:
         raise StacksideError(f"{spec.file}: dataset_types has no {name!r}: the synthetic sky needs it")
     sc = MockStorageClass.get_or_register_mock(storage_class_for(name)).name
-    return DatasetType(name, spec.dataset_types[name].dimensions, sc, universe=butler.dimensions,
-                       isCalibration=spec.dataset_types[name].calibration)
+    return DatasetType(
+        name,
+        spec.dataset_types[name].dimensions,
+        sc,
+        universe=butler.dimensions,
+        isCalibration=spec.dataset_types[name].calibration,
+    )
 
 
 def insert_sky(butler, sky: SyntheticSky) -> dict[str, int]:
@@ -168,8 +173,10 @@ def _put_missing(butler, dataset_type, data_ids: list[dict[str, Any]], run: str)
     butler.registry.registerDatasetType(dataset_type)
     butler.collections.register(run)
     dims = dataset_type.dimensions.required
-    have = {tuple(ref.dataId[d] for d in dims)
-            for ref in butler.query_datasets(dataset_type.name, collections=run, explain=False, limit=None)}
+    have = {
+        tuple(ref.dataId[d] for d in dims)
+        for ref in butler.query_datasets(dataset_type.name, collections=run, explain=False, limit=None)
+    }
     put = []
     for data_id in data_ids:
         if tuple(data_id[d] for d in dims) in have:
@@ -177,8 +184,15 @@ def _put_missing(butler, dataset_type, data_ids: list[dict[str, Any]], run: str)
         coord = butler.registry.expandDataId(data_id)
         # Deterministic UUIDs: the same dataset has the same id in every site's repo.
         ref = DatasetRef(dataset_type, coord, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
-        butler.put(MockDataset(dataset_id=ref.id, dataset_type=ref.datasetType.to_simple(),
-                               data_id=dict(ref.dataId.mapping), run=ref.run), ref)
+        butler.put(
+            MockDataset(
+                dataset_id=ref.id,
+                dataset_type=ref.datasetType.to_simple(),
+                data_id=dict(ref.dataId.mapping),
+                run=ref.run,
+            ),
+            ref,
+        )
         put.append(ref)
     return put
 
@@ -194,16 +208,21 @@ def certify_missing(butler, refs_with_validity: list[tuple[Any, dict]]) -> int:
         groups.setdefault((v["collection"], v["begin"], v["end"]), []).append(ref)
     done = 0
     for (collection, begin, end), refs in sorted(groups.items()):
-        with_lock_retry(lambda c=collection: butler.collections.register(c, CollectionType.CALIBRATION),
-                        what=f"registering calibration collection {collection}")
+        with_lock_retry(
+            lambda c=collection: butler.collections.register(c, CollectionType.CALIBRATION),
+            what=f"registering calibration collection {collection}",
+        )
         names = {r.datasetType.name for r in refs}
-        have = {a.ref.id for name in names
-                for a in butler.registry.queryDatasetAssociations(name, collections=[collection])}
+        have = {
+            a.ref.id for name in names for a in butler.registry.queryDatasetAssociations(name, collections=[collection])
+        }
         todo = [r for r in refs if r.id not in have]
         if todo:
             span = Timespan(astropy.time.Time(begin, scale="tai"), astropy.time.Time(end, scale="tai"))
-            with_lock_retry(lambda c=collection, t=todo, sp=span: butler.registry.certify(c, t, sp),
-                            what=f"certifying {len(todo)} calibrations in {collection}")
+            with_lock_retry(
+                lambda c=collection, t=todo, sp=span: butler.registry.certify(c, t, sp),
+                what=f"certifying {len(todo)} calibrations in {collection}",
+            )
             done += len(todo)
     return done
 
@@ -231,8 +250,9 @@ def _seed_shards(butler, campaign: CampaignConfig, sky: SyntheticSky, name: str,
     return len(_put_missing(butler, dataset_type, ids, run))
 
 
-def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[int] | None = None,
-              data: bool = True) -> dict[str, Any]:
+def seed_repo(
+    campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[int] | None = None, data: bool = True
+) -> dict[str, Any]:
     """Create REPO if missing and insert the whole sky; with DATA, put mock raws for SITE's tracts
     (or TRACTS) and the other inputs the campaign places (calibrations for every day of the sky,
     reference catalog shards overlapping the tracts)."""
@@ -246,7 +266,7 @@ def seed_repo(campaign: CampaignConfig, site: str, repo: Path, *, tracts: list[i
         if data:
             put[RAW] = len(_put_missing(butler, _dataset_type(butler, campaign, RAW), sky.raw_data_ids(tracts), run))
             place = campaign.place_hop()
-            for name, sel in (place.inputs.items() if place else []):
+            for name, sel in place.inputs.items() if place else []:
                 if sel.select == "valid_for_visits":
                     put[name] = _seed_calibrations(butler, campaign, sky, name, sel.collection)
                 elif sel.select == "overlaps_tracts":
@@ -345,9 +365,7 @@ def count_datasets(repo: Path, collections: str, dataset_types: str | None) -> d
         counts: Counter[str] = Counter()
         if runs:
             if not types:
-                types = sorted(
-                    {dt.name for dt in butler.registry.queryDatasetTypes("*") if not dt.isComponent()}
-                )
+                types = sorted({dt.name for dt in butler.registry.queryDatasetTypes("*") if not dt.isComponent()})
             for name in types:
                 try:
                     refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)

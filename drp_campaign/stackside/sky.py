@@ -61,8 +61,9 @@ class Visit:
 class SyntheticSky:
     def __init__(self, campaign: CampaignConfig):
         if campaign.data.synthetic is None:
-            raise StacksideError(f"{campaign.file}: data.synthetic is missing; the embedded sites' "
-                                 "synthetic sky is made from it: add it")
+            raise StacksideError(
+                f"{campaign.file}: data.synthetic is missing; the embedded sites' synthetic sky is made from it: add it"
+            )
         self.campaign = campaign
         self.instrument = campaign.data.instrument
         self.skymap = campaign.data.skymap

@@ -22,8 +22,12 @@ from .repo import open_butler, prepend_to_chain
 _GENERATED = re.compile(
     r"Generated (\d+) quant(?:um|a) for task (\S+?)(?: \((\d+) previously succeeded and skipped\))?\.?$", re.M
 )
-_DROPPED = re.compile(r"Dropping task (\S+) because no quanta remain(?: \((\d+) previously succeeded and skipped\))?", re.M)
-_EMPTY = re.compile(r"QuantumGraph (?:is|was) empty|QuantumGraph contains no quanta|Initial bipartite graph has 0 quanta", re.I)
+_DROPPED = re.compile(
+    r"Dropping task (\S+) because no quanta remain(?: \((\d+) previously succeeded and skipped\))?", re.M
+)
+_EMPTY = re.compile(
+    r"QuantumGraph (?:is|was) empty|QuantumGraph contains no quanta|Initial bipartite graph has 0 quanta", re.I
+)
 
 
 def _safe(name: str) -> str:
@@ -39,7 +43,9 @@ def pipetask_exe() -> str:
     if not exe.exists():
         exe = settings.stack_prefix() / "bin" / "pipetask"
     if not exe.exists():
-        raise StacksideError(f"pipetask not found next to {sys.executable} nor in $DRP_STACK_PREFIX/bin: install lsst-ctrl-mpexec")
+        raise StacksideError(
+            f"pipetask not found next to {sys.executable} nor in $DRP_STACK_PREFIX/bin: install lsst-ctrl-mpexec"
+        )
     return str(exe)
 
 
@@ -61,7 +67,9 @@ def _run_exists(repo: Path, run: str, chain: str, site: str) -> tuple[bool, list
         except MissingCollectionError:
             return False, []
         if info.type != CollectionType.RUN:
-            raise StacksideError(f"output run {run!r} exists in {repo} but is a {info.type.name} collection: pick another name")
+            raise StacksideError(
+                f"output run {run!r} exists in {repo} but is a {info.type.name} collection: pick another name"
+            )
         configs = []
         for dt in butler.registry.queryDatasetTypes("*_config"):
             if butler.query_datasets(dt, collections=run, explain=False, limit=1):
@@ -125,13 +133,28 @@ def run_step(
 
     exists, existing_configs = _run_exists(repo, output_run, chain, site)
     # Through the site's warm stack server when there is one (stackside/warm.py): the same pipetask.
-    cmd = [*settings.warm_prefix(site, sys.executable), pipetask_exe(), "qgraph" if dry_run else "run", "-b", str(repo),
-           "-p", str(pipeline_file), "-i", chain, "--output-run", output_run]  # fmt: skip
+    cmd = [
+        *settings.warm_prefix(site, sys.executable),
+        pipetask_exe(),
+        "qgraph" if dry_run else "run",
+        "-b",
+        str(repo),
+        "-p",
+        str(pipeline_file),
+        "-i",
+        chain,
+        "--output-run",
+        output_run,
+    ]
     if tracts:
         cmd += ["-d", group_data_query(campaign, tracts)]
     if exists:
         # Retry: redo only what did not succeed, in the same RUN, never duplicating a dataset.
-        cmd += ["--extend-run", "--skip-existing-in", output_run, "--clobber-outputs"] if not dry_run else ["--skip-existing-in", output_run]
+        cmd += (
+            ["--extend-run", "--skip-existing-in", output_run, "--clobber-outputs"]
+            if not dry_run
+            else ["--skip-existing-in", output_run]
+        )
         if not dry_run and set(labels) <= set(existing_configs):
             # Configs were written by the first attempt; a fault injected then (fail_condition)
             # would otherwise make the comparison refuse the retry.
@@ -146,7 +169,9 @@ def run_step(
     with open(log_file, "w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=settings.site_environment(), cwd=str(log_file.parent))
+        proc = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=settings.site_environment(), cwd=str(log_file.parent)
+        )
     duration = time.monotonic() - t0
     finished = _now()
     text = log_file.read_text(errors="replace")
@@ -171,8 +196,13 @@ def run_step(
         "faults": fault_map,
         "retry": exists,
         "status": None,
-        "quanta": {"total": sum(per_task.values()), "succeeded": 0, "failed": 0, "blocked": 0,
-                   "previously_succeeded": sum(previously.values())},
+        "quanta": {
+            "total": sum(per_task.values()),
+            "succeeded": 0,
+            "failed": 0,
+            "blocked": 0,
+            "previously_succeeded": sum(previously.values()),
+        },
         "quanta_per_task": per_task,
         "failed_quanta": [],
         "outputs": {},
@@ -231,7 +261,9 @@ def run_step(
             result["quanta"]["blocked"] += result["quanta"]["total"] - reported
 
     if proc.returncode == 0 and summary is not None and summary.get("status") == "success":
-        result["status"] = "succeeded" if result["quanta"]["total"] or result["quanta"]["previously_succeeded"] else "empty"
+        result["status"] = (
+            "succeeded" if result["quanta"]["total"] or result["quanta"]["previously_succeeded"] else "empty"
+        )
     elif summary is not None and result["quanta"]["failed"]:
         result["status"] = "failed"
     elif empty:

@@ -50,12 +50,24 @@ ENTRY_POINTS = {
 }
 # Imported once by the server: what the stack-side commands, BPS and its jobs load.
 PRELOAD = (
-    "lsst.daf.butler", "lsst.daf.butler.cli.butler", "lsst.pipe.base", "lsst.pipe.base.tests.mocks",
-    "lsst.pipe.base.quantum_provenance_graph", "lsst.ctrl.mpexec.cli.pipetask", "lsst.ctrl.bps.cli.bps",
-    "lsst.ctrl.bps.drivers", "lsst.ctrl.bps.parsl", "drp_campaign.stackside.bps_run", "drp_campaign.stackside.repo",
-    "drp_campaign.stackside.hop", "drp_campaign.stackside.placement", "drp_campaign.stackside.step",
-    "drp_campaign.stackside.sky", "drp_campaign.stackside.parsl_site", "drp_campaign.wms.parsl",
-)  # fmt: skip
+    "lsst.daf.butler",
+    "lsst.daf.butler.cli.butler",
+    "lsst.pipe.base",
+    "lsst.pipe.base.tests.mocks",
+    "lsst.pipe.base.quantum_provenance_graph",
+    "lsst.ctrl.mpexec.cli.pipetask",
+    "lsst.ctrl.bps.cli.bps",
+    "lsst.ctrl.bps.drivers",
+    "lsst.ctrl.bps.parsl",
+    "drp_campaign.stackside.bps_run",
+    "drp_campaign.stackside.repo",
+    "drp_campaign.stackside.hop",
+    "drp_campaign.stackside.placement",
+    "drp_campaign.stackside.step",
+    "drp_campaign.stackside.sky",
+    "drp_campaign.stackside.parsl_site",
+    "drp_campaign.wms.parsl",
+)
 HEADER = struct.Struct("!I")
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 START_TIMEOUT_S = 90.0
@@ -68,8 +80,16 @@ SERVER_ENV = {"JE_ARROW_MALLOC_CONF": "background_thread:false", "OPENBLAS_NUM_T
 # What fixes an interpreter when it starts (its sys.path, the libraries it loads): a forked
 # command keeps the server's, so a server serves only callers whose values match its own. Every
 # other variable is the command's own.
-INTERPRETER_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH",
-                   "PYTHONPLATLIBDIR", "LD_LIBRARY_PATH", "LD_PRELOAD")  # fmt: skip
+INTERPRETER_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONNOUSERSITE",
+    "PYTHONUSERBASE",
+    "PYTHONSAFEPATH",
+    "PYTHONPLATLIBDIR",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+)
 
 
 def interpreter_key() -> str:
@@ -180,16 +200,32 @@ def _connect_or_start(files: Files, site: str) -> socket.socket | None:
             return conn
         with open(files.log, "a") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "drp_campaign.stackside.warm", "serve", "--dir", str(files.dir), "--site", site,
-                 "--key", files.key],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **SERVER_ENV},
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "drp_campaign.stackside.warm",
+                    "serve",
+                    "--dir",
+                    str(files.dir),
+                    "--site",
+                    site,
+                    "--key",
+                    files.key,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env={**os.environ, **SERVER_ENV},
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and server.poll() is None:
             if conn := _connect(files.socket):
                 return conn
             time.sleep(0.05)
-    print(f"warm stack server for {site} did not start (log: {files.log}); running the command plainly", file=sys.stderr)
+    print(
+        f"warm stack server for {site} did not start (log: {files.log}); running the command plainly", file=sys.stderr
+    )
     return None
 
 
@@ -213,7 +249,10 @@ def serve(files: Files, idle_s: float) -> None:
     listener.bind(files.socket)
     listener.listen(128)
     files.pid.write_text(str(os.getpid()))
-    print(f"{_now()} serving on {files.socket} (pid {os.getpid()}), stack imported in {time.monotonic() - t0:.1f} s", flush=True)
+    print(
+        f"{_now()} serving on {files.socket} (pid {os.getpid()}), stack imported in {time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     children: dict[int, socket.socket] = {}  # command pid -> its client's connection
@@ -359,8 +398,11 @@ def _reap(children: dict[int, socket.socket], orphans: dict[int, float], started
         code = os.waitstatus_to_exitcode(status)
         t0, what = started.pop(pid, (time.monotonic(), "?"))
         # One line per command: what ran, how it ended, its CPU (with what it waited for) and wall.
-        print(f"{_now()} command pid={pid} exit={code} cpu_s={usage.ru_utime + usage.ru_stime:.2f} "
-              f"wall_s={time.monotonic() - t0:.2f} what={what}", flush=True)  # fmt: skip
+        print(
+            f"{_now()} command pid={pid} exit={code} cpu_s={usage.ru_utime + usage.ru_stime:.2f} "
+            f"wall_s={time.monotonic() - t0:.2f} what={what}",
+            flush=True,
+        )
         conn = children.pop(pid, None)
         if conn is not None:
             try:

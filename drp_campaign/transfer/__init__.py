@@ -17,7 +17,9 @@ KINDS = ("local", "rucio")
 def service_kind(kind: str | None = None) -> str:
     kind = kind or os.environ.get("DRP_TRANSFER_SERVICE", "local")
     if kind not in KINDS:
-        raise ValueError(f"unknown transfer service {kind!r} ($DRP_TRANSFER_SERVICE): the choices are: {', '.join(KINDS)}")
+        raise ValueError(
+            f"unknown transfer service {kind!r} ($DRP_TRANSFER_SERVICE): the choices are: {', '.join(KINDS)}"
+        )
     return kind
 
 

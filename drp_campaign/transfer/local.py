@@ -70,7 +70,9 @@ class LocalTransferService(TransferService):
         else:
             status = self._copy_all(rule_id, manifest, self.replica_dir(destination_rse))
         rule_file.parent.mkdir(parents=True, exist_ok=True)
-        rule_file.write_text(json.dumps({"did": dataset_did, "rse": destination_rse, "lifetime_s": lifetime_s, **status.to_dict()}))
+        rule_file.write_text(
+            json.dumps({"did": dataset_did, "rse": destination_rse, "lifetime_s": lifetime_s, **status.to_dict()})
+        )
         return rule_id
 
     def replicas_at(self, dataset_did: str, rse: str) -> dict[str, int]:
@@ -123,7 +125,9 @@ class LocalTransferService(TransferService):
                     continue
                 got = adler32(dest)
                 if dest.stat().st_size != entry.bytes or got != entry.adler32:
-                    errors.append(f"{entry.relpath}: checksum mismatch after copy (adler32 {got}, expected {entry.adler32})")
+                    errors.append(
+                        f"{entry.relpath}: checksum mismatch after copy (adler32 {got}, expected {entry.adler32})"
+                    )
                     continue
             ok += 1
             ok_bytes += entry.bytes

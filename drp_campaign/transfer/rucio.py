@@ -44,7 +44,9 @@ def rucio_client(fields: dict[str, Any]):
     from rucio.client import Client
 
     auth_type = fields.get("auth_type") or "userpass"
-    creds = {"username": fields.get("username"), "password": fields.get("password")} if auth_type == "userpass" else None
+    creds = (
+        {"username": fields.get("username"), "password": fields.get("password")} if auth_type == "userpass" else None
+    )
     return Client(
         rucio_host=fields["rucio_host"],
         auth_host=fields.get("auth_host") or fields["rucio_host"],
@@ -110,7 +112,9 @@ class RucioTransferService(TransferService):
 
         for _ in range(5):
             try:
-                self.client.add_files_to_dataset(scope, name, [{"scope": scope, "name": e.relpath} for e in entries], rse=rse)
+                self.client.add_files_to_dataset(
+                    scope, name, [{"scope": scope, "name": e.relpath} for e in entries], rse=rse
+                )
                 return
             except FileAlreadyExists:
                 attached = {f["name"] for f in self.client.list_files(scope, name)}
@@ -131,26 +135,38 @@ class RucioTransferService(TransferService):
                 self._add_replicas_once(scope, rse, entries)
                 return
             except (DatabaseException, Duplicate, FileReplicaAlreadyExists) as exc:
-                log.info("%s: registering %d files at %s raced a twin (%s); registering what is missing",
-                         scope, len(entries), rse, _first_line(exc))  # fmt: skip
+                log.info(
+                    "%s: registering %d files at %s raced a twin (%s); registering what is missing",
+                    scope,
+                    len(entries),
+                    rse,
+                    _first_line(exc),
+                )
         raise TransferError(f"{scope}: files at {rse} kept being registered concurrently; clear this task to retry")
 
     def _add_replicas_once(self, scope: str, rse: str, entries: list[ManifestEntry]) -> None:
         dids = [{"scope": scope, "name": e.relpath} for e in entries]
-        known = {r["name"] for r in self.client.list_replicas(dids, rse_expression=rse, all_states=True, ignore_availability=True)}
+        known = {
+            r["name"]
+            for r in self.client.list_replicas(dids, rse_expression=rse, all_states=True, ignore_availability=True)
+        }
         files = [
             {
                 "scope": scope,
                 "name": e.relpath,
                 "bytes": e.bytes,
                 "adler32": e.adler32,
-                "meta": {SIDECAR_KEY: json.dumps(e.ref) if not isinstance(e.ref, str) else e.ref,
-                         "rubin_dataset_id": e.dataset_id, "rubin_dataset_type": e.dataset_type, "rubin_run": e.run,
-                         **({VALIDITY_KEY: json.dumps(e.validity)} if e.validity else {})},
+                "meta": {
+                    SIDECAR_KEY: json.dumps(e.ref) if not isinstance(e.ref, str) else e.ref,
+                    "rubin_dataset_id": e.dataset_id,
+                    "rubin_dataset_type": e.dataset_type,
+                    "rubin_run": e.run,
+                    **({VALIDITY_KEY: json.dumps(e.validity)} if e.validity else {}),
+                },
             }
             for e in entries
             if e.relpath not in known
-        ]  # fmt: skip
+        ]
         if files:
             self.client.add_replicas(rse=rse, files=files)
 
@@ -188,7 +204,9 @@ class RucioTransferService(TransferService):
                 f"limit (rucio-admin account set-limits {self.client.account} {destination_rse} <bytes>), then retry"
             ) from None
         except InvalidRSEExpression as exc:
-            raise TransferError(f"{where}: Rucio knows no RSE {destination_rse!r} ({_first_line(exc)}); check the RSE names in sites.yaml") from None
+            raise TransferError(
+                f"{where}: Rucio knows no RSE {destination_rse!r} ({_first_line(exc)}); check the RSE names in sites.yaml"
+            ) from None
         except (RSEWriteBlocked, InsufficientTargetRSEs) as exc:
             raise TransferError(
                 f"{where}: {destination_rse} does not accept writes now ({_first_line(exc)}); the site may be down "
@@ -281,7 +299,9 @@ class RucioTransferService(TransferService):
         try:
             files = list(self.client.list_files(scope, name))
         except DataIdentifierNotFound:
-            raise TransferError(f"dataset {dataset_did} is not registered in Rucio: run the hop's register task first") from None
+            raise TransferError(
+                f"dataset {dataset_did} is not registered in Rucio: run the hop's register task first"
+            ) from None
         metas = {m["name"]: m for m in self._metadata(scope, [f["name"] for f in files])}
         entries = []
         for f in files:
@@ -303,4 +323,6 @@ class RucioTransferService(TransferService):
 
     def _metadata(self, scope: str, names: list[str]) -> Iterable[dict]:
         for batch in _batches(names):
-            yield from self.client.get_metadata_bulk([{"scope": scope, "name": n} for n in batch], inherit=False, plugin="JSON")
+            yield from self.client.get_metadata_bulk(
+                [{"scope": scope, "name": n} for n in batch], inherit=False, plugin="JSON"
+            )

@@ -27,5 +27,14 @@ def backend(name: str) -> Wms:
     return _INSTANCES[name]
 
 
-__all__ = ["BACKENDS", "ENDED", "TRANSITIONS", "RunState", "RunStateError", "Wms", "backend", "check_transition",
-           "may_become"]
+__all__ = [
+    "BACKENDS",
+    "ENDED",
+    "TRANSITIONS",
+    "RunState",
+    "RunStateError",
+    "Wms",
+    "backend",
+    "check_transition",
+    "may_become",
+]

@@ -37,8 +37,10 @@ class PandaWms(Wms):
         return site_cfg.panda.compute_site  # PanDA sends jobs to the site's queue
 
     def submit_settings(self, site_cfg: Any, submit_dir: Path) -> dict[str, Any]:
-        return {"fileDistributionEndPoint": site_cfg.panda.file_distribution
-                or f"file://{Path(submit_dir).parent}/distribution/"}
+        return {
+            "fileDistributionEndPoint": site_cfg.panda.file_distribution
+            or f"file://{Path(submit_dir).parent}/distribution/"
+        }
 
     def connection_id(self, site: str) -> str | None:
         return connection_id(site)
@@ -55,8 +57,10 @@ class PandaWms(Wms):
         found = PANDA_RUN_ID.search(proc.stdout + proc.stderr)
         if proc.returncode != 0 or not found or found.group(1) == "None":
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise StacksideError(f"bps submit to PanDA failed (exit {proc.returncode}): {' | '.join(tail)}; "
-                                 f"see {run_dir}/attempt-{n}.submit.log")
+            raise StacksideError(
+                f"bps submit to PanDA failed (exit {proc.returncode}): {' | '.join(tail)}; "
+                f"see {run_dir}/attempt-{n}.submit.log"
+            )
         attempt["run_id"] = found.group(1)
 
     def has_workflow(self, attempt: dict[str, Any]) -> bool:
@@ -74,21 +78,26 @@ class PandaWms(Wms):
         proc = _bps(["restart", "--id", str(request)], run_dir, n, "restart")
         status = _wait_for_idds_status(request, lambda s: s not in IDDS_NOT_RESTARTED)
         if proc.returncode != 0 or status in IDDS_NOT_RESTARTED:
-            raise StacksideError(f"PanDA did not restart request {request} (iDDS still {status}; bps exit "
-                                 f"{proc.returncode}); see {run_dir}/attempt-{n}.restart.log")
+            raise StacksideError(
+                f"PanDA did not restart request {request} (iDDS still {status}; bps exit "
+                f"{proc.returncode}); see {run_dir}/attempt-{n}.restart.log"
+            )
 
     def cancel(self, run_dir: Path, record: dict[str, Any], attempt: dict[str, Any]) -> None:
         proc = _bps(["cancel", "--id", str(attempt["run_id"])], run_dir, attempt["n"], "cancel")
         status = _wait_for_idds_status(attempt["run_id"], lambda s: s in IDDS_CANCELLED)
         if status not in IDDS_CANCELLED:
-            raise StacksideError(f"PanDA did not cancel request {attempt['run_id']} (iDDS still {status}; bps exit "
-                                 f"{proc.returncode}); see {run_dir}/attempt-{attempt['n']}.cancel.log")
+            raise StacksideError(
+                f"PanDA did not cancel request {attempt['run_id']} (iDDS still {status}; bps exit "
+                f"{proc.returncode}); see {run_dir}/attempt-{attempt['n']}.cancel.log"
+            )
 
 
 def _bps(args: list[str], run_dir: Path, n: int, what: str) -> subprocess.CompletedProcess:
     log = run_dir / f"attempt-{n}.{what}.log"
-    proc = subprocess.run([stack_exe("bps"), *args], capture_output=True, text=True, env=bps_environment(),
-                          cwd=run_dir, timeout=600)
+    proc = subprocess.run(
+        [stack_exe("bps"), *args], capture_output=True, text=True, env=bps_environment(), cwd=run_dir, timeout=600
+    )
     log.write_text(f"$ bps {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
     return proc
 

@@ -90,8 +90,12 @@ def _launch_detached(run_dir: Path, n: int, argv: list[str], site: str) -> int:
     script = '"${@:3}" > "$1" 2>&1; echo $? > "$2.tmp" && mv "$2.tmp" "$2"'
     proc = subprocess.Popen(
         ["bash", "-c", script, bpsrec.LAUNCHER_NAME, str(log), str(done), *argv],
-        cwd=run_dir, env=bps_environment(), start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=run_dir,
+        env=bps_environment(),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return proc.pid
 

@@ -33,10 +33,18 @@ class RunState(StrEnum):
 
 
 # After these nothing more happens without someone acting: the wait for a run stops.
-ENDED = frozenset({
-    RunState.FINISHED, RunState.CANCELLED, RunState.LOST, RunState.MISSING,
-    RunState.SUCCEEDED, RunState.FAILED, RunState.DELETED, RunState.HELD,
-})
+ENDED = frozenset(
+    {
+        RunState.FINISHED,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.MISSING,
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.DELETED,
+        RunState.HELD,
+    }
+)
 # What the WMS may report of a run that is going (or that it could not tell about).
 _OBSERVED = frozenset(RunState) - {RunState.MISSING, RunState.CANCELLED}
 # Restart or rescue: an ended run (or one the WMS cannot tell about) goes again.

@@ -29,6 +29,6 @@ from __future__ import annotations
 __all__ = ["RELAY_DN", "RELAY_USER", "USER", "VO"]
 
 RELAY_DN = "/DC=org/DC=lsst/OU=DRP/CN=panda-relay"
-RELAY_USER = "panda-relay"          # what iDDS makes of RELAY_DN (get_user_name_from_dn)
-USER = "drp"                        # owner of the requests the controller submits
-VO = "Rubin"                        # PANDA_AUTH_VO (the Origin header), one of auth.cfg allow_vos
+RELAY_USER = "panda-relay"  # what iDDS makes of RELAY_DN (get_user_name_from_dn)
+USER = "drp"  # owner of the requests the controller submits
+VO = "Rubin"  # PANDA_AUTH_VO (the Origin header), one of auth.cfg allow_vos

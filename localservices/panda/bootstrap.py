@@ -57,22 +57,26 @@ def ensure_schema(local: LocalIdds) -> bool:
     conn = psycopg2.connect(host=local.pg_host, user=local.pg_user, dbname=local.db, connect_timeout=10)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                        (f"{SCHEMA}.requests", f"{SCHEMA}.alembic_version"))
+            cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                (f"{SCHEMA}.requests", f"{SCHEMA}.alembic_version"),
+            )
             has_requests, has_version = cur.fetchone()
     finally:
         conn.close()
     if has_requests and has_version:
         return False
     if has_requests:
-        raise RuntimeError(f"database {local.db} has iDDS tables but no alembic_version: it was not "
-                           "built by this bootstrap; drop it (dropdb -h 127.0.0.1 -U postgres "
-                           f"{local.db}) or set DRP_IDDS_DB")
+        raise RuntimeError(
+            f"database {local.db} has iDDS tables but no alembic_version: it was not "
+            "built by this bootstrap; drop it (dropdb -h 127.0.0.1 -U postgres "
+            f"{local.db}) or set DRP_IDDS_DB"
+        )
     from contextlib import redirect_stdout
 
     from idds.orm.base.utils import build_database
 
-    with redirect_stdout(sys.stderr):   # it prints its progress; our stdout is the JSON line
+    with redirect_stdout(sys.stderr):  # it prints its progress; our stdout is the JSON line
         build_database(echo=False)
     return True
 
@@ -82,8 +86,17 @@ def main() -> int:
     local = prepare_environment()
     created_db = ensure_database(local)
     built = ensure_schema(local)
-    print(json.dumps({"database": local.db, "created_database": created_db, "built_schema": built,
-                      "home": str(local.home), "seconds": round(time.monotonic() - t0, 2)}))
+    print(
+        json.dumps(
+            {
+                "database": local.db,
+                "created_database": created_db,
+                "built_schema": built,
+                "home": str(local.home),
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+        )
+    )
     return 0
 
 

@@ -33,9 +33,9 @@ from drp_campaign import settings
 from localservices.files import ini_text, write_private
 from localservices.panda import RELAY_DN, RELAY_USER, USER, VO
 
-RELAY_PATH = "/server/panda"          # PANDA_URL's path at a real PanDA server
+RELAY_PATH = "/server/panda"  # PANDA_URL's path at a real PanDA server
 RELAY_KEY_HEADER = "X-DRP-Relay-Key"  # the relay -> iDDS key (LocalIdds.idds_key)
-SCHEMA = "doma_idds"                  # lower case: PostgreSQL folds the unquoted name in iDDS's SQL
+SCHEMA = "doma_idds"  # lower case: PostgreSQL folds the unquoted name in iDDS's SQL
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class LocalIdds:
     pg_user: str
 
     @classmethod
-    def from_env(cls) -> "LocalIdds":
+    def from_env(cls) -> LocalIdds:
         return cls(
             home=settings.work_dir() / "idds",
             idds_port=int(os.environ.get("DRP_IDDS_PORT") or 8092),
@@ -94,17 +94,18 @@ class LocalIdds:
 
     def connection(self) -> dict:
         """The Airflow Connection for this relay, in panda_connection's format."""
-        return {"conn_type": "http", "host": self.relay_url, "password": self.token(),
-                "extra": {"vo": VO}}
+        return {"conn_type": "http", "host": self.relay_url, "password": self.token(), "extra": {"vo": VO}}
 
     def environment(self) -> dict[str, str]:
         """What iDDS's server code and the relay read (set before importing idds)."""
-        return {"IDDS_CONFIG": str(self.path("idds.cfg")),
-                "IDDS_AUTH_CONFIG": str(self.path("auth.cfg")),
-                "ALEMBIC_CONFIG": str(self.path("alembic.ini")),
-                "IDDS_LOCAL_CONFIG_ROOT": str(self.path("client")),
-                "X509_USER_PROXY": str(self.path("relay-proxy.pem")),
-                "DRP_PANDA_RELAY_CONFIG": str(self.path("relay.json"))}
+        return {
+            "IDDS_CONFIG": str(self.path("idds.cfg")),
+            "IDDS_AUTH_CONFIG": str(self.path("auth.cfg")),
+            "ALEMBIC_CONFIG": str(self.path("alembic.ini")),
+            "IDDS_LOCAL_CONFIG_ROOT": str(self.path("client")),
+            "X509_USER_PROXY": str(self.path("relay-proxy.pem")),
+            "DRP_PANDA_RELAY_CONFIG": str(self.path("relay.json")),
+        }
 
     # --- writing the files -------------------------------------------------------------------
     def write_configs(self) -> None:
@@ -116,18 +117,28 @@ class LocalIdds:
         proxy = self.path("relay-proxy.pem")
         if not proxy.exists():
             write_private(proxy, "# placeholder, see localservices/panda/config.py\n")
-        relay = {"idds_host": self.idds_url, "relay_dn": RELAY_DN, "vo": VO,
-                 "tokens": {self.token(): USER}, "idds_key": self.idds_key()}
+        relay = {
+            "idds_host": self.idds_url,
+            "relay_dn": RELAY_DN,
+            "vo": VO,
+            "tokens": {self.token(): USER},
+            "idds_key": self.idds_key(),
+        }
         write_private(self.path("relay.json"), json.dumps(relay, indent=1) + "\n")
         write_private(self.path("connection.json"), json.dumps(self.connection(), indent=1) + "\n")
 
     def _idds_sections(self) -> dict[str, dict[str, str]]:
         return {
-            "common": {"logdir": str(self.path("logs")), "loglevel": "INFO",
-                       "request_cache": str(self.path("cache"))},
+            "common": {"logdir": str(self.path("logs")), "loglevel": "INFO", "request_cache": str(self.path("cache"))},
             # iDDS needs a named schema: its stored procedures are written as `<schema>.contents`.
-            "database": {"default": self.db_url, "schema": SCHEMA, "pool_size": "5", "pool_recycle": "3600",
-                         "echo": "0", "pool_reset_on_return": "rollback"},
+            "database": {
+                "default": self.db_url,
+                "schema": SCHEMA,
+                "pool_size": "5",
+                "pool_recycle": "3600",
+                "echo": "0",
+                "pool_reset_on_return": "rollback",
+            },
             "rest": {"host": self.idds_url, "cacher_dir": str(self.path("cache"))},
             # The one iDDS agent scripts/idds-server.sh runs (IDDS_AGENTS=clerk): it turns the
             # commands that abort/retry register into request states. Its update poll stays long
@@ -135,10 +146,17 @@ class LocalIdds:
             # request locked stays unprocessed until clean_locks, minutes later.
             "main": {"agents": "clerk"},
             "eventbus": {"backend": "default"},
-            "clerk": {"num_threads": "2", "max_number_workers": "4", "poll_period": "1",
-                      "new_poll_period": "1", "update_poll_period": "300",
-                      "new_command_poll_period": "1", "update_command_poll_period": "1",
-                      "retrieve_bulk_size": "32", "pending_time": "30"},
+            "clerk": {
+                "num_threads": "2",
+                "max_number_workers": "4",
+                "poll_period": "1",
+                "new_poll_period": "1",
+                "update_poll_period": "300",
+                "new_command_poll_period": "1",
+                "update_command_poll_period": "1",
+                "retrieve_bulk_size": "32",
+                "pending_time": "30",
+            },
         }
 
     def _auth_sections(self) -> dict[str, dict[str, str]]:
@@ -152,18 +170,25 @@ class LocalIdds:
     def _alembic_sections(self) -> dict[str, dict[str, str]]:
         # iDDS's etc/idds/alembic.ini.template with our URL and schema.
         return {
-            "alembic": {"script_location": "idds.orm.base:alembic", "timezone": "UTC",
-                        "sqlalchemy.url": self.db_url, "version_table_schema": SCHEMA},
+            "alembic": {
+                "script_location": "idds.orm.base:alembic",
+                "timezone": "UTC",
+                "sqlalchemy.url": self.db_url,
+                "version_table_schema": SCHEMA,
+            },
             "loggers": {"keys": "root,sqlalchemy,alembic"},
             "handlers": {"keys": "console"},
             "formatters": {"keys": "generic"},
             "logger_root": {"level": "WARN", "handlers": "console", "qualname": ""},
             "logger_sqlalchemy": {"level": "WARN", "handlers": "", "qualname": "sqlalchemy.engine"},
             "logger_alembic": {"level": "WARN", "handlers": "", "qualname": "alembic"},
-            "handler_console": {"class": "StreamHandler", "args": "(sys.stderr,)",
-                                "level": "NOTSET", "formatter": "generic"},
-            "formatter_generic": {"format": "%(levelname)-5.5s [%(name)s] %(message)s",
-                                  "datefmt": "%H:%M:%S"},
+            "handler_console": {
+                "class": "StreamHandler",
+                "args": "(sys.stderr,)",
+                "level": "NOTSET",
+                "formatter": "generic",
+            },
+            "formatter_generic": {"format": "%(levelname)-5.5s [%(name)s] %(message)s", "datefmt": "%H:%M:%S"},
         }
 
 
@@ -176,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(local.path("idds.cfg"))
     elif args[0] == "connection":
         print(json.dumps(local.connection(), indent=1))
-    elif args[0] == "env":   # for the shell script: export lines
+    elif args[0] == "env":  # for the shell script: export lines
         for key, value in local.environment().items():
             print(f"export {key}={value}")
     else:

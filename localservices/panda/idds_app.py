@@ -32,8 +32,10 @@ def relay_key() -> str:
     path = os.environ.get("DRP_PANDA_RELAY_CONFIG")
     key = json.loads(Path(path).read_text()).get("idds_key") if path and Path(path).is_file() else None
     if not key:
-        raise RuntimeError(f"DRP_PANDA_RELAY_CONFIG={path!r} holds no idds_key: start iDDS with "
-                           "scripts/idds-server.sh start, which writes it")
+        raise RuntimeError(
+            f"DRP_PANDA_RELAY_CONFIG={path!r} holds no idds_key: start iDDS with "
+            "scripts/idds-server.sh start, which writes it"
+        )
     return key
 
 
@@ -46,8 +48,10 @@ class RelayOnly:
     def __call__(self, environ, start_response):
         given = environ.pop(_ENVIRON_KEY, "").encode()
         if not hmac.compare_digest(given, self._key):
-            body = (f"iDDS here answers only the PanDA relay: {RELAY_KEY_HEADER} missing or wrong "
-                    "(call iDDS through the relay, scripts/idds-server.sh)").encode()
+            body = (
+                f"iDDS here answers only the PanDA relay: {RELAY_KEY_HEADER} missing or wrong "
+                "(call iDDS through the relay, scripts/idds-server.sh)"
+            ).encode()
             start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
         return self.app(environ, start_response)

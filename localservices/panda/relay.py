@@ -44,17 +44,17 @@ _CONFIG: dict | None = None
 # (lsst/ctrl/bps/panda/panda_service.py, panda_auth_utils.py, edgenode/build_cmd_line_decoder.py),
 # with the keyword names it uses; panda_connection.request_status calls get_requests too.
 COMMANDS: dict[str, frozenset[str]] = {
-    "ping": frozenset(),                                                          # ping
-    "get_status": frozenset({"request_id", "with_detail"}),                       # panda_auth_status
-    "get_requests": frozenset({"request_id", "with_detail"}),                     # status, report
-    "get_contents_output_ext": frozenset({"request_id", "workload_id"}),          # report: exit codes
-    "submit": frozenset({"workflow", "username", "use_dataset_name"}),            # submit
-    "submit_build": frozenset({"workflow", "username", "use_dataset_name"}),      # submit (build mode)
-    "update_build_request": frozenset({"request_id", "signature", "workflow"}),   # the build job
-    "retry": frozenset({"request_id"}),                                           # restart
-    "abort": frozenset({"request_id"}),                                           # cancel
+    "ping": frozenset(),  # ping
+    "get_status": frozenset({"request_id", "with_detail"}),  # panda_auth_status
+    "get_requests": frozenset({"request_id", "with_detail"}),  # status, report
+    "get_contents_output_ext": frozenset({"request_id", "workload_id"}),  # report: exit codes
+    "submit": frozenset({"workflow", "username", "use_dataset_name"}),  # submit
+    "submit_build": frozenset({"workflow", "username", "use_dataset_name"}),  # submit (build mode)
+    "update_build_request": frozenset({"request_id", "signature", "workflow"}),  # the build job
+    "retry": frozenset({"request_id"}),  # restart
+    "abort": frozenset({"request_id"}),  # cancel
 }
-_IDDS_MODULES = "idds."   # classes an encoded argument may name (iDDS's json_loads imports them)
+_IDDS_MODULES = "idds."  # classes an encoded argument may name (iDDS's json_loads imports them)
 
 
 class Refused(Exception):
@@ -66,8 +66,10 @@ def _config() -> dict:
     if _CONFIG is None:
         path = os.environ.get("DRP_PANDA_RELAY_CONFIG")
         if not path or not Path(path).is_file():
-            raise RuntimeError(f"DRP_PANDA_RELAY_CONFIG={path!r} is not a file: start the relay with "
-                               "scripts/idds-server.sh start, which writes it")
+            raise RuntimeError(
+                f"DRP_PANDA_RELAY_CONFIG={path!r} is not a file: start the relay with "
+                "scripts/idds-server.sh start, which writes it"
+            )
         _CONFIG = json.loads(Path(path).read_text())
     return _CONFIG
 
@@ -83,8 +85,10 @@ def _authenticate(environ) -> tuple[str | None, str]:
     config = _config()
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
-        return None, ("no bearer token: the PanDA relay needs `Authorization: Bearer <token>` "
-                      "(PANDA_AUTH=oidc and PANDA_AUTH_ID_TOKEN; the Connection's password)")
+        return None, (
+            "no bearer token: the PanDA relay needs `Authorization: Bearer <token>` "
+            "(PANDA_AUTH=oidc and PANDA_AUTH_ID_TOKEN; the Connection's password)"
+        )
     user = config["tokens"].get(auth[7:].strip())
     if user is None:
         return None, "invalid token: not a token this PanDA relay knows (check the Connection's password)"
@@ -133,8 +137,10 @@ def checked_call(fields: dict) -> tuple[str, str, str]:
     if "+" in command:
         command, host = command.split("+", 1)
         if host.rstrip("/") != configured.rstrip("/"):
-            raise Refused(f"iDDS host {host!r} is not served: this relay calls only {configured} "
-                          "(leave iddsServer unset in the BPS config)")
+            raise Refused(
+                f"iDDS host {host!r} is not served: this relay calls only {configured} "
+                "(leave iddsServer unset in the BPS config)"
+            )
     if command not in COMMANDS:
         raise Refused(f"{command!r} is not relayed: only what ctrl_bps_panda calls ({', '.join(COMMANDS)})")
     if not _truthy(fields.get("manager")):
@@ -152,12 +158,15 @@ def checked_call(fields: dict) -> tuple[str, str, str]:
         raise Refused(f"{command}: {exc}") from None
     unknown = sorted(set(bound) - {"self"} - COMMANDS[command])
     if unknown:
-        raise Refused(f"{command}: argument(s) {', '.join(unknown)} not relayed "
-                      f"(only {', '.join(sorted(COMMANDS[command])) or 'none'})")
+        raise Refused(
+            f"{command}: argument(s) {', '.join(unknown)} not relayed "
+            f"(only {', '.join(sorted(COMMANDS[command])) or 'none'})"
+        )
     foreign = _foreign_classes([args, kwargs])
     if foreign:
-        raise Refused(f"{command}: encoded objects of classes outside iDDS are not relayed: "
-                      f"{', '.join(sorted(foreign))}")
+        raise Refused(
+            f"{command}: encoded objects of classes outside iDDS are not relayed: {', '.join(sorted(foreign))}"
+        )
     return command, args_json, kwargs_json
 
 
@@ -175,9 +184,10 @@ def relay_idds_command(command: str, args_json: str, kwargs_json: str, user: str
         # The identity a TLS front end would put in the environment; iDDS also reads the
         # headers over plain HTTP. It never looks into the certificate, only that there is one.
         # The key shows iDDS's front (idds_app.py) that the relay is calling.
-        client.client.session.headers.update({"SSL-CLIENT-S-DN": config["relay_dn"], "SSL-CLIENT-CERT": "relay",
-                                              RELAY_KEY_HEADER: config["idds_key"]})
-        client.client.retries = 1   # fail now if iDDS is down (its default sleeps up to 30 s a retry)
+        client.client.session.headers.update(
+            {"SSL-CLIENT-S-DN": config["relay_dn"], "SSL-CLIENT-CERT": "relay", RELAY_KEY_HEADER: config["idds_key"]}
+        )
+        client.client.retries = 1  # fail now if iDDS is down (its default sleeps up to 30 s a retry)
         client.set_original_user(user_name=user)
         _LOG.info("user=%s command=%s args=%.200s kwargs=%.200s", user, command, args, kwargs)
         ret = getattr(client, command)(*args, **kwargs)
@@ -196,9 +206,12 @@ def application(environ, start_response):
     if path == f"{RELAY_PATH}/isAlive" and method == "GET":
         return _respond(start_response, "200 OK", "alive=yes")
     if path != f"{RELAY_PATH}/relay_idds_command":
-        return _respond(start_response, "404 Not Found",
-                        f"{path} is not served by this relay: it serves only "
-                        f"POST {RELAY_PATH}/relay_idds_command (and GET {RELAY_PATH}/isAlive)")
+        return _respond(
+            start_response,
+            "404 Not Found",
+            f"{path} is not served by this relay: it serves only "
+            f"POST {RELAY_PATH}/relay_idds_command (and GET {RELAY_PATH}/isAlive)",
+        )
     if method != "POST":
         return _respond(start_response, "405 Method Not Allowed", "relay_idds_command takes POST")
     user, why = _authenticate(environ)

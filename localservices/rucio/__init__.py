@@ -74,9 +74,9 @@ TB = 10**12
 class RseSpec:
     name: str
     site: str
-    rse_type: str          # "DISK" or "TAPE"
-    prefix: Path           # the directory a DID name is relative to
-    quota_bytes: int       # local account limit for the controller account; -1 = unlimited
+    rse_type: str  # "DISK" or "TAPE"
+    prefix: Path  # the directory a DID name is relative to
+    quota_bytes: int  # local account limit for the controller account; -1 = unlimited
     # The only RSEs with a distance to this one, and none from it (an IDAC: the hub's disk);
     # None: distances to and from every RSE.
     sources: tuple[str, ...] | None = None
@@ -90,16 +90,31 @@ def rse_specs(sites_file: str | Path | None = None) -> list[RseSpec]:
     sites = load_sites(sites_file)
     specs: list[RseSpec] = []
     for site in sites.sites.values():
-        specs.append(RseSpec(site.rucio.disk_rse, site.name, "DISK",
-                             settings.expand(site.butler_repo).resolve(),
-                             int(site.storage_tb * TB)))
+        specs.append(
+            RseSpec(
+                site.rucio.disk_rse,
+                site.name,
+                "DISK",
+                settings.expand(site.butler_repo).resolve(),
+                int(site.storage_tb * TB),
+            )
+        )
         if site.rucio.tape_rse:
-            specs.append(RseSpec(site.rucio.tape_rse, site.name, "TAPE",
-                                 settings.work_dir() / "rse" / site.rucio.tape_rse, -1))
+            specs.append(
+                RseSpec(site.rucio.tape_rse, site.name, "TAPE", settings.work_dir() / "rse" / site.rucio.tape_rse, -1)
+            )
     hub_disk = sites.sites[sites.hub].rucio.disk_rse
     for idac in sites.idacs.values():
-        specs.append(RseSpec(idac.rse, idac.name, "DISK", settings.work_dir() / "rse" / idac.rse,
-                             int(idac.storage_tb * TB), sources=(hub_disk,)))
+        specs.append(
+            RseSpec(
+                idac.rse,
+                idac.name,
+                "DISK",
+                settings.work_dir() / "rse" / idac.rse,
+                int(idac.storage_tb * TB),
+                sources=(hub_disk,),
+            )
+        )
     return specs
 
 

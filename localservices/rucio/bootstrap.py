@@ -31,14 +31,12 @@ import time
 from pathlib import Path
 
 from drp_campaign import settings
-from localservices.rucio import (CONTROLLER_ACCOUNT, LFN2PFN_ALGORITHM, RseSpec,
-                                      campaign_scopes, rse_specs)
+from localservices.rucio import CONTROLLER_ACCOUNT, LFN2PFN_ALGORITHM, RseSpec, campaign_scopes, rse_specs
 from localservices.rucio.config import DEFAULT_VO, LocalRucio
 
 POSIX_IMPL = "rucio.rse.protocols.posix.Default"
 ALL_OPS = {"read": 1, "write": 1, "delete": 1}
-DOMAINS = {"lan": dict(ALL_OPS),
-           "wan": dict(ALL_OPS, third_party_copy_read=1, third_party_copy_write=1)}
+DOMAINS = {"lan": dict(ALL_OPS), "wan": dict(ALL_OPS, third_party_copy_read=1, third_party_copy_write=1)}
 
 
 def prepare_environment(local: LocalRucio | None = None) -> LocalRucio:
@@ -56,8 +54,9 @@ def ensure_database(local: LocalRucio) -> bool:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(host=local.pg_host, user=local.pg_user, dbname="postgres",
-                         autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(
+        host=local.pg_host, user=local.pg_user, dbname="postgres", autocommit=True, connect_timeout=10
+    ) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (local.db,)).fetchone():
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(local.db)))
@@ -66,14 +65,13 @@ def ensure_database(local: LocalRucio) -> bool:
 
 def ensure_schema() -> bool:
     """Rucio's tools/bootstrap.py for whatever of it is missing; True if the schema was built."""
-    from sqlalchemy import inspect, select
-
     from rucio import alembicrevision
     from rucio.common.types import InternalAccount
     from rucio.core.account import account_exists
     from rucio.db.sqla import models
     from rucio.db.sqla.session import get_engine, get_session
     from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
+    from sqlalchemy import inspect, select
 
     built = False
     inspector = inspect(get_engine())
@@ -81,9 +79,11 @@ def ensure_schema() -> bool:
         with get_session()() as session:
             versions = session.execute(select(models.AlembicVersion.version_num)).scalars().all()
         if versions and versions[0] != alembicrevision.ALEMBIC_REVISION:
-            raise RuntimeError(f"the Rucio database is at alembic revision {versions[0]}, this "
-                               f"rucio wants {alembicrevision.ALEMBIC_REVISION}: use another "
-                               "DRP_RUCIO_DB or drop that database")
+            raise RuntimeError(
+                f"the Rucio database is at alembic revision {versions[0]}, this "
+                f"rucio wants {alembicrevision.ALEMBIC_REVISION}: use another "
+                "DRP_RUCIO_DB or drop that database"
+            )
     if not inspector.has_table(models.Account.__tablename__):
         build_database()
         built = True
@@ -105,15 +105,15 @@ def _ensure_userpass(identity: str, account, password: str, email: str, session)
 
     try:
         identity_core.verify_identity(identity, IdentityType.USERPASS, password, session=session)
-        if identity_core.exist_identity_account(identity, IdentityType.USERPASS, account,
-                                                session=session):
+        if identity_core.exist_identity_account(identity, IdentityType.USERPASS, account, session=session):
             return "kept"
-    except IdentityNotFound:   # exists with another password (secrets.json was replaced)
+    except IdentityNotFound:  # exists with another password (secrets.json was replaced)
         identity_core.del_identity(identity, IdentityType.USERPASS, session=session)
-    except IdentityError:      # does not exist
+    except IdentityError:  # does not exist
         pass
-    identity_core.add_account_identity(identity, IdentityType.USERPASS, account, email,
-                                       default=True, password=password, session=session)
+    identity_core.add_account_identity(
+        identity, IdentityType.USERPASS, account, email, default=True, password=password, session=session
+    )
     return "set"
 
 
@@ -132,15 +132,22 @@ def ensure_accounts(local: LocalRucio, session) -> dict[str, str]:
     attrs = {a["key"]: a["value"] for a in account_core.list_account_attributes(drp, session=session)}
     if str(attrs.get("admin")).lower() != "true":
         account_core.add_account_attribute(drp, "admin", True, session=session)
-    done[CONTROLLER_ACCOUNT] = _ensure_userpass(CONTROLLER_ACCOUNT, drp, pw[CONTROLLER_ACCOUNT],
-                                                "drp@localhost", session)
+    done[CONTROLLER_ACCOUNT] = _ensure_userpass(
+        CONTROLLER_ACCOUNT, drp, pw[CONTROLLER_ACCOUNT], "drp@localhost", session
+    )
     return done
 
 
 def _protocol(spec: RseSpec) -> dict:
-    return {"scheme": "file", "hostname": "localhost", "port": 0,
-            "prefix": str(spec.prefix).rstrip("/") + "/", "impl": POSIX_IMPL,
-            "domains": json.loads(json.dumps(DOMAINS)), "extended_attributes": None}
+    return {
+        "scheme": "file",
+        "hostname": "localhost",
+        "port": 0,
+        "prefix": str(spec.prefix).rstrip("/") + "/",
+        "impl": POSIX_IMPL,
+        "domains": json.loads(json.dumps(DOMAINS)),
+        "extended_attributes": None,
+    }
 
 
 def ensure_rse(spec: RseSpec, session) -> str:
@@ -151,7 +158,7 @@ def ensure_rse(spec: RseSpec, session) -> str:
     from rucio.db.sqla.constants import RSEType
 
     spec.prefix.mkdir(parents=True, exist_ok=True)
-    if spec.rse_type == "DISK":   # $DRP_WORK_DIR/rse/<RSE> -> the site's repo root
+    if spec.rse_type == "DISK":  # $DRP_WORK_DIR/rse/<RSE> -> the site's repo root
         link = settings.work_dir() / "rse" / spec.name
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() and Path(os.readlink(link)) != spec.prefix:
@@ -161,25 +168,35 @@ def ensure_rse(spec: RseSpec, session) -> str:
     if rse_core.rse_exists(spec.name, vo=DEFAULT_VO, session=session):
         rse_id = rse_core.get_rse_id(spec.name, vo=DEFAULT_VO, session=session)
     else:
-        rse_id = rse_core.add_rse(spec.name, vo=DEFAULT_VO, deterministic=True,
-                                  rse_type=RSEType[spec.rse_type], session=session)
+        rse_id = rse_core.add_rse(
+            spec.name, vo=DEFAULT_VO, deterministic=True, rse_type=RSEType[spec.rse_type], session=session
+        )
     wanted = _protocol(spec)
     protocols = rse_core.get_rse_protocols(rse_id, session=session).get("protocols", [])
     current = [p for p in protocols if p["scheme"] == "file"]
-    if not (len(current) == 1 and current[0]["prefix"] == wanted["prefix"]
-            and current[0]["hostname"] == wanted["hostname"] and current[0]["impl"] == POSIX_IMPL):
+    if not (
+        len(current) == 1
+        and current[0]["prefix"] == wanted["prefix"]
+        and current[0]["hostname"] == wanted["hostname"]
+        and current[0]["impl"] == POSIX_IMPL
+    ):
         if current:
             rse_core.del_protocols(rse_id, "file", session=session)
         rse_core.add_protocol(rse_id, wanted, session=session)
-    attributes = {"lfn2pfn_algorithm": LFN2PFN_ALGORITHM, "site": spec.site,
-                  "verify_checksum": True, "istape": spec.rse_type == "TAPE",
-                  "greedyDeletion": spec.rse_type == "DISK"}
+    attributes = {
+        "lfn2pfn_algorithm": LFN2PFN_ALGORITHM,
+        "site": spec.site,
+        "verify_checksum": True,
+        "istape": spec.rse_type == "TAPE",
+        "greedyDeletion": spec.rse_type == "DISK",
+    }
     have = rse_core.list_rse_attributes(rse_id, session=session)
     for key, value in attributes.items():
         if have.get(key) != value:
             rse_core.add_rse_attribute(rse_id, key, value, session=session)
-    account_limit.set_local_account_limit(InternalAccount(CONTROLLER_ACCOUNT, vo=DEFAULT_VO),
-                                          rse_id, spec.quota_bytes, session=session)
+    account_limit.set_local_account_limit(
+        InternalAccount(CONTROLLER_ACCOUNT, vo=DEFAULT_VO), rse_id, spec.quota_bytes, session=session
+    )
     return rse_id
 
 
@@ -189,8 +206,11 @@ def ensure_distances(specs: list[RseSpec], ids: dict[str, str], session) -> int:
     n = 0
     for src in specs:
         for dst in specs:
-            if src.name == dst.name or src.sources is not None or \
-                    (dst.sources is not None and src.name not in dst.sources):
+            if (
+                src.name == dst.name
+                or src.sources is not None
+                or (dst.sources is not None and src.name not in dst.sources)
+            ):
                 continue
             wanted = 1 if src.site == dst.site else 2
             have = distance_core.get_distances(src_rse_id=ids[src.name], dest_rse_id=ids[dst.name], session=session)
@@ -227,18 +247,25 @@ def bootstrap(local: LocalRucio | None = None) -> dict:
 
     specs = rse_specs()
     scopes = campaign_scopes()
-    with db_session(DatabaseOperationType.WRITE) as session:   # one transaction
+    with db_session(DatabaseOperationType.WRITE) as session:  # one transaction
         accounts = ensure_accounts(local, session)
         ids = {spec.name: ensure_rse(spec, session) for spec in specs}
         n_distances = ensure_distances(specs, ids, session)
         added_scopes = ensure_scopes(scopes, session)
     return {
-        "database": local.db, "created_database": created_db, "built_schema": built,
-        "accounts": accounts, "rses": {s.name: {"type": s.rse_type, "prefix": str(s.prefix)}
-                                       for s in specs},
-        "distances": n_distances, "scopes": scopes, "added_scopes": added_scopes,
-        "seconds": {"database": round(t_db - t0, 2), "schema": round(t_schema - t_db, 2),
-                    "total": round(time.monotonic() - t0, 2)},
+        "database": local.db,
+        "created_database": created_db,
+        "built_schema": built,
+        "accounts": accounts,
+        "rses": {s.name: {"type": s.rse_type, "prefix": str(s.prefix)} for s in specs},
+        "distances": n_distances,
+        "scopes": scopes,
+        "added_scopes": added_scopes,
+        "seconds": {
+            "database": round(t_db - t0, 2),
+            "schema": round(t_schema - t_db, 2),
+            "total": round(time.monotonic() - t0, 2),
+        },
     }
 
 

@@ -44,7 +44,7 @@ class LocalRucio:
     pg_user: str
 
     @classmethod
-    def from_env(cls) -> "LocalRucio":
+    def from_env(cls) -> LocalRucio:
         return cls(
             home=settings.local_rucio_home(),
             port=int(os.environ.get("DRP_RUCIO_PORT") or 8080),
@@ -127,22 +127,39 @@ class LocalRucio:
             # "False" would make it create `super_root` instead of `root`.
             "common": {"logdir": str(self.home / "logs"), "loglevel": "INFO"},
             # The root account's client settings: for `rucio-admin` with RUCIO_CONFIG=rucio.cfg.
-            "client": {"rucio_host": self.url, "auth_host": self.url, "auth_type": "userpass",
-                       "username": "root", "password": pw["root"], "account": "root",
-                       "request_retries": "2",
-                       "auth_token_file_path": str(self.home / "tokens" / "root" / "token")},
-            "database": {"default": self.db_url, "pool_size": "5", "max_overflow": "5",
-                         "pool_reset_on_return": "rollback", "echo": "0"},
+            "client": {
+                "rucio_host": self.url,
+                "auth_host": self.url,
+                "auth_type": "userpass",
+                "username": "root",
+                "password": pw["root"],
+                "account": "root",
+                "request_retries": "2",
+                "auth_token_file_path": str(self.home / "tokens" / "root" / "token"),
+            },
+            "database": {
+                "default": self.db_url,
+                "pool_size": "5",
+                "max_overflow": "5",
+                "pool_reset_on_return": "rollback",
+                "echo": "0",
+            },
             # Read by rucio.db.sqla.util.create_root_account (tools/bootstrap.py).
-            "bootstrap": {"userpass_identity": "root", "userpass_pwd": pw["root"],
-                          "userpass_email": "root@localhost"},
+            "bootstrap": {"userpass_identity": "root", "userpass_pwd": pw["root"], "userpass_email": "root@localhost"},
             "alembic": {"cfg": str(self.alembic_ini)},
-            "policy": {"permission": "generic", "schema": "generic",
-                       "lfn2pfn_module": "localservices.rucio.lfn2pfn",
-                       "lfn2pfn_algorithm_default": "hash", "support": "local demo",
-                       "support_rucio": "https://github.com/rucio/rucio/issues"},
-            "conveyor": {"transfertool": TRANSFERTOOL_NAME, "scheme": "file",
-                         "local_transfer_dir": str(self.transfers_dir)},
+            "policy": {
+                "permission": "generic",
+                "schema": "generic",
+                "lfn2pfn_module": "localservices.rucio.lfn2pfn",
+                "lfn2pfn_algorithm_default": "hash",
+                "support": "local demo",
+                "support_rucio": "https://github.com/rucio/rucio/issues",
+            },
+            "conveyor": {
+                "transfertool": TRANSFERTOOL_NAME,
+                "scheme": "file",
+                "local_transfer_dir": str(self.transfers_dir),
+            },
             # No memcached for this server: point at a port nothing listens on, so a memcached
             # that appears on 11211 one day is never shared between a test and a demo server.
             "cache": {"url": "127.0.0.1:1"},
@@ -162,28 +179,39 @@ class LocalRucio:
         # them raw: single % signs, as in the template). No version_table_schema: the tables
         # live in the database's default schema, as rucio.cfg sets no [database] schema.
         return {
-            "alembic": {"sqlalchemy.url": self.db_url,
-                        "script_location": str(rucio_dir / "db" / "sqla" / "migrate_repo") + "/"},
+            "alembic": {
+                "sqlalchemy.url": self.db_url,
+                "script_location": str(rucio_dir / "db" / "sqla" / "migrate_repo") + "/",
+            },
             "loggers": {"keys": "root,sqlalchemy,alembic"},
             "handlers": {"keys": "console"},
             "formatters": {"keys": "generic"},
             "logger_root": {"level": "WARN", "handlers": "console", "qualname": ""},
             "logger_sqlalchemy": {"level": "WARN", "handlers": "", "qualname": "sqlalchemy.engine"},
             "logger_alembic": {"level": "INFO", "handlers": "", "qualname": "alembic"},
-            "handler_console": {"class": "StreamHandler", "args": "(sys.stderr,)",
-                                "level": "NOTSET", "formatter": "generic"},
-            "formatter_generic": {"format": "%(levelname)-5.5s [%(name)s] %(message)s",
-                                  "datefmt": "%H:%M:%S"},
+            "handler_console": {
+                "class": "StreamHandler",
+                "args": "(sys.stderr,)",
+                "level": "NOTSET",
+                "formatter": "generic",
+            },
+            "formatter_generic": {"format": "%(levelname)-5.5s [%(name)s] %(message)s", "datefmt": "%H:%M:%S"},
         }
 
     def _client_sections(self, pw: dict[str, str]) -> dict[str, dict[str, str]]:
         return {
             "common": {"logdir": str(self.home / "logs"), "loglevel": "INFO"},
-            "client": {"rucio_host": self.url, "auth_host": self.url, "auth_type": "userpass",
-                       "username": CONTROLLER_ACCOUNT, "password": pw[CONTROLLER_ACCOUNT],
-                       "account": CONTROLLER_ACCOUNT, "vo": DEFAULT_VO, "request_retries": "2",
-                       "auth_token_file_path":
-                           str(self.home / "tokens" / CONTROLLER_ACCOUNT / "token")},
+            "client": {
+                "rucio_host": self.url,
+                "auth_host": self.url,
+                "auth_type": "userpass",
+                "username": CONTROLLER_ACCOUNT,
+                "password": pw[CONTROLLER_ACCOUNT],
+                "account": CONTROLLER_ACCOUNT,
+                "vo": DEFAULT_VO,
+                "request_retries": "2",
+                "auth_token_file_path": str(self.home / "tokens" / CONTROLLER_ACCOUNT / "token"),
+            },
         }
 
 

@@ -52,8 +52,10 @@ def setup(local: LocalRucio | None = None, log_file: str | None = None) -> Local
     """Point rucio at rucio.cfg, register the local transfertool, send logs to a file."""
     local = local or LocalRucio.from_env()
     if not local.server_cfg.is_file():
-        raise SystemExit(f"error: {local.server_cfg} does not exist: run "
-                         "`python -m localservices.rucio.bootstrap` (scripts/rucio-server.sh start) first")
+        raise SystemExit(
+            f"error: {local.server_cfg} does not exist: run "
+            "`python -m localservices.rucio.bootstrap` (scripts/rucio-server.sh start) first"
+        )
     if "rucio" in sys.modules and os.environ.get("RUCIO_CONFIG") != str(local.server_cfg):
         raise RuntimeError("rucio was imported before RUCIO_CONFIG pointed at " + str(local.server_cfg))
     os.environ["RUCIO_CONFIG"] = str(local.server_cfg)
@@ -83,42 +85,67 @@ def run_pass(*, reaper: bool = True, repairer: bool = False, bulk: int = 1000) -
     from rucio.daemons.reaper import reaper as reaper_mod
 
     t0 = time.monotonic()
-    run_daemon(once=True, graceful_stop=evaluator.graceful_stop, executable=evaluator.DAEMON_NAME,
-               partition_wait_time=0, sleep_time=60,
-               run_once_fnc=functools.partial(evaluator.run_once, did_limit=bulk,
-                                              paused_dids=_PAUSED_DIDS))
+    run_daemon(
+        once=True,
+        graceful_stop=evaluator.graceful_stop,
+        executable=evaluator.DAEMON_NAME,
+        partition_wait_time=0,
+        sleep_time=60,
+        run_once_fnc=functools.partial(evaluator.run_once, did_limit=bulk, paused_dids=_PAUSED_DIDS),
+    )
     if repairer:
         # As the repairer's own loop: STUCK rules not updated for [repairer] updated_at_delta
         # seconds (Rucio's default 1800) are re-tried.
         from rucio.common.config import config_get_int
 
         delta = config_get_int("repairer", "updated_at_delta", default=1800, raise_exception=False)
-        run_daemon(once=True, graceful_stop=repairer_mod.graceful_stop,
-                   executable=repairer_mod.DAEMON_NAME, partition_wait_time=0, sleep_time=60,
-                   run_once_fnc=functools.partial(repairer_mod.run_once,
-                                                  paused_rules=_PAUSED_RULES, delta=delta))
-    submitter.submitter(once=True, partition_wait_time=0, sleep_time=60, bulk=bulk,
-                        transfertools=[TRANSFERTOOL_NAME], filter_transfertool=None)
-    poller.poller(once=True, partition_wait_time=0, sleep_time=60, older_than=0, db_bulk=bulk,
-                  fts_bulk=100, transfertool=TRANSFERTOOL_NAME, filter_transfertool=None)
+        run_daemon(
+            once=True,
+            graceful_stop=repairer_mod.graceful_stop,
+            executable=repairer_mod.DAEMON_NAME,
+            partition_wait_time=0,
+            sleep_time=60,
+            run_once_fnc=functools.partial(repairer_mod.run_once, paused_rules=_PAUSED_RULES, delta=delta),
+        )
+    submitter.submitter(
+        once=True,
+        partition_wait_time=0,
+        sleep_time=60,
+        bulk=bulk,
+        transfertools=[TRANSFERTOOL_NAME],
+        filter_transfertool=None,
+    )
+    poller.poller(
+        once=True,
+        partition_wait_time=0,
+        sleep_time=60,
+        older_than=0,
+        db_bulk=bulk,
+        fts_bulk=100,
+        transfertool=TRANSFERTOOL_NAME,
+        filter_transfertool=None,
+    )
     finisher.finisher(once=True, partition_wait_time=0, sleep_time=60, bulk=bulk, db_bulk=bulk)
     # judge-cleaner: delete rules whose lifetime has passed (released site copies, expired
     # intermediates); with purge_replicas their replicas become the reaper's right away.
-    run_daemon(once=True, graceful_stop=cleaner.graceful_stop, executable=cleaner.DAEMON_NAME,
-               partition_wait_time=0, sleep_time=60,
-               run_once_fnc=functools.partial(cleaner.run_once, paused_rules=_PAUSED_CLEANER))
+    run_daemon(
+        once=True,
+        graceful_stop=cleaner.graceful_stop,
+        executable=cleaner.DAEMON_NAME,
+        partition_wait_time=0,
+        sleep_time=60,
+        run_once_fnc=functools.partial(cleaner.run_once, paused_rules=_PAUSED_CLEANER),
+    )
     if reaper:
-        reaper_mod.reaper(rses=[], include_rses=None, exclude_rses=None, once=True, greedy=True,
-                          sleep_time=60)
+        reaper_mod.reaper(rses=[], include_rses=None, exclude_rses=None, once=True, greedy=True, sleep_time=60)
     return time.monotonic() - t0
 
 
 def status(rule_ids: list[str] | None = None) -> dict:
     """Pending work and the state of the given rules, straight from the database."""
-    from sqlalchemy import func, select
-
     from rucio.db.sqla import models
     from rucio.db.sqla.session import get_session
+    from sqlalchemy import func, select
 
     with get_session()() as session:
         stmt = select(func.count()).select_from(models.Request)
@@ -128,12 +155,15 @@ def status(rule_ids: list[str] | None = None) -> dict:
         pending_dids = session.execute(select(func.count()).select_from(models.UpdatedDID)).scalar_one()
         rules = {}
         if rule_ids:
-            for rule in session.execute(select(models.ReplicationRule).where(
-                    models.ReplicationRule.id.in_(rule_ids))).scalars():
+            for rule in session.execute(
+                select(models.ReplicationRule).where(models.ReplicationRule.id.in_(rule_ids))
+            ).scalars():
                 rules[str(rule.id)] = {
-                    "state": rule.state.name, "locks_ok": rule.locks_ok_cnt,
+                    "state": rule.state.name,
+                    "locks_ok": rule.locks_ok_cnt,
                     "locks_replicating": rule.locks_replicating_cnt,
-                    "locks_stuck": rule.locks_stuck_cnt, "error": rule.error,
+                    "locks_stuck": rule.locks_stuck_cnt,
+                    "error": rule.error,
                 }
             for rule_id in rule_ids:
                 rules.setdefault(rule_id, {"state": "NOT_FOUND"})
@@ -141,12 +171,16 @@ def status(rule_ids: list[str] | None = None) -> dict:
 
 
 def _settled(st: dict) -> bool:
-    return (st["pending_requests"] == 0 and st["pending_dids"] == 0
-            and all(r["state"] != "REPLICATING" for r in st["rules"].values()))
+    return (
+        st["pending_requests"] == 0
+        and st["pending_dids"] == 0
+        and all(r["state"] != "REPLICATING" for r in st["rules"].values())
+    )
 
 
-def run_until_settled(rule_ids: list[str] | None = None, timeout: float = 60.0,
-                      reaper: bool = True, max_passes: int = 1000) -> dict:
+def run_until_settled(
+    rule_ids: list[str] | None = None, timeout: float = 60.0, reaper: bool = True, max_passes: int = 1000
+) -> dict:
     t0 = time.monotonic()
     passes = 0
     st = status(rule_ids)
@@ -158,8 +192,7 @@ def run_until_settled(rule_ids: list[str] | None = None, timeout: float = 60.0,
         run_pass(reaper=reaper)
         passes += 1
         st = status(rule_ids)
-    return {"settled": _settled(st), "passes": passes,
-            "seconds": round(time.monotonic() - t0, 3), **st}
+    return {"settled": _settled(st), "passes": passes, "seconds": round(time.monotonic() - t0, 3), **st}
 
 
 def loop(interval: float = 3.0, repairer: bool = True) -> None:
@@ -188,8 +221,7 @@ def loop(interval: float = 3.0, repairer: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localservices.rucio.daemons",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m localservices.rucio.daemons", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     once = sub.add_parser("once", help="run passes until the rules settle; print a JSON summary")
     once.add_argument("--rule", action="append", default=[], help="rule id to wait for (repeatable)")
@@ -201,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup()
     if args.command == "once":
-        result = run_until_settled(args.rule or None, timeout=args.timeout,
-                                   reaper=not args.no_reaper)
+        result = run_until_settled(args.rule or None, timeout=args.timeout, reaper=not args.no_reaper)
         print(json.dumps(result, default=str))
         return 0 if result["settled"] else 1
     loop(args.interval, repairer=not args.no_repairer)

@@ -22,8 +22,7 @@ from rucio.rse.translation import RSEDeterministicTranslation
 from localservices.rucio import LFN2PFN_ALGORITHM
 
 
-def drp_relpath(scope: str, name: str, rse: str, rse_attrs: dict[str, Any],
-                protocol_attrs: dict[str, Any]) -> str:
+def drp_relpath(scope: str, name: str, rse: str, rse_attrs: dict[str, Any], protocol_attrs: dict[str, Any]) -> str:
     del scope, rse, rse_attrs, protocol_attrs
     # Never let a name escape the RSE prefix or alias another file ("a//b", "/a", "./a").
     if any(part in ("", ".", "..") for part in name.split("/")):

@@ -51,7 +51,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from rucio.common.config import config_get
 from rucio.db.sqla.constants import RequestState
@@ -71,20 +71,25 @@ FAULTS_ENV = "DRP_RUCIO_TRANSFER_FAULTS"
 
 
 def results_dir() -> Path:
-    path = Path(config_get("conveyor", "local_transfer_dir", raise_exception=False,
-                           default=None) or Path(tempfile.gettempdir()) / "rucio-local-transfers")
+    path = Path(
+        config_get("conveyor", "local_transfer_dir", raise_exception=False, default=None)
+        or Path(tempfile.gettempdir()) / "rucio-local-transfers"
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _injected_fault(scope: str, name: str, dst_rse: str) -> Optional[str]:
+def _injected_fault(scope: str, name: str, dst_rse: str) -> str | None:
     """The reason to fail this transfer on purpose, or None; see the module docstring."""
     spec = os.environ.get(FAULTS_ENV)
     if not spec:
         return None
     try:
-        faults = [f for f in json.loads(Path(spec).read_text())
-                  if fnmatch.fnmatchcase(name, f["name"]) and f.get("rse", dst_rse) == dst_rse]
+        faults = [
+            f
+            for f in json.loads(Path(spec).read_text())
+            if fnmatch.fnmatchcase(name, f["name"]) and f.get("rse", dst_rse) == dst_rse
+        ]
     except (OSError, ValueError, TypeError, KeyError) as exc:
         logging.error("%s=%s cannot be read (%s): no fault injected", FAULTS_ENV, spec, exc)
         return None
@@ -104,8 +109,10 @@ def _injected_fault(scope: str, name: str, dst_rse: str) -> Optional[str]:
                 f.seek(0)
                 f.truncate()
                 f.write(json.dumps(counts, indent=1))
-                return (f"INJECTED FAULT: transfer {done + 1} of {fault['fail']} to fail of "
-                        f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {spec})")
+                return (
+                    f"INJECTED FAULT: transfer {done + 1} of {fault['fail']} to fail of "
+                    f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {spec})"
+                )
     return None
 
 
@@ -141,23 +148,23 @@ def _copy(src: str, dst: str) -> tuple[str, int]:
 def _is_tape(rse) -> bool:
     try:
         return bool(rse.is_tape())
-    except (ValueError, AttributeError):   # columns not loaded: load them
+    except (ValueError, AttributeError):  # columns not loaded: load them
         rse.ensure_loaded(load_info=True, load_attributes=True)
         return bool(rse.is_tape())
 
 
-def _norm_adler(value: Optional[str]) -> Optional[str]:
+def _norm_adler(value: str | None) -> str | None:
     return value.lower().zfill(8) if value else None
 
 
 class LocalTransferStatusReport(TransferStatusReport):
     """The outcome of one request, as the poller hands it to rucio.core.transfer.update_transfer_state."""
 
-    supported_db_fields = ["state", "external_id", "started_at", "transferred_at",
-                           "source_rse_id", "err_msg"]
+    supported_db_fields = ["state", "external_id", "started_at", "transferred_at", "source_rse_id", "err_msg"]
 
-    def __init__(self, request_id: str, external_id: str, result: dict[str, Any],
-                 request: Optional[dict[str, Any]] = None):
+    def __init__(
+        self, request_id: str, external_id: str, result: dict[str, Any], request: dict[str, Any] | None = None
+    ):
         super().__init__(request_id, request=request)
         self.external_id_reported = external_id
         self.result = result
@@ -176,8 +183,13 @@ class LocalTransferStatusReport(TransferStatusReport):
             logger(logging.WARNING, "%s: no such request any more; skipping", self.request_id)
             return
         if request["external_id"] != self.external_id_reported:
-            logger(logging.WARNING, "request %s belongs to job %s, not %s; not updated",
-                   self.request_id, request["external_id"], self.external_id_reported)
+            logger(
+                logging.WARNING,
+                "request %s belongs to job %s, not %s; not updated",
+                self.request_id,
+                request["external_id"],
+                self.external_id_reported,
+            )
             return
         if request["state"] == new_state:
             return
@@ -205,12 +217,12 @@ class LocalTransferStatusReport(TransferStatusReport):
         }
 
 
-def _parse_time(value: Optional[str]) -> Optional[datetime.datetime]:
+def _parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.strptime(value, _TIME_FORMAT) if value else None
 
 
 def _utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).strftime(_TIME_FORMAT)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None).strftime(_TIME_FORMAT)
 
 
 class LocalTransfertool(Transfertool):
@@ -224,30 +236,30 @@ class LocalTransfertool(Transfertool):
         super().__init__(external_host, logger)
 
     @classmethod
-    def submission_builder_for_path(cls, transfer_path: list["DirectTransfer"], logger=logging.log):
+    def submission_builder_for_path(cls, transfer_path: list[DirectTransfer], logger=logging.log):
         # Every hop must be file -> file; multi-hop paths are copied hop by hop in one job.
         for hop in transfer_path:
             if hop.dst.scheme != "file" or any(src.scheme not in (None, "file") for src in hop.sources):
                 return [], None
         return transfer_path, TransferToolBuilder(cls, external_host=TRANSFERTOOL_NAME)
 
-    def group_into_submit_jobs(self, transfer_paths: "Iterable[list[DirectTransfer]]") -> list[dict[str, Any]]:
+    def group_into_submit_jobs(self, transfer_paths: Iterable[list[DirectTransfer]]) -> list[dict[str, Any]]:
         return [{"transfers": list(path), "job_params": {}} for path in transfer_paths]
 
-    def submit(self, transfers: "Iterable[DirectTransfer]", job_params: dict[str, str],
-               timeout: Optional[int] = None) -> str:
+    def submit(
+        self, transfers: Iterable[DirectTransfer], job_params: dict[str, str], timeout: int | None = None
+    ) -> str:
         del job_params, timeout
         job_id = str(uuid.uuid4())
         results = {}
         for transfer in transfers:
             results[transfer.rws.request_id] = self._transfer_one(transfer)
         tmp = results_dir() / f".{job_id}.tmp"
-        tmp.write_text(json.dumps({"job_id": job_id, "submitted": time.time(),
-                                   "files": results}, indent=1))
+        tmp.write_text(json.dumps({"job_id": job_id, "submitted": time.time(), "files": results}, indent=1))
         os.replace(tmp, results_dir() / f"{job_id}.json")
         return job_id
 
-    def _transfer_one(self, transfer: "DirectTransfer") -> dict[str, Any]:
+    def _transfer_one(self, transfer: DirectTransfer) -> dict[str, Any]:
         rws = transfer.rws
         expected_adler = _norm_adler(rws.adler32)
         expected_bytes = rws.byte_count
@@ -256,17 +268,24 @@ class LocalTransfertool(Transfertool):
         dst_path = os.path.normpath(transfer.dest_protocol().pfn2path(dst_url))
         dst_is_tape = _is_tape(dst_rse)
         result: dict[str, Any] = {
-            "scope": str(rws.scope), "name": rws.name, "state": "FAILED", "reason": None,
-            "dst_rse": dst_rse.name, "dst_url": dst_url, "dst_path": dst_path,
+            "scope": str(rws.scope),
+            "name": rws.name,
+            "state": "FAILED",
+            "reason": None,
+            "dst_rse": dst_rse.name,
+            "dst_url": dst_url,
+            "dst_path": dst_path,
             "dst_type": "TAPE" if dst_is_tape else "DISK",
-            "bytes_expected": expected_bytes, "adler32_expected": expected_adler,
-            "started_at": _utcnow(), "finished_at": None, "attempts": [],
+            "bytes_expected": expected_bytes,
+            "adler32_expected": expected_adler,
+            "started_at": _utcnow(),
+            "finished_at": None,
+            "attempts": [],
         }
         fault = _injected_fault(str(rws.scope), rws.name, dst_rse.name)
         if fault:
             result.update(reason=fault, finished_at=_utcnow())
-            self.logger(logging.WARNING, "local transfer %s:%s -> %s: %s", rws.scope, rws.name,
-                        dst_rse.name, fault)
+            self.logger(logging.WARNING, "local transfer %s:%s -> %s: %s", rws.scope, rws.name, dst_rse.name, fault)
             return result
         if not expected_adler and not rws.md5:
             result["reason"] = "no checksum registered in Rucio for this file: refusing to copy unverified"
@@ -277,23 +296,32 @@ class LocalTransfertool(Transfertool):
             have_adler, have_bytes = _adler32_of(dst_path)
             if have_adler == expected_adler and have_bytes == expected_bytes:
                 source = transfer.sources[0] if transfer.sources else None
-                result.update(state="DONE", reason="destination file exists and matches",
-                              src_rse=source.rse.name if source else None,
-                              src_rse_id=source.rse.id if source else None,
-                              finished_at=_utcnow())
+                result.update(
+                    state="DONE",
+                    reason="destination file exists and matches",
+                    src_rse=source.rse.name if source else None,
+                    src_rse_id=source.rse.id if source else None,
+                    finished_at=_utcnow(),
+                )
                 return result
             if dst_is_tape:
-                result["reason"] = (f"DESTINATION EXISTS {dst_path} with another content "
-                                    f"(adler32 {have_adler}, {have_bytes} bytes) and tape "
-                                    "files are never overwritten")
+                result["reason"] = (
+                    f"DESTINATION EXISTS {dst_path} with another content "
+                    f"(adler32 {have_adler}, {have_bytes} bytes) and tape "
+                    "files are never overwritten"
+                )
                 result["finished_at"] = _utcnow()
                 return result
         for source in transfer.sources:
             src_url = transfer.source_url(source)
             attempt = {"src_rse": source.rse.name, "src_url": src_url}
             result["attempts"].append(attempt)
-            result.update(src_rse=source.rse.name, src_rse_id=source.rse.id, src_url=src_url,
-                          src_type="TAPE" if _is_tape(source.rse) else "DISK")
+            result.update(
+                src_rse=source.rse.name,
+                src_rse_id=source.rse.id,
+                src_url=src_url,
+                src_type="TAPE" if _is_tape(source.rse) else "DISK",
+            )
             try:
                 src_path = os.path.normpath(transfer.source_protocol(source).pfn2path(src_url))
                 attempt["src_path"] = src_path
@@ -305,38 +333,56 @@ class LocalTransfertool(Transfertool):
                     attempt["reason"] = (
                         f"SOURCE CHECKSUM MISMATCH {src_path}: Source and Rucio-registered "
                         f"ADLER32/size do not match (source adler32 {src_adler}, {src_bytes} "
-                        f"bytes; registered adler32 {expected_adler}, {expected_bytes} bytes)")
+                        f"bytes; registered adler32 {expected_adler}, {expected_bytes} bytes)"
+                    )
                     continue
                 copied_adler, copied_bytes = _copy(src_path, dst_path)
                 dst_adler, dst_bytes = _adler32_of(dst_path)
-                if (copied_adler, copied_bytes) != (src_adler, src_bytes) or \
-                        (dst_adler, dst_bytes) != (expected_adler, expected_bytes):
+                if (copied_adler, copied_bytes) != (src_adler, src_bytes) or (dst_adler, dst_bytes) != (
+                    expected_adler,
+                    expected_bytes,
+                ):
                     attempt["reason"] = (
                         f"DESTINATION CHECKSUM MISMATCH {dst_path}: destination adler32 "
                         f"{dst_adler}, {dst_bytes} bytes; registered adler32 {expected_adler}, "
-                        f"{expected_bytes} bytes")
+                        f"{expected_bytes} bytes"
+                    )
                     try:
                         os.unlink(dst_path)
                     except OSError:
                         pass
                     continue
                 attempt["reason"] = None
-                result.update(state="DONE", reason=None, bytes=dst_bytes, adler32=dst_adler,
-                              finished_at=_utcnow())
-                self.logger(logging.INFO, "local transfer %s:%s %s -> %s done (%d bytes, adler32 %s)",
-                            rws.scope, rws.name, src_path, dst_path, dst_bytes, dst_adler)
+                result.update(state="DONE", reason=None, bytes=dst_bytes, adler32=dst_adler, finished_at=_utcnow())
+                self.logger(
+                    logging.INFO,
+                    "local transfer %s:%s %s -> %s done (%d bytes, adler32 %s)",
+                    rws.scope,
+                    rws.name,
+                    src_path,
+                    dst_path,
+                    dst_bytes,
+                    dst_adler,
+                )
                 return result
             except OSError as exc:
                 attempt["reason"] = f"TRANSFER ERROR {type(exc).__name__}: {exc}"
         reasons = [a["reason"] for a in result["attempts"] if a.get("reason")]
         result["reason"] = "; ".join(reasons) or "no source replica to copy from"
         result["finished_at"] = _utcnow()
-        self.logger(logging.WARNING, "local transfer %s:%s -> %s failed: %s", rws.scope, rws.name,
-                    dst_rse.name, result["reason"])
+        self.logger(
+            logging.WARNING,
+            "local transfer %s:%s -> %s failed: %s",
+            rws.scope,
+            rws.name,
+            dst_rse.name,
+            result["reason"],
+        )
         return result
 
-    def bulk_query(self, requests_by_eid: "Mapping[str, Mapping[str, Any]]",
-                   timeout: Optional[int] = None) -> dict[str, Any]:
+    def bulk_query(
+        self, requests_by_eid: Mapping[str, Mapping[str, Any]], timeout: int | None = None
+    ) -> dict[str, Any]:
         del timeout
         response: dict[str, Any] = {}
         for job_id, requests in requests_by_eid.items():
@@ -353,15 +399,14 @@ class LocalTransfertool(Transfertool):
             for request_id, request in requests.items():
                 result = job["files"].get(request_id)
                 if result is not None:
-                    reports[request_id] = LocalTransferStatusReport(request_id, job_id, result,
-                                                                    request=None)
+                    reports[request_id] = LocalTransferStatusReport(request_id, job_id, result, request=None)
             response[job_id] = reports
         return response
 
-    def cancel(self, transfer_ids: "Sequence[str]", timeout: Optional[int] = None) -> bool:
-        return True   # copies are synchronous: nothing is ever in flight
+    def cancel(self, transfer_ids: Sequence[str], timeout: int | None = None) -> bool:
+        return True  # copies are synchronous: nothing is ever in flight
 
-    def update_priority(self, transfer_id: str, priority: int, timeout: Optional[int] = None) -> bool:
+    def update_priority(self, transfer_id: str, priority: int, timeout: int | None = None) -> bool:
         return True
 
 
