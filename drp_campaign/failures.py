@@ -1,4 +1,5 @@
 """Failure classification: what to do with the failed quanta of a step run (issue #4, item 3).
+(Faults injected on purpose, for drills and tests, come from drills.py.)
 
 When a (site, step, group) run ends with failed quanta, each failed quantum's error
 ("ExceptionClass: message"), exit code, task label and status are matched against the rules of

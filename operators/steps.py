@@ -9,8 +9,8 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from drp_campaign import bps, graph
+from drp_campaign.drills import active_faults, active_job_fault
 from drp_campaign.failures import load_rules
-from drp_campaign.faults import active_faults, active_job_fault
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.stack import StackCommandError
 from drp_campaign.triggers.bps_run import BpsRunTrigger

@@ -32,7 +32,7 @@ from conftest import E2E_ENV
 from drp_campaign import bps, graph
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.config import load_campaign
-from drp_campaign.faults import faults_file
+from drp_campaign.drills import faults_file
 from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
 from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT, stack_env_allowed
 from drp_campaign.stack import run_stack

@@ -1,4 +1,5 @@
-"""Fault injection for tests and drills: make chosen quanta fail, then remove the fault and retry.
+"""Drills: inject faults on purpose (tests, rehearsals), make chosen quanta or jobs fail, then
+remove the fault and retry. What a failure then *means* is failures.py's job (classification).
 
 The file ($DRP_WORK_DIR/faults.yaml, or $DRP_FAULTS_FILE) is read when a step starts, so a fault
 can be added or removed between a failure and its retry without touching the DAG:
