@@ -576,7 +576,8 @@ def print_phase(args, r: dict, k: int, heap: float) -> None:
     )
     print(
         f"  ratios poking / deferred: memory {p_mem / dm['pss']:,.0f}x against the whole triggerer process "
-        f"({p_mem / heap:,.0f}x against what the N triggers add to it), CPU {p_cpu / d_cpu if d_cpu else float('inf'):.2f}x, "
+        f"({p_mem / heap:,.0f}x against what the N triggers add to it), "
+        f"CPU {p_cpu / d_cpu if d_cpu else float('inf'):.2f}x, "
         f"worker slots {n} vs 0, processes {n} vs 1"
     )
     if "fire_s" in r:
@@ -689,10 +690,12 @@ def main() -> None:
         os.killpg(launcher.pid, signal.SIGTERM)
         launcher.wait()
     print(
-        f"\n== poll cost of waiting on BPS runs: {args.runs} runs, wms=parsl (run.json + exit file + /proc/<pid>/cmdline) =="
+        f"\n== poll cost of waiting on BPS runs: {args.runs} runs, "
+        "wms=parsl (run.json + exit file + /proc/<pid>/cmdline) =="
     )
     print(
-        "measured: the deferred side for all N; the poking side for K processes. EXTRAPOLATED: the poking side's N figures."
+        "measured: the deferred side for all N; the poking side for K processes. "
+        "EXTRAPOLATED: the poking side's N figures."
     )
     for r in results:
         print_phase(args, r, args.pokers, heap)

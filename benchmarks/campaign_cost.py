@@ -112,9 +112,8 @@ def table(rows: list[dict], title: str) -> dict[str, float]:
         cpu = sum(r["cpu_s"] for r in group)
         per_class[klass(what)] += cpu
         starts = sum(1 for r in group if r["started"])
-        print(
-            f"    {what[:46]:<46} {klass(what):<18} {len(group):>4} {starts:>13} {cpu:>8.1f} {sum(r['wall_s'] for r in group):>8.1f}"
-        )
+        wall = sum(r["wall_s"] for r in group)
+        print(f"    {what[:46]:<46} {klass(what):<18} {len(group):>4} {starts:>13} {cpu:>8.1f} {wall:>8.1f}")
     print(
         f"    {'total':<46} {'':<18} {len(rows):>4} {sum(1 for r in rows if r['started']):>13} "
         f"{sum(r['cpu_s'] for r in rows):>8.1f}"
@@ -311,7 +310,8 @@ def whole_campaign(campaign_file: str) -> float:
     wall = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])).total_seconds()
     server_cpu = {f.stem: own_cpu(int(f.read_text())) for f in servers.glob("*.pid")}
     print(
-        f"\n2. the 3x3 in Airflow ({run_id}): {wall:.1f} s from the run's start to its end ({measured:.1f} s from the client's trigger)"
+        f"\n2. the 3x3 in Airflow ({run_id}): {wall:.1f} s from the run's start to its end "
+        f"({measured:.1f} s from the client's trigger)"
     )
     rows = server_commands(servers, since)
     rows += [
@@ -326,12 +326,15 @@ def whole_campaign(campaign_file: str) -> float:
     )
     stack_starts = len(server_cpu)
     print(
-        f"    Pythons that imported the stack: {stack_starts} (one warm server per site); commands forked from them: {len(rows) - stack_starts}"
+        f"    Pythons that imported the stack: {stack_starts} (one warm server per site); "
+        f"commands forked from them: {len(rows) - stack_starts}"
     )
+    airflow_cpu = sum(v for k, v in services.items() if k.startswith("Airflow"))
+    rucio_cpu = sum(v for k, v in services.items() if k.startswith("Rucio"))
     print(
-        f"    CPU: controller (Airflow {sum(v for k, v in services.items() if k.startswith('Airflow')):.1f} s + stack calls "
-        f"{per_class.get('controller', 0):.1f} s), BPS machinery {per_class.get('BPS machinery', 0):.1f} s, quanta's jobs "
-        f"{per_class.get('quanta (the jobs)', 0):.1f} s, Rucio {sum(v for k, v in services.items() if k.startswith('Rucio')):.1f} s"
+        f"    CPU: controller (Airflow {airflow_cpu:.1f} s + stack calls "
+        f"{per_class.get('controller', 0):.1f} s), BPS machinery {per_class.get('BPS machinery', 0):.1f} s, "
+        f"quanta's jobs {per_class.get('quanta (the jobs)', 0):.1f} s, Rucio {rucio_cpu:.1f} s"
     )
     return wall
 

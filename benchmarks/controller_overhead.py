@@ -1,6 +1,7 @@
 """Controller overhead of a campaign run in real Airflow.
 
-    make benchmark                       # or: scripts/with-env.sh python benchmarks/controller_overhead.py CAMPAIGN [RUN_ID]
+    make benchmark
+    # or: scripts/with-env.sh python benchmarks/controller_overhead.py CAMPAIGN [RUN_ID]
 
 Runs the campaign (or reads an existing run), then prints
 
@@ -28,7 +29,10 @@ from drp_campaign.ledger import Ledger
 
 
 def critical_path(campaign, step_records: list[dict]) -> tuple[float, list[tuple[str, str, float | None]]]:
-    """Longest path (seconds of step time) through the graph: (total, [(site, stage, step seconds or None for a hop)])."""
+    """Longest path (seconds of step time) through the graph.
+
+    Returns (total, [(site, stage, step seconds or None for a hop)]).
+    """
     graph = build_graph(campaign)
     longest_group: dict[tuple[str, str], float] = {}
     for r in step_records:

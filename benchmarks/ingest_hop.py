@@ -202,14 +202,17 @@ def main() -> None:
     checksum = spent.s["adler32 of each file"]
     mb = sum(e["bytes"] for e in entries) / 1e6
     print(
-        f"\nIngest at the destination: {n:,} datasets ({mb:.1f} MB, {mb * 1e6 / n:.0f} B/file), one RUN, SQLite registry; "
+        f"\nIngest at the destination: {n:,} datasets ({mb:.1f} MB, {mb * 1e6 / n:.0f} B/file), "
+        "one RUN, SQLite registry; "
         f"load average {os.getloadavg()[0]:.1f} (2 cores)"
     )
     print(f"source: seed_repo (butler.put) {t_seed:.1f} s; export_hop (manifest, adler32 at source) {t_export:.1f} s")
     print(f"{'case':62s} {'seconds':>8s} {'datasets/s':>11s} {'ms/dataset':>11s}")
     row = lambda label, s: print(f"{label:62s} {s:8.2f} {n / s:11,.0f} {1000 * s / n:11.2f}")  # noqa: E731
     row("(a) ingest_hop: verify size+adler32, same-UUID ingest in place", t_a)
-    sub = lambda label, s: print(f"    {label:58s} {s:8.2f} {'':11s} {1000 * s / n:11.2f}  {100 * s / t_a:4.0f}%")  # noqa: E731
+    sub = lambda label, s: print(  # noqa: E731
+        f"    {label:58s} {s:8.2f} {'':11s} {1000 * s / n:11.2f}  {100 * s / t_a:4.0f}%"
+    )
     loop = {k: v for k, v in spent.s.items() if not k.startswith(" ") and k != "do_ingest, inclusive"}
     for label, s in sorted(loop.items(), key=lambda kv: -kv[1]):
         sub(f"{label} ({spent.n[label]:,} calls)", s)

@@ -112,7 +112,10 @@ class ServerCPU:
             "SELECT n_live_tup, n_mod_since_analyze, greatest(last_analyze, last_autoanalyze) "
             "FROM pg_stat_user_tables WHERE relname = 'dids'"
         )
-        return f"PostgreSQL autovacuum {av}; dids table {live:,} rows, {mod:,} changed since its last ANALYZE ({last or 'never'})"
+        return (
+            f"PostgreSQL autovacuum {av}; dids table {live:,} rows, "
+            f"{mod:,} changed since its last ANALYZE ({last or 'never'})"
+        )
 
     def _cpu(self, pid: int) -> float:
         try:
@@ -300,13 +303,14 @@ def main() -> None:
         print(f"{label:56s} {n:8,d} {wall:9.1f} {r} {1000 * used / n:10.2f}")
 
     print(
-        f"\nRucio registration, {RSE} on {conn['rucio_host']} (daemons running), 2 cores; load average after each phase: "
-        + ", ".join(f"{x:.1f}" for x in loads)
+        f"\nRucio registration, {RSE} on {conn['rucio_host']} (daemons running), 2 cores; "
+        "load average after each phase: " + ", ".join(f"{x:.1f}" for x in loads)
     )
     print(f"before: {planner_before}\nafter:  {cpu.planner_state()}")
     if timed.analyzed:
         print(
-            f"ANALYZE every {args.analyze_every} batches: {len(timed.analyzed)} runs, {sum(timed.analyzed):.1f} s in all (not in the figures below)"
+            f"ANALYZE every {args.analyze_every} batches: {len(timed.analyzed)} runs, "
+            f"{sum(timed.analyzed):.1f} s in all (not in the figures below)"
         )
     print(f"{'case':56s} {'files':>8s} {'seconds':>9s} {'files/s':>9s} {'ms/file':>8s} {'server CPU':>10s}")
     print(f"{'':56s} {'':8s} {'(wall)':>9s} {'(wall)':>9s} {'(wall)':>8s} {'ms/file':>10s}")
@@ -322,18 +326,21 @@ def main() -> None:
     tenth = max(1, len(timed.batches) // 10)
     first, last = sum(timed.batches[:tenth]) / tenth, sum(timed.batches[-tenth:]) / tenth
     print(
-        f"  server CPU per add_replicas batch: first {tenth} batches {first:.2f} s, last {tenth} {last:.2f} s (growth with the tables)"
+        f"  server CPU per add_replicas batch: first {tenth} batches {first:.2f} s, "
+        f"last {tenth} {last:.2f} s (growth with the tables)"
     )
     row("re-run of the same registration (registers 0)", args.files, t_r, c_r, rate=False)
     row("one call per file (add_replica + attach): a SAMPLE", args.single, t_s, c_s)
     print(
-        f"batched / single: {t_s / args.single / (t_b / args.files):.1f}x in wall time, {c_s / args.single / (c_b / args.files):.1f}x in server CPU per file. "
+        f"batched / single: {t_s / args.single / (t_b / args.files):.1f}x in wall time, "
+        f"{c_s / args.single / (c_b / args.files):.1f}x in server CPU per file. "
         f"The single-call figures are from a {args.single}-file sample (the cost of one call hardly depends on N); "
         f"{args.files:,} files one call each would take ~{t_s / args.single * args.files / 60:.0f} min."
     )
     if prof:
         print(
-            f"\nphase profile: one batch of {args.profile_batch} fresh files, each call alone   wall ms/file   server CPU ms/file"
+            f"\nphase profile: one batch of {args.profile_batch} fresh files, each call alone   "
+            "wall ms/file   server CPU ms/file"
         )
         for label, wall, used in prof:
             print(f"  {label:60s} {1000 * wall / args.profile_batch:10.2f} {1000 * used / args.profile_batch:14.2f}")

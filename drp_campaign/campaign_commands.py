@@ -157,7 +157,8 @@ def _print_ledger(run_id: str) -> bool:
     for b in balances:
         mark = "ok " if b.balanced else "BAD"
         print(
-            f"  {mark} {b.hop:<20} {b.src_site:>10} -> {b.dst_site:<10} sent {b.sent:>5} ({b.sent_bytes} B)  arrived intact {b.arrived:>5}"
+            f"  {mark} {b.hop:<20} {b.src_site:>10} -> {b.dst_site:<10} "
+            f"sent {b.sent:>5} ({b.sent_bytes} B)  arrived intact {b.arrived:>5}"
         )
         for p in b.problems[:50]:
             print(f"        {p}")

@@ -475,7 +475,8 @@ def format_inventory(inv: Inventory) -> str:
         )
 
     out = [
-        f"Inventory of campaign {inv.campaign}, run {inv.run_key} (from Rucio scope {inv.campaign} and each site's Butler):",
+        f"Inventory of campaign {inv.campaign}, run {inv.run_key} "
+        f"(from Rucio scope {inv.campaign} and each site's Butler):",
         fmt(header),
     ]
     for cells in lines:

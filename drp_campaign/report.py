@@ -123,7 +123,8 @@ def format_report(report: dict) -> str:
         accepted = f"  accepted failures {s['quanta_accepted']}" if s.get("quanta_accepted") else ""
         lines.append(
             f"  {s['site']:<11} {s['step']:<9} {s['group_label']:<5} {s['status']:<10} "
-            f"{s['quanta_succeeded']:>4}/{s['quanta_total']:<4} {s['duration_s']:7.1f}s  attempts {s['attempts']}{accepted}"
+            f"{s['quanta_succeeded']:>4}/{s['quanta_total']:<4} {s['duration_s']:7.1f}s  "
+            f"attempts {s['attempts']}{accepted}"
         )
     total_accepted = sum(s.get("quanta_accepted", 0) for s in report["steps"])
     if total_accepted:
@@ -132,7 +133,8 @@ def format_report(report: dict) -> str:
     for h in report["hops"]:
         rule = f"  rule {h['rule_id']} {h['rule_state']}" if h.get("rule_id") else ""
         lines.append(
-            f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<12} {h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}"
+            f"  {h['hop']:<20} {h['from']:>10} -> {h['to']:<12} "
+            f"{h['arrived']:>5}/{h['sent']:<5} intact  {h['bytes']:>9} B{rule}"
         )
         lines += [f"      {p}" for p in h["problems"][:10]]
     verdict = (

@@ -41,7 +41,8 @@ def missing_connection(conn_id: str) -> RucioConnectionMissing:
     return RucioConnectionMissing(
         f"Airflow connection {conn_id!r} is not defined: add it (Admin > Connections, or "
         f'`airflow connections add {conn_id} --conn-json \'{{"conn_type": "generic", "host": "https://rucio.example", '
-        f'"login": "ACCOUNT", "password": "...", "extra": {{"account": "ACCOUNT", "auth_type": "userpass", "vo": "def"}}}}\'`) '
+        '"login": "ACCOUNT", "password": "...", '
+        '"extra": {"account": "ACCOUNT", "auth_type": "userpass", "vo": "def"}}\'`) '
         "and clear this task"
     )
 

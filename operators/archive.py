@@ -138,7 +138,8 @@ class ReleaseSiteCopiesOperator(HopOperator):
                 "rules_released": released_rules,
             }
             self.log.info(
-                "%s: released %s's copy at %s: %d files (%d B); %d datasets removed from the Butler (%d already gone); rules released %s",
+                "%s: released %s's copy at %s: %d files (%d B); "
+                "%d datasets removed from the Butler (%d already gone); rules released %s",
                 self.site,
                 name,
                 site_rse,

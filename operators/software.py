@@ -142,7 +142,8 @@ class CheckSoftwareOperator(CampaignOperator):
             self._fail(
                 StackSetupFailed(
                     f"site {self.site}: could not set up the stack or report its software ({self._setup_text()}): "
-                    f"{str(exc).removeprefix(f'site {self.site}: ')}\nrun that setup command in a shell at {self.site} and fix it, then clear this task"
+                    f"{str(exc).removeprefix(f'site {self.site}: ')}\n"
+                    f"run that setup command in a shell at {self.site} and fix it, then clear this task"
                 )
             )
         finally:
@@ -156,7 +157,8 @@ class CheckSoftwareOperator(CampaignOperator):
             self._fail(
                 NoSoftwareReference(
                     f"site {self.site}: no software report from {self.reference_task_id} in this run (got "
-                    f"{reference!r}), so the pipeline cannot be compared with the hub's; run that task, then clear this one"
+                    f"{reference!r}), so the pipeline cannot be compared with the hub's; "
+                    "run that task, then clear this one"
                 )
             )
         return reference

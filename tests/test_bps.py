@@ -87,7 +87,8 @@ def test_ctrl_bps_reads_the_rendered_file_as_bps_submit_would(tmp_path):
         "from lsst.utils import doImport\n"
         "c = BpsConfig(sys.argv[1], search_order=BPS_SEARCH_ORDER, defaults=BPS_DEFAULTS)\n"
         "doImport(c['wmsServiceClass'])\n"
-        "print(json.dumps({k: c.search(k)[1] for k in ('outputRun', 'dataQuery', 'butlerConfig', 'inCollection', 'computeSite', 'requestMemory')}))\n"
+        "print(json.dumps({k: c.search(k)[1] for k in "
+        "('outputRun', 'dataQuery', 'butlerConfig', 'inCollection', 'computeSite', 'requestMemory')}))\n"
     )
     out = subprocess.run([str(stack_py), "-c", probe, str(submit)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

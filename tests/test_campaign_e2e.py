@@ -513,11 +513,12 @@ def _hub_script(campaign, body: str) -> None:
     """Run BODY (python, `butler` open on USDF's repo) in the stack env: a hand edit at the hub."""
     from drp_campaign.settings import stack_prefix
 
+    usdf_repo = str(campaign.sites_config.sites["USDF"].butler_repo_path())
     code = (
         "import astropy.time\nfrom lsst.daf.butler import Butler, Timespan\n"
-        f"butler = Butler.from_config({str(campaign.sites_config.sites['USDF'].butler_repo_path())!r}, writeable=True)\n"
-        "day = Timespan(astropy.time.Time('2026-01-05T00:00:00', scale='tai'), astropy.time.Time('2026-01-06T00:00:00', scale='tai'))\n"
-        + body
+        f"butler = Butler.from_config({usdf_repo!r}, writeable=True)\n"
+        "day = Timespan(astropy.time.Time('2026-01-05T00:00:00', scale='tai'), "
+        "astropy.time.Time('2026-01-06T00:00:00', scale='tai'))\n" + body
     )
     proc = subprocess.run(
         [str(stack_prefix() / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300

@@ -417,7 +417,8 @@ BAD_INPUTS = [
         put(C, "hops.archive_products.release_site_copies_of", ["gather_for_step2c"]),
         C,
         "hops.archive_products.release_site_copies_of[0]",
-        "hop gather_for_step2c moves isolated_star, preliminary_visit_summary, which archive_products does not put on tape",
+        "hop gather_for_step2c moves isolated_star, preliminary_visit_summary, "
+        "which archive_products does not put on tape",
     ),
     bad(
         "release-before-its-hop",

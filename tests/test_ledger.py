@@ -123,10 +123,12 @@ def test_a_ledger_made_before_accepted_failures_gets_the_new_columns(tmp_path):
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "CREATE TABLE step_runs (run_key VARCHAR(200), site VARCHAR(50), step VARCHAR(100), group_label VARCHAR(50), "
+                "CREATE TABLE step_runs (run_key VARCHAR(200), site VARCHAR(50), step VARCHAR(100), "
+                "group_label VARCHAR(50), "
                 "campaign VARCHAR(100) NOT NULL, dag_run_id VARCHAR(250) NOT NULL, output_run VARCHAR(500) NOT NULL, "
                 "status VARCHAR(20) NOT NULL, quanta_total INTEGER NOT NULL, quanta_succeeded INTEGER NOT NULL, "
-                "quanta_failed INTEGER NOT NULL, attempts INTEGER NOT NULL, started DATETIME NOT NULL, finished DATETIME NOT NULL, "
+                "quanta_failed INTEGER NOT NULL, attempts INTEGER NOT NULL, "
+                "started DATETIME NOT NULL, finished DATETIME NOT NULL, "
                 "duration_s FLOAT NOT NULL, PRIMARY KEY (run_key, site, step, group_label))"
             )
         )

@@ -93,7 +93,8 @@ def test_a_site_gets_what_its_tracts_need_ingested_certified_and_verified(hub: P
                 "from lsst.sphgeom import ConvexPolygon, HtmPixelization, LonLat, UnitVector3d\n"
                 "ids = set()\n"
                 "for c in (25, 35):  # tract t spans RA 10t+1..10t+9, Dec -4..4\n"
-                "    box = ConvexPolygon([UnitVector3d(LonLat.fromDegrees(c + dx, dy)) for dx, dy in ((-4, -4), (4, -4), (4, 4), (-4, 4))])\n"
+                "    box = ConvexPolygon([UnitVector3d(LonLat.fromDegrees(c + dx, dy)) "
+                "for dx, dy in ((-4, -4), (4, -4), (4, 4), (-4, 4))])\n"
                 "    ids.update(p for lo, hi in HtmPixelization(4).envelope(box) for p in range(lo, hi))\n"
                 "print(json.dumps(sorted(ids)))"
             )

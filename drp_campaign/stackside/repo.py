@@ -103,7 +103,8 @@ def prepend_to_chain(butler, chain: str, runs: Iterable[str]) -> list[str]:
         info = butler.collections.get_info(chain)
     except MissingCollectionError:
         raise StacksideError(
-            f"chain {chain!r} does not exist in repo {butler._config.configDir}: run `check-inputs --chain {chain}` first"
+            f"chain {chain!r} does not exist in repo {butler._config.configDir}: "
+            f"run `check-inputs --chain {chain}` first"
         ) from None
     if info.type != CollectionType.CHAINED:
         raise StacksideError(f"collection {chain!r} is a {info.type.name}, not a CHAINED collection")

@@ -60,7 +60,8 @@ def _run_exists(repo: Path, run: str, chain: str, site: str) -> tuple[bool, list
             butler.collections.get_info(chain)
         except MissingCollectionError:
             raise StacksideError(
-                f"input chain {chain!r} does not exist in repo {repo} (site {site}): run `check-inputs --chain {chain}` first"
+                f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
+                f"run `check-inputs --chain {chain}` first"
             ) from None
         try:
             info = butler.collections.get_info(run)

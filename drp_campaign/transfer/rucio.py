@@ -205,7 +205,8 @@ class RucioTransferService(TransferService):
             ) from None
         except InvalidRSEExpression as exc:
             raise TransferError(
-                f"{where}: Rucio knows no RSE {destination_rse!r} ({_first_line(exc)}); check the RSE names in sites.yaml"
+                f"{where}: Rucio knows no RSE {destination_rse!r} ({_first_line(exc)}); "
+                "check the RSE names in sites.yaml"
             ) from None
         except (RSEWriteBlocked, InsufficientTargetRSEs) as exc:
             raise TransferError(

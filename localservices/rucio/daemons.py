@@ -9,7 +9,8 @@ waits at 0: judge-evaluator (rucio.daemons.judge.evaluator.run_once through
 rucio.daemons.common.run_daemon, partition wait 0 instead of its built-in 1 s),
 conveyor-submitter, conveyor-poller (older_than=0: poll what was just submitted),
 conveyor-finisher (partition waits 0 instead of 10 s), judge-cleaner (deletes rules whose
-lifetime has passed), then a greedy reaper (deletes replicas whose tombstone has passed). The judge-repairer (re-tries STUCK rules) runs in loop mode only.
+lifetime has passed), then a greedy reaper (deletes replicas whose tombstone has passed).
+The judge-repairer (re-tries STUCK rules) runs in loop mode only.
 
 * `once` repeats passes until the work has *settled*: no transfer request left (of the given
   rules, or at all), no DID waiting for the judge-evaluator, and none of the given rules still
