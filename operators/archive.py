@@ -183,20 +183,9 @@ class IdacOperator(HopOperator):
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->IDAC {self.idac} ({self.destination_rse})"
 
-    def refresh_rule(self, context, service) -> None:
+    def replicate_task_id(self) -> str:
         group = self.task_id.rpartition(".")[0]
-        rule_id = context["ti"].xcom_pull(task_ids=f"{group}.to_{self.idac}" if group else f"to_{self.idac}")
-        if rule_id:
-            status = self.record_rule(context, service, rule_id)
-            self.log.info(
-                "%s: rule %s %s, %d/%d files, %d B",
-                self.pair(),
-                rule_id,
-                status.state,
-                status.files_ok,
-                status.files_total,
-                status.bytes_ok,
-            )
+        return f"{group}.to_{self.idac}" if group else f"to_{self.idac}"
 
 
 class CopyToIdacOperator(IdacOperator):

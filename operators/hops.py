@@ -106,9 +106,13 @@ class HopOperator(CampaignOperator):
         key = self.run_key(context)
         return next((r for r in self.ledger.releases(key) if (r["hop"], r["site"]) == (self.hop, self.site)), None)
 
+    def replicate_task_id(self) -> str:
+        """The task that made this pair's rule (its XCom is the rule id)."""
+        return self.task_id.rsplit(".", 1)[0] + ".replicate"
+
     def refresh_rule(self, context, service) -> None:
         """After the wait: put the rule's settled state (from the replicate task's id) in the ledger."""
-        rule_id = context["ti"].xcom_pull(task_ids=self.task_id.rsplit(".", 1)[0] + ".replicate")
+        rule_id = context["ti"].xcom_pull(task_ids=self.replicate_task_id())
         if rule_id:
             status = self.record_rule(context, service, rule_id)
             self.log.info(

@@ -30,7 +30,7 @@ from ..wms import RunState, Wms, backend, check_transition, may_become
 from ..wms.base import bps_defaults
 from ._errors import StacksideError
 from .pipeline import build_pipeline_yaml, parse_faults
-from .repo import open_butler, prepend_to_chain
+from .repo import open_butler, prepend_to_chain, require_chain
 
 # Injected job faults (tests, drills), as a wrapper around each BPS job's command.
 JOB_FAULTS = {
@@ -154,8 +154,6 @@ def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
     that query selects in the chain (their ids). A run record holds it, and a group whose
     identity changed (tracts edited, inputs re-made) is never attached to the earlier outcome.
     Refuses before submitting when the query selects no input of the step."""
-    from lsst.daf.butler.registry import MissingCollectionError
-
     spec = campaign.pipeline_spec
     produced = set(spec.step_outputs(step))
     inputs = list(
@@ -164,13 +162,7 @@ def _group_identity(campaign, site, repo, step, group, chain) -> dict[str, Any]:
     where = bpsrec.group_data_query(campaign, group.tracts)
     butler, _ = open_butler(repo, writeable=False, what=f" (site {site})")
     with butler:
-        try:
-            butler.collections.get_info(chain)
-        except MissingCollectionError:
-            raise StacksideError(
-                f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
-                f"run check_inputs for this site first"
-            ) from None
+        require_chain(butler, chain, repo, site)
         registered = {t.name for t in butler.registry.queryDatasetTypes("*")}
         ids = sorted(
             str(ref.id)

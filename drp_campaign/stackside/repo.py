@@ -337,6 +337,19 @@ def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[i
     }
 
 
+def require_chain(butler, chain: str, repo: Path, site: str) -> None:
+    """Refuse to go on at a site whose input chain was never made (its check_inputs has not run)."""
+    from lsst.daf.butler.registry import MissingCollectionError
+
+    try:
+        butler.collections.get_info(chain)
+    except MissingCollectionError:
+        raise StacksideError(
+            f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
+            f"run check_inputs for this site first (`check-inputs --chain {chain}`)"
+        ) from None
+
+
 def split_names(value: str | None) -> list[str]:
     """A comma-separated list on a command line (collections, dataset types) as its names."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]

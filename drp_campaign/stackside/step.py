@@ -17,7 +17,7 @@ from ..bps import group_data_query
 from ..config import CampaignConfig
 from ._errors import StacksideError
 from .pipeline import parse_faults, write_pipeline
-from .repo import open_butler, prepend_to_chain
+from .repo import open_butler, prepend_to_chain, require_chain
 
 _GENERATED = re.compile(
     r"Generated (\d+) quant(?:um|a) for task (\S+?)(?: \((\d+) previously succeeded and skipped\))?\.?$", re.M
@@ -56,13 +56,7 @@ def _run_exists(repo: Path, run: str, chain: str, site: str) -> tuple[bool, list
 
     butler, _ = open_butler(repo, writeable=False)
     with butler:
-        try:
-            butler.collections.get_info(chain)
-        except MissingCollectionError:
-            raise StacksideError(
-                f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
-                f"run `check-inputs --chain {chain}` first"
-            ) from None
+        require_chain(butler, chain, repo, site)
         try:
             info = butler.collections.get_info(run)
         except MissingCollectionError:
