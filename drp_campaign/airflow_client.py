@@ -22,6 +22,8 @@ import requests
 from .errors import DrpError
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+# Task states `follow` reports as each task reaches them.
+REPORTED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred"})
 PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
@@ -221,14 +223,7 @@ class AirflowClient:
             states = self.task_states(dag_id, run_id)
             for t in states:
                 key = (t.task_id, t.map_index)
-                if seen.get(key) != t.state and t.state in (
-                    "success",
-                    "failed",
-                    "skipped",
-                    "upstream_failed",
-                    "up_for_retry",
-                    "deferred",
-                ):
+                if seen.get(key) != t.state and t.state in REPORTED_STATES:
                     if on_progress:
                         on_progress(f"  {t.label:<40} {t.state}")
                 seen[key] = t.state

@@ -166,10 +166,9 @@ def _call(env: dict[str, str], command: str, **kwargs) -> tuple:
     module globals: both are set for the call, under a lock (a triggerer polls many sites)."""
     with _CALL_LOCK:
         # The Connection's token file, not a token string this process may hold (which wins).
-        hidden = {name: None for name in settings.STACK_ENV_REFUSED}
-        saved = {k: os.environ.get(k) for k in {**env, **hidden}}
+        saved = {k: os.environ.get(k) for k in {*env, *settings.STACK_ENV_REFUSED}}
         os.environ.update(env)
-        for name in hidden:
+        for name in settings.STACK_ENV_REFUSED:
             os.environ.pop(name, None)
         try:
             import idds.common.utils as idds_utils

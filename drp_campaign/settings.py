@@ -106,21 +106,30 @@ STACK_ENV_REFUSED = frozenset({"PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_ID_TOKEN"})
 STACK_ENV_EXTRA_VAR = "DRP_STACK_ENV_ALLOW"
 
 
-def stack_env_allowed(name: str) -> bool:
-    """Whether a variable of the controller's environment may reach a stack command."""
+def _stack_env_extra() -> frozenset[str]:
+    return frozenset(n.strip() for n in os.environ.get(STACK_ENV_EXTRA_VAR, "").split(",") if n.strip())
+
+
+def stack_env_allowed(name: str, extra: frozenset[str] | None = None) -> bool:
+    """Whether a variable of the controller's environment may reach a stack command (EXTRA: the
+    deployment's additions, read from $DRP_STACK_ENV_ALLOW when not given)."""
     if name in STACK_ENV_REFUSED:
         return False
-    extra = {n.strip() for n in os.environ.get(STACK_ENV_EXTRA_VAR, "").split(",") if n.strip()}
+    extra = _stack_env_extra() if extra is None else extra
     return name in STACK_ENV_NAMES or name in extra or name.startswith(STACK_ENV_PREFIXES)
+
+
+def _drp_paths() -> dict[str, str]:
+    """The DRP_* paths a site's setup command and configured paths expand."""
+    return {"DRP_WORK_DIR": str(work_dir()), "DRP_STACK_PREFIX": str(stack_prefix())}
 
 
 def site_environment() -> dict[str, str]:
     """Environment for a site's setup command: the allowed part of the caller's (see
     STACK_ENV_NAMES), plus the DRP_* paths it expands."""
-    env = {name: value for name, value in os.environ.items() if stack_env_allowed(name)}
-    env["DRP_WORK_DIR"] = str(work_dir())
-    env["DRP_STACK_PREFIX"] = str(stack_prefix())
-    return env
+    extra = _stack_env_extra()
+    env = {name: value for name, value in os.environ.items() if stack_env_allowed(name, extra)}
+    return {**env, **_drp_paths()}
 
 
 def private_file(path: Path, text: str) -> Path:
@@ -138,10 +147,9 @@ def private_file(path: Path, text: str) -> Path:
 
 def expand(path_template: str) -> Path:
     """Expand $DRP_* (and any other) variables in a configured path, with the defaults above."""
-    env = site_environment()
     expanded = path_template
-    for key in ("DRP_WORK_DIR", "DRP_STACK_PREFIX"):
-        expanded = expanded.replace("${" + key + "}", env[key]).replace("$" + key, env[key])
+    for key, value in _drp_paths().items():
+        expanded = expanded.replace("${" + key + "}", value).replace("$" + key, value)
     return Path(os.path.expandvars(expanded))
 
 
@@ -154,13 +162,13 @@ def scrub_env_dumps(root: Path | None = None) -> int:
     Returns how many were rewritten. Runs when the services start (scripts/airflow-services.sh)."""
     import yaml
 
-    scrubbed = 0
+    scrubbed, extra = 0, _stack_env_extra()
     for dump in (root or work_dir() / "bps").rglob(ENV_DUMP_GLOB):
         try:
             env = yaml.safe_load(dump.read_text()) or {}
         except (OSError, yaml.YAMLError):
             env = {}
-        kept = {k: v for k, v in env.items() if stack_env_allowed(k)} if isinstance(env, dict) else {}
+        kept = {k: v for k, v in env.items() if stack_env_allowed(k, extra)} if isinstance(env, dict) else {}
         if kept != env or stat.S_IMODE(dump.stat().st_mode) != 0o600:
             private_file(dump, yaml.safe_dump(kept))
             scrubbed += 1
