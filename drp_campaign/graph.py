@@ -45,8 +45,26 @@ class WorkGroup:
     label: str
     tracts: tuple[int, ...]
 
+    @property
+    def overlap(self) -> bool:
+        """Another site's tract, processed here too for the site-independence QA."""
+        return is_overlap_label(self.label)
+
     def as_xcom(self) -> dict:
         return {"label": self.label, "tracts": list(self.tracts)}
+
+
+OVERLAP_PREFIX = "overlap-t"
+
+
+def is_overlap_label(label: str) -> bool:
+    return label.startswith(OVERLAP_PREFIX)
+
+
+def overlap_group(tract: int) -> WorkGroup:
+    """The group of one overlap tract at its second site (one tract per group, whatever the
+    campaign's tracts_per_group: each is compared on its own)."""
+    return WorkGroup(label=f"{OVERLAP_PREFIX}{tract}", tracts=(tract,))
 
 
 @dataclass
@@ -96,14 +114,19 @@ def build_graph(campaign: CampaignConfig) -> CampaignGraph:
 
 def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] | None = None) -> list[WorkGroup]:
     """Split a site's tracts into groups of `tracts_per_group`; empty when none is selected."""
+    """Split a site's tracts into groups of `tracts_per_group`, then one group per overlap tract it
+    processes for the site-independence QA; empty when none is selected."""
     tracts = campaign.site_tracts(site)
+    overlap = campaign.overlap_tracts_at(site)
     if selected_tracts:
         wanted = set(selected_tracts)
         tracts = [t for t in tracts if t in wanted]
+        overlap = [t for t in overlap if t in wanted]
     size = campaign.tracts_per_group
-    return [
+    own = [
         WorkGroup(label=f"g{i // size:03d}", tracts=tuple(tracts[i : i + size])) for i in range(0, len(tracts), size)
     ]
+    return own + [overlap_group(t) for t in overlap]
 
 
 GLOBAL_GROUP = WorkGroup(label="all", tracts=())
@@ -139,8 +162,35 @@ def site_chain(campaign: CampaignConfig, key: str) -> str:
 
 
 def output_run(campaign: CampaignConfig, key: str, site: str, step: str, group: str) -> str:
-    """The RUN collection one group of one step writes to; stable across retries."""
+    """The RUN collection one group of one step writes to; stable across retries. An overlap
+    group's is under the run's overlap root, out of every pattern and chain below but its own."""
+    if is_overlap_label(group):
+        return f"{overlap_chain(campaign, key, site)}/{step}/{group}"
     return f"{campaign.output_prefix}/{key}/{site}/{step}/{group}"
+
+
+def overlap_root(campaign: CampaignConfig, key: str) -> str:
+    """Where a run's overlap outputs live, at their site and once returned to the hub. Never a
+    run's own prefix: run keys hold no '.'; so the site chains, the hops' site patterns and the
+    tape hop's campaign pattern never see the second copy of a tract."""
+    return f"{campaign.output_prefix}/{key}.overlap"
+
+
+def overlap_chain(campaign: CampaignConfig, key: str, site: str) -> str:
+    """The CHAINED collection an overlap group at SITE reads: its own RUNs first, then the site's
+    chain (inputs, the fan-out's calibration). At the hub, its own RUNs hide the primary site's
+    copies of the same tract that the hub holds."""
+    return f"{overlap_root(campaign, key)}/{site}"
+
+
+def overlap_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:
+    """Glob matching every RUN SITE made for overlap tracts in this campaign run."""
+    return f"{overlap_chain(campaign, key, site)}/*"
+
+
+def group_chain(campaign: CampaignConfig, key: str, site: str, group: str) -> str:
+    """The chain a group of a step reads and joins once it succeeds."""
+    return overlap_chain(campaign, key, site) if is_overlap_label(group) else site_chain(campaign, key)
 
 
 def site_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:

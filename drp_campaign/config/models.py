@@ -147,9 +147,20 @@ class SitesConfig(ConfigModel):
 # --- pipeline ----------------------------------------------------------------------------------
 
 
+# The storage classes a dataset type of ours may name (daf_butler's own): a table, or a dict of values.
+StorageClassName = Literal["ArrowAstropy", "StructuredDataDict"]
+# A Python class as `module.Name` (a task of ours that makes real numbers; the rest are mocks).
+PythonClassName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=200)]
+
+
 class DatasetTypeSpec(ConfigModel):
     dimensions: list[Identifier] = Field(max_length=MAX_STEPS)
     calibration: bool = False  # certified into a CALIBRATION collection with validity ranges
+    # Unset: chosen from the name (stackside/pipeline.py storage_class_for). Set for the outputs of
+    # real tasks, whose numbers the site-independence QA compares.
+    storage_class: StorageClassName | None = None
+    columns: list[Identifier] = Field(default=[], max_length=MAX_STEPS)  # an ArrowAstropy table's
+    metrics: list[Identifier] = Field(default=[], max_length=MAX_STEPS)  # a StructuredDataDict's values
 
 
 class PipelineTaskSpec(ConfigModel):
@@ -162,6 +173,8 @@ class PipelineTaskSpec(ConfigModel):
     # Looked up, not produced in the pipeline: calibrations by the quantum's time, shards by its region.
     prerequisites: list[str] = Field(default=[], max_length=MAX_STEPS)
     outputs: list[str] = Field(min_length=1, max_length=MAX_STEPS)
+    # A real PipelineTask of ours (stackside/tasks.py) instead of the mock; unset: the mock task.
+    task_class: PythonClassName | None = None
 
 
 class PipelineSpec(ConfigModel):
@@ -320,8 +333,25 @@ class BpsConfig(BpsRequest):
         return BpsRequest(**{name: getattr(self, name) if value is None else value for name, value in values.items()})
 
 
+MAX_TOLERANCE = 1e12
+
+
+class Tolerance(ConfigModel):
+    """How far apart two sites' values of one compared quantity may be: exactly one of
+    relative (|a - b| <= relative x max(|a|, |b|)) or absolute (|a - b| <= absolute)."""
+
+    relative: float | None = Field(default=None, ge=0, le=MAX_TOLERANCE)
+    absolute: float | None = Field(default=None, ge=0, le=MAX_TOLERANCE)
+
+
 class QaConfig(ConfigModel):
-    tolerance: float = Field(default=0.001, gt=0, le=1)
+    """Site-independence QA: overlap tracts processed at a second site, compared at the hub."""
+
+    tolerance: float = Field(default=0.001, gt=0, le=1)  # relative: every quantity without its own
+    # tract -> a second campaign site that processes it as well as its own site does
+    overlap: dict[Annotated[int, Field(ge=0, le=MAX_TRACT)], str] = Field(default={}, max_length=MAX_COUNT)
+    # dataset type -> {quantity (a column, `rows`, or a metric) -> its tolerance}
+    compare: dict[str, dict[str, Tolerance]] = Field(default={}, max_length=MAX_STEPS)
 
 
 class CampaignDocument(ConfigModel):
@@ -394,6 +424,14 @@ class CampaignConfig(CampaignDocument):
 
     def hub(self) -> str:
         return self.sites_config.hub
+
+    def overlap_tracts_at(self, site: str) -> list[int]:
+        """Tracts SITE processes a second time, for the site-independence QA (another site's own)."""
+        return sorted(tract for tract, second in self.qa.overlap.items() if second == site)
+
+    def tract_site(self, tract: int) -> str:
+        """The site whose own tract this is (whose outputs are the campaign's product)."""
+        return next(site for site, tracts in self.tracts.items() if tract in tracts)
 
     def place_hop(self) -> HopConfig | None:
         """The hop that places the campaign's inputs at the sites, if the campaign has one."""
