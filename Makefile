@@ -46,7 +46,7 @@ clean: stop
 # DRP_WORK_DIR / DRP_RUCIO_PORT / DRP_RUCIO_DB to keep them off a running demo.
 BENCH_FILES ?= 10000
 BENCH_SINGLE ?= 300
-.PHONY: bench-registration bench-ingest bench-poll bench-campaign
+.PHONY: bench-registration bench-ingest bench-poll bench-campaign bench-overlap
 # Where a campaign's time goes (one step group per-call vs warm; the 3x3 in Airflow; the same by a
 # plain script): ~8 min.
 bench-campaign: envs
@@ -66,3 +66,10 @@ bench-ingest: envs
 POLL_ARGS ?=
 bench-poll: envs
 	@bash scripts/with-env.sh python benchmarks/bps_poll_cost.py $(POLL_ARGS)
+
+# What the site-independence QA's overlap tracts cost (core time, bytes moved; 5% and 10% of
+# tracts processed twice): one 3x3 run in the running services, ~4 min (benchmarks/overlap_cost.py).
+bench-overlap: envs
+	@bash scripts/rucio-server.sh start
+	@bash scripts/airflow-services.sh start
+	@bash scripts/with-env.sh python benchmarks/overlap_cost.py $(CAMPAIGN) $(RUN_ID)

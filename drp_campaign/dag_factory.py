@@ -34,6 +34,7 @@ from drp_campaign.operators.archive import (
 )
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
 from drp_campaign.operators.report import CampaignReportOperator
+from drp_campaign.operators.site_qa import SiteQaOperator
 from drp_campaign.operators.software import CheckSoftwareOperator
 from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
 from drp_campaign.sensors.hops import HopReplicationSensor
@@ -156,6 +157,29 @@ class _Renderer:
             **self.common,
         )
         self.after_everywhere(finals) >> report
+        if self.campaign.qa.overlap:
+            self._site_qa() >> report
+
+    def _site_qa(self) -> SiteQaOperator:
+        """The site-independence QA at the hub, once every fan-in that brings a compared type home
+        (with the second sites' copies of the overlap tracts) has been verified."""
+        compared = set(self.campaign.qa.compare)
+        returns = tuple(
+            stage.name
+            for stage in self.graph.stages.values()
+            if stage.scope == "fan_in" and compared & set(stage.dataset_types)
+        )
+        with self.groups[self.hub]:
+            qa = SiteQaOperator(
+                task_id="site_qa",
+                site=self.hub,
+                queue=self._queue(self.hub),
+                # Sites left out of a run skip their hops; the QA compares what the others made.
+                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                **self.common,
+            )
+        self.after_everywhere(returns) >> qa
+        return qa
 
     def _site_step(self, stage: Stage) -> None:
         for site in self.sites:

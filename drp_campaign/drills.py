@@ -7,6 +7,12 @@ can be added or removed between a failure and its retry without touching the DAG
     - {site: FRDF, step: step2b, task: isolatedStarAssociation, where: "tract = 2"}
     - {site: UKDF_RAL, step: step2a, job: transient}   # the first BPS job dies once (exit 137)
     - {site: FRDF, step: step3, job: "slow:60"}         # every BPS job waits 60 s first
+    - {site: UKDF_RAL, step: step5, config: "makeObjectTable:flux_calibration_scale=1.01"}
+
+A `config` entry is a config override drill (`LABEL:FIELD=VALUE`, the stack side's --config; VALUE
+a number or True/False): that site's step runs with one task configured differently, e.g. a
+calibration 1 % off at the second site of an overlap tract, which the site-independence QA must
+then report.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ def active_faults(site: str, step: str) -> list[str]:
 def active_job_fault(site: str, step: str) -> str | None:
     """The stack side's --job-fault for this site and step ('transient', 'slow:SECONDS'), if any."""
     return next((str(f["job"]) for f in _entries(site, step) if "job" in f), None)
+
+
+def active_config_overrides(site: str, step: str) -> list[str]:
+    """`LABEL:FIELD=VALUE` strings for the stack side's --config option, for this site and step."""
+    return [str(f["config"]) for f in _entries(site, step) if "config" in f]
 
 
 def _entries(site: str, step: str) -> list[dict]:

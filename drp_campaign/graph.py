@@ -113,7 +113,6 @@ def build_graph(campaign: CampaignConfig) -> CampaignGraph:
 
 
 def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] | None = None) -> list[WorkGroup]:
-    """Split a site's tracts into groups of `tracts_per_group`; empty when none is selected."""
     """Split a site's tracts into groups of `tracts_per_group`, then one group per overlap tract it
     processes for the site-independence QA; empty when none is selected."""
     tracts = campaign.site_tracts(site)

@@ -12,6 +12,7 @@ Airflow-free; SQLAlchemy Core on PostgreSQL by default ($DRP_LEDGER_URL), SQLite
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -91,6 +92,24 @@ site_releases = sa.Table(
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("rule_ids", sa.Text, nullable=False),  # the rules dropped, comma-separated
     sa.Column("released", sa.DateTime, nullable=False),
+)
+
+# The site-independence QA: one row per compared quantity of an overlap tract (drp_campaign/site_qa.py).
+site_qa_checks = sa.Table(
+    "site_qa_checks",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("tract", sa.Integer, primary_key=True),
+    sa.Column("dataset_type", sa.String(200), primary_key=True),
+    sa.Column("quantity", sa.String(200), primary_key=True),
+    sa.Column("site_a", sa.String(50), nullable=False),  # the tract's own site: its copy is the product
+    sa.Column("value_a", sa.Text, nullable=False),  # JSON: a number, null (NaN) or value counts
+    sa.Column("site_b", sa.String(50), nullable=False),  # the second site
+    sa.Column("value_b", sa.Text, nullable=False),
+    sa.Column("tolerance", sa.String(100), nullable=False),  # e.g. "relative 0.001"
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("checked", sa.DateTime, nullable=False),
 )
 
 campaign_runs = sa.Table(
@@ -436,6 +455,44 @@ class Ledger:
                 sa.select(step_runs).where(step_runs.c.run_key == run_key).order_by(step_runs.c.started)
             )
             return [dict(r._mapping) for r in rows]
+
+    # -- site-independence QA ------------------------------------------------------------------
+    def record_site_qa(self, run_key: str, tracts: Iterable[int], checks: Iterable[dict]) -> None:
+        """Replace the QA rows of TRACTS with CHECKS (a re-run after a fix says what holds now)."""
+        rows = [
+            dict(
+                run_key=run_key,
+                tract=int(c["tract"]),
+                dataset_type=c["dataset_type"],
+                quantity=c["quantity"],
+                site_a=c["site_a"],
+                value_a=json.dumps(c["value_a"]),
+                site_b=c["site_b"],
+                value_b=json.dumps(c["value_b"]),
+                tolerance=c["tolerance"],
+                ok=bool(c["ok"]),
+                note=c.get("note") or "",
+                checked=_now(),
+            )
+            for c in checks
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(
+                site_qa_checks.delete().where(
+                    site_qa_checks.c.run_key == run_key, site_qa_checks.c.tract.in_([int(t) for t in tracts])
+                )
+            )
+            if rows:
+                conn.execute(site_qa_checks.insert(), rows)
+
+    def site_qa(self, run_key: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(site_qa_checks)
+                .where(site_qa_checks.c.run_key == run_key)
+                .order_by(site_qa_checks.c.tract, site_qa_checks.c.dataset_type, site_qa_checks.c.quantity)
+            )
+            return [{**r._mapping, "value_a": json.loads(r.value_a), "value_b": json.loads(r.value_b)} for r in rows]
 
 
 def _pair_rows(query, run_key: str, hop: str | None, dst_site: str | None, src_site: str | None):

@@ -23,6 +23,11 @@ def report_file(run_key: str) -> Path:
     return settings.work_dir() / "reports" / f"{run_key}.json"
 
 
+def site_qa_dir(run_key: str) -> Path:
+    """Where the site-independence QA of a run writes its JSON report and one PNG per tract."""
+    return settings.work_dir() / "reports" / f"{run_key}-site-qa"
+
+
 def build_report(
     ledger: Ledger,
     campaign: str,
@@ -77,6 +82,29 @@ def build_report(
         "at_idacs": at_idacs,
         "hub_repo": hub_repo,
         "hub_products": hub_products or {},
+        "site_qa": site_qa_summary(ledger.site_qa(run_key), run_key),
+    }
+
+
+def site_qa_summary(checks: list[dict], run_key: str) -> dict:
+    """Per overlap tract: which two sites, how many quantities compared, which differ beyond their
+    tolerance (the ledger's rows, written by the site_qa task); empty when nothing was compared."""
+    tracts: dict[int, dict] = {}
+    for c in checks:
+        entry = tracts.setdefault(
+            c["tract"], {"tract": c["tract"], "site_a": c["site_a"], "site_b": c["site_b"], "compared": 0, "failed": []}
+        )
+        entry["compared"] += 1
+        if not c["ok"]:
+            entry["failed"].append(
+                {k: c[k] for k in ("dataset_type", "quantity", "value_a", "value_b", "tolerance", "note")}
+            )
+    if not tracts:
+        return {}
+    return {
+        "verdict": "pass" if not any(t["failed"] for t in tracts.values()) else "fail",
+        "tracts": list(tracts.values()),
+        "report_dir": str(site_qa_dir(run_key)),
     }
 
 
@@ -161,6 +189,18 @@ def format_report(report: dict) -> str:
             f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B"
             for r in report["released"]
         ]
+    if qa := report.get("site_qa"):
+        lines += ["", f"Site-independence QA: {qa['verdict'].upper()} (report and plots in {qa['report_dir']}):"]
+        for t in qa["tracts"]:
+            lines.append(
+                f"  tract {t['tract']:<5} {t['site_a']} (product) vs {t['site_b']}: "
+                f"{t['compared'] - len(t['failed'])}/{t['compared']} quantities within tolerance"
+            )
+            lines += [
+                f"      {f['dataset_type']} {f['quantity']}: {f['value_a']} vs {f['value_b']} "
+                f"({f['tolerance']}) {f['note']}"
+                for f in t["failed"][:10]
+            ]
     if report.get("hub_products"):
         lines += ["", f"Products at the hub ({report['hub_repo']}):"]
         lines += [f"  {t:<26} {n}" for t, n in sorted(report["hub_products"].items())]

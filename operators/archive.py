@@ -7,7 +7,8 @@ there and where (the RSE's file PFNs), reads each one, and balances the ledger w
 adler32 it measured: FTS (here the local transfertool) checked them on the way, but a copy is
 confirmed only by reading what the destination holds now. Only then may
 `ReleaseSiteCopiesOperator` let a site's copies go: it checks again, from Rucio, that every file of
-the site's copy is available at the hub's disk and tape, removes the datasets from the site's
+the site's copy is available at the hub's disk and tape (a second site's copy of an overlap tract,
+never archived, at the hub's disk), removes the datasets from the site's
 Butler (files stay), and gives the rule that held them a lifetime of `release_grace_minutes` with
 purge_replicas: Rucio's judge-cleaner then deletes the rule and its reaper the files, so the site's
 storage returns within quota. Both are safe to re-run: a second run finds the ledger balanced, the
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowException
 
+from drp_campaign import graph
 from drp_campaign.checksums import adler32
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.hops import hop_dataset_did, hop_ends, idac_rse
@@ -102,11 +104,27 @@ class ReleaseSiteCopiesOperator(HopOperator):
         on_tape, on_hub_disk = service.replicas_at(archive_did, tape), service.replicas_at(archive_did, hub_disk)
         copies = self.site_copies(context)
         manifests = {name: service.manifest(did) for name, did in copies}
+        # A second site's copy of an overlap tract is not a product (never archived): it is safe
+        # once the hop has brought it to the hub's disk, where the site QA reads it.
+        overlap_root = graph.overlap_root(self.campaign, key) + "/"
+        home = {
+            name: service.replicas_at(did, hub_disk)
+            for name, did in copies
+            if any(e.run.startswith(overlap_root) for e in manifests[name].entries)
+        }
+
+        def problem(name: str, e) -> str:
+            if e.run.startswith(overlap_root):
+                return "" if e.relpath in home[name] else f"not at {hub_disk}"
+            return (
+                "not on tape" if e.relpath not in on_tape else "" if e.relpath in on_hub_disk else f"not at {hub_disk}"
+            )
+
         unsafe = [
-            f"{name}: {e.relpath} ({'not on tape' if e.relpath not in on_tape else 'not at ' + hub_disk})"
+            f"{name}: {e.relpath} ({why})"
             for name, manifest in manifests.items()
             for e in manifest.entries
-            if e.relpath not in on_tape or e.relpath not in on_hub_disk
+            if (why := problem(name, e))
         ]
         if unsafe:
             raise AirflowException(

@@ -85,8 +85,18 @@ class HopOperator(CampaignOperator):
         return TransferHook().get_service(activity=self.campaign.hops[self.hop].activity)
 
     def skip_unless_selected(self, context, site: str | None = None) -> None:
-        if not self.way.to_tape:  # the tape hop archives whatever the run made
-            super().skip_unless_selected(context, site)
+        if self.way.to_tape:  # the tape hop archives whatever the run made
+            return
+        super().skip_unless_selected(context, site)
+        if self.direction == "fan_in" and not self.sends_own_outputs(context) and not self.overlap_types_sent(context):
+            raise AirflowSkipException(
+                f"site {self.site} processes only overlap tracts in this run, and {self.hop} carries none of "
+                "the dataset types the site QA compares: nothing to send"
+            )
+
+    def sends_own_outputs(self, context) -> bool:
+        """Whether the site processes tracts of its own in this run (not only overlap tracts)."""
+        return any(not g.overlap for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)))
 
     def record_rule(self, context, service, rule_id: str):
         """Put the rule's id and state in the ledger, where the campaign view shows it."""
@@ -159,6 +169,16 @@ class HopOperator(CampaignOperator):
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination_label}"
 
+    def overlap_types_sent(self, context) -> list[str]:
+        """The compared dataset types a fan-in also carries from the source's overlap groups (none
+        when the source processes no overlap tract in this run)."""
+        if self.direction != "fan_in":
+            return []
+        selected = self.selected_tracts(context)
+        overlap = [t for t in self.campaign.overlap_tracts_at(self.source) if not selected or t in selected]
+        compared = self.campaign.qa.compare
+        return [t for t in self.campaign.hops[self.hop].dataset_types if t in compared] if overlap else []
+
 
 class RegisterHopOperator(HopOperator):
     """Export the hop's dataset types from the source Butler and register them for transfer."""
@@ -184,7 +204,17 @@ class RegisterHopOperator(HopOperator):
                 runs = graph.campaign_runs_pattern(self.campaign, key)
             else:
                 runs = graph.site_runs_pattern(self.campaign, key, self.source)
-            subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(hop.dataset_types)]
+            own = self.direction != "fan_in" or self.sends_own_outputs(context)
+            selections = [(runs, hop.dataset_types)] if own else []
+            if overlap_types := self.overlap_types_sent(context):
+                # The second site's copy of its overlap tracts comes home too, for the site QA;
+                # it stays out of the hub's chain (ingest-hop chains only the chain's own RUNs).
+                selections.append((graph.overlap_runs_pattern(self.campaign, key, self.source), overlap_types))
+            (runs, types), *also = selections
+            subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(types)]
+            for pattern, extra_types in also:
+                args += ["--also", f"{pattern}={','.join(extra_types)}"]
+            runs = " and ".join(pattern for pattern, _ in selections)
         result = StackHook(self.site_config(self.source)).run(
             subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)]
         )
@@ -288,9 +318,12 @@ class IngestHopOperator(HopOperator):
                 str(manifest_path),
                 "--replica-dir",
                 str(service.replica_dir(dest.rucio.disk_rse)),
-                # Inputs go into their own collections (check_inputs chains them); products into the run's chain.
+                # Inputs go into their own collections (check_inputs chains them); products into the
+                # run's chain, but not a second site's copy of an overlap tract (kept for the site QA).
                 "--chain",
                 "" if self.direction == "place" else graph.site_chain(self.campaign, key),
+                "--not-chained",
+                graph.overlap_runs_pattern(self.campaign, key, "*"),
             ],
         )
         arrived = [

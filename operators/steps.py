@@ -9,7 +9,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from drp_campaign import bps, graph
-from drp_campaign.drills import active_faults, active_job_fault
+from drp_campaign.drills import active_config_overrides, active_faults, active_job_fault
 from drp_campaign.failures import load_rules
 from drp_campaign.hooks.stack import StackHook
 from drp_campaign.stack import StackCommandError
@@ -46,25 +46,34 @@ class CheckInputsOperator(CampaignOperator):
     ui_color = "#fff4e5"
 
     def execute(self, context) -> list[dict]:
-        self.skip_unless_selected(context)
         key = self.run_key(context)
-        groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context))
+        if self.site == self.campaign.hub():
+            # The hub holds the run's chain whatever the selection: its global steps read it and
+            # the fan-ins bring their outputs into it. Without tracts of its own it makes the
+            # chain and returns no groups (its own steps are then skipped).
+            selected = self.site in self.selected_sites(context)
+            groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) if selected else []
+        else:
+            self.skip_unless_selected(context)
+            groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context))
         tracts = [t for g in groups for t in g.tracts]
-        result = StackHook(self.site_config()).run(
-            "check-inputs",
-            [
-                "--campaign",
-                str(self.campaign.file),
-                "--site",
-                self.site,
-                "--repo",
-                str(self.site_config().butler_repo_path()),
-                "--tracts",
-                ",".join(map(str, tracts)),
-                "--chain",
-                graph.site_chain(self.campaign, key),
-            ],
-        )
+        args = [
+            "--campaign",
+            str(self.campaign.file),
+            "--site",
+            self.site,
+            "--repo",
+            str(self.site_config().butler_repo_path()),
+            "--tracts",
+            ",".join(map(str, tracts)),
+            "--chain",
+            graph.site_chain(self.campaign, key),
+        ]
+        if any(g.overlap for g in groups):
+            args += ["--overlap-chain", graph.overlap_chain(self.campaign, key, self.site)]
+        if not groups:
+            args += ["--chain-only"]
+        result = StackHook(self.site_config()).run("check-inputs", args)
         if not result.get("ok"):
             raise AirflowException(
                 f"site {self.site}: inputs missing for tracts {tracts}: {result.get('missing')}; "
@@ -173,7 +182,7 @@ class PipelineStepOperator(CampaignOperator):
             "--key",
             key,
             "--chain",
-            graph.site_chain(self.campaign, key),
+            graph.group_chain(self.campaign, key, self.site, self._label()),
             "--run-dir",
             str(self._run_dir(key)),
         ]
@@ -182,6 +191,9 @@ class PipelineStepOperator(CampaignOperator):
         for fault in active_faults(self.site, self.step):
             self.log.warning("fault injected at %s %s: %s", self.site, self.step, fault)
             args += ["--fail", fault]
+        for override in active_config_overrides(self.site, self.step):
+            self.log.warning("config override injected at %s %s: %s", self.site, self.step, override)
+            args += ["--config", override]
         if job_fault := active_job_fault(self.site, self.step):
             self.log.warning("job fault injected at %s %s: %s", self.site, self.step, job_fault)
             args += ["--job-fault", job_fault]
@@ -291,7 +303,7 @@ class PipelineStepOperator(CampaignOperator):
             "--step",
             self.step,
             "--chain",
-            graph.site_chain(self.campaign, key),
+            graph.group_chain(self.campaign, key, self.site, self._label()),
             "--output-run",
             out_run,
             "--dry-run",

@@ -13,6 +13,7 @@ the auth manager (`is_authorized_dag(GET, DagAccessEntity.RUN)`); the list shows
 from __future__ import annotations
 
 import html
+from urllib.parse import quote
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -20,7 +21,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, get_user
 from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from drp_campaign.config import campaign_dag_id
 
@@ -134,8 +135,54 @@ def run_page(run_id: str, user: GetUserDep) -> str:
     title = html.escape(f"Campaign {report['campaign']} — run {report['run_key']}")
     return (
         f"<html><head><title>{title}</title>{_STYLE}</head><body><h2>{title}</h2>{verdict}"
-        f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}</body></html>"
+        f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}"
+        f"{_site_qa_section(report)}</body></html>"
     )
+
+
+def _site_qa_section(report: dict) -> str:
+    """The site-independence QA: per overlap tract its verdict, what differs, and its plot."""
+    qa = report.get("site_qa")
+    if not qa:
+        return ""
+    verdict = (
+        '<p class="ok">Site-independence QA passed: every compared quantity within its tolerance.</p>'
+        if qa["verdict"] == "pass"
+        else '<p class="bad">Site-independence QA FAILED: the sites differ beyond a tolerance (below).</p>'
+    )
+    parts = [f"<h3>Site-independence QA</h3>{verdict}"]
+    for t in qa["tracts"]:
+        ok = t["compared"] - len(t["failed"])
+        parts.append(
+            f"<h4>Tract {t['tract']}: {html.escape(t['site_a'])} (product) vs {html.escape(t['site_b'])}, "
+            f"{ok}/{t['compared']} within tolerance</h4>"
+        )
+        if t["failed"]:
+            parts.append(
+                _table(
+                    ["dataset type", "quantity", t["site_a"], t["site_b"], "tolerance", "note"],
+                    [
+                        [f["dataset_type"], f["quantity"], f["value_a"], f["value_b"], f["tolerance"], f["note"]]
+                        for f in t["failed"]
+                    ],
+                )
+            )
+        src = f"site_qa.png?run_id={quote(report['run_key'])}&tract={t['tract']}"
+        parts.append(f'<p><img src="{html.escape(src)}" alt="site QA plot, tract {t["tract"]}" width="800"></p>')
+    return "".join(parts)
+
+
+@app.get("/site_qa.png")
+def site_qa_plot(run_id: str, tract: int, user: GetUserDep) -> FileResponse:
+    """One overlap tract's plot, as the site_qa task wrote it (same access as the run's page)."""
+    from drp_campaign.report import site_qa_dir
+    from drp_campaign.site_qa import plot_name
+
+    report = run_summary(run_id, user)
+    path = site_qa_dir(report["run_key"]) / plot_name(tract)
+    if not path.is_file():
+        raise HTTPException(404, f"no site QA plot for tract {tract} of run {report['run_key']} (has site_qa run?)")
+    return FileResponse(path, media_type="image/png")
 
 
 @app.get("/runs", response_class=HTMLResponse)

@@ -160,12 +160,12 @@ def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign
     assert sorted(states["FRDF.step2b"]) == ["failed", "success"], "a failure for review is not retried by Airflow"
     assert states["FRDF.gather_for_step2c.register"] == ["upstream_failed"]
     # The other sites ran up to the fan-in barrier, and the barrier held.
-    for site in ("USDF", "UKDF_RAL"):
-        assert states[f"{site}.step2b"] == ["success", "success"]
+    assert states["USDF.step2b"] == ["success", "success"]
+    assert states["UKDF_RAL.step2b"] == ["success"] * 3, "its two tracts, and FRDF's tract 2 for the site QA"
     assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
     assert states["USDF.step2c"] == ["upstream_failed"]
     # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
-    for group in ("g000", "g001"):
+    for group in ("g000", "g001", "overlap-t2"):
         attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
         assert [a["kind"] for a in attempts] == ["submit", "restart"]
     assert "transient failures, restarting the run" in client.task_log(DAG_ID, run_id, "UKDF_RAL.step2a", map_index=0)
@@ -224,7 +224,8 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert all(b.sent > 0 and b.arrived == b.sent for b in balances)
     # The sites started empty: what they processed was placed from USDF, by their tracts only.
     placed = {b.dst_site: b.sent for b in balances if b.hop == "place_inputs"}
-    assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 2 * 4 * 2 + 4 + 14}, (
+    # UKDF_RAL's are for its two tracts and FRDF's tract 2, which it processes too (site QA).
+    assert placed == {"FRDF": 2 * 4 * 2 + 2 + 16, "UKDF_RAL": 3 * 4 * 2 + 6 + 24}, (
         "raws + biases (per day) + ref_cat shards"
     )
 
@@ -239,11 +240,46 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
     assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
+    assert_the_overlap_tract_was_compared_and_counted_once(campaign, key, report)
     assert_inventory_balances(campaign, run_id, airflow_env)
     assert_no_secret_left_the_controller(airflow_env)
     # Airflow lists at most 100 task instances a page; the run has more, and the client read them all.
     assert sum(len(s) for s in states.values()) > 100
     assert all(len(states[f"{site}.step5"]) == 2 for site in campaign.tracts), "the last groups are on page two"
+
+
+def assert_the_overlap_tract_was_compared_and_counted_once(campaign, key, report):
+    """Tract 2 (FRDF's) was processed at UKDF_RAL too; both results came home, the same stack made
+    the same numbers (site QA passed), and only FRDF's copy is a product (chained, archived)."""
+    qa = report["site_qa"]
+    assert qa["verdict"] == "pass"
+    [tract] = qa["tracts"]
+    assert (tract["tract"], tract["site_a"], tract["site_b"], tract["failed"]) == (2, "FRDF", "UKDF_RAL", [])
+    checks = Ledger().site_qa(key)
+    assert len(checks) == tract["compared"] > 20 and all(c["ok"] for c in checks)
+    assert {c["dataset_type"] for c in checks} == {"object_table", "visit_summary", "qa_metrics"}
+    plot = Path(qa["report_dir"]) / "site_qa_tract2.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # UKDF_RAL's copy is at the hub in its own RUNs, outside the chain the products are counted in
+    # (hub_counts above equals the one-per-data-ID expectation) and outside what went to tape.
+    sky = campaign.data.synthetic
+    second_copy = stack(
+        campaign,
+        "USDF",
+        "count-datasets",
+        "--repo",
+        str(campaign.sites_config.sites["USDF"].butler_repo_path()),
+        "--collections",
+        graph.overlap_runs_pattern(campaign, key, "UKDF_RAL"),
+        "--dataset-types",
+        "object_table,qa_metrics,visit_summary,deep_coadd",
+    )
+    assert second_copy == {"object_table": 1, "qa_metrics": 1, "visit_summary": sky.visits_per_tract, "deep_coadd": 0}
+    with Ledger().engine.connect() as conn:
+        archived = conn.execute(
+            sa.select(hop_files.c.collection).where(hop_files.c.run_key == key, hop_files.c.hop == "archive_products")
+        ).scalars()
+        assert not [c for c in archived if c.startswith(graph.overlap_root(campaign, key))]
 
 
 def assert_no_secret_left_the_controller(airflow_env):
@@ -507,6 +543,39 @@ def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, c
         graph.site_runs_pattern(campaign, key, "USDF"),
     )
     assert sum(written.values()) == 0, f"a dry run must write no datasets, found {written}"
+
+
+RAL_OTHER_CONFIG = {"site": "UKDF_RAL", "step": "step5", "config": "makeObjectTable:flux_calibration_scale=1.01"}
+
+
+def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differs(client, campaign):
+    """The site-dependence drill, on a slice (FRDF and UKDF_RAL, tract 2 only): UKDF_RAL runs
+    makeObjectTable with another flux calibration (a config override in its submit). Every step
+    and hop succeeds; the site QA at USDF fails for review, once, naming the dataset type, the
+    quantity, both sites' values and the tolerance; what the override does not touch agrees."""
+    faults_file().write_text(yaml.safe_dump([RAL_OTHER_CONFIG]))
+    try:
+        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [2]})
+        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
+    finally:
+        faults_file().unlink()
+    key = graph.run_key(run_id)
+    states = states_by_task(client, run_id)
+    assert states["USDF.site_qa"] == ["failed"], "a review failure, not retried"
+    assert states["FRDF.step5"] == states["UKDF_RAL.step5"] == ["success"], "one group each: tract 2"
+    assert states["UKDF_RAL.gather_for_step2c.register"] == ["skipped"], "only an overlap tract: nothing for step2c"
+    assert states["UKDF_RAL.return_products.verify"] == ["success"]
+
+    checks = Ledger().site_qa(key)
+    failed = {(c["dataset_type"], c["quantity"]): c for c in checks if not c["ok"]}
+    assert ("object_table", "psf_flux.median") in failed and ("qa_metrics", "median_psf_flux") in failed
+    median = failed[("object_table", "psf_flux.median")]
+    assert (median["site_a"], median["site_b"]) == ("FRDF", "UKDF_RAL")
+    assert median["value_b"] == pytest.approx(1.01 * median["value_a"], rel=1e-9)
+    ok = {(c["dataset_type"], c["quantity"]) for c in checks if c["ok"]}
+    assert {("object_table", "rows"), ("object_table", "ra.median"), ("visit_summary", "rows")} <= ok
+    log = client.task_log(DAG_ID, run_id, "USDF.site_qa")
+    assert "tract 2" in log and "object_table" in log and "psf_flux.median" in log and "relative 0.001" in log
 
 
 def _hub_script(campaign, body: str) -> None:

@@ -165,16 +165,19 @@ RUN = {"run_id": "manual__2026-11-25T17-00-00"}
 def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
     """Finding 6 (#12): Airflow mounts plugin apps without auth; this one applies Airflow's own."""
     routes = [r.path for r in view_app.routes]
-    assert sorted(routes) == ["/api/run", "/run", "/runs"], "no docs or schema pages either"
+    assert sorted(routes) == ["/api/run", "/run", "/runs", "/site_qa.png"], "no docs or schema pages either"
     forged = jwt.encode(
         jwt.decode(tokens["viewer"], options={"verify_signature": False}), secrets.token_urlsafe(64), algorithm="HS512"
     )
+    params = {**RUN, "tract": 2}
     for path in routes:
-        anonymous = TestClient(app).get(path, params=RUN)
+        anonymous = TestClient(app).get(path, params=params)
         assert anonymous.status_code == 401 and "Not authenticated" in anonymous.text, (path, anonymous.text)
-        assert as_user(forged).get(path, params=RUN).status_code == 403, path
-        assert as_user("not.a.jwt").get(path, params=RUN).status_code == 403, path
-        assert as_user(tokens["viewer"]).get(path, params=RUN).status_code == 200, path
+        assert as_user(forged).get(path, params=params).status_code == 403, path
+        assert as_user("not.a.jwt").get(path, params=params).status_code == 403, path
+        # The run has no site QA plot: found only by a user who may read the run.
+        expected = 404 if path == "/site_qa.png" else 200
+        assert as_user(tokens["viewer"]).get(path, params=params).status_code == expected, path
     for path in ("/docs", "/openapi.json", "/redoc"):
         assert TestClient(app).get(path).status_code == 404, path
 
@@ -221,3 +224,41 @@ def test_loading_the_plugin_leaves_the_view_and_airflows_api_server_unimported()
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_run_page_shows_the_site_qa_what_differs_and_its_plot(ledger, tokens, tmp_path, monkeypatch):
+    from drp_campaign.report import site_qa_dir
+    from drp_campaign.site_qa import plot_name
+
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
+    key = "manual__2026-11-25T17-00-00"
+    check = {"tract": 2, "dataset_type": "object_table", "site_a": "FRDF", "site_b": "UKDF_RAL", "note": ""}
+    ledger.record_site_qa(
+        key,
+        [2],
+        [
+            {**check, "quantity": "rows", "value_a": 80, "value_b": 80, "tolerance": "relative 0.001", "ok": True},
+            {
+                **check,
+                "quantity": "psf_flux.median",
+                "value_a": 1000.0,
+                "value_b": 1010.0,
+                "tolerance": "relative 0.001",
+                "ok": False,
+            },
+        ],
+    )
+    plot = site_qa_dir(key) / plot_name(2)
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    client = as_user(tokens["viewer"])
+    page = client.get("/run", params={"run_id": key}).text
+    assert "Site-independence QA FAILED" in page and "Tract 2: FRDF (product) vs UKDF_RAL, 1/2 within" in page
+    assert "psf_flux.median" in page and "1010.0" in page and "relative 0.001" in page
+    assert f'src="site_qa.png?run_id={key}&amp;tract=2"' in page
+    image = client.get("/site_qa.png", params={"run_id": key, "tract": 2})
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == plot.read_bytes()
+    missing = client.get("/site_qa.png", params={"run_id": key, "tract": 4})
+    assert missing.status_code == 404 and "no site QA plot for tract 4" in missing.text
+    assert as_user(tokens["no-role"]).get("/site_qa.png", params={"run_id": key, "tract": 2}).status_code == 403

@@ -306,6 +306,72 @@ BAD_INPUTS = [
         "'visit_image' is already an output of task 'isr'",
     ),
     bad("instrument-mismatch", put(C, "data.instrument", "HSC"), C, "data.instrument", "differs from the pipeline's"),
+    # pipeline: the numbers the site-independence QA compares (#14)
+    bad(
+        "pipeline-columns-on-a-dict",
+        put(P, "dataset_types.object_table.storage_class", "StructuredDataDict"),
+        P,
+        "dataset_types.object_table.columns",
+        "columns are ArrowAstropy's, but object_table has storage_class StructuredDataDict; "
+        "set storage_class: ArrowAstropy or remove columns",
+    ),
+    bad(
+        "pipeline-metrics-without-storage-class",
+        drop(P, "dataset_types.qa_metrics.storage_class"),
+        P,
+        "dataset_types.qa_metrics.metrics",
+        "metrics are StructuredDataDict's, but qa_metrics has storage_class (unset)",
+    ),
+    bad(
+        "pipeline-columns-and-metrics",
+        put(P, "dataset_types.object_table.metrics", ["n_objects"]),
+        P,
+        "dataset_types.object_table",
+        "declares both columns and metrics",
+    ),
+    bad(
+        "pipeline-column-twice",
+        put(P, "dataset_types.object_table.columns", ["ra", "dec", "ra"]),
+        P,
+        "dataset_types.object_table.columns[2]",
+        "ra is listed twice",
+    ),
+    bad(
+        "pipeline-column-named-rows",
+        put(P, "dataset_types.visit_summary.columns", ["visit", "rows"]),
+        P,
+        "dataset_types.visit_summary.columns[1]",
+        "'rows' names a table's row count",
+    ),
+    bad(
+        "pipeline-columns-made-by-a-mock-task",
+        drop(P, "tasks.makeObjectTable.task_class"),
+        P,
+        "dataset_types.object_table.columns",
+        "object_table is made by makeObjectTable, a mock task (no task_class) that writes no columns; "
+        "set tasks.makeObjectTable.task_class",
+    ),
+    bad(
+        "pipeline-columns-made-by-no-task",
+        put(
+            P,
+            "dataset_types.raw",
+            {"dimensions": ["instrument", "visit", "detector"], "storage_class": "ArrowAstropy", "columns": ["x"]},
+        ),
+        P,
+        "dataset_types.raw.columns",
+        "no task makes raw",
+    ),
+    bad(
+        "pipeline-real-task-output-without-storage-class",
+        (
+            put(P, "dataset_types.object_plot", {"dimensions": ["skymap", "tract"]}),
+            put(P, "tasks.makeObjectTable.outputs", ["object_table", "object_plot"]),
+        ),
+        P,
+        "tasks.makeObjectTable.outputs[1]",
+        "set dataset_types.object_plot.storage_class (ArrowAstropy or StructuredDataDict)",
+    ),
     # tracts
     bad("tracts-unknown-site", put(C, "tracts.CHDF", [6]), C, "tracts.CHDF", "unknown site 'CHDF'"),
     bad("tracts-empty", put(C, "tracts.UKDF_RAL", []), C, "tracts.UKDF_RAL", "no tracts assigned to UKDF_RAL"),
@@ -524,6 +590,151 @@ BAD_INPUTS = [
         C,
         "review_gates[1]",
         "'step9' is not a step of this campaign",
+    ),
+    # site-independence QA (#14): overlap tracts, and what is compared within which tolerance
+    bad(
+        "qa-overlap-tract-not-in-campaign",
+        put(C, "qa.overlap", {7: "UKDF_RAL"}),
+        C,
+        "qa.overlap.7",
+        "tract 7 is not one of the campaign's tracts (0, 1, 2, 3, 4, 5)",
+    ),
+    bad(
+        "qa-overlap-at-its-own-site",
+        put(C, "qa.overlap", {2: "FRDF"}),
+        C,
+        "qa.overlap.2",
+        "tract 2 is FRDF's own tract; name another site to process it a second time: one of USDF, UKDF_RAL",
+    ),
+    bad(
+        "qa-overlap-site-not-in-campaign",
+        put(C, "qa.overlap", {2: "UKDF_LANCS"}),
+        C,
+        "qa.overlap.2",
+        "'UKDF_LANCS' is not a site of this campaign (the keys of tracts); use one of USDF, UKDF_RAL",
+    ),
+    bad(
+        "qa-overlap-tract-not-a-number",
+        put(C, "qa.overlap", {"two": "UKDF_RAL"}),
+        C,
+        "qa.overlap.two",
+        "'two' is not a tract id; write the tract as a whole number",
+    ),
+    bad(
+        "qa-overlap-site-not-a-string",
+        put(C, "qa.overlap", {2: ["UKDF_RAL"]}),
+        C,
+        "qa.overlap.2",
+        "expected the second site's name (a string)",
+    ),
+    bad(
+        "qa-overlap-without-compare",
+        put(C, "qa.compare", {}),
+        C,
+        "qa.compare",
+        "nothing is compared; name the dataset types to compare",
+    ),
+    bad(
+        "qa-tolerance-negative",
+        put(C, "qa.compare.object_table.ra", {"absolute": -1.0e-9}),
+        C,
+        "qa.compare.object_table.ra.absolute",
+        "must be at least 0, got -1e-09",
+    ),
+    bad(
+        "qa-tolerance-not-a-number",
+        put(C, "qa.compare.qa_metrics.n_objects", {"relative": "tiny"}),
+        C,
+        "qa.compare.qa_metrics.n_objects.relative",
+        "expected a number, got 'tiny'",
+    ),
+    bad(
+        "qa-tolerance-bare-number",
+        put(C, "qa.compare.object_table.ra", 0.001),
+        C,
+        "qa.compare.object_table.ra",
+        "write {relative: 0.001} or {absolute: 0.001}",
+    ),
+    bad(
+        "qa-tolerance-both",
+        put(C, "qa.compare.object_table.dec", {"relative": 0.01, "absolute": 1.0e-9}),
+        C,
+        "qa.compare.object_table.dec",
+        "give relative or absolute, not both",
+    ),
+    bad(
+        "qa-tolerance-neither",
+        put(C, "qa.compare.object_table.dec", {}),
+        C,
+        "qa.compare.object_table.dec",
+        "give one of relative or absolute",
+    ),
+    bad(
+        "qa-default-tolerance-negative",
+        put(C, "qa.tolerance", -0.1),
+        C,
+        "qa.tolerance",
+        "must be greater than 0",
+    ),
+    bad(
+        "qa-compare-unknown-dataset-type",
+        put(C, "qa.compare.objects", {}),
+        C,
+        "qa.compare.objects",
+        "'objects' is not a dataset type of the pipeline",
+    ),
+    bad(
+        "qa-compare-type-without-numbers",
+        put(C, "qa.compare.deep_coadd", {}),
+        C,
+        "qa.compare.deep_coadd",
+        "deep_coadd declares no columns or metrics",
+    ),
+    bad(
+        "qa-compare-type-of-a-global-step",
+        (
+            put(
+                P,
+                "dataset_types.campaign_qa_summary",
+                {"dimensions": ["instrument"], "storage_class": "StructuredDataDict", "metrics": ["n_tracts"]},
+            ),
+            put(P, "tasks.campaignQa.task_class", "drp_campaign.stackside.tasks.CampaignQaTask"),
+            put(C, "qa.compare.campaign_qa_summary", {}),
+        ),
+        C,
+        "qa.compare.campaign_qa_summary",
+        "campaign_qa_summary is made by final_qa, a global step",
+    ),
+    bad(
+        "qa-compare-type-no-fan-in-returns",
+        put(C, "hops.return_products.dataset_types", ["deep_coadd", "object_table", "qa_metrics"]),
+        C,
+        "qa.compare.visit_summary",
+        "no fan_in hop moves visit_summary to the hub, so the second site's copy never comes home; "
+        "add it to the dataset_types of a fan_in hop "
+        "(gather_for_step2c, return_products)",
+    ),
+    bad(
+        "qa-compare-unknown-column",
+        put(C, "qa.compare.object_table.flux", {"relative": 0.01}),
+        C,
+        "qa.compare.object_table.flux",
+        "'flux' is not a column of object_table; use one of object_id, patch, band, ra, dec, psf_flux, "
+        "psf_flux_err, n_visits, rows",
+    ),
+    bad(
+        "qa-compare-unknown-metric",
+        put(C, "qa.compare.qa_metrics.n_stars", {"absolute": 0}),
+        C,
+        "qa.compare.qa_metrics.n_stars",
+        "'n_stars' is not a metric of qa_metrics; use one of n_objects, median_psf_flux",
+    ),
+    bad(
+        "qa-compare-rows-of-a-dict",
+        put(C, "qa.compare.qa_metrics.rows", {"absolute": 0}),
+        C,
+        "qa.compare.qa_metrics.rows",
+        "'rows' is not a metric of qa_metrics ('rows' counts a table's rows)",
     ),
     # values that reach a shell, a query or a path (#12 finding 2): fullmatch a safe set
     bad(
@@ -768,6 +979,50 @@ def test_campaign_helpers() -> None:
     assert campaign.dag_id() == "campaign_test_3x3"
     with pytest.raises(KeyError, match="UKDF_LANCS"):
         campaign.site_tracts("UKDF_LANCS")
+
+
+def test_qa_overlap_helpers() -> None:
+    campaign = load_campaign(CAMPAIGN)
+    assert campaign.overlap_tracts_at("UKDF_RAL") == [2]
+    assert campaign.overlap_tracts_at("FRDF") == [] and campaign.overlap_tracts_at("USDF") == []
+    assert campaign.tract_site(2) == "FRDF" and campaign.tract_site(5) == "UKDF_RAL"
+    assert list(campaign.qa.compare) == ["object_table", "visit_summary", "qa_metrics"]
+    ra = campaign.qa.compare["object_table"]["ra"]
+    assert (ra.relative, ra.absolute) == (None, 1.0e-9)
+
+
+def test_pipeline_numbers_and_real_tasks() -> None:
+    spec = load_pipeline(PIPELINE)
+    numbers = {
+        name: (t.storage_class, len(t.columns), len(t.metrics))
+        for name, t in spec.dataset_types.items()
+        if t.storage_class
+    }
+    assert numbers == {
+        "visit_summary": ("ArrowAstropy", 7, 0),
+        "object_table": ("ArrowAstropy", 8, 0),
+        "qa_metrics": ("StructuredDataDict", 0, 5),
+    }
+    real = [label for label, task in spec.tasks.items() if task.task_class]
+    assert real == ["consolidateVisitTable", "makeObjectTable", "computeQaMetrics"]
+
+
+def test_compare_without_overlap_is_valid(workspace: Workspace) -> None:
+    """Nothing is compared, but the entries are still checked (a typo would not wait for an overlap)."""
+    workspace.docs[C]["qa"]["overlap"] = {}
+    workspace.write()
+    campaign = load_campaign(workspace.path(C), workspace.path(S))
+    assert campaign.qa.overlap == {} and "object_table" in campaign.qa.compare
+    workspace.docs[C]["qa"]["compare"]["object_table"]["flux"] = {"absolute": 1}
+    workspace.write()
+    with pytest.raises(ConfigError, match="'flux' is not a column of object_table"):
+        load_campaign(workspace.path(C), workspace.path(S))
+
+
+def test_storage_class_without_numbers_is_valid(workspace: Workspace) -> None:
+    workspace.docs[P]["dataset_types"]["deep_coadd"]["storage_class"] = "ArrowAstropy"
+    workspace.write()
+    assert load_campaign(workspace.path(C), workspace.path(S)).pipeline_spec.dataset_types["deep_coadd"].columns == []
 
 
 def test_cli_validate_ok() -> None:

@@ -65,7 +65,17 @@ def test_the_tape_hop_is_confirmed_before_any_site_copy_is_released(dagbag):
         "FRDF.release_site_copies",
         "UKDF_RAL.release_site_copies",
         "USDF.archive_products.confirm_IDAC_UK",
+        "USDF.site_qa",
     }
+
+
+def test_the_site_qa_runs_at_the_hub_once_the_second_sites_copies_are_home(dagbag):
+    dag = dagbag.dags["campaign_test_3x3"]
+    qa = dag.get_task("USDF.site_qa")
+    assert type(qa).__name__ == "SiteQaOperator" and qa.queue == "usdf"
+    # After every fan-in that carries a compared type (return_products), not the step2c gather.
+    assert qa.upstream_task_ids == {"FRDF.return_products.verify", "UKDF_RAL.return_products.verify", "USDF.step5"}
+    assert qa.retries == dag.default_args["retries"], "a QA failure is not retried: SiteQaFailed is a fail exception"
 
 
 def test_products_go_to_the_idacs_the_tape_hop_names_only_after_tape(dagbag):

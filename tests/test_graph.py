@@ -1,5 +1,7 @@
 """The campaign graph and the names a run's collections get (Airflow-free)."""
 
+import fnmatch
+
 from drp_campaign import graph
 from drp_campaign.config import load_campaign
 from drp_campaign.settings import CAMPAIGNS_DIR
@@ -46,3 +48,32 @@ def test_run_key_is_safe_for_paths_and_collections():
     assert graph.run_key("scheduled__2026-11-25T03:00:00+00:00") == "scheduled__2026-11-25T03-00-00"
     assert graph.output_run(campaign(), key, "FRDF", "step2b", "g001") == f"drp/test-3x3/{key}/FRDF/step2b/g001"
     assert graph.site_runs_pattern(campaign(), key, "FRDF") == f"drp/test-3x3/{key}/FRDF/*"
+
+
+def test_an_overlap_tract_is_one_more_group_at_its_second_site_only():
+    c = campaign()  # qa.overlap: {2: UKDF_RAL}
+    ral = graph.plan_groups(c, "UKDF_RAL")
+    assert [(g.label, g.tracts, g.overlap) for g in ral] == [
+        ("g000", (4,), False),
+        ("g001", (5,), False),
+        ("overlap-t2", (2,), True),
+    ]
+    assert not any(g.overlap for g in graph.plan_groups(c, "FRDF")), "its own site runs it as one of its own"
+    assert [g.label for g in graph.plan_groups(c, "UKDF_RAL", [2])] == ["overlap-t2"]
+    assert [g.label for g in graph.plan_groups(c, "UKDF_RAL", [4])] == ["g000"]
+
+
+def test_overlap_outputs_live_outside_every_pattern_and_chain_of_the_run():
+    c, key = campaign(), "manual__2026-11-25T17-00-00-123"
+    run = graph.output_run(c, key, "UKDF_RAL", "step5", "overlap-t2")
+    assert run == f"drp/test-3x3/{key}.overlap/UKDF_RAL/step5/overlap-t2"
+    assert graph.group_chain(c, key, "UKDF_RAL", "overlap-t2") == f"drp/test-3x3/{key}.overlap/UKDF_RAL"
+    assert graph.group_chain(c, key, "UKDF_RAL", "g000") == graph.site_chain(c, key)
+    assert fnmatch.fnmatchcase(run, graph.overlap_runs_pattern(c, key, "UKDF_RAL"))
+    # Fan-ins send the site pattern, the tape hop the campaign pattern: neither holds it.
+    for pattern in (graph.site_runs_pattern(c, key, "UKDF_RAL"), graph.campaign_runs_pattern(c, key)):
+        assert not fnmatch.fnmatchcase(run, pattern)
+    # What a hop's ingest keeps out of the hub's chain: every site's overlap RUNs, none of its own.
+    not_chained = graph.overlap_runs_pattern(c, key, "*")
+    assert fnmatch.fnmatchcase(run, not_chained)
+    assert not fnmatch.fnmatchcase(graph.output_run(c, key, "UKDF_RAL", "step5", "g000"), not_chained)

@@ -8,6 +8,7 @@ The synthetic sizing of configs/campaigns/test-3x3.yaml keeps them to about a mi
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -102,6 +103,41 @@ def manifest_of(work: Path, site: str, pattern: str, types: str, name: str) -> d
         str(out),
     )
     return json.loads(out.read_text())
+
+
+READ_OUTPUTS = """
+import json, sys
+from lsst.daf.butler import Butler
+butler = Butler.from_config(sys.argv[1])
+answers = []
+for request in sys.argv[2:]:
+    collections, _, dataset_type = request.rpartition(":")
+    out = {}
+    for ref in butler.query_datasets(dataset_type, collections=collections.split(","), limit=None, explain=False):
+        value = butler.get(ref)
+        key = ",".join(f"{k}={v}" for k, v in sorted(ref.dataId.required.items()))
+        if hasattr(value, "colnames"):
+            value = {"columns": list(value.colnames), **{c: value[c].tolist() for c in value.colnames}}
+        out[key] = value
+    answers.append(out)
+print(json.dumps(answers))
+"""
+
+
+def read_outputs(work: Path, site: str, *requests: tuple[list[str], str]) -> list[dict[str, dict]]:
+    """For each (RUNs, dataset type) of REQUESTS, its datasets read by the stack, in one process:
+    {data ID: a dict, or a table's {"columns": [...], column: [values]}}; floats through JSON keep
+    every bit."""
+    args = [f"{','.join(runs)}:{dataset_type}" for runs, dataset_type in requests]
+    proc = subprocess.run(
+        [str(STACK_PY), "-c", READ_OUTPUTS, repo(work, site), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+# A module's full sequence (test_full_step_sequence_in_one_repo), for the tests of its real numbers.
+FULL_SEQUENCE: dict[str, object] = {}
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +300,104 @@ def test_bad_arguments_fail_with_one_clear_line(seeded: Path):
         ok=False,
     )
     assert proc.returncode != 0 and "noSuchTask" in proc.stderr
+    # A config override is written into config code: anything but a plain number or bool is refused.
+    for override, why in (
+        ("makeObjectTable:flux_calibration_scale=__import__('os')", "is not a plain value"),
+        ("makeObjectTable:flux_calibration_scale=True", "is a float field"),
+        ("makeObjectTable:no_such_field=1", "has no config field 'no_such_field'"),
+        ("makeObjectTable:config.x=1", "is not a config field name"),
+        ("isr:sleep=1", "is not part of this step"),
+    ):
+        proc = stackside(
+            work,
+            "run-step",
+            "--campaign",
+            str(CAMPAIGN),
+            "--site",
+            "FRDF",
+            "--repo",
+            repo(work, "FRDF"),
+            "--step",
+            "step5",
+            "--chain",
+            chain("FRDF"),
+            "--output-run",
+            "x/config",
+            "--config",
+            override,
+            ok=False,
+        )
+        assert proc.returncode != 0 and proc.stdout == "", override
+        assert len(proc.stderr.strip().splitlines()) == 1 and why in proc.stderr, proc.stderr
+        assert "--config" in proc.stderr and override in proc.stderr
+    assert stackside(work, "count-datasets", "--repo", repo(work, "FRDF"), "--collections", "x/*") == {}
+
+
+def test_a_config_drill_names_its_override_for_its_site_and_step_only(tmp_path: Path, monkeypatch):
+    from drp_campaign.drills import active_config_overrides, active_faults
+
+    faults = tmp_path / "faults.yaml"
+    faults.write_text(
+        "- {site: UKDF_RAL, step: step5, config: 'makeObjectTable:flux_calibration_scale=1.01'}\n"
+        "- {site: UKDF_RAL, step: step5, task: computeQaMetrics, where: 'tract = 4'}\n"
+    )
+    monkeypatch.setenv("DRP_FAULTS_FILE", str(faults))
+    assert active_config_overrides("UKDF_RAL", "step5") == ["makeObjectTable:flux_calibration_scale=1.01"]
+    assert active_faults("UKDF_RAL", "step5") == ["computeQaMetrics:tract = 4"]  # not an override's entry
+    assert active_config_overrides("FRDF", "step5") == active_config_overrides("UKDF_RAL", "step4") == []
+
+
+def test_the_generated_pipeline_runs_our_real_tasks_with_unmocked_datasets(tmp_path: Path):
+    """pipe_base loads the generated pipeline: the three real tasks by class, their outputs and
+    every consumer's input un-mocked with the spec's storage class; other dataset types mocked."""
+    script = """
+import json, sys
+from pathlib import Path
+from drp_campaign.config import load_campaign
+from drp_campaign.stackside.pipeline import load_pipeline_graph, parse_config_overrides, write_pipeline
+spec = load_campaign(Path(sys.argv[1])).pipeline_spec
+overrides = parse_config_overrides(["makeObjectTable:flux_calibration_scale=1.01"], spec, list(spec.tasks))
+graph = load_pipeline_graph(write_pipeline(spec, Path(sys.argv[2]), overrides=overrides))
+print(json.dumps({
+    label: {
+        "class": node.task_class_name,
+        "connections": {
+            e.dataset_type_name: e.storage_class_name for e in [*node.inputs.values(), *node.outputs.values()]
+        },
+        "scale": getattr(node.config, "flux_calibration_scale", None),
+    }
+    for label, node in graph.tasks.items()
+}))
+"""
+    proc = subprocess.run(
+        [str(STACK_PY), "-c", script, str(CAMPAIGN), str(tmp_path / "pipeline.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tasks = json.loads(proc.stdout)
+    real = {
+        "consolidateVisitTable": "ConsolidateVisitTableTask",
+        "makeObjectTable": "MakeObjectTableTask",
+        "computeQaMetrics": "ComputeQaMetricsTask",
+    }
+    for label, task in tasks.items():
+        expected = f"drp_campaign.stackside.tasks.{real[label]}" if label in real else "lsst.pipe.base.tests.mocks."
+        assert task["class"].startswith(expected), (label, task["class"])
+    unmocked = {"visit_summary": "ArrowAstropy", "object_table": "ArrowAstropy", "qa_metrics": "StructuredDataDict"}
+    seen = Counter()
+    for label, task in tasks.items():
+        for name, storage_class in task["connections"].items():
+            if name in unmocked:
+                assert storage_class == unmocked[name], (label, name, storage_class)
+                seen[name] += 1
+            else:
+                assert storage_class.startswith("_mock_"), (label, name, storage_class)
+    # Producer and consumers: visit_summary by makeDirectWarp, object_table by computeQaMetrics and
+    # campaignQa, qa_metrics by campaignQa.
+    assert seen == {"visit_summary": 2, "object_table": 3, "qa_metrics": 2}
+    assert tasks["makeObjectTable"]["scale"] == 1.01 and tasks["consolidateVisitTable"]["scale"] is None
 
 
 def test_steps_at_one_site_then_fault_then_retry(seeded: Path):
@@ -530,6 +664,67 @@ def test_full_step_sequence_in_one_repo(tmp_path: Path, seeded_repo):
         "object_table": 6,
         "qa_metrics": 6,
     }
+    FULL_SEQUENCE.update(work=work, groups=groups)
+
+
+def test_the_real_tasks_write_the_specs_numbers_the_same_in_every_run():
+    """visit_summary, object_table and qa_metrics hold exactly the spec's columns and metrics, with
+    finite numbers; step5 of one tract run again into another RUN writes identical values; a config
+    override (the drill's makeObjectTable:flux_calibration_scale=1.01) scales psf_flux by 1 %."""
+    from drp_campaign.config import load_campaign
+
+    if "work" not in FULL_SEQUENCE:
+        pytest.skip("needs the repo of test_full_step_sequence_in_one_repo")
+    work, site, groups = FULL_SEQUENCE["work"], "USDF", FULL_SEQUENCE["groups"]
+    spec = load_campaign(CAMPAIGN).pipeline_spec
+    columns = {name: spec.dataset_types[name].columns for name in ("visit_summary", "object_table")}
+    metrics = spec.dataset_types["qa_metrics"].metrics
+
+    summaries, objects, qa = read_outputs(
+        work,
+        site,
+        ([run_name(site, "step2e", g) for g in groups], "visit_summary"),
+        ([run_name(site, "step5", g) for g in groups], "object_table"),
+        ([run_name(site, "step5", g) for g in groups], "qa_metrics"),
+    )
+    assert len(summaries) == 24  # one per visit
+    for table in summaries.values():
+        assert table["columns"] == columns["visit_summary"]
+        assert len(table["visit"]) == 2  # one row per detector
+        assert sum(table["n_sources"]) > 0
+        assert all(math.isfinite(v) for c in ("zero_point", "psf_sigma", "sky_background") for v in table[c])
+    assert len(objects) == len(qa) == 6  # one per tract
+    for key, table in objects.items():
+        assert table["columns"] == columns["object_table"]
+        assert len(table["object_id"]) > 0 and set(table["band"]) == {"g", "r"}
+        assert all(math.isfinite(v) for c in ("ra", "dec", "psf_flux", "psf_flux_err") for v in table[c])
+        assert min(table["n_visits"]) >= 1
+        assert sorted(qa[key]) == sorted(metrics)
+        assert qa[key]["n_objects"] == len(set(table["object_id"])) > 0
+        assert all(math.isfinite(v) for v in qa[key].values())
+
+    # The same step for tract 2 into two more RUNs: once as configured, once with the drill's override.
+    again = run_step(work, site, "step5", "t2-again", "2")
+    scaled = run_step(work, site, "step5", "t2-scaled", "2", "--config", "makeObjectTable:flux_calibration_scale=1.01")
+    assert again["status"] == scaled["status"] == "succeeded"
+    assert scaled["config_overrides"] == {"makeObjectTable": {"flux_calibration_scale": 1.01}}
+    [key2] = [k for k in objects if "tract=2" in k]
+    first = objects[key2]
+    again_objects, again_qa, scaled_objects = read_outputs(
+        work,
+        site,
+        ([run_name(site, "step5", "t2-again")], "object_table"),
+        ([run_name(site, "step5", "t2-again")], "qa_metrics"),
+        ([run_name(site, "step5", "t2-scaled")], "object_table"),
+    )
+    assert again_objects == {key2: first} and again_qa == {key2: qa[key2]}
+    assert list(scaled_objects) == [key2]
+    changed = scaled_objects[key2]
+    assert {c: changed[c] for c in ("object_id", "band", "ra", "dec", "n_visits")} == {
+        c: first[c] for c in ("object_id", "band", "ra", "dec", "n_visits")
+    }
+    for before, after in zip(first["psf_flux"], changed["psf_flux"], strict=True):
+        assert after == pytest.approx(1.01 * before, rel=1e-12)
 
 
 def test_a_hop_whose_source_lacks_one_of_its_dataset_types_registers_nothing(tmp_path: Path, seeded_repo, monkeypatch):

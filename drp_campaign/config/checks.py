@@ -1,7 +1,8 @@
 """Checks across keys and files, on the already-typed sites, pipeline and campaign.
 
-Unknown sites and steps, `after` references and cycles, what a hop may move, requests that do not
-fit a site: checked in file order, each raising a `ConfigError` for the first problem found.
+Unknown sites and steps, `after` references and cycles, what a hop may move, what the
+site-independence QA compares, requests that do not fit a site: checked in file order, each raising
+a `ConfigError` for the first problem found.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def check_pipeline(spec: PipelineSpec) -> None:
     for name in spec.dataset_types:
         if not IDENTIFIER.accepts(name):
             raise ConfigError(file, f"dataset_types.{name}", "dataset type " + IDENTIFIER.problem(name, IN_GRAPHS))
+    _check_numbers(spec)
     producer: dict[str, str] = {}
     for label, task in spec.tasks.items():
         if not IDENTIFIER.accepts(label):
@@ -74,6 +76,76 @@ def check_pipeline(spec: PipelineSpec) -> None:
                     "type has one producing task",
                 )
             producer[name] = label
+    _check_real_tasks(spec, producer)
+
+
+# What a dataset type's numbers are called, by storage class: what the site-independence QA compares.
+NUMBERS_OF = {"ArrowAstropy": "columns", "StructuredDataDict": "metrics"}
+ROWS = "rows"  # a table's row count, compared as a quantity of its own
+
+
+def _check_numbers(spec: PipelineSpec) -> None:
+    """Columns belong to a table, metrics to a dict; each named once, `rows` left to the row count."""
+    file = spec.file
+    for name, dataset_type in spec.dataset_types.items():
+        where = f"dataset_types.{name}"
+        if dataset_type.columns and dataset_type.metrics:
+            raise ConfigError(
+                file, where, "declares both columns and metrics; a dataset type is a table or a dict: remove one"
+            )
+        for wanted, key in NUMBERS_OF.items():
+            numbers = getattr(dataset_type, key)
+            if numbers and dataset_type.storage_class != wanted:
+                raise ConfigError(
+                    file,
+                    f"{where}.{key}",
+                    f"{key} are {wanted}'s, but {name} has storage_class "
+                    f"{dataset_type.storage_class or '(unset)'}; set storage_class: {wanted} or remove {key}",
+                )
+            for i, number in enumerate(numbers):
+                if number in numbers[:i]:
+                    raise ConfigError(file, f"{where}.{key}[{i}]", f"{number} is listed twice; name each once")
+                if number == ROWS:
+                    raise ConfigError(
+                        file,
+                        f"{where}.{key}[{i}]",
+                        f"'{ROWS}' names a table's row count in a campaign's qa.compare; rename the {key[:-1]}",
+                    )
+
+
+def _check_real_tasks(spec: PipelineSpec, producer: dict[str, str]) -> None:
+    """Numbers to compare come from tasks of ours: a mock task writes no columns or metrics, and a
+    real task's outputs say the storage class it writes."""
+    file = spec.file
+    for name, dataset_type in spec.dataset_types.items():
+        key = "columns" if dataset_type.columns else "metrics" if dataset_type.metrics else None
+        if key is None:
+            continue
+        label = producer.get(name)
+        if label is None:
+            raise ConfigError(
+                file,
+                f"dataset_types.{name}.{key}",
+                f"no task makes {name}, so it has no {key} to compare; remove {key} or add the task making it",
+            )
+        if spec.tasks[label].task_class is None:
+            raise ConfigError(
+                file,
+                f"dataset_types.{name}.{key}",
+                f"{name} is made by {label}, a mock task (no task_class) that writes no {key}; "
+                f"set tasks.{label}.task_class to a task of ours or remove {key}",
+            )
+    for label, task in spec.tasks.items():
+        if task.task_class is None:
+            continue
+        for i, name in enumerate(task.outputs):
+            if spec.dataset_types[name].storage_class is None:
+                raise ConfigError(
+                    file,
+                    f"tasks.{label}.outputs[{i}]",
+                    f"{label} is a task of ours (task_class), so what it writes must be declared: set "
+                    f"dataset_types.{name}.storage_class ({' or '.join(NUMBERS_OF)})",
+                )
 
 
 def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, sites: SitesConfig) -> None:
@@ -92,6 +164,8 @@ def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, si
     _check_graph(doc, file)
     _check_hop_dataset_types(doc, file, pipeline)
     _check_archive_hops(doc, file, sites)
+    _check_overlap(doc, file)
+    _check_compare(doc, file, pipeline)
     _check_bps_requests(doc, file, sites, pipeline)
     steps = list(doc.steps)
     for i, gate in enumerate(doc.review_gates):
@@ -451,6 +525,94 @@ def _check_archive_hops(doc: CampaignDocument, file: Path, sites: SitesConfig) -
                     f"{name} does not put on tape: releasing their site copies would "
                     f"leave them on disk only; add them to hops.{name}.dataset_types "
                     "or leave the hop out of this list",
+                )
+
+
+def _check_overlap(doc: CampaignDocument, file: Path) -> None:
+    """Each overlap tract is one of the campaign's, processed a second time at another of its
+    sites. (That site's requests are checked with the others': every campaign site runs every
+    site step.)"""
+    owner = {tract: site for site, tracts in doc.tracts.items() for tract in tracts}
+    for tract, second in doc.qa.overlap.items():
+        where = f"qa.overlap.{tract}"
+        if tract not in owner:
+            raise ConfigError(
+                file,
+                where,
+                f"tract {tract} is not one of the campaign's tracts ({name_list(sorted(owner))}); "
+                "overlap a tract that a site of `tracts` processes",
+            )
+        own = owner[tract]
+        others = [site for site in doc.tracts if site != own]
+        if second == own:
+            raise ConfigError(
+                file,
+                where,
+                f"tract {tract} is {own}'s own tract; name another site to process it a second time: "
+                f"one of {name_list(others)}",
+            )
+        if second not in doc.tracts:
+            raise ConfigError(
+                file,
+                where,
+                f"{clip(second)} is not a site of this campaign (the keys of tracts); use one of {name_list(others)}",
+            )
+    if doc.qa.overlap and not doc.qa.compare:
+        raise ConfigError(
+            file,
+            "qa.compare",
+            "overlap tracts are processed twice but nothing is compared; "
+            "name the dataset types to compare, e.g. object_table: {}",
+        )
+
+
+def _check_compare(doc: CampaignDocument, file: Path, pipeline: PipelineSpec) -> None:
+    """Each compared dataset type has numbers, is made at the sites (so an overlap tract has two
+    copies) and comes home by a fan-in; each quantity is one of its numbers."""
+    comparable = [name for name, spec in pipeline.dataset_types.items() if spec.columns or spec.metrics]
+    fan_ins = [name for name, hop in doc.hops.items() if hop.direction == "fan_in"]
+    returned = {dt for name in fan_ins for dt in doc.hops[name].dataset_types}
+    producer = {output: task for task in pipeline.tasks.values() for output in task.outputs}
+    for name, quantities in doc.qa.compare.items():
+        where = f"qa.compare.{name}"
+        spec = pipeline.dataset_types.get(name)
+        if spec is None:
+            raise ConfigError(
+                file,
+                where,
+                f"{clip(name)} is not a dataset type of the pipeline {pipeline.file}; "
+                f"compare one of {name_list(comparable)}",
+            )
+        if not spec.columns and not spec.metrics:
+            raise ConfigError(
+                file,
+                where,
+                f"{name} declares no columns or metrics in {pipeline.file}, so it has no numbers to compare; "
+                f"compare one of {name_list(comparable)}, or declare them there",
+            )
+        step = producer[name].step  # one exists: check_pipeline refuses numbers no task makes
+        if doc.steps[step].scope != "site":
+            raise ConfigError(
+                file,
+                where,
+                f"{name} is made by {step}, a global step, once at the hub: only a site step's outputs "
+                "have a second site's copy to compare; compare a dataset type made at the sites",
+            )
+        if name not in returned:
+            raise ConfigError(
+                file,
+                where,
+                f"no fan_in hop moves {name} to the hub, so the second site's copy never comes home; "
+                f"add it to the dataset_types of a fan_in hop ({name_list(fan_ins)})",
+            )
+        kind, known = ("column", [*spec.columns, ROWS]) if spec.columns else ("metric", spec.metrics)
+        for quantity in quantities:
+            if quantity not in known:
+                table = f" ('{ROWS}' counts a table's rows)" if quantity == ROWS else ""
+                raise ConfigError(
+                    file,
+                    f"{where}.{quantity}",
+                    f"{clip(quantity)} is not a {kind} of {name}{table}; use one of {name_list(known)}",
                 )
 
 

@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drp_campaign import settings
 from drp_campaign.hops import Direction
 
-from .errors import KeyProblem, clip, one_line
+from .errors import KeyProblem, clip, key_part, one_line
 from .names import (
     CAMPAIGN_NAME,
     IN_TASK_IDS,
@@ -343,6 +343,28 @@ class Tolerance(ConfigModel):
     relative: float | None = Field(default=None, ge=0, le=MAX_TOLERANCE)
     absolute: float | None = Field(default=None, ge=0, le=MAX_TOLERANCE)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: Any) -> Any:
+        # `ra: 1.0e-9` reads naturally but says neither kind: ask for the one meant.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise KeyProblem(
+                (),
+                f"a tolerance is relative or absolute: write {{relative: {clip(value)}}} "
+                f"or {{absolute: {clip(value)}}}",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Tolerance:
+        if self.relative is not None and self.absolute is not None:
+            raise KeyProblem((), "a quantity is compared one way: give relative or absolute, not both; remove one")
+        if self.relative is None and self.absolute is None:
+            raise KeyProblem(
+                (), "give one of relative or absolute, e.g. {relative: 0.001} or {absolute: 1.0e-9}; got neither"
+            )
+        return self
+
 
 class QaConfig(ConfigModel):
     """Site-independence QA: overlap tracts processed at a second site, compared at the hub."""
@@ -352,6 +374,23 @@ class QaConfig(ConfigModel):
     overlap: dict[Annotated[int, Field(ge=0, le=MAX_TRACT)], str] = Field(default={}, max_length=MAX_COUNT)
     # dataset type -> {quantity (a column, `rows`, or a metric) -> its tolerance}
     compare: dict[str, dict[str, Tolerance]] = Field(default={}, max_length=MAX_STEPS)
+
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _tract_keys(cls, value: Any) -> Any:
+        """Problems with an overlap entry at `qa.overlap.<tract>`: pydantic's own would read as a
+        list index (`qa.overlap[2]`) or ask for a string key."""
+        for tract, site in value.items() if isinstance(value, dict) else ():
+            if not isinstance(tract, int) or isinstance(tract, bool):
+                raise KeyProblem(
+                    (key_part(tract),), f"{clip(tract)} is not a tract id; write the tract as a whole number"
+                )
+            where = (str(tract),)
+            if not 0 <= tract <= MAX_TRACT:
+                raise KeyProblem(where, f"tract {tract} is out of range; tract ids are 0 to {MAX_TRACT}")
+            if not isinstance(site, str):
+                raise KeyProblem(where, f"expected the second site's name (a string), got {clip(site)}; name a site")
+        return value
 
 
 class CampaignDocument(ConfigModel):

@@ -88,8 +88,8 @@ def cmd_check_inputs(args) -> dict[str, Any]:
     from .repo import check_inputs, site_tracts
 
     campaign = _campaign(args)
-    tracts = _tracts(args.tracts) or site_tracts(campaign, args.site)
-    return check_inputs(campaign, args.site, _repo(args), tracts, args.chain)
+    tracts = [] if args.chain_only else _tracts(args.tracts) or site_tracts(campaign, args.site)
+    return check_inputs(campaign, args.site, _repo(args), tracts, args.chain, args.overlap_chain)
 
 
 def cmd_run_step(args) -> dict[str, Any]:
@@ -105,6 +105,7 @@ def cmd_run_step(args) -> dict[str, Any]:
         output_run=args.output_run,
         tracts=_tracts(args.tracts),
         faults=args.fail,
+        config_overrides=args.config,
         dry_run=args.dry_run,
         result_path=Path(args.result).resolve() if args.result else None,
         processes=args.processes,
@@ -128,6 +129,7 @@ def cmd_bps_submit(args) -> dict[str, Any]:
         run_dir=Path(args.run_dir).resolve(),
         faults=args.fail,
         job_fault=args.job_fault,
+        config_overrides=args.config,
     )
 
 
@@ -163,13 +165,15 @@ def cmd_bps_status(args) -> dict[str, Any]:
 def cmd_export_hop(args) -> dict[str, Any]:
     from .hop import export_hop
 
-    return export_hop(_repo(args), args.collections, args.dataset_types, Path(args.manifest).resolve())
+    return export_hop(_repo(args), args.collections, args.dataset_types, Path(args.manifest).resolve(), args.also)
 
 
 def cmd_ingest_hop(args) -> dict[str, Any]:
     from .hop import ingest_hop
 
-    return ingest_hop(_repo(args), Path(args.manifest).resolve(), Path(args.replica_dir).resolve(), args.chain)
+    return ingest_hop(
+        _repo(args), Path(args.manifest).resolve(), Path(args.replica_dir).resolve(), args.chain, args.not_chained
+    )
 
 
 def cmd_forget_datasets(args) -> dict[str, Any]:
@@ -188,6 +192,24 @@ def cmd_software_report(args) -> dict[str, Any]:
     from .software import software_report
 
     return software_report(_campaign(args))
+
+
+def config_option(sp) -> None:
+    sp.add_argument(
+        "--config",
+        action="append",
+        metavar="LABEL:FIELD=VALUE",
+        help="override one config field of task LABEL (a number or True/False), e.g. "
+        "makeObjectTable:flux_calibration_scale=1.01",
+    )
+
+
+def cmd_site_qa(args) -> dict[str, Any]:
+    from .site_qa_butler import site_qa
+
+    if not args.repo:
+        raise StacksideError("--repo is required: the hub's Butler repo, where both sites' copies came home")
+    return site_qa(_campaign(args), _repo(args), args.key, Path(args.report_dir).resolve(), _tracts(args.tracts))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, campaign=True, site=True, site_required=True)
     sp.add_argument("--tracts", help="tracts to check (default: the site's)")
     sp.add_argument("--chain", required=True, help="CHAINED input collection to create if missing")
+    sp.add_argument(
+        "--overlap-chain", default="", help="the chain of the site's overlap groups, made over --chain if missing"
+    )
+    sp.add_argument(
+        "--chain-only", action="store_true", help="no tracts this run (a hub with none): check nothing, make the chain"
+    )
     sp.set_defaults(func=cmd_check_inputs)
 
     sp = sub.add_parser("run-step", help="run one step's tasks with pipetask")
@@ -243,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL:EXPR",
         help="inject a fault: task LABEL raises for data IDs matching EXPR",
     )
+    config_option(sp)
     sp.add_argument("--dry-run", action="store_true", help="build the quantum graph only")
     sp.add_argument("-j", "--processes", type=int, default=1, help="pipetask -j")
     sp.set_defaults(func=cmd_run_step)
@@ -261,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL:EXPR",
         help="inject a fault: task LABEL raises for data IDs matching EXPR",
     )
+    config_option(sp)
     sp.add_argument(
         "--job-fault", help="inject a fault: 'transient' (the first job dies once, exit 137) or 'slow:SECONDS'"
     )
@@ -288,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--collections", required=True, help="RUN name glob patterns, comma-separated")
     sp.add_argument("--dataset-types", required=True, help="comma-separated dataset type names")
+    sp.add_argument(
+        "--also", action="append", default=[], help="PATTERNS=TYPES: these types from these RUNs too (repeatable)"
+    )
     sp.add_argument("--manifest", required=True, help="output manifest JSON")
     sp.set_defaults(func=cmd_export_hop)
 
@@ -296,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--manifest", required=True)
     sp.add_argument("--replica-dir", required=True, help="directory holding the replicas at their manifest relpath")
     sp.add_argument("--chain", default="", help="CHAINED collection the ingested runs are prepended to (none: inputs)")
+    sp.add_argument("--not-chained", default="", help="glob of RUNs ingested but kept out of --chain")
     sp.set_defaults(func=cmd_ingest_hop)
 
     sp = sub.add_parser("forget-datasets", help="drop datasets from the Butler, keep the files (site copy released)")
@@ -312,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("software-report", help="this site's stack version and the hash of the expanded pipeline")
     common(sp, campaign=True)
     sp.set_defaults(func=cmd_software_report)
+
+    sp = sub.add_parser("site-qa", help="at the hub: compare each overlap tract's copies from its two sites")
+    common(sp, campaign=True)
+    sp.add_argument("--key", required=True, help="campaign run key (names the chain and the overlap RUNs)")
+    sp.add_argument("--report-dir", required=True, help="where site_qa.json and one PNG per tract are written")
+    sp.add_argument("--tracts", help="only these overlap tracts (comma-separated; default: every one in qa.overlap)")
+    sp.set_defaults(func=cmd_site_qa)
     return p
 
 

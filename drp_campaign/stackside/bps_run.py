@@ -29,7 +29,7 @@ from ..config import CampaignConfig
 from ..wms import RunState, Wms, backend, check_transition, may_become
 from ..wms.base import bps_defaults
 from ._errors import StacksideError
-from .pipeline import build_pipeline_yaml, parse_faults
+from .pipeline import build_pipeline_yaml, parse_config_overrides, parse_faults
 from .repo import open_butler, prepend_to_chain, require_chain
 
 # Injected job faults (tests, drills), as a wrapper around each BPS job's command.
@@ -71,12 +71,17 @@ def submit(
     run_dir: Path,
     faults: list[str] | None = None,
     job_fault: str | None = None,
+    config_overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     spec = campaign.pipeline_spec
     labels = spec.step_tasks(step)
     if not labels:
         raise StacksideError(f"{spec.file}: no task has step {step!r}; steps are {', '.join(spec.steps())}")
-    pipeline_text = build_pipeline_yaml(spec, step, parse_faults(faults, spec, labels))
+    # A config override, like a fault, is part of the pipeline text: a changed one changes its sha,
+    # so a failed run is rescued under the new definition, never restarted under the old one.
+    pipeline_text = build_pipeline_yaml(
+        spec, step, parse_faults(faults, spec, labels), parse_config_overrides(config_overrides, spec, labels)
+    )
     if job_fault:
         _job_fault_script(job_fault)  # a bad one is refused before anything is written
     sha = hashlib.sha256(pipeline_text.encode()).hexdigest()[:16]

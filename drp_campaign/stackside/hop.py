@@ -8,6 +8,7 @@ relpath, bytes, adler32, ref}]}.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections import Counter
 from pathlib import Path
@@ -60,33 +61,49 @@ def write_manifest(path: Path, doc: dict[str, Any]) -> None:
     tmp.replace(path)  # readers never see half a manifest
 
 
-def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path) -> dict[str, Any]:
+def export_hop(
+    repo: Path, collections: str, dataset_types: str, manifest: Path, also: list[str] = ()
+) -> dict[str, Any]:
+    """A manifest of the DATASET_TYPES in the RUNs matching COLLECTIONS, plus, for each
+    `PATTERNS=TYPES` of ALSO, those types from those RUNs (a second site's overlap outputs)."""
     patterns = split_names(collections)
     types = split_names(dataset_types)
     if not patterns:
         raise StacksideError("export-hop: --collections is empty: pass one or more RUN name patterns")
     if not types:
         raise StacksideError("export-hop: --dataset-types is empty: pass the hop's dataset types")
+    selections = [(patterns, types)]
+    for text in also:
+        extra_patterns, sep, extra_types = text.partition("=")
+        if not sep or not split_names(extra_patterns) or not split_names(extra_types):
+            raise StacksideError(
+                f"export-hop: --also {text!r}: expected PATTERNS=TYPES, e.g. 'drp/x.overlap/B/*=object_table'"
+            )
+        selections.append((split_names(extra_patterns), split_names(extra_types)))
     from lsst.resources import ResourcePath
 
     butler, _ = open_butler(repo, writeable=False)
     entries: list[dict[str, Any]] = []
+    all_runs: list[str] = []
     with butler:
         root = ResourcePath(str(Path(repo).resolve()), forceDirectory=True)
-        runs = matching_runs(butler, patterns)
         registered = {dt.name for dt in butler.registry.queryDatasetTypes("*")}
-        for name in types:
-            if not runs or name not in registered:
-                continue
-            refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
-            entries += [
-                manifest_entry(butler, root, ref, repo) for ref in sorted(refs, key=lambda r: (r.run, str(r.id)))
-            ]
+        for selected_patterns, selected_types in selections:
+            runs = matching_runs(butler, selected_patterns)
+            all_runs += runs
+            for name in selected_types:
+                if not runs or name not in registered:
+                    continue
+                refs = butler.query_datasets(name, collections=runs, find_first=False, explain=False, limit=None)
+                entries += [
+                    manifest_entry(butler, root, ref, repo) for ref in sorted(refs, key=lambda r: (r.run, str(r.id)))
+                ]
+    runs = all_runs
     write_manifest(
         manifest,
         {
             "repo": str(Path(repo).resolve()),
-            "collections": patterns,
+            "collections": [p for selected_patterns, _ in selections for p in selected_patterns],
             "runs": runs,
             "dataset_types": types,
             "entries": entries,
@@ -103,7 +120,9 @@ def export_hop(repo: Path, collections: str, dataset_types: str, manifest: Path)
     }
 
 
-def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dict[str, Any]:
+def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str, not_chained: str = "") -> dict[str, Any]:
+    """Ingest what arrived, checked against the manifest; the RUNs join CHAIN, except those
+    matching the glob NOT_CHAINED (a second site's copy of an overlap tract, kept for the QA)."""
     try:
         doc = json.loads(Path(manifest).read_text())
     except FileNotFoundError:
@@ -230,7 +249,8 @@ def ingest_hop(repo: Path, manifest: Path, replica_dir: Path, chain: str) -> dic
         refused = {r["dataset_id"] for r in rejected}
         certified = certify_missing(butler, [(r, v) for r, v in to_certify if str(r.id) not in refused])
         runs = sorted({e["run"] for e in out_entries})
-        added = prepend_to_chain(butler, chain, runs) if runs and chain else []
+        chained = [run for run in runs if not (not_chained and fnmatch.fnmatchcase(run, not_chained))]
+        added = prepend_to_chain(butler, chain, chained) if chained and chain else []
     return {
         "repo": str(repo),
         "manifest": str(manifest),

@@ -289,7 +289,11 @@ def seed_repo(
     }
 
 
-def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[int], chain: str) -> dict[str, Any]:
+def check_inputs(
+    campaign: CampaignConfig, site: str, repo: Path, tracts: list[int], chain: str, overlap_chain: str = ""
+) -> dict[str, Any]:
+    """Count the raws of TRACTS in the input collections; once all are there, make the site's
+    CHAIN over them (and, for a site with overlap tracts, OVERLAP_CHAIN over that chain)."""
     butler, _ = open_butler(repo, what=f" (site {site})")
     with butler:
         sky = SyntheticSky(campaign)
@@ -323,6 +327,8 @@ def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[i
             created = False
         else:
             created = ensure_chain(butler, chain, campaign.data.input_collections)
+            if overlap_chain:
+                created = ensure_chain(butler, overlap_chain, [chain]) or created
     limit = 100
     shown = missing[:limit] + ([f"... and {len(missing) - limit} more"] if len(missing) > limit else [])
     return {
@@ -337,8 +343,9 @@ def check_inputs(campaign: CampaignConfig, site: str, repo: Path, tracts: list[i
     }
 
 
-def require_chain(butler, chain: str, repo: Path, site: str) -> None:
-    """Refuse to go on at a site whose input chain was never made (its check_inputs has not run)."""
+def require_chain(butler, chain: str, repo: Path, site: str, remedy: str = "") -> None:
+    """Refuse to go on at a site whose input chain was never made (its check_inputs has not run,
+    or REMEDY says what else to look at)."""
     from lsst.daf.butler.registry import MissingCollectionError
 
     try:
@@ -346,7 +353,7 @@ def require_chain(butler, chain: str, repo: Path, site: str) -> None:
     except MissingCollectionError:
         raise StacksideError(
             f"input chain {chain!r} does not exist in repo {repo} (site {site}): "
-            f"run check_inputs for this site first (`check-inputs --chain {chain}`)"
+            + (remedy or f"run check_inputs for this site first (`check-inputs --chain {chain}`)")
         ) from None
 
 

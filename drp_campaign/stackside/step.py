@@ -16,7 +16,7 @@ from .. import settings
 from ..bps import group_data_query
 from ..config import CampaignConfig
 from ._errors import StacksideError
-from .pipeline import parse_faults, write_pipeline
+from .pipeline import parse_config_overrides, parse_faults, write_pipeline
 from .repo import open_butler, prepend_to_chain, require_chain
 
 _GENERATED = re.compile(
@@ -98,6 +98,7 @@ def run_step(
     output_run: str,
     tracts: list[int] | None = None,
     faults: list[str] | None = None,
+    config_overrides: list[str] | None = None,
     dry_run: bool = False,
     result_path: Path | None = None,
     processes: int = 1,
@@ -107,6 +108,7 @@ def run_step(
     if not labels:
         raise StacksideError(f"{spec.file}: no task has step {step!r}; steps are {', '.join(spec.steps())}")
     fault_map = parse_faults(faults, spec, labels)
+    override_map = parse_config_overrides(config_overrides, spec, labels)
     if not (repo / "butler.yaml").exists():
         raise StacksideError(f"Butler repo {repo} (site {site}) does not exist: run `seed-repo` for this site first")
 
@@ -124,7 +126,7 @@ def run_step(
     for p in (pipeline_file, log_file, summary_file):
         p.parent.mkdir(parents=True, exist_ok=True)
     summary_file.unlink(missing_ok=True)
-    write_pipeline(spec, pipeline_file, step, fault_map)
+    write_pipeline(spec, pipeline_file, step, fault_map, override_map)
 
     exists, existing_configs = _run_exists(repo, output_run, chain, site)
     # Through the site's warm stack server when there is one (stackside/warm.py): the same pipetask.
@@ -189,6 +191,7 @@ def run_step(
         "chain": chain,
         "tracts": tracts or [],
         "faults": fault_map,
+        "config_overrides": override_map,
         "retry": exists,
         "status": None,
         "quanta": {

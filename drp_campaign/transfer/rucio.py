@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ BATCH = 500
 SIDECAR_KEY = "rubin_sidecar"
 VALIDITY_KEY = "rubin_validity"  # a calibration's validity range, so the destination certifies it alike
 MAX_NAME = 250  # Rucio's generic schema; longer names fail deep in the server's database
+RULE_ATTEMPTS = 3  # a rule refused with a database error (rolled back) is asked for again
 
 
 def _batches(items: list, size: int = BATCH) -> Iterator[list]:
@@ -173,6 +175,7 @@ class RucioTransferService(TransferService):
     # -- replicate -------------------------------------------------------------------------------
     def replicate(self, dataset_did: str, destination_rse: str, lifetime_s: int | None = None) -> str:
         from rucio.common.exception import (
+            DatabaseException,
             DuplicateRule,
             InsufficientAccountLimit,
             InsufficientTargetRSEs,
@@ -181,20 +184,29 @@ class RucioTransferService(TransferService):
         )
 
         scope, name = split_did(dataset_did)
-        existing = self._find_rule(scope, name, destination_rse)
-        if existing:
-            return existing
         where = f"{dataset_did} -> {destination_rse}"
         try:
-            [rule_id] = self.client.add_replication_rule(
-                dids=[{"scope": scope, "name": name}],
-                copies=1,
-                rse_expression=destination_rse,
-                lifetime=lifetime_s,
-                activity=self.activity,
-                comment=f"drp-campaign hop {name}",
-            )
-            return rule_id
+            for attempt in range(RULE_ATTEMPTS):
+                existing = self._find_rule(scope, name, destination_rse)
+                if existing:
+                    return existing
+                try:
+                    [rule_id] = self.client.add_replication_rule(
+                        dids=[{"scope": scope, "name": name}],
+                        copies=1,
+                        rse_expression=destination_rse,
+                        lifetime=lifetime_s,
+                        activity=self.activity,
+                        comment=f"drp-campaign hop {name}",
+                    )
+                    return rule_id
+                except DatabaseException:
+                    # Rules made at once on datasets sharing files (an overlap tract's inputs, placed
+                    # at two sites) can meet in the server's database; the rule's transaction was
+                    # rolled back: look again, then ask again.
+                    if attempt == RULE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(1.0 + attempt)
         except DuplicateRule:  # a twin task made it between our look and our add
             return self._find_rule(scope, name, destination_rse)
         except InsufficientAccountLimit as exc:
