@@ -5,7 +5,8 @@ bps-report, ingest-hop), the same `bps submit`, the same Rucio calls (register, 
 for the rule), through the same warm stack servers; sites in parallel threads, each step's
 groups in parallel, the global steps and the tape hop after every site got there. What it leaves
 out, because a person running it by hand would: the software check, the ledger and its verify
-tasks, the source-copy hold rules, the releases and the report.
+tasks, the source-copy hold rules, the releases and the report. It does the site QA (overlap
+tracts processed at a second site, compared at the hub), as a person checking results would.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class ByHand:
             "--key",
             self.key,
             "--chain",
-            graph.site_chain(self.campaign, self.key),
+            graph.group_chain(self.campaign, self.key, site, group.label),
             "--run-dir",
             str(run_dir),
         ]
@@ -136,6 +137,8 @@ class ByHand:
                     str(service.replica_dir(dest_rse)),
                     "--chain",
                     chain,
+                    "--not-chained",
+                    graph.overlap_runs_pattern(self.campaign, self.key, "*"),
                 ],
             )
         self._say(f"{hop} {did_site} -> {dest_rse}")
@@ -146,9 +149,11 @@ class ByHand:
             tracts = ",".join(str(t) for g in graph.plan_groups(self.campaign, site) for t in g.tracts)
             selection = ("export-inputs", ["--campaign", str(self.campaign.file), "--site", site, "--tracts", tracts])
             chain = ""
-        else:
-            pattern = graph.site_runs_pattern(self.campaign, self.key, ends.source)
-            selection = ("export-hop", ["--collections", pattern, "--dataset-types", ",".join(stage.dataset_types)])
+        else:  # what the source made, and the second copy of its overlap tracts (site QA)
+            selections = graph.hop_selections(self.campaign, self.key, stage.name, ends.source)
+            if not selections:
+                return
+            selection = ("export-hop", graph.export_hop_args(selections))
             chain = graph.site_chain(self.campaign, self.key)
         self.move(
             stage.name,
@@ -169,7 +174,9 @@ class ByHand:
                     self.done[dep].wait()
             if stage.is_site_step:
                 if not checked:  # what check_inputs does: inputs counted, the run's chain made
-                    tracts = ",".join(str(t) for g in graph.plan_groups(self.campaign, site) for t in g.tracts)
+                    groups = graph.plan_groups(self.campaign, site)
+                    tracts = ",".join(str(t) for g in groups for t in g.tracts)
+                    overlap = ["--overlap-chain", graph.overlap_chain(self.campaign, self.key, site)]
                     self.stack(
                         site,
                         "check-inputs",
@@ -184,6 +191,7 @@ class ByHand:
                             tracts,
                             "--chain",
                             graph.site_chain(self.campaign, self.key),
+                            *(overlap if any(g.overlap for g in groups) else []),
                         ],
                     )
                     checked = True
@@ -233,6 +241,20 @@ class ByHand:
                     self._say(f"{stage.name} -> {idac}")
             self.done[stage.name].set()
 
+    def site_qa_thread(self) -> None:
+        """What site_qa does, once every fan-in bringing a compared type home has arrived."""
+        compared = set(self.campaign.qa.compare)
+        for name, stage in self.graph.stages.items():
+            if stage.scope == "fan_in" and compared & set(stage.dataset_types):
+                for site in self.sites:
+                    self.arrived[(name, site)].wait()
+        report_dir = str(self.dir / "site-qa")
+        args = ["--campaign", str(self.campaign.file), "--repo", self.repo(self.hub), "--key", self.key]
+        result = self.stack(self.hub, "site-qa", [*args, "--report-dir", report_dir])
+        if not result["ok"]:
+            raise RuntimeError(f"site QA failed:\n{result['failure_message']}")
+        self._say("site_qa")
+
     def run(self) -> float:
         """Run the campaign; returns its wall time in seconds."""
         self.arrived = {
@@ -251,6 +273,8 @@ class ByHand:
 
         threads = [threading.Thread(target=guarded, args=(self.site_thread, s)) for s in self.sites]
         threads.append(threading.Thread(target=guarded, args=(self.global_thread,)))
+        if self.campaign.qa.overlap:
+            threads.append(threading.Thread(target=guarded, args=(self.site_qa_thread,)))
         for t in threads:
             t.start()
         for t in threads:

@@ -187,6 +187,38 @@ def overlap_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:
     return f"{overlap_chain(campaign, key, site)}/*"
 
 
+def hop_selections(
+    campaign: CampaignConfig, key: str, hop: str, source: str, selected_tracts: list[int] | None = None
+) -> list[tuple[str, list[str]]]:
+    """What a hop (not the place hop) sends from SOURCE, as (RUN glob, dataset types) pairs.
+
+    The tape hop archives everything the hub holds for the run; a site sends what it made. A
+    fan-in also brings home the source's copy of its overlap tracts, of the types the site QA
+    compares only; a site that processes only overlap tracts in this run sends only those (and
+    nothing, when the hop carries none of the compared types)."""
+    hop_config = campaign.hops[hop]
+    types = list(hop_config.dataset_types)
+    if hop_config.direction == "to_tape":
+        return [(campaign_runs_pattern(campaign, key), types)]
+    if hop_config.direction != "fan_in":
+        return [(site_runs_pattern(campaign, key, source), types)]
+    groups = plan_groups(campaign, source, selected_tracts)
+    selections = [(site_runs_pattern(campaign, key, source), types)] if any(not g.overlap for g in groups) else []
+    compared = [t for t in types if t in campaign.qa.compare]
+    if compared and any(g.overlap for g in groups):
+        selections.append((overlap_runs_pattern(campaign, key, source), compared))
+    return selections
+
+
+def export_hop_args(selections: list[tuple[str, list[str]]]) -> list[str]:
+    """The stack side's `export-hop` arguments for SELECTIONS (hop_selections)."""
+    (runs, types), *also = selections
+    args = ["--collections", runs, "--dataset-types", ",".join(types)]
+    for pattern, more in also:
+        args += ["--also", f"{pattern}={','.join(more)}"]
+    return args
+
+
 def group_chain(campaign: CampaignConfig, key: str, site: str, group: str) -> str:
     """The chain a group of a step reads and joins once it succeeds."""
     return overlap_chain(campaign, key, site) if is_overlap_label(group) else site_chain(campaign, key)

@@ -88,15 +88,16 @@ class HopOperator(CampaignOperator):
         if self.way.to_tape:  # the tape hop archives whatever the run made
             return
         super().skip_unless_selected(context, site)
-        if self.direction == "fan_in" and not self.sends_own_outputs(context) and not self.overlap_types_sent(context):
+        if self.direction != "place" and not self.selections(context):
             raise AirflowSkipException(
                 f"site {self.site} processes only overlap tracts in this run, and {self.hop} carries none of "
                 "the dataset types the site QA compares: nothing to send"
             )
 
-    def sends_own_outputs(self, context) -> bool:
-        """Whether the site processes tracts of its own in this run (not only overlap tracts)."""
-        return any(not g.overlap for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)))
+    def selections(self, context) -> list[tuple[str, list[str]]]:
+        """What this hop sends from its source (graph.hop_selections), for this run's selection."""
+        key = self.run_key(context)
+        return graph.hop_selections(self.campaign, key, self.hop, self.source, self.selected_tracts(context))
 
     def record_rule(self, context, service, rule_id: str):
         """Put the rule's id and state in the ledger, where the campaign view shows it."""
@@ -169,23 +170,12 @@ class HopOperator(CampaignOperator):
     def pair(self) -> str:
         return f"hop {self.hop} {self.source}->{self.destination_label}"
 
-    def overlap_types_sent(self, context) -> list[str]:
-        """The compared dataset types a fan-in also carries from the source's overlap groups (none
-        when the source processes no overlap tract in this run)."""
-        if self.direction != "fan_in":
-            return []
-        selected = self.selected_tracts(context)
-        overlap = [t for t in self.campaign.overlap_tracts_at(self.source) if not selected or t in selected]
-        compared = self.campaign.qa.compare
-        return [t for t in self.campaign.hops[self.hop].dataset_types if t in compared] if overlap else []
-
 
 class RegisterHopOperator(HopOperator):
     """Export the hop's dataset types from the source Butler and register them for transfer."""
 
     def execute(self, context) -> dict:
         self.skip_unless_selected(context)
-        key = self.run_key(context)
         hop = self.campaign.hops[self.hop]
         manifest_path = self.manifest_file(context, "source")
         source_repo = str(self.site_config(self.source).butler_repo_path())
@@ -198,22 +188,9 @@ class RegisterHopOperator(HopOperator):
                 "export-inputs",
                 ["--campaign", str(self.campaign.file), "--site", self.site, "--tracts", ",".join(map(str, tracts))],
             )
-        else:
-            # A site sends what it made; the tape hop archives everything the hub holds for this run.
-            if self.way.to_tape:
-                runs = graph.campaign_runs_pattern(self.campaign, key)
-            else:
-                runs = graph.site_runs_pattern(self.campaign, key, self.source)
-            own = self.direction != "fan_in" or self.sends_own_outputs(context)
-            selections = [(runs, hop.dataset_types)] if own else []
-            if overlap_types := self.overlap_types_sent(context):
-                # The second site's copy of its overlap tracts comes home too, for the site QA;
-                # it stays out of the hub's chain (ingest-hop chains only the chain's own RUNs).
-                selections.append((graph.overlap_runs_pattern(self.campaign, key, self.source), overlap_types))
-            (runs, types), *also = selections
-            subcommand, args = "export-hop", ["--collections", runs, "--dataset-types", ",".join(types)]
-            for pattern, extra_types in also:
-                args += ["--also", f"{pattern}={','.join(extra_types)}"]
+        else:  # what the source made (and the second copy of its overlap tracts, for the site QA)
+            selections = self.selections(context)
+            subcommand, args = "export-hop", graph.export_hop_args(selections)
             runs = " and ".join(pattern for pattern, _ in selections)
         result = StackHook(self.site_config(self.source)).run(
             subcommand, [*args, "--repo", source_repo, "--manifest", str(manifest_path)]

@@ -160,12 +160,12 @@ def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign
     assert sorted(states["FRDF.step2b"]) == ["failed", "success"], "a failure for review is not retried by Airflow"
     assert states["FRDF.gather_for_step2c.register"] == ["upstream_failed"]
     # The other sites ran up to the fan-in barrier, and the barrier held.
-    assert states["USDF.step2b"] == ["success", "success"]
-    assert states["UKDF_RAL.step2b"] == ["success"] * 3, "its two tracts, and FRDF's tract 2 for the site QA"
+    # Each runs its two tracts and one of another site's for the site QA (USDF: 4, UKDF_RAL: 2).
+    assert states["USDF.step2b"] == states["UKDF_RAL.step2b"] == ["success"] * 3
     assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
     assert states["USDF.step2c"] == ["upstream_failed"]
     # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
-    for group in ("g000", "g001", "overlap-t2"):
+    for group in ("g000", "g001", "overlap-t2"):  # its own two tracts, and FRDF's tract 2
         attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
         assert [a["kind"] for a in attempts] == ["submit", "restart"]
     assert "transient failures, restarting the run" in client.task_log(DAG_ID, run_id, "UKDF_RAL.step2a", map_index=0)
@@ -240,41 +240,54 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
     assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
-    assert_the_overlap_tract_was_compared_and_counted_once(campaign, key, report)
+    assert_the_overlap_tracts_were_compared_and_counted_once(campaign, key, report)
     assert_inventory_balances(campaign, run_id, airflow_env)
     assert_no_secret_left_the_controller(airflow_env)
     # Airflow lists at most 100 task instances a page; the run has more, and the client read them all.
     assert sum(len(s) for s in states.values()) > 100
-    assert all(len(states[f"{site}.step5"]) == 2 for site in campaign.tracts), "the last groups are on page two"
+    assert all(len(states[f"{site}.step5"]) == len(graph.plan_groups(campaign, site)) for site in campaign.tracts), (
+        "the last groups are on page two"
+    )
 
 
-def assert_the_overlap_tract_was_compared_and_counted_once(campaign, key, report):
-    """Tract 2 (FRDF's) was processed at UKDF_RAL too; both results came home, the same stack made
-    the same numbers (site QA passed), and only FRDF's copy is a product (chained, archived)."""
+def assert_the_overlap_tracts_were_compared_and_counted_once(campaign, key, report):
+    """Tract 2 (FRDF's) was processed at UKDF_RAL too, and tract 4 (UKDF_RAL's) at USDF, the hub;
+    both results came home, the same stack made the same numbers (site QA passed), and only the
+    own site's copy is a product (chained, counted, archived)."""
     qa = report["site_qa"]
     assert qa["verdict"] == "pass"
-    [tract] = qa["tracts"]
-    assert (tract["tract"], tract["site_a"], tract["site_b"], tract["failed"]) == (2, "FRDF", "UKDF_RAL", [])
+    assert [(t["tract"], t["site_a"], t["site_b"], t["failed"]) for t in qa["tracts"]] == [
+        (2, "FRDF", "UKDF_RAL", []),
+        (4, "UKDF_RAL", "USDF", []),
+    ]
     checks = Ledger().site_qa(key)
-    assert len(checks) == tract["compared"] > 20 and all(c["ok"] for c in checks)
+    assert len(checks) == sum(t["compared"] for t in qa["tracts"]) > 40 and all(c["ok"] for c in checks)
     assert {c["dataset_type"] for c in checks} == {"object_table", "visit_summary", "qa_metrics"}
-    plot = Path(qa["report_dir"]) / "site_qa_tract2.png"
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # UKDF_RAL's copy is at the hub in its own RUNs, outside the chain the products are counted in
-    # (hub_counts above equals the one-per-data-ID expectation) and outside what went to tape.
+    for tract in (2, 4):
+        assert (Path(qa["report_dir"]) / f"site_qa_tract{tract}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The second copies are at the hub in their own RUNs, outside the chain the products are
+    # counted in (hub_counts above equals the one-per-data-ID expectation) and outside what went
+    # to tape: UKDF_RAL sent home only the compared types; USDF keeps everything its group made.
     sky = campaign.data.synthetic
-    second_copy = stack(
-        campaign,
-        "USDF",
-        "count-datasets",
-        "--repo",
-        str(campaign.sites_config.sites["USDF"].butler_repo_path()),
-        "--collections",
-        graph.overlap_runs_pattern(campaign, key, "UKDF_RAL"),
-        "--dataset-types",
-        "object_table,qa_metrics,visit_summary,deep_coadd",
-    )
-    assert second_copy == {"object_table": 1, "qa_metrics": 1, "visit_summary": sky.visits_per_tract, "deep_coadd": 0}
+    coadds = sky.patches_per_tract * len(sky.bands)
+    for second, deep_coadd in (("UKDF_RAL", 0), ("USDF", coadds)):
+        second_copy = stack(
+            campaign,
+            "USDF",
+            "count-datasets",
+            "--repo",
+            str(campaign.sites_config.sites["USDF"].butler_repo_path()),
+            "--collections",
+            graph.overlap_runs_pattern(campaign, key, second),
+            "--dataset-types",
+            "object_table,qa_metrics,visit_summary,deep_coadd",
+        )
+        assert second_copy == {
+            "object_table": 1,
+            "qa_metrics": 1,
+            "visit_summary": sky.visits_per_tract,
+            "deep_coadd": deep_coadd,
+        }, second
     with Ledger().engine.connect() as conn:
         archived = conn.execute(
             sa.select(hop_files.c.collection).where(hop_files.c.run_key == key, hop_files.c.hop == "archive_products")
@@ -331,10 +344,11 @@ def assert_inventory_balances(campaign, run_id, airflow_env):
     inventory = json.loads(proc.stdout)
     assert inventory["balanced"] is True
     rows = {(r["site_or_rse"], r["hop"], r["dataset_type"]): r for r in inventory["rows"]}
-    for site, biases, shards in (("FRDF", 2, 16), ("UKDF_RAL", 4, 14)):
+    # UKDF_RAL's inputs are for its two tracts and FRDF's tract 2, which it processes too.
+    for site, raws, biases, shards in (("FRDF", 16, 2, 16), ("UKDF_RAL", 24, 6, 24)):
         placed = {t: rows[(site, "place_inputs", t)] for t in ("raw", "bias", "ref_cat")}
         assert {t: (r["expected"], r["verified"], r["state"]) for t, r in placed.items()} == {
-            "raw": (16, 16, "ok"),
+            "raw": (raws, raws, "ok"),
             "bias": (biases, biases, "ok"),
             "ref_cat": (shards, shards, "ok"),
         }

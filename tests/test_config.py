@@ -984,7 +984,7 @@ def test_campaign_helpers() -> None:
 def test_qa_overlap_helpers() -> None:
     campaign = load_campaign(CAMPAIGN)
     assert campaign.overlap_tracts_at("UKDF_RAL") == [2]
-    assert campaign.overlap_tracts_at("FRDF") == [] and campaign.overlap_tracts_at("USDF") == []
+    assert campaign.overlap_tracts_at("FRDF") == [] and campaign.overlap_tracts_at("USDF") == [4]
     assert campaign.tract_site(2) == "FRDF" and campaign.tract_site(5) == "UKDF_RAL"
     assert list(campaign.qa.compare) == ["object_table", "visit_summary", "qa_metrics"]
     ra = campaign.qa.compare["object_table"]["ra"]

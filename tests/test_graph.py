@@ -38,7 +38,7 @@ def test_groups_split_a_sites_tracts_and_honour_the_selection():
     assert [g.tracts for g in graph.plan_groups(c, "FRDF", [3, 4])] == [(3,)]
     assert graph.plan_groups(c, "FRDF", [0]) == []
     c.tracts_per_group = 2
-    assert [g.tracts for g in graph.plan_groups(c, "USDF")] == [(0, 1)]
+    assert [g.tracts for g in graph.plan_groups(c, "USDF")] == [(0, 1), (4,)], "an overlap tract is a group alone"
 
 
 def test_run_key_is_safe_for_paths_and_collections():
@@ -51,7 +51,8 @@ def test_run_key_is_safe_for_paths_and_collections():
 
 
 def test_an_overlap_tract_is_one_more_group_at_its_second_site_only():
-    c = campaign()  # qa.overlap: {2: UKDF_RAL}
+    c = campaign()  # qa.overlap: {2: UKDF_RAL, 4: USDF}
+    assert [g.label for g in graph.plan_groups(c, "USDF")] == ["g000", "g001", "overlap-t4"], "the hub too"
     ral = graph.plan_groups(c, "UKDF_RAL")
     assert [(g.label, g.tracts, g.overlap) for g in ral] == [
         ("g000", (4,), False),
@@ -77,3 +78,33 @@ def test_overlap_outputs_live_outside_every_pattern_and_chain_of_the_run():
     not_chained = graph.overlap_runs_pattern(c, key, "*")
     assert fnmatch.fnmatchcase(run, not_chained)
     assert not fnmatch.fnmatchcase(graph.output_run(c, key, "UKDF_RAL", "step5", "g000"), not_chained)
+
+
+def test_a_fan_in_also_brings_home_the_compared_types_of_the_second_sites_overlap_copy():
+    c, key = campaign(), "k"
+    own, second = graph.site_runs_pattern(c, key, "UKDF_RAL"), graph.overlap_runs_pattern(c, key, "UKDF_RAL")
+    products = ["deep_coadd", "object_table", "qa_metrics", "visit_summary"]
+    assert graph.hop_selections(c, key, "return_products", "UKDF_RAL") == [
+        (own, products),
+        (second, ["object_table", "qa_metrics", "visit_summary"]),
+    ]
+    assert graph.hop_selections(c, key, "return_products", "FRDF") == [
+        (graph.site_runs_pattern(c, key, "FRDF"), products)
+    ]
+    gather = ["isolated_star", "preliminary_visit_summary"]
+    assert graph.hop_selections(c, key, "gather_for_step2c", "UKDF_RAL") == [(own, gather)], "not compared: not sent"
+    # Only FRDF's tract 2 selected: UKDF_RAL sends its overlap copy home, and nothing to step2c.
+    assert graph.hop_selections(c, key, "return_products", "UKDF_RAL", [2]) == [
+        (second, ["object_table", "qa_metrics", "visit_summary"])
+    ]
+    assert graph.hop_selections(c, key, "gather_for_step2c", "UKDF_RAL", [2]) == []
+    assert graph.hop_selections(c, key, "archive_products", "USDF")[0][0] == graph.campaign_runs_pattern(c, key)
+    args = graph.export_hop_args(graph.hop_selections(c, key, "return_products", "UKDF_RAL"))
+    assert args == [
+        "--collections",
+        own,
+        "--dataset-types",
+        ",".join(products),
+        "--also",
+        f"{second}=object_table,qa_metrics,visit_summary",
+    ]
