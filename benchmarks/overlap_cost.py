@@ -12,7 +12,9 @@ configs/campaigns/test-3x3.yaml in the running Airflow and waits for it):
   calibrations and reference shards are not counted twice), plus the compared outputs it sends
   home (the ledger's rows under the run's overlap root); against the bytes the campaign moves
   between sites per own tract (place, fan-in and fan-out hops).
-The fractions scale those per-tract figures; DR1 and DR2 core-hours follow from the technote's
+An overlap tract whose second site is the hub moves nothing (the hub holds every input, and its
+copy is home). The fractions scale those per-tract figures (bytes: as if every second site were
+another site than the hub); DR1 and DR2 core-hours follow from the technote's
 totals (40M core-h over 8,000 tracts, 80M over 10,000), assuming an overlap tract costs there
 what it costs here relative to an own tract.
 """
@@ -119,18 +121,24 @@ def main() -> None:
         core = overlap_core.get(tract)
         if core is None:
             sys.exit(f"run {run_id} has no overlap groups for tract {tract}: was it selected?")
-        own_at_second = campaign.site_tracts(second)
-        placed = placed_bytes(campaign, second, [*own_at_second, tract]) - placed_bytes(campaign, second, own_at_second)
         returned = overlap_returned[tract]
+        if second == campaign.hub():  # the hub holds every input, and its copy is home already
+            placed = 0
+        else:
+            own_at_second = campaign.site_tracts(second)
+            placed = placed_bytes(campaign, second, [*own_at_second, tract]) - placed_bytes(
+                campaign, second, own_at_second
+            )
+            byte_ratios.append((placed + returned) / own_bytes)
         total = placed + returned
         core_ratios.append(core / own_core)
-        byte_ratios.append(total / own_bytes)
         print(
             f"  overlap tract {tract} at {second}: {core:8.1f} core-s ({core / own_core:.2f} x an own tract); "
             f"{placed / 1e6:.3f} MB placed + {returned / 1e6:.3f} MB returned = {total / 1e6:.3f} MB "
             f"({total / own_bytes:.2f} x an own tract's bytes moved)"
         )
-    core_ratio, byte_ratio = statistics.fmean(core_ratios), statistics.fmean(byte_ratios)
+    # Bytes: as if every overlap tract's second site were another site than the hub (the costlier case).
+    core_ratio, byte_ratio = statistics.fmean(core_ratios), statistics.fmean(byte_ratios or [0.0])
     for fraction in FRACTIONS:
         extra = ", ".join(
             f"{name} +{fraction * tracts * (core_h / tracts) * core_ratio / 1e6:.2f}M core-h"
