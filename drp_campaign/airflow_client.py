@@ -23,7 +23,10 @@ from .errors import DrpError
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 # Task states `follow` reports as each task reaches them.
-REPORTED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred"})
+AWAITING_INPUT = "awaiting_input"  # a human-in-the-loop task (a review gate) waiting for a decision
+REPORTED_STATES = frozenset(
+    {"success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred", AWAITING_INPUT}
+)
 PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
@@ -97,6 +100,7 @@ class TaskState:
 class AirflowClient:
     def __init__(self, base_url: str | None = None, username: str = DEFAULT_USER, password: str | None = None):
         self.base_url = (base_url or default_base_url()).rstrip("/")
+        self.username = username
         self.session = requests.Session()
         login = {"username": username, "password": password or default_password(username)}
         token = self._post("/auth/token", login, auth=False)
@@ -184,6 +188,11 @@ class AirflowClient:
             text += [e.get("event", "") if isinstance(e, dict) else str(e) for e in content]
         return "\n".join(text)
 
+    def decide(self, dag_id: str, run_id: str, task_id: str, approve: bool = True) -> dict:
+        """Answer a review gate (a human-in-the-loop task awaiting input) as this client's user."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
+        return self._patch(path, {"chosen_options": ["Approve" if approve else "Reject"], "params_input": {}})
+
     def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
         """Clear the run's failed (and upstream-failed) tasks so they run again: a retry."""
         body = {"dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True}
@@ -215,8 +224,10 @@ class AirflowClient:
         timeout_s: float = 1800,
         poll_s: float = 3,
         on_progress: Callable[[str], None] | None = print,
+        on_awaiting_input: Callable[[TaskState], None] | None = None,
     ) -> str:
-        """Poll until the run ends; report each task that finishes. Returns the run's final state."""
+        """Poll until the run ends; report each task that finishes, and hand each task that starts
+        waiting for a human decision (a review gate) to ON_AWAITING_INPUT. Returns the run's final state."""
         deadline = time.monotonic() + timeout_s
         seen: dict[tuple[str, int], str | None] = {}
         while True:
@@ -226,6 +237,8 @@ class AirflowClient:
                 if seen.get(key) != t.state and t.state in REPORTED_STATES:
                     if on_progress:
                         on_progress(f"  {t.label:<40} {t.state}")
+                    if t.state == AWAITING_INPUT and on_awaiting_input:
+                        on_awaiting_input(t)
                 seen[key] = t.state
             run_state = self.dag_run(dag_id, run_id)["state"]
             if run_state in TERMINAL_RUN_STATES:

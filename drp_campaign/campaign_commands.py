@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", default="", help="comma-separated sites to process (default: all)")
     parser.add_argument("--tracts", default="", help="comma-separated tracts to process (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="build quantum graphs only")
+    parser.add_argument(
+        "--approve-gates",
+        action="store_true",
+        help="approve each review gate when it asks (as this user), instead of waiting for someone in the UI",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
 
 
@@ -83,7 +89,17 @@ def run(args: argparse.Namespace) -> int:
     client.unpause(dag_id)
     run_id = client.trigger(dag_id, conf)
     print(f"triggered {dag_id} run {run_id} (conf {json.dumps(conf)}); following it:")
-    state = client.follow(dag_id, run_id, timeout_s=args.timeout)
+
+    def gate_asks(task) -> None:
+        if args.approve_gates:
+            client.decide(dag_id, run_id, task.task_id, approve=True)
+            print(f"  {task.label:<40} approved by {client.username} (--approve-gates)")
+        else:
+            print(
+                f"  {task.label:<40} waits for a decision: approve or reject it in the UI (Browse > Required Actions)"
+            )
+
+    state = client.follow(dag_id, run_id, timeout_s=args.timeout, on_awaiting_input=gate_asks)
     print()
     print(
         task_summary(client.task_states(dag_id, run_id), campaign.campaign_sites(), list(build_graph(campaign).stages))
@@ -218,6 +234,45 @@ def inventory(args: argparse.Namespace) -> int:
     return EXIT_OK if inv.balanced else EXIT_FAILED
 
 
+# --- review ----------------------------------------------------------------------------------
+
+
+def _review_arguments(parser: argparse.ArgumentParser) -> None:
+    _campaign_argument(parser)
+    parser.add_argument("run_id", metavar="RUN", help="the Airflow run id (as in the UI)")
+    parser.add_argument("--step", required=True, help="the gated step (one of the campaign's review_gates)")
+    decision = parser.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true", help="the step runs")
+    decision.add_argument("--reject", action="store_true", help="the step and what follows do not run")
+    parser.add_argument(
+        "--user", default=None, help="the Airflow user deciding (default: $DRP_AIRFLOW_USER or operator)"
+    )
+
+
+def review(args: argparse.Namespace) -> int:
+    """Answer a review gate from the command line, as the UI's Required Actions page does."""
+    import sys
+
+    from drp_campaign.airflow_client import DEFAULT_USER, AirflowApiError, AirflowClient
+
+    campaign = load_campaign(args.campaign, args.sites_file)
+    if args.step not in campaign.review_gates:
+        gates = ", ".join(campaign.review_gates) or "none"
+        print(
+            f"error: {args.step!r} has no review gate in campaign {campaign.name} (its gates: {gates})", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    client = AirflowClient(username=args.user or os.environ.get("DRP_AIRFLOW_USER") or DEFAULT_USER)
+    task_id = f"{campaign.hub()}.review_{args.step}"
+    try:
+        client.decide(campaign.dag_id(), args.run_id, task_id, approve=args.approve)
+    except AirflowApiError as exc:
+        print(f"error: {task_id} of run {args.run_id}: {exc} (is it waiting for a decision?)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{task_id} of run {args.run_id}: {'approved' if args.approve else 'rejected'} by {client.username}")
+    return EXIT_OK
+
+
 COMMANDS = [
     Command("seed", "create each site's Butler repo with synthetic raws for its tracts", _campaign_argument, seed),
     Command("run", "trigger a campaign in Airflow, follow it and print the summary", _run_arguments, run),
@@ -226,6 +281,12 @@ COMMANDS = [
         "print a campaign run's ledger; exit 1 if anything sent did not arrive intact",
         _ledger_arguments,
         ledger,
+    ),
+    Command(
+        "review",
+        "approve or reject a review gate of a campaign run (a step waiting for a human decision)",
+        _review_arguments,
+        review,
     ),
     Command(
         "inventory",

@@ -34,11 +34,13 @@ from drp_campaign.operators.archive import (
 )
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
 from drp_campaign.operators.report import CampaignReportOperator
+from drp_campaign.operators.review import GATES_PARAM, ReviewGateOperator
 from drp_campaign.operators.site_qa import SiteQaOperator
 from drp_campaign.operators.software import CheckSoftwareOperator
 from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
 from drp_campaign.sensors.hops import HopReplicationSensor
 
+from .alerts import CampaignAlert
 from .config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
 from .graph import CampaignGraph, Stage, build_graph
 from .hops import hop_ends
@@ -54,7 +56,7 @@ FILE_BUDGET_S = 10.0
 
 def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
     sites = campaign.campaign_sites()
-    return {
+    params = {
         "sites": Param(
             sites,
             type="array",
@@ -76,6 +78,17 @@ def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
             description="Build each step's quantum graph and report its size; execute nothing.",
         ),
     }
+    if campaign.review_gates:
+        params[GATES_PARAM] = Param(
+            True,
+            type="boolean",
+            title="Review gates",
+            description=(
+                f"Wait for a human approval before {', '.join(campaign.review_gates)} (the campaign's review_gates; "
+                "answer in Browse > Required Actions). Off: run straight through, as the nightly does."
+            ),
+        )
+    return params
 
 
 class _Renderer:
@@ -91,6 +104,7 @@ class _Renderer:
         self.done: dict[tuple[str, str | None], list] = {}  # (stage, site or None for global) -> tasks
         self.check_inputs = {}
         self.check_software = {}
+        self.gates: dict[str, ReviewGateOperator] = {}
 
     def _tooltip(self, site: str) -> str:
         cfg = self.campaign.sites_config.sites[site]
@@ -193,7 +207,9 @@ class _Renderer:
                     **self.common,
                 ).expand(work_group=self.check_inputs[site].output)
             upstream = self.after_at_site(stage.after, site)
-            if upstream:
+            if stage.name in self.campaign.review_gates:
+                self._gate(stage) >> task
+            elif upstream:
                 upstream >> task
             self.done[(stage.name, site)] = [task]
 
@@ -208,10 +224,31 @@ class _Renderer:
                 trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                 **self.common,
             )
-        self.after_everywhere(stage.after) >> task
+        if stage.name in self.campaign.review_gates:
+            self._gate(stage) >> task
+        else:
+            self.after_everywhere(stage.after) >> task
         if self.hub not in self.sites:  # no check_inputs at the hub: its software check comes first here
             self.check_software[self.hub] >> task
         self.done[(stage.name, None)] = [task]
+
+    def _gate(self, stage: Stage) -> ReviewGateOperator:
+        """The step's review gate at the hub (made once): after what the step waits for at every
+        site, before the step anywhere."""
+        if stage.name not in self.gates:
+            with self.groups[self.hub]:
+                self.gates[stage.name] = gate = ReviewGateOperator(
+                    task_id=f"review_{stage.name}",
+                    step=stage.name,
+                    site=self.hub,
+                    queue=self._queue(self.hub),
+                    # Sites left out of a run skip their tasks; the reviewer looks at the rest.
+                    trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                    retries=0,
+                    **self.common,
+                )
+            self.after_everywhere(stage.after) >> gate
+        return self.gates[stage.name]
 
     def _hop(self, stage: Stage) -> None:
         for site in self.graph.remote_sites():
@@ -295,7 +332,11 @@ def build_dag(campaign: CampaignConfig) -> DAG:
         max_active_runs=1,
         params=campaign_params(campaign),
         tags=["drp", "multisite", campaign.name],
-        default_args={"retries": campaign.retries, "retry_delay": dt.timedelta(seconds=10)},
+        default_args={
+            "retries": campaign.retries,
+            "retry_delay": dt.timedelta(seconds=10),
+            "on_failure_callback": [CampaignAlert()],  # on-call hears of every task that fails for good
+        },
         doc_md=(
             f"**{campaign.description}**\n\nCampaign file `{campaign.file}`; sites "
             f"{', '.join(campaign.campaign_sites())}; hub {campaign.hub()}.\n\n"

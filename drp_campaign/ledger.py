@@ -112,6 +112,17 @@ site_qa_checks = sa.Table(
     sa.Column("checked", sa.DateTime, nullable=False),
 )
 
+# Review gates: who decided on a gated step, what and when (the latest decision; a cleared gate asks again).
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("step", sa.String(100), primary_key=True),
+    sa.Column("decision", sa.String(20), nullable=False),  # approved | rejected | passed (gates off, dry run)
+    sa.Column("decided_by", sa.String(250), nullable=False),  # the user, or why nobody was asked
+    sa.Column("decided", sa.DateTime, nullable=False),
+)
+
 campaign_runs = sa.Table(
     "campaign_runs",
     metadata,
@@ -454,6 +465,21 @@ class Ledger:
             rows = conn.execute(
                 sa.select(step_runs).where(step_runs.c.run_key == run_key).order_by(step_runs.c.started)
             )
+            return [dict(r._mapping) for r in rows]
+
+    # -- review gates --------------------------------------------------------------------------
+    def record_review(self, *, run_key: str, step: str, decision: str, decided_by: str) -> None:
+        where = [reviews.c.run_key == run_key, reviews.c.step == step]
+        values = dict(decision=decision, decided_by=decided_by, decided=_now())
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(reviews.c.step).where(*where).with_for_update()).first():
+                conn.execute(reviews.update().where(*where).values(**values))
+            else:
+                conn.execute(reviews.insert().values(run_key=run_key, step=step, **values))
+
+    def reviews(self, run_key: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(reviews).where(reviews.c.run_key == run_key).order_by(reviews.c.decided))
             return [dict(r._mapping) for r in rows]
 
     # -- site-independence QA ------------------------------------------------------------------

@@ -83,6 +83,10 @@ def build_report(
         "hub_repo": hub_repo,
         "hub_products": hub_products or {},
         "site_qa": site_qa_summary(ledger.site_qa(run_key), run_key),
+        "reviews": [
+            {"step": r["step"], "decision": r["decision"], "by": r["decided_by"], "at": str(r["decided"])}
+            for r in ledger.reviews(run_key)
+        ],
     }
 
 
@@ -189,6 +193,9 @@ def format_report(report: dict) -> str:
             f"  {r['site']:<11} {r['hop']:<20} {r['rse']:<16} {r['files']:>5} files {r['bytes']:>9} B"
             for r in report["released"]
         ]
+    if report.get("reviews"):
+        lines += ["", "Review gates (step: decision, by whom, when):"]
+        lines += [f"  {r['step']:<9} {r['decision']:<9} {r['by']}  {r['at']}" for r in report["reviews"]]
     if qa := report.get("site_qa"):
         lines += ["", f"Site-independence QA: {qa['verdict'].upper()} (report and plots in {qa['report_dir']}):"]
         for t in qa["tracts"]:

@@ -136,8 +136,16 @@ def run_page(run_id: str, user: GetUserDep) -> str:
     return (
         f"<html><head><title>{title}</title>{_STYLE}</head><body><h2>{title}</h2>{verdict}"
         f"<h3>Steps</h3>{steps}<h3>Hops</h3>{hops}<h3>Site copies released</h3>{released}"
-        f"{_site_qa_section(report)}</body></html>"
+        f"{_reviews_section(report)}{_site_qa_section(report)}</body></html>"
     )
+
+
+def _reviews_section(report: dict) -> str:
+    """Who decided on each review gate of the run, what and when."""
+    if not report.get("reviews"):
+        return ""
+    rows = [[r["step"], r["decision"], r["by"], r["at"]] for r in report["reviews"]]
+    return f"<h3>Review gates</h3>{_table(['before step', 'decision', 'by', 'at'], rows)}"
 
 
 def _site_qa_section(report: dict) -> str:

@@ -5,15 +5,18 @@ The full 3x3 runs once, with its drills inside it:
    sites run up to the fan-in barrier and step2c does not start; UKDF_RAL's step2a jobs die once
    (a transient fault) and the operator restarts their BPS runs by itself.
 2. With the fault removed, a retry (clearing the failed tasks) rescues the failed group into a
-   new RUN and completes the campaign: every task succeeds, the ledger balances, USDF holds
-   exactly the expected products (no duplicate), and datasets keep their UUIDs across sites;
+   new RUN; the review gate before step2c asks, the operator approves, and the campaign
+   completes: every task succeeds, the ledger balances, USDF holds exactly the expected products
+   (no duplicate), and datasets keep their UUIDs across sites;
    products reach USDF_TAPE, and only then are the sites' copies released (their Butler forgets
    them, Rucio's reaper deletes the files); the inventory balances.
 3. On that same run: re-running finished hop, tape and release tasks changes nothing.
 The other scenarios run on slices: a cancel from the UI really stops a BPS run and a scheduler
 and triggerer killed while another run is in flight come back to exactly that one run (FRDF
 alone, step1); the trigger form's choices and a dry run (USDF + FRDF, one tract each); a
-calibration missing at the hub (UKDF_RAL, one tract).
+calibration missing at the hub (UKDF_RAL, one tract); a site running another task config, which
+the site-independence QA catches (FRDF and UKDF_RAL, tract 2). The full run also proves the site QA
+on its two overlap tracts (2 at UKDF_RAL, 4 at the hub).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from conftest import E2E_ENV
 
 from drp_campaign import bps, graph
 from drp_campaign.airflow_client import AirflowClient
+from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
 from drp_campaign.drills import faults_file
 from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
@@ -149,9 +153,21 @@ def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean
     assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign, run_id, key)
 
     client.clear_failed(DAG_ID, run_id)
+    approve_when_asked(client, run_id, "USDF.review_step2c")
     assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
     assert_the_retry_rescued_only_what_failed(campaign, key)
     assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env)
+
+
+def approve_when_asked(client, run_id: str, gate: str) -> None:
+    """What the reviewer does (#15 review gates): once the gate awaits input, approve it as the
+    operator user, through the same API the UI's Required Actions page uses."""
+    wait_until(
+        f"{gate} awaiting a decision",
+        lambda: states_by_task(client, run_id).get(gate) == ["awaiting_input"],
+        timeout_s=900,
+    )
+    client.decide(DAG_ID, run_id, gate, approve=True)
 
 
 def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign, run_id, key):
@@ -163,7 +179,7 @@ def assert_the_drills_stopped_frdf_alone_and_ukdf_ral_restarted(client, campaign
     # Each runs its two tracts and one of another site's for the site QA (USDF: 4, UKDF_RAL: 2).
     assert states["USDF.step2b"] == states["UKDF_RAL.step2b"] == ["success"] * 3
     assert states["UKDF_RAL.gather_for_step2c.verify"] == ["success"]
-    assert states["USDF.step2c"] == ["upstream_failed"]
+    assert states["USDF.review_step2c"] == states["USDF.step2c"] == ["upstream_failed"], "nobody asked in vain"
     # UKDF_RAL's step2a jobs died once (exit 137): classified transient, restarted, succeeded.
     for group in ("g000", "g001", "overlap-t2"):  # its own two tracts, and FRDF's tract 2
         attempts = bps.read_record(bps.run_dir(campaign, key, "UKDF_RAL", "step2a", group))["attempts"]
@@ -239,6 +255,8 @@ def assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow
     assert report["ledger_balanced"] is True
     assert all(h["rule_id"] and h["rule_state"] == "OK" for h in report["hops"]), "each hop shows its Rucio rule"
     assert {s["step"] for s in report["steps"]} == set(campaign.steps)
+    [review] = report["reviews"]
+    assert (review["step"], review["decision"], review["by"]) == ("step2c", "approved", "operator")
     assert_site_copies_released_after_tape(campaign, key, report, tmp_path)
     assert_the_overlap_tracts_were_compared_and_counted_once(campaign, key, report)
     assert_inventory_balances(campaign, run_id, airflow_env)
@@ -569,7 +587,7 @@ def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differ
     quantity, both sites' values and the tolerance; what the override does not touch agrees."""
     faults_file().write_text(yaml.safe_dump([RAL_OTHER_CONFIG]))
     try:
-        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [2]})
+        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [2], "review_gates": False})
         assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
     finally:
         faults_file().unlink()
@@ -579,6 +597,8 @@ def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differ
     assert states["FRDF.step5"] == states["UKDF_RAL.step5"] == ["success"], "one group each: tract 2"
     assert states["UKDF_RAL.gather_for_step2c.register"] == ["skipped"], "only an overlap tract: nothing for step2c"
     assert states["UKDF_RAL.return_products.verify"] == ["success"]
+    [review] = Ledger().reviews(key)
+    assert (review["decision"], review["decided_by"]) == ("passed", "review gates off for this run (trigger form)")
 
     checks = Ledger().site_qa(key)
     failed = {(c["dataset_type"], c["quantity"]): c for c in checks if not c["ok"]}
@@ -641,6 +661,11 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
     )
     assert not Ledger().hop_balances(key), "nothing was registered for transfer"
     assert not Ledger().releases(key), "and nothing released"
+    # On-call was told, once, after the last try (drp_campaign/alerts.py).
+    alerts = [json.loads(line) for line in alerts_file().read_text().splitlines()]
+    [alert] = [a for a in alerts if a["run_id"] == run_id]
+    assert (alert["site"], alert["task"], alert["try"]) == ("UKDF_RAL", "place_inputs.register", 2)
+    assert "bias detector=1: nothing certified" in alert["error"]
 
 
 def test_the_api_server_serves_the_campaign_view(client):

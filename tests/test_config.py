@@ -895,7 +895,7 @@ BAD_INPUTS = [
     ),
     bad(
         "alias-cycle",
-        text(C, "review_gates: []", "review_gates: &g [*g]"),
+        text(C, "review_gates: [step2c]", "review_gates: &g [*g]"),
         C,
         lambda ws: f"line {ws.line_of(C, 'review_gates:')}, column 15",
         "makes the value contain itself",

@@ -36,7 +36,8 @@ def test_each_site_has_its_own_group_with_every_site_step_mapped(dagbag):
 def test_global_steps_wait_for_every_site_and_run_at_the_hub(dagbag):
     dag = dagbag.dags["campaign_test_3x3"]
     step2c = dag.get_task("USDF.step2c")
-    assert step2c.upstream_task_ids == {
+    assert step2c.upstream_task_ids == {"USDF.review_step2c"}, "the 3x3 asks for a review first"
+    assert dag.get_task("USDF.review_step2c").upstream_task_ids == {
         "FRDF.gather_for_step2c.verify",
         "UKDF_RAL.gather_for_step2c.verify",
         "USDF.step2b",

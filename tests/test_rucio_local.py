@@ -830,3 +830,38 @@ def test_tape_and_idac_copies_are_confirmed_by_reading_them_not_by_rucio_s_word(
     refused(idac, "IDAC_UK_DISK", "IDAC copy")
     [balance] = ledger.hop_balances(key, "archive_products", "IDAC_UK_DISK", "USDF")
     assert (balance.sent, balance.arrived) == (3, 2)
+
+
+def test_a_campaign_added_while_rucio_runs_gets_its_scope_at_its_first_hop(rucio, client, service):
+    """Issue #15: a campaign file added to running services has no scope yet (the local Rucio makes
+    the shipped campaigns' at its start); its first hop's registration makes it, owned by us."""
+    scope = f"new-{uuid.uuid4().hex[:8]}"
+    assert scope not in client.list_scopes()
+    manifest = _manifest(_site_files(rucio, "FRDF", 2))
+    assert service.register(f"{scope}:k/gather_for_step2c/FRDF", "FRDF_DISK", manifest) == 2
+    assert scope in client.list_scopes_for_account(client.account)
+    assert len(list(client.list_files(scope, "k/gather_for_step2c/FRDF"))) == 2
+
+
+def test_a_scope_our_account_may_not_make_is_a_clear_error_naming_scope_and_account():
+    from rucio.common.exception import AccessDenied, ScopeNotFound
+
+    from drp_campaign.transfer.base import Manifest, TransferError
+    from drp_campaign.transfer.rucio import RucioTransferService
+
+    class PolicyOfAdminsOnly:
+        account = "drp"
+
+        def list_files(self, scope, name):
+            raise ScopeNotFound(f"Scope {scope} not found")
+
+        def add_dataset(self, scope, name, **kwargs):
+            raise ScopeNotFound(f"Scope {scope} not found")
+
+        def add_scope(self, account, scope):
+            raise AccessDenied(f"Account {account} can not add scope")
+
+    with pytest.raises(TransferError) as err:
+        RucioTransferService(PolicyOfAdminsOnly()).register("newcampaign:k/hop/FRDF", "FRDF_DISK", Manifest("m", []))
+    assert "scope 'newcampaign' does not exist and account drp may not make it" in str(err.value)
+    assert "rucio-admin scope add --account drp --scope newcampaign" in str(err.value)

@@ -82,7 +82,7 @@ class RucioTransferService(TransferService):
 
     # -- register ------------------------------------------------------------------------------
     def register(self, dataset_did: str, source_rse: str, manifest: Manifest) -> int:
-        from rucio.common.exception import DataIdentifierAlreadyExists, DataIdentifierNotFound
+        from rucio.common.exception import DataIdentifierAlreadyExists, DataIdentifierNotFound, ScopeNotFound
 
         scope, name = split_did(dataset_did)
         too_long = [e.relpath for e in manifest.entries if len(e.relpath) > MAX_NAME]
@@ -93,18 +93,41 @@ class RucioTransferService(TransferService):
             )
         try:
             attached = {f["name"] for f in self.client.list_files(scope, name)}
-        except DataIdentifierNotFound:
-            try:
-                self.client.add_dataset(scope, name, rse=None, meta={"drp_source_rse": source_rse})
-            except DataIdentifierAlreadyExists:  # made concurrently by a twin task
-                pass
+        except (DataIdentifierNotFound, ScopeNotFound):
             attached = set()
+        if not attached:
+            meta = {"drp_source_rse": source_rse}
+            try:
+                self.client.add_dataset(scope, name, rse=None, meta=meta)
+            except DataIdentifierAlreadyExists:  # made before (an empty dataset), or by a twin task
+                pass
+            except ScopeNotFound:  # a campaign added while the services run: its first hop makes its scope
+                self.ensure_scope(scope)
+                self.client.add_dataset(scope, name, rse=None, meta=meta)
         todo = [e for e in manifest.entries if e.relpath not in attached]
         for batch in _batches(todo):
             self._add_missing_replicas(scope, source_rse, batch)
             self._attach(scope, name, source_rse, batch)
         log.info("%s: %d files attached now, %d were already", dataset_did, len(todo), len(attached))
         return len(todo)
+
+    def ensure_scope(self, scope: str) -> None:
+        """Make the campaign's scope, owned by our account, unless it exists; a Rucio whose policy
+        lets only an admin make scopes gets a message saying who must do what."""
+        from rucio.common.exception import AccessDenied, Duplicate
+
+        account = self.client.account
+        try:
+            self.client.add_scope(account, scope)
+            log.info("Rucio scope %s made for account %s", scope, account)
+        except Duplicate:  # made meanwhile by a twin task
+            pass
+        except AccessDenied as exc:
+            raise TransferError(
+                f"Rucio scope {scope!r} does not exist and account {account} may not make it "
+                f"({_first_line(exc)}): ask a Rucio admin to run `rucio-admin scope add --account {account} "
+                f"--scope {scope}`, then clear this task"
+            ) from None
 
     def _attach(self, scope: str, name: str, rse: str, entries: list[ManifestEntry]) -> None:
         """Attach ENTRIES to the dataset. A twin task registering the same dataset (each site's
