@@ -110,3 +110,28 @@ def test_the_review_command_refuses_a_step_without_a_gate_before_calling_airflow
     code = main(["review", str(CAMPAIGN), "manual__x", "--step", "step3", "--approve"])
     assert code == 2
     assert "'step3' has no review gate in campaign test-3x3 (its gates: step2c)" in capsys.readouterr().err
+
+
+def test_following_a_run_hands_a_gate_that_starts_waiting_to_the_caller_once():
+    from drp_campaign.airflow_client import AirflowClient, TaskState
+
+    polls = iter(
+        [
+            ("running", "running"),
+            ("awaiting_input", "running"),
+            ("awaiting_input", "running"),  # still waiting at the next poll: not handed over twice
+            ("success", "success"),
+        ]
+    )
+    client = AirflowClient.__new__(AirflowClient)  # no login: the two calls follow makes are stubbed
+    current = {}
+
+    def task_states(dag_id, run_id):
+        current["gate"], current["run"] = next(polls)
+        return [TaskState("USDF.review_step2c", -1, current["gate"], None, 1, None)]
+
+    client.task_states = task_states
+    client.dag_run = lambda dag_id, run_id: {"state": current["run"]}
+    asked = []
+    state = client.follow("d", "r", poll_s=0, on_progress=None, on_awaiting_input=lambda t: asked.append(t.task_id))
+    assert state == "success" and asked == ["USDF.review_step2c"]
