@@ -53,6 +53,17 @@ class CampaignOperator(BaseOperator):
             self._claimed_run = run_id
         return key
 
+    def site_args(self) -> list[str]:
+        """The stack side's arguments naming the campaign, this task's site and its Butler repo."""
+        return [
+            "--campaign",
+            str(self.campaign.file),
+            "--site",
+            self.site,
+            "--repo",
+            str(self.site_config().butler_repo_path()),
+        ]
+
     def selected_sites(self, context) -> list[str]:
         return list(context["params"].get("sites") or self.campaign.campaign_sites())
 

@@ -46,24 +46,17 @@ class CheckInputsOperator(CampaignOperator):
     ui_color = "#fff4e5"
 
     def execute(self, context) -> list[dict]:
-        key = self.run_key(context)
-        if self.site == self.campaign.hub():
-            # The hub holds the run's chain whatever the selection: its global steps read it and
-            # the fan-ins bring their outputs into it. Without tracts of its own it makes the
-            # chain and returns no groups (its own steps are then skipped).
-            selected = self.site in self.selected_sites(context)
-            groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) if selected else []
-        else:
+        # The hub holds the run's chain whatever the selection: its global steps read it and the
+        # fan-ins bring their outputs into it. Without tracts of its own it makes the chain and
+        # returns no groups (its own steps are then skipped).
+        if self.site != self.campaign.hub():
             self.skip_unless_selected(context)
-            groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context))
+        key = self.run_key(context)
+        selected = self.site in self.selected_sites(context)
+        groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) if selected else []
         tracts = [t for g in groups for t in g.tracts]
         args = [
-            "--campaign",
-            str(self.campaign.file),
-            "--site",
-            self.site,
-            "--repo",
-            str(self.site_config().butler_repo_path()),
+            *self.site_args(),
             "--tracts",
             ",".join(map(str, tracts)),
             "--chain",
@@ -169,12 +162,7 @@ class PipelineStepOperator(CampaignOperator):
         if self.is_dry_run(context):
             return self._dry_run(context, key)
         args = [
-            "--campaign",
-            str(self.campaign.file),
-            "--site",
-            self.site,
-            "--repo",
-            str(self.site_config().butler_repo_path()),
+            *self.site_args(),
             "--step",
             self.step,
             "--group",
@@ -294,12 +282,7 @@ class PipelineStepOperator(CampaignOperator):
     def _dry_run(self, context, key: str) -> dict:
         out_run = graph.output_run(self.campaign, key, self.site, self.step, self._label())
         args = [
-            "--campaign",
-            str(self.campaign.file),
-            "--site",
-            self.site,
-            "--repo",
-            str(self.site_config().butler_repo_path()),
+            *self.site_args(),
             "--step",
             self.step,
             "--chain",
