@@ -1,11 +1,13 @@
 """A small client for Airflow's REST API (v2): trigger a campaign, follow it, retry failures.
 
-Used by `drp-campaign run`, the demo, the benchmark and the end-to-end tests, so all of them
-drive Airflow exactly as an operator's script would.
+Used by `drp-campaign run` and the operator commands (status, retry, cancel, approve, reject), the
+demo, the benchmark and the end-to-end tests, so all of them drive Airflow exactly as an
+operator's script would, as a logged-in Airflow user.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -27,11 +29,29 @@ AWAITING_INPUT = "awaiting_input"  # a human-in-the-loop task (a review gate) wa
 REPORTED_STATES = frozenset(
     {"success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred", AWAITING_INPUT}
 )
+# How long a gate must have been waiting before a script may answer it (see AirflowClient.decide).
+GATE_SETTLE_S = 5.0
 PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
 class AirflowApiError(DrpError):
-    """Airflow's REST API refused or failed a call; the message has the URL and the answer."""
+    """Airflow's REST API refused or failed a call; the message has the URL and the answer.
+
+    STATUS is the HTTP status (403: the user's role may not do this), DETAIL the answer's
+    `detail` (FastAPI's error field) when it has one: callers turn them into what to do."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+def _detail(resp: requests.Response) -> str | None:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        return None
+    return detail if isinstance(detail, str) or detail is None else json.dumps(detail)
 
 
 def default_base_url() -> str:
@@ -55,6 +75,11 @@ DEFAULT_USER = "operator"
 
 def default_password(username: str = DEFAULT_USER) -> str:
     """The local password of USERNAME (admin, operator, viewer: scripts/env.sh sets the users and roles)."""
+    if not password_file().is_file():
+        raise AirflowApiError(
+            f"no password for Airflow user {username!r}: {password_file()} does not exist (it is the local "
+            "simple auth manager's; elsewhere give the user's own password)"
+        )
     passwords = json.loads(password_file().read_text())
     if username not in passwords:
         raise AirflowApiError(
@@ -90,6 +115,18 @@ class TaskState:
     try_number: int
     duration: float | None
 
+    @classmethod
+    def from_api(cls, t: dict) -> TaskState:
+        """From one entry of the API's `task_instances` (a listing, or what a clear cleared)."""
+        return cls(
+            t["task_id"],
+            t["map_index"],
+            t["state"],
+            t.get("rendered_map_index"),
+            t.get("try_number", 0),
+            t.get("duration"),
+        )
+
     @property
     def label(self) -> str:
         if self.map_index < 0:
@@ -108,9 +145,17 @@ class AirflowClient:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _check(self, resp: requests.Response) -> dict:
+        where = f"{resp.request.method} {resp.url}"
         if resp.status_code >= 400:
-            raise AirflowApiError(f"{resp.request.method} {resp.url}: HTTP {resp.status_code}: {resp.text[:500]}")
-        return resp.json() if resp.content else {}
+            raise AirflowApiError(
+                f"{where}: HTTP {resp.status_code}: {resp.text[:500]}", status=resp.status_code, detail=_detail(resp)
+            )
+        try:
+            return resp.json() if resp.content else {}
+        except ValueError:  # e.g. the UI's HTML page for a path no API serves
+            raise AirflowApiError(
+                f"{where}: HTTP {resp.status_code} but not JSON: {resp.text[:100]!r}", status=resp.status_code
+            ) from None
 
     def _get(self, path: str, **params) -> dict:
         return self._check(self.session.get(self.base_url + path, params=params, timeout=30))
@@ -162,17 +207,34 @@ class AirflowClient:
 
     def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
         listing = self._get_all(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances", "task_instances")
-        return [
-            TaskState(
-                t["task_id"],
-                t["map_index"],
-                t["state"],
-                t.get("rendered_map_index"),
-                t.get("try_number", 0),
-                t.get("duration"),
+        return [TaskState.from_api(t) for t in listing]
+
+    def cancel_run(self, dag_id: str, run_id: str) -> dict:
+        """Set the run to failed, as the UI's "Mark run as failed" does: Airflow fails its running
+        tasks, whose operators' on_kill cancel what they started (their BPS runs), and skips the rest."""
+        return self._patch(f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}", {"state": "failed"})
+
+    def campaign_status(self, run: str, dag_id: str | None = None) -> dict:
+        """The campaign view's status of RUN (Airflow run id or run key): the site x step matrix,
+        failed tasks, ledger verdict, site QA and reviews (`GET /drp/api/status`, behind the same
+        login as the REST API). An unknown run, or a server without the view, is an AirflowApiError
+        that says which."""
+        url = f"{self.base_url}/drp/api/status"
+        params = {"run_id": run, **({"dag_id": dag_id} if dag_id else {})}
+        try:
+            status = self._get("/drp/api/status", **params)
+        except AirflowApiError as exc:
+            if exc.status == 404 and exc.detail and exc.detail != "Not Found":
+                raise AirflowApiError(f"no campaign run {run!r}: {exc.detail}", status=404, detail=exc.detail) from None
+            if exc.status not in (404, 200):
+                raise
+            status = None
+        if not isinstance(status, dict) or "sites" not in status:
+            raise AirflowApiError(
+                f"the campaign view's API does not answer at {url}: is the drp_campaign plugin "
+                "(plugins/campaign_view.py) loaded by the api-server? (`airflow plugins` lists it)"
             )
-            for t in listing
-        ]
+        return status
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
         """The text of every try of one task instance, oldest first."""
@@ -189,27 +251,48 @@ class AirflowClient:
         return "\n".join(text)
 
     def decide(self, dag_id: str, run_id: str, task_id: str, approve: bool = True) -> dict:
-        """Answer a review gate (a human-in-the-loop task awaiting input) as this client's user."""
+        """Answer a review gate (a human-in-the-loop task awaiting input) as this client's user.
+
+        Not within GATE_SETTLE_S of the gate starting to wait: Airflow 3.3's scheduler fails a gate
+        resumed before it has processed the exit of the process that parked it ("state changed
+        externally", seen in CI when a script approved 0.3 s after the gate asked); a human is
+        never that fast, a script waits."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
+        asked = dt.datetime.fromisoformat(self._get(path)["created_at"])
+        waited = (dt.datetime.now(dt.UTC) - asked).total_seconds()
+        time.sleep(min(GATE_SETTLE_S, max(0.0, GATE_SETTLE_S - waited)))
         return self._patch(path, {"chosen_options": ["Approve" if approve else "Reject"], "params_input": {}})
 
-    def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
-        """Clear the run's failed (and upstream-failed) tasks so they run again: a retry."""
-        body = {"dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True}
-        cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
-        return [t["task_id"] for t in cleared.get("task_instances", [])]
-
-    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
-        """Clear these tasks (whatever their state) so they run again, as the UI's Clear does."""
+    def clear(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: list[str] | None = None,
+        only_failed: bool = True,
+        include_downstream: bool = False,
+    ) -> list[TaskState]:
+        """Clear task instances of one run so they run again, as the UI's Clear does; a finished
+        run is queued again. TASK_IDS: these tasks (every map index of a mapped one), else all;
+        ONLY_FAILED: only their failed and upstream-failed instances; INCLUDE_DOWNSTREAM: also
+        their downstream tasks (in those states, with ONLY_FAILED). Returns what was cleared."""
         body = {
             "dry_run": False,
             "dag_run_id": run_id,
-            "task_ids": task_ids,
-            "only_failed": False,
+            "only_failed": only_failed,
+            "include_downstream": include_downstream,
             "reset_dag_runs": True,
+            **({"task_ids": task_ids} if task_ids is not None else {}),
         }
         cleared = self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
-        return [t["task_id"] for t in cleared.get("task_instances", [])]
+        return [TaskState.from_api(t) for t in cleared.get("task_instances", [])]
+
+    def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
+        """Clear the run's failed (and upstream-failed) tasks so they run again: a retry."""
+        return [t.task_id for t in self.clear(dag_id, run_id)]
+
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
+        """Clear these tasks (whatever their state) so they run again, as the UI's Clear does."""
+        return [t.task_id for t in self.clear(dag_id, run_id, task_ids, only_failed=False)]
 
     def mark_task(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> None:
         """Set one task instance's state, as the UI's "Mark as failed/success" does."""

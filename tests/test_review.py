@@ -135,3 +135,24 @@ def test_following_a_run_hands_a_gate_that_starts_waiting_to_the_caller_once():
     asked = []
     state = client.follow("d", "r", poll_s=0, on_progress=None, on_awaiting_input=lambda t: asked.append(t.task_id))
     assert state == "success" and asked == ["USDF.review_step2c"]
+
+
+def test_a_script_answers_a_gate_only_once_it_has_been_waiting_for_the_settle_time(monkeypatch):
+    """Airflow 3.3 fails a gate resumed before the scheduler saw its parking process exit: a
+    script's answer waits until the gate has been asking for GATE_SETTLE_S, a late one does not."""
+    from drp_campaign import airflow_client
+    from drp_campaign.airflow_client import GATE_SETTLE_S, AirflowClient
+
+    client = AirflowClient.__new__(AirflowClient)
+    sent, slept = [], []
+    monkeypatch.setattr(airflow_client.time, "sleep", slept.append)
+    client._patch = lambda path, body: sent.append((path, body)) or {}
+    for asked_s_ago, expected_sleep in ((0.5, GATE_SETTLE_S - 0.5), (60, 0.0)):
+        asked = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=asked_s_ago)
+        client._get = lambda path, asked=asked: {"created_at": asked.isoformat()}
+        client.decide("d", "r", "USDF.review_step2c", approve=True)
+        assert slept[-1] == pytest.approx(expected_sleep, abs=0.2)
+    assert sent[-1] == (
+        "/api/v2/dags/d/dagRuns/r/taskInstances/USDF.review_step2c/-1/hitlDetails",
+        {"chosen_options": ["Approve"], "params_input": {}},
+    )
