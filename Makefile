@@ -18,6 +18,7 @@ demo:
 # TEST_WORKERS=0 runs them one after another.
 TEST_WORKERS ?= 2
 test: envs lint
+	@bash scripts/system-packages.sh
 	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
 
 test-fast: envs lint
@@ -46,7 +47,7 @@ clean: stop
 # DRP_WORK_DIR / DRP_RUCIO_PORT / DRP_RUCIO_DB to keep them off a running demo.
 BENCH_FILES ?= 10000
 BENCH_SINGLE ?= 300
-.PHONY: bench-registration bench-ingest bench-poll bench-campaign bench-overlap
+.PHONY: bench-registration bench-ingest bench-poll bench-campaign bench-overlap bench-view
 # Where a campaign's time goes (one step group per-call vs warm; the 3x3 in Airflow; the same by a
 # plain script): ~8 min.
 bench-campaign: envs
@@ -73,3 +74,9 @@ bench-overlap: envs
 	@bash scripts/rucio-server.sh start
 	@bash scripts/airflow-services.sh start
 	@bash scripts/with-env.sh python benchmarks/overlap_cost.py $(CAMPAIGN) $(RUN_ID)
+
+# How fast the campaign view answers: DR1-shaped run records (up to 60,000 task instances) read,
+# built and rendered, ~1 min; with VIEW_ARGS="--base-url URL --run-id RUN" also the real pages of a
+# run in a running Airflow (benchmarks/view_latency.py).
+bench-view: envs
+	@bash scripts/with-env.sh python benchmarks/view_latency.py $(VIEW_ARGS)

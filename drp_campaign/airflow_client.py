@@ -77,8 +77,8 @@ def default_password(username: str = DEFAULT_USER) -> str:
     """The local password of USERNAME (admin, operator, viewer: scripts/env.sh sets the users and roles)."""
     if not password_file().is_file():
         raise AirflowApiError(
-            f"no password for Airflow user {username!r}: {password_file()} does not exist (it is the local "
-            "simple auth manager's; elsewhere give the user's own password)"
+            f"no password for Airflow user {username!r}: {password_file()} (the local simple auth manager's "
+            "password file) does not exist"
         )
     passwords = json.loads(password_file().read_text())
     if username not in passwords:

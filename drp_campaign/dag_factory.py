@@ -33,6 +33,7 @@ from drp_campaign.operators.archive import (
     ReleaseSiteCopiesOperator,
 )
 from drp_campaign.operators.hops import IngestHopOperator, RegisterHopOperator, ReplicateHopOperator, VerifyHopOperator
+from drp_campaign.operators.nightly import NightlySummaryOperator
 from drp_campaign.operators.report import CampaignReportOperator
 from drp_campaign.operators.review import GATES_PARAM, ReviewGateOperator
 from drp_campaign.operators.site_qa import SiteQaOperator
@@ -40,7 +41,7 @@ from drp_campaign.operators.software import CheckSoftwareOperator
 from drp_campaign.operators.steps import CheckInputsOperator, PipelineStepOperator
 from drp_campaign.sensors.hops import HopReplicationSensor
 
-from .alerts import CampaignAlert
+from .alerts import CampaignAlert, run_deadline
 from .config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
 from .graph import CampaignGraph, Stage, build_graph
 from .hops import hop_ends
@@ -55,27 +56,44 @@ FILE_BUDGET_S = 10.0
 
 
 def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
+    """The trigger form: sites picked from the campaign's (all by default), tracts picked from its
+    tracts (none picked: all), dry run, and the review gates on or off. A value outside the
+    campaign's (e.g. a tract it does not have, sent through the API) is refused by Airflow at
+    trigger time, naming the field: nothing starts."""
     sites = campaign.campaign_sites()
+    own_site = {tract: site for site in sites for tract in campaign.site_tracts(site)}
+    tracts = sorted(own_site)
+    facilities = {site: campaign.sites_config.sites[site].facility for site in sites}
     params = {
         "sites": Param(
             sites,
             type="array",
             items={"type": "string", "enum": sites},
+            examples=sites,  # a multi-select of the campaign's sites
+            values_display={
+                site: f"{site} ({facilities[site]}): tracts {', '.join(map(str, campaign.site_tracts(site)))}"
+                for site in sites
+            },
             title="Sites",
-            description="Sites that process this run; the others' tasks are skipped.",
+            description="The sites that process this run (all by default). A site left out skips its tasks, "
+            "and its tracts are not processed in this run.",
         ),
         "tracts": Param(
-            [],
-            type="array",
-            items={"type": "integer"},
+            None,
+            # The form's multi-select sends strings; a script may send numbers. Either, of this campaign only.
+            type=["null", "array"],
+            items={"type": ["integer", "string"], "enum": [*tracts, *map(str, tracts)]},
+            examples=[str(t) for t in tracts],
+            values_display={str(t): f"tract {t} ({own_site[t]})" for t in tracts},
             title="Tracts",
-            description="Process only these tracts (empty: every tract of the campaign).",
+            description="Process only these tracts, each at its own site. Leave empty for every tract of the "
+            "campaign (the default).",
         ),
         "dry_run": Param(
             False,
             type="boolean",
             title="Dry run",
-            description="Build each step's quantum graph and report its size; execute nothing.",
+            description="Build each step's quantum graph and report its size; execute, move and write nothing.",
         ),
     }
     if campaign.review_gates:
@@ -105,6 +123,11 @@ class _Renderer:
         self.check_inputs = {}
         self.check_software = {}
         self.gates: dict[str, ReviewGateOperator] = {}
+        # Each site's latest task in data-path order: a task whose only upstream is outside the
+        # site's group (a fan-out after the global step, the release after tape) also follows it,
+        # a redundant edge that makes the grid (topological order within a group) list the site's
+        # tasks as the data flows, not those first.
+        self.latest: dict[str, object] = {}
 
     def _tooltip(self, site: str) -> str:
         cfg = self.campaign.sites_config.sites[site]
@@ -151,6 +174,7 @@ class _Renderer:
                     task_id="check_inputs", site=site, queue=self._queue(site), **self.common
                 )
             self.check_software[site] >> self.check_inputs[site]
+            self.latest[site] = self.check_inputs[site]
         for stage in self.graph.stages.values():
             if stage.is_site_step:
                 self._site_step(stage)
@@ -212,6 +236,7 @@ class _Renderer:
             elif upstream:
                 upstream >> task
             self.done[(stage.name, site)] = [task]
+            self.latest[site] = task
 
     def _global_step(self, stage: Stage) -> None:
         with self.groups[stage.site]:
@@ -266,10 +291,14 @@ class _Renderer:
                 verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
                 register >> replicate >> wait >> ingest >> verify
             self.after_at_site(stage.after, site) >> register
+            if stage.scope != "place" and all(self.graph.stages[a].is_global_step for a in stage.after):
+                self.latest[site] >> register
             if stage.scope == "place":  # nothing is placed at a site whose software is wrong, and
                 self.check_software[site] >> register  # nothing runs there before its inputs are verified
                 verify >> self.check_inputs[site]
             self.done[(stage.name, site)] = [verify]
+            if stage.scope != "place":
+                self.latest[site] = verify
         if self.hub in self.sites:  # the hub already holds its own data: nothing to move
             self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
 
@@ -278,6 +307,7 @@ class _Renderer:
             task_id="wait",
             rule_id=replicate.output,
             stuck_after_s=self.campaign.hops[stage.name].stuck_after_minutes * 60,
+            expected_s=self.campaign.hops[stage.name].expected_minutes * 60,
             queue=self._queue(dest),
         )
 
@@ -303,6 +333,7 @@ class _Renderer:
                     task_id=f"wait_{idac}",
                     rule_id=copy.output,
                     stuck_after_s=hop.stuck_after_minutes * 60,
+                    expected_s=hop.expected_minutes * 60,
                     queue=self._queue(self.hub),
                 )
                 at_idac = ConfirmIdacOperator(task_id=f"confirm_{idac}", idac=idac, **hub_args)
@@ -317,6 +348,7 @@ class _Renderer:
                         task_id="release_site_copies", hop=stage.name, site=site, queue=self._queue(site), **self.common
                     )
                 confirm >> release
+                self.latest[site] >> release
                 done.append(release)
         self.done[(stage.name, None)] = done
 
@@ -331,6 +363,7 @@ def build_dag(campaign: CampaignConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         params=campaign_params(campaign),
+        deadline=run_deadline(campaign),  # on-call hears of a run not finished in deadline_hours
         tags=["drp", "multisite", campaign.name],
         default_args={
             "retries": campaign.retries,
@@ -345,7 +378,24 @@ def build_dag(campaign: CampaignConfig) -> DAG:
     ) as dag:
         common = {"campaign_file": str(campaign.file), "sites_file": str(campaign.sites_config.file)}
         _Renderer(graph, common).render()
+        if campaign.schedule:
+            _nightly_summary(dag, campaign, common)
     return dag
+
+
+def _nightly_summary(dag: DAG, campaign: CampaignConfig, common: dict) -> None:
+    """A scheduled campaign's last task: after every other task has ended, however it ended, the
+    night's summary (operators/nightly.py); it fails when the night failed, so the run does too."""
+    everything = list(dag.tasks)
+    summary = NightlySummaryOperator(
+        task_id="nightly_summary",
+        site=campaign.hub(),
+        queue=campaign.sites_config.sites[campaign.hub()].airflow_queue,
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=0,
+        **common,
+    )
+    everything >> summary
 
 
 class CampaignFileTimeout(Exception):

@@ -294,6 +294,11 @@ class Classification:
         """
         return not self.review and bool(self.transient) and self.retries_left(attempts_so_far) > 0
 
+    def failing_class(self) -> str:
+        """The class that fails the task when the verdict is 'fail': review if any quantum needs it,
+        else transient (retries used up)."""
+        return "review" if self.review or not self.transient else "transient"
+
     def verdict(self, attempts_so_far: int) -> str:
         """'retry', 'accept' (every failure accepted, or none failed) or 'fail'."""
         if self.retry_allowed(attempts_so_far):

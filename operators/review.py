@@ -7,7 +7,8 @@ Required Actions page or `PATCH .../hitlDetails`), with a body that says what to
 site, what the steps so far did (groups, quanta, failures accepted or not) and the site QA, with
 a link to the campaign view. Approve: the step runs. Reject: the gate fails naming who rejected
 and when, so what follows stops (upstream_failed) and the run ends failed; clearing the gate asks
-again. Who decided, what and when goes into the ledger, the report and the view.
+again. Who decided, what and when goes into the ledger, the report and the view. When a gate
+starts waiting, on-call is told (alerts.py gate_waiting), with the link to answer it.
 
 The trigger form's `review_gates` Param turns the gates off for one run (the nightly), and a dry
 run passes them: there is nothing to look at.
@@ -19,6 +20,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
+
+from drp_campaign.alerts import GateWaitingAlert
 
 from .base import CampaignOperator
 
@@ -34,7 +37,8 @@ class ReviewGateOperator(CampaignOperator, ApprovalOperator):
     ui_color = "#fde7c4"
 
     def __init__(self, *, step: str, **kwargs):
-        super().__init__(subject=f"Review before {step}", body=None, **kwargs)
+        # The notifier tells on-call the gate waits (once per try), with its Required Actions link.
+        super().__init__(subject=f"Review before {step}", body=None, notifiers=[GateWaitingAlert()], **kwargs)
         self.step = step
 
     def execute(self, context) -> Any:

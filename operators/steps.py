@@ -30,7 +30,12 @@ class StepFailed(AirflowFailException):
 
     Not retried by Airflow on its own (a rerun of the same definition would fail the same way);
     transient failures were already restarted by the operator, as the failure rules allow.
+    `failure_class` is the class that failed it (failures.py), for the alert (alerts.py).
     """
+
+    def __init__(self, message: str, failure_class: str = "review"):
+        super().__init__(message)
+        self.failure_class = failure_class
 
 
 class StepRefused(AirflowFailException):
@@ -268,7 +273,7 @@ class PipelineStepOperator(CampaignOperator):
         if verdict == "fail":
             message = self._failure_message(result, classification)
             self.log.error("%s", message)  # in the task log as text, not only in the exception's detail
-            raise StepFailed(message)
+            raise StepFailed(message, classification.failing_class())
         return {
             "output_run": result["output_run"],
             "output_runs": result["output_runs"],

@@ -1,8 +1,8 @@
-"""The campaign view in Airflow's UI: each run's steps per site and its ledger per hop.
+"""The campaign view in Airflow's UI: each run's live site x step matrix, and its ledger.
 
 An Airflow 3 plugin: a small FastAPI app (`campaign_view_app.py`, behind Airflow's own auth)
 served by the api-server under /drp, linked from the Browse menu and from every DAG run
-("Campaign ledger").
+("Campaign status").
 
 Every process that loads plugins imports this module, every task process included (for macros),
 but only the api-server serves the app: the app, with what it needs from Airflow's API server
@@ -35,8 +35,8 @@ class DrpCampaignPlugin(AirflowPlugin):
             "url_route": "drp-campaigns",
         },
         {
-            "name": "Campaign ledger",
-            "href": "/drp/run?run_id={RUN_ID}",
+            "name": "Campaign status",
+            "href": "/drp/run?run_id={RUN_ID}&dag_id={DAG_ID}",
             "destination": "dag_run",
             "url_route": "drp-campaign-run",
         },

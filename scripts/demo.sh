@@ -9,6 +9,11 @@ echo "== 1/4 checking the campaign file"
 drp-campaign validate "$CAMPAIGN"
 echo "== 2/4 seeding the Butler repos (the hub holds every input; the other sites get theirs placed by the campaign)"
 drp-campaign seed "$CAMPAIGN"
+# Every other campaign's sites too, so a scheduled one (the nightly: UKDF_LANCS) finds its repos
+# once unpaused (`airflow dags unpause campaign_nightly`; scheduled campaigns start paused).
+for other in configs/campaigns/*.yaml; do
+  [ "$(realpath "$other")" = "$(realpath "$CAMPAIGN")" ] || drp-campaign seed "$other"
+done
 echo "== 3/4 starting Rucio (server + daemons) and Airflow (scheduler, dag-processor, triggerer, api-server)"
 bash scripts/rucio-server.sh start
 bash scripts/airflow-services.sh start

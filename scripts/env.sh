@@ -31,6 +31,8 @@ export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__BASE_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT/execution/"
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+# The grid lists each site's tasks in data-path order (place, check, step1, ..., release), not A-Z.
+export AIRFLOW__API__GRID_VIEW_SORTING_ORDER=topological
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=600
 export PATH="$DRP_CONTROLLER_PREFIX/bin:$PATH"
 export DRP_IDDS_PREFIX="${DRP_IDDS_PREFIX:-$ROOT/.venvs/idds}"

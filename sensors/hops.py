@@ -7,8 +7,10 @@ import time
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
+from drp_campaign.alerts import TransferWatch
 from drp_campaign.hooks.transfer import TransferHook
 from drp_campaign.transfer import service_kind
+from drp_campaign.transfer.base import STUCK_STATES
 from drp_campaign.triggers.rule_state import RuleStateTrigger
 
 # Long enough for the scheduler to see the deferring worker exit, even on a loaded machine.
@@ -20,7 +22,11 @@ INLINE_POLL_S = 0.5
 
 
 class HopReplicationSensor(BaseSensorOperator):
-    """Wait for a rule (id from the replicate task's XCom) to reach OK; fail naming stuck files."""
+    """Wait for a rule (id from the replicate task's XCom) to reach OK; fail naming stuck files.
+
+    While it waits, on-call hears once of a rule STUCK that is given time to recover, and of a
+    wait longer than `expected_s` (alerts.TransferWatch; the trigger goes on with the same watch).
+    """
 
     template_fields = ("rule_id",)
     ui_color = "#fef7e0"
@@ -31,6 +37,7 @@ class HopReplicationSensor(BaseSensorOperator):
         rule_id: str,
         poll_interval_s: float = 2.0,
         stuck_after_s: float = 0.0,
+        expected_s: float = 0.0,
         inline_wait_s: float = INLINE_WAIT_S,
         **kwargs,
     ):
@@ -38,6 +45,7 @@ class HopReplicationSensor(BaseSensorOperator):
         self.rule_id = rule_id
         self.poll_interval_s = poll_interval_s
         self.stuck_after_s = stuck_after_s
+        self.expected_s = expected_s
         self.inline_wait_s = inline_wait_s
 
     def execute(self, context) -> dict | None:
@@ -46,11 +54,14 @@ class HopReplicationSensor(BaseSensorOperator):
         # before the scheduler has drained the deferring worker's exit event, the resumed task is
         # failed as "state changed externally". Hence, too, the trigger's first poll waits a little.
         service = TransferHook().get_service()
+        watch = TransferWatch(self.stuck_after_s, self.expected_s)
         deadline = time.monotonic() + self.inline_wait_s
         while True:
             status = service.rule_status(self.rule_id)
-            if status.state == "OK" or (status.state in ("STUCK", "SUSPENDED") and self.stuck_after_s <= 0):
+            if status.state == "OK" or (status.state in STUCK_STATES and self.stuck_after_s <= 0):
                 return self.execute_complete(context, status.to_dict())
+            for kind in watch.due(status):
+                watch.alert(kind, context["ti"], status)
             if time.monotonic() >= deadline:
                 break
             time.sleep(INLINE_POLL_S)
@@ -68,6 +79,8 @@ class HopReplicationSensor(BaseSensorOperator):
                 poll_interval_s=self.poll_interval_s,
                 stuck_after_s=self.stuck_after_s,
                 first_poll_delay_s=FIRST_POLL_DELAY_S,
+                expected_s=self.expected_s,
+                waiting_since=watch.since,
             ),
             method_name="execute_complete",
         )

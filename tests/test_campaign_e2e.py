@@ -25,14 +25,16 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 import sqlalchemy as sa
 import yaml
+from browser import Browser
 from conftest import E2E_ENV
 
-from drp_campaign import bps, graph
+from drp_campaign import bps, graph, nightly
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
@@ -131,6 +133,20 @@ def states_by_task(client, run_id):
     return states
 
 
+def ends(client, run_id, expected: str, timeout_s: float = 1800, dag_id: str = DAG_ID) -> None:
+    """Follow the run to its end; if it ends otherwise than EXPECTED, fail naming the tasks that
+    failed and the last lines of their logs (CI keeps nothing else)."""
+    state = client.follow(dag_id, run_id, timeout_s=timeout_s, on_progress=None)
+    if state == expected:
+        return
+    lines = [f"run {run_id} ended {state}, expected {expected}"]
+    for t in client.task_states(dag_id, run_id):
+        if t.state == "failed":
+            tail = client.task_log(dag_id, run_id, t.task_id, t.map_index).splitlines()[-40:]
+            lines += [f"--- {t.task_id}[{t.map_index}] failed; log tail:", *tail]
+    pytest.fail("\n".join(lines))
+
+
 FRDF_QUANTUM_FAULT = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAssociation", "where": "tract = 2"}
 UKDF_RAL_TRANSIENT = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
 
@@ -146,7 +162,7 @@ def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean
     faults_file().write_text(yaml.safe_dump([FRDF_QUANTUM_FAULT, UKDF_RAL_TRANSIENT]))
     try:
         run_id = client.trigger(DAG_ID)
-        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
+        ends(client, run_id, "failed", timeout_s=1800)
     finally:
         faults_file().unlink()
     key = graph.run_key(run_id)
@@ -154,7 +170,7 @@ def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean
 
     client.clear_failed(DAG_ID, run_id)
     approve_when_asked(client, run_id, "USDF.review_step2c")
-    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+    ends(client, run_id, "success", timeout_s=1800)
     assert_the_retry_rescued_only_what_failed(campaign, key)
     assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env)
 
@@ -476,7 +492,7 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
     tasks += [f"USDF.archive_products.{t}" for t in ("register", "replicate", "wait", "confirm_tape")]
     tasks += ["FRDF.release_site_copies", "campaign_report"]
     assert set(client.clear_tasks(DAG_ID, run_id, tasks)) == set(tasks)
-    assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "success"
+    ends(client, run_id, "success", timeout_s=900)
     assert _hop_state(campaign, key) == before
     states = states_by_task(client, run_id)
     # The calibration FRDF was sent and has since released is not delivered again.
@@ -484,6 +500,26 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
         "skipped"
     ]
     assert all(states[t] == ["success"] for t in tasks if "distribute_step2c" not in t), states
+
+
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium = Browser(tmp_path_factory.mktemp("chromium"))
+    yield chromium
+    chromium.close()
+
+
+def look(browser, client, path: str, expect: list[str], png: str) -> str:
+    """Open a campaign view page in Chromium logged in as the viewer, wait for EXPECT on it, and
+    save its screenshot for the docs (docs/screenshots); returns the page's text."""
+    token = AirflowClient(username="viewer").session.headers["Authorization"].removeprefix("Bearer ")
+    browser.login(client.base_url, token)
+    text = browser.open(client.base_url + path, expect)
+    browser.screenshot(SCREENSHOTS / png)
+    return text
 
 
 def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):
@@ -508,7 +544,7 @@ def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> b
 
 
 def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(
-    client, campaign, airflow_env
+    client, campaign, airflow_env, browser
 ):
     faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:90"}]))
     try:
@@ -521,6 +557,16 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
         faults_file().unlink()
     key = graph.run_key(run_id)
     run_dirs = [bps.run_dir(campaign, key, "FRDF", "step1", group) for group in ("g000", "g001")]
+    # What on-call sees meanwhile: both groups waiting on their BPS runs, the page refreshing itself.
+    status = client._get("/drp/api/status", run_id=run_id)
+    assert status["state"] == "running" and status["sites"][1]["cells"]["step1"]["counts"] == {"deferred": 2}
+    look(
+        browser,
+        client,
+        f"/drp/run?run_id={key}",
+        ["Sites and steps", "deferred", "refreshes every"],
+        "view-running.png",
+    )
 
     # Mark g001 failed in the UI while its wait runs in the triggerer: the trigger's on_kill cancels
     # its BPS run for real. (In the second or two between deferral and the triggerer starting the
@@ -541,7 +587,7 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
         ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
     )
 
-    assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"  # g001 was marked failed
+    ends(client, run_id, "failed", timeout_s=900)  # g001 was marked failed
     states = states_by_task(client, run_id)
     assert sorted(states["FRDF.step1"]) == ["failed", "success"]
     attempts = bps.read_record(run_dirs[0])["attempts"]
@@ -552,7 +598,7 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
 
 def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, campaign):
     run_id = client.trigger(DAG_ID, {"sites": ["USDF", "FRDF"], "tracts": [0, 2], "dry_run": True})
-    assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "success"
+    ends(client, run_id, "success", timeout_s=1800)
     key = graph.run_key(run_id)
     states = states_by_task(client, run_id)
 
@@ -588,7 +634,7 @@ def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differ
     faults_file().write_text(yaml.safe_dump([RAL_OTHER_CONFIG]))
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [2], "review_gates": False})
-        assert client.follow(DAG_ID, run_id, timeout_s=1800, on_progress=None) == "failed"
+        ends(client, run_id, "failed", timeout_s=1800)
     finally:
         faults_file().unlink()
     key = graph.run_key(run_id)
@@ -638,7 +684,7 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
     )
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["UKDF_RAL"], "tracts": [4]})
-        assert client.follow(DAG_ID, run_id, timeout_s=900, on_progress=None) == "failed"
+        ends(client, run_id, "failed", timeout_s=900)
     finally:  # put the calibration back as it was
         _hub_script(
             campaign,
@@ -668,15 +714,49 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
     assert "bias detector=1: nothing certified" in alert["error"]
 
 
-def test_the_api_server_serves_the_campaign_view(client):
-    """Runs after the full campaign above: its run's page shows the balanced ledger per hop, to a
-    viewer (and to no one anonymous)."""
-    params = {"run_id": _finished_full_run()}
-    page = AirflowClient(username="viewer").session.get(f"{client.base_url}/drp/run", params=params, timeout=30)
-    assert page.status_code == 200 and "Ledger balanced" in page.text and "gather_for_step2c" in page.text
-    assert requests.get(f"{client.base_url}/drp/run", params=params, timeout=30).status_code == 401
-    plugins = client._get("/api/v2/plugins")["plugins"]
-    assert any(p["name"] == "drp_campaign" for p in plugins)
+def test_the_campaign_view_shows_the_finished_and_a_failed_run_live_and_the_grid_follows_the_data_path(client, browser):
+    """Runs after the campaigns above. The finished 3x3's live matrix (Airflow's task states, the
+    ledger, Rucio's rule states asked now) to a viewer and to no one anonymous; the failed run of
+    a slice; the runs list; all seen in Chromium and saved for docs/. The grid lists each site's
+    tasks in data-path order."""
+    key = _finished_full_run()
+    viewer = AirflowClient(username="viewer")
+    status = viewer._get("/drp/api/status", run_id=key)
+    assert (status["state"], status["ledger_balanced"], status["site_qa"]) == ("success", True, "pass")
+    assert [s["site"] for s in status["sites"]] == ["USDF", "FRDF", "UKDF_RAL"]
+    assert {c["state"] for s in status["sites"] for c in s["cells"].values()} <= {"success", "skipped"}
+    frdf = status["sites"][1]
+    assert frdf["cells"]["step1"]["quanta"]["succeeded"] == frdf["cells"]["step1"]["quanta"]["total"] > 0
+    assert frdf["storage"]["bytes"] > 0 and frdf["elapsed_s"] > 0 and frdf["eta_s"] == 0
+    rules = [r for s in status["sites"] for c in s["cells"].values() for r in c.get("hop", {}).get("rules", [])]
+    assert rules and all(r["live"] for r in rules), "rule states are Rucio's now, not the ledger's snapshot"
+    assert requests.get(f"{client.base_url}/drp/run", params={"run_id": key}, timeout=30).status_code == 401
+    assert any(p["name"] == "drp_campaign" for p in client._get("/api/v2/plugins")["plugins"])
+    look(
+        browser,
+        client,
+        f"/drp/run?run_id={key}",
+        ["Sites and steps", "Ledger balanced", "QA PASS"],
+        "view-finished.png",
+    )
+
+    runs = viewer.session.get(f"{client.base_url}/drp/api/runs", timeout=30).json()
+    failed = next(r for r in runs if r["dag_id"] == DAG_ID and r["state"] == "failed")
+    page = look(
+        browser,
+        client,
+        f"/drp/run?run_id={quote(failed['run_key'] or failed['run_id'])}&dag_id={DAG_ID}",
+        ["Sites and steps", "failed"],
+        "view-failed.png",
+    )
+    assert "refreshes every" not in page, "a finished run's page stays still"
+    look(browser, client, "/drp/runs", ["DRP campaign runs", "success", "failed", "balanced"], "view-runs.png")
+
+    [frdf_group] = [n for n in client._get(f"/ui/grid/structure/{DAG_ID}") if n["id"] == "FRDF"]
+    order = [c["id"] for c in frdf_group["children"]]
+    path = ["FRDF.check_software", "FRDF.place_inputs", "FRDF.check_inputs", "FRDF.step1", "FRDF.step5"]
+    assert [order.index(t) for t in path] == sorted(order.index(t) for t in path), order
+    assert order.index("FRDF.release_site_copies") > order.index("FRDF.return_products"), order
 
 
 # What each refusal is checked against: the same call by the operator passes the role check and
@@ -748,3 +828,40 @@ def test_the_campaign_view_needs_a_login_and_airflows_auth_files_are_private(air
         for p in (home, home / "jwt_secret", home / "simple_auth_manager_passwords.json.generated")
     }
     assert modes == {"airflow": 0o700, "jwt_secret": 0o600, "simple_auth_manager_passwords.json.generated": 0o600}
+
+
+def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(client, airflow_env, browser):
+    """The last scenario, alone: nightly.yaml (USDF / FRDF / UKDF_LANCS) unpaused, the scheduler
+    creates tonight's run itself from the cron (catchup off: the latest 03:00), UKDF_LANCS seeded
+    like every campaign site; the run ends with its nightly summary, posted through the alert
+    channels and shown in the campaign view."""
+    nightly_file = CAMPAIGNS_DIR / "nightly.yaml"
+    subprocess.run(
+        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(nightly_file)],
+        check=True,
+        env=airflow_env,
+    )
+    dag_id = load_campaign(nightly_file).dag_id()
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    try:
+        wait_until(
+            "the scheduler's run of the nightly",
+            lambda: client._get(f"/api/v2/dags/{dag_id}/dagRuns", run_type="scheduled")["dag_runs"],
+            timeout_s=120,
+        )
+    finally:
+        client._patch(f"/api/v2/dags/{dag_id}", {"is_paused": True})  # one night is enough
+    [run] = client._get(f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+    assert run["run_type"] == "scheduled" and run["run_id"].startswith("scheduled__") and "T03:00:00" in run["run_id"]
+    ends(client, run["run_id"], "success", dag_id=dag_id)
+
+    key = graph.run_key(run["run_id"])
+    summary = json.loads(nightly.summary_file(key).read_text())
+    assert summary["verdict"] == "PASS" and list(summary["sites"]) == ["USDF", "FRDF", "UKDF_LANCS"]
+    assert all(s["verdict"] == "PASS" and s["duration_s"] > 0 for s in summary["sites"].values())
+    assert summary["hops"] and all(h["verdict"] == "PASS" for h in summary["hops"].values())
+    posted = [json.loads(line) for line in alerts_file().read_text().splitlines()]
+    [alert] = [a for a in posted if a["kind"] == "nightly_summary" and a["run_id"] == run["run_id"]]
+    assert alert["detail"].startswith(f"Nightly nightly {run['run_id']}: PASS") and alert["summary"] == summary
+    look(browser, client, f"/drp/run?run_id={key}", ["Nightly summary: PASS", "UKDF_LANCS"], "view-nightly.png")

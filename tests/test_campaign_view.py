@@ -71,6 +71,28 @@ def as_user(token: str) -> TestClient:
     return TestClient(app, headers={"Authorization": f"Bearer {token}"})
 
 
+AIRFLOW_RUNS: list[dict] = []  # what the fake Airflow metadata DB holds (see `airflow_db`)
+AIRFLOW_TASKS: dict[str, list] = {}
+
+
+@pytest.fixture(autouse=True)
+def airflow_db(monkeypatch):
+    """The view's reads of Airflow's metadata DB and of Rucio (plugins/airflow_records.py) answered
+    from the lists above: the real reads run in the e2e, against a real Airflow and Rucio."""
+    from drp_campaign.plugins import airflow_records
+
+    AIRFLOW_RUNS.clear()
+    AIRFLOW_TASKS.clear()
+
+    def dag_runs(dag_id=None, run_id=None, limit=200):
+        return [r for r in AIRFLOW_RUNS if dag_id in (None, r["dag_id"]) and run_id in (None, r["run_id"])][:limit]
+
+    monkeypatch.setattr(airflow_records, "dag_runs", dag_runs)
+    monkeypatch.setattr(airflow_records, "task_rows", lambda dag_id, run_id: AIRFLOW_TASKS.get(run_id, []))
+    monkeypatch.setattr(airflow_records, "history", lambda dag_id, run_id: [])
+    monkeypatch.setattr(airflow_records, "live_rule_states", lambda ids: {i: "GONE" for i in ids if i == "rule-abc123"})
+
+
 @pytest.fixture
 def ledger(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -147,14 +169,87 @@ def test_a_run_page_shows_steps_hops_and_the_verdict(ledger, tokens):
     )
 
 
-def test_an_unknown_run_is_a_clear_404(ledger, tokens):
-    answer = as_user(tokens["viewer"]).get("/run", params={"run_id": "nope"})
-    assert answer.status_code == 404 and "no campaign run 'nope'" in answer.text
+def test_an_unknown_run_is_a_clear_404_a_page_for_a_browser_json_for_the_api(ledger, tokens):
+    client = as_user(tokens["viewer"])
+    page = client.get("/run", params={"run_id": "nope"}, headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "no campaign run &#x27;nope&#x27; in the ledger or in Airflow" in page.text and 'href="runs"' in page.text
+    api = client.get("/api/status", params={"run_id": "nope"})
+    assert api.status_code == 404 and "no campaign run 'nope'" in api.json()["detail"]
+
+
+def test_a_live_run_shows_its_site_step_matrix_from_airflows_task_states_merged_with_the_ledger(ledger, tokens):
+    """The run is in flight: FRDF's step2b has a failed group, UKDF_RAL's gather hop waits on a
+    rule that Rucio has since dropped (the ledger still says STUCK), the hub's gate awaits input."""
+    from drp_campaign.live_status import TaskRow
+
+    run_id = "manual__2026-11-25T17:00:00+00:00"
+    AIRFLOW_RUNS.append(
+        {
+            "dag_id": "campaign_test_3x3",
+            "run_id": run_id,
+            "state": "running",
+            "run_type": "manual",
+            "start_date": dt.datetime(2026, 11, 25, 17, tzinfo=dt.UTC),
+            "end_date": None,
+        }
+    )
+    AIRFLOW_TASKS[run_id] = [
+        TaskRow("FRDF.step2b", 0, "failed"),
+        TaskRow("FRDF.step2b", 1, "success"),
+        TaskRow("UKDF_RAL.gather_for_step2c.wait", -1, "deferred"),
+        TaskRow("USDF.review_step2c", -1, "awaiting_input"),
+    ]
+    client = as_user(tokens["viewer"])
+    status = client.get("/api/status", params={"run_id": run_id}).json()
+    sites = {s["site"]: s for s in status["sites"]}
+    assert sites["FRDF"]["cells"]["step2b"]["counts"] == {"failed": 1, "success": 1}
+    assert sites["FRDF"]["cells"]["step2b"]["quanta"] == {"succeeded": 0, "total": 1, "failed": 1}
+    [rule] = sites["UKDF_RAL"]["cells"]["gather_for_step2c"]["hop"]["rules"]
+    assert (rule["rule_id"], rule["state"], rule["live"]) == ("rule-abc123", "GONE", True)
+    assert sites["USDF"]["cells"]["review_step2c"]["state"] == "awaiting_input"
+    page = client.get("/run", params={"run_id": "manual__2026-11-25T17-00-00"}).text
+    assert '<meta http-equiv="refresh" content="15">' in page, "a run in flight refreshes itself"
+    assert 'class="s-failed"' in page and 'class="s-awaiting_input"' in page and "rule GONE" in page
+    assert "/tasks/FRDF.step2b/mapped" in page and "/tasks/group/UKDF_RAL.gather_for_step2c" in page
+    assert "Needs attention" in page and "FRDF.step2b [0]</a> failed" in page, "what to look at first, on top"
+    assert "/tasks/USDF.review_step2c/required_actions" in page
+    AIRFLOW_RUNS[0]["state"] = "failed"
+    assert "http-equiv" not in client.get("/run", params={"run_id": run_id}).text, "a finished run stays still"
+
+
+def test_the_runs_list_gives_each_runs_verdict_and_the_schema_describes_the_api(ledger, tokens, tmp_path, monkeypatch):
+    from drp_campaign.report import report_file
+
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
+    report_file("manual__2026-11-25T17-00-00").parent.mkdir(parents=True)
+    report_file("manual__2026-11-25T17-00-00").write_text('{"ledger_balanced": false, "site_qa": {"verdict": "pass"}}')
+    AIRFLOW_RUNS.append(
+        {
+            "dag_id": "campaign_nightly",
+            "run_id": "scheduled__2026-11-26T02:00:00+00:00",
+            "state": "running",
+            "run_type": "scheduled",
+            "start_date": dt.datetime(2026, 11, 26, 2, tzinfo=dt.UTC),
+            "end_date": None,
+        }
+    )
+    client = as_user(tokens["viewer"])
+    runs = {r["run_id"]: r for r in client.get("/api/runs").json()}
+    ours = runs["manual__2026-11-25T17:00:00+00:00"]
+    assert (ours["state"], ours["ledger_balanced"], ours["site_qa"]) == ("unknown to Airflow", False, "pass")
+    nightly = runs["scheduled__2026-11-26T02:00:00+00:00"]
+    assert (nightly["state"], nightly["run_type"], nightly["run_key"]) == ("running", "scheduled", None)
+    page = client.get("/runs").text
+    assert "UNBALANCED" in page and "scheduled" in page and 'http-equiv="refresh"' in page
+    schema = client.get("/api/openapi.json").json()
+    assert {"/api/status", "/api/runs", "/api/run", "/api/rule"} <= set(schema["paths"])
+    assert "/run" not in schema["paths"], "pages are not API"
 
 
 def test_the_runs_list_links_each_run_and_the_plugin_registers_its_views(ledger, tokens):
     page = as_user(tokens["viewer"]).get("/runs")
-    assert 'href="run?run_id=manual__2026-11-25T17-00-00"' in page.text
+    assert 'href="run?run_id=manual__2026-11-25T17-00-00&amp;dag_id=campaign_test_3x3"' in page.text
     assert {v["destination"] for v in DrpCampaignPlugin.external_views} == {"nav", "dag_run"}
     assert DrpCampaignPlugin.fastapi_apps[0]["url_prefix"] == "/drp"
 
@@ -165,18 +260,27 @@ RUN = {"run_id": "manual__2026-11-25T17-00-00"}
 def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
     """Finding 6 (#12): Airflow mounts plugin apps without auth; this one applies Airflow's own."""
     routes = [r.path for r in view_app.routes]
-    assert sorted(routes) == ["/api/run", "/run", "/runs", "/site_qa.png"], "no docs or schema pages either"
+    assert sorted(routes) == [
+        "/api/openapi.json",
+        "/api/rule",
+        "/api/run",
+        "/api/runs",
+        "/api/status",
+        "/run",
+        "/runs",
+        "/site_qa.png",
+    ], "no docs pages; the schema only behind the login"
     forged = jwt.encode(
         jwt.decode(tokens["viewer"], options={"verify_signature": False}), secrets.token_urlsafe(64), algorithm="HS512"
     )
-    params = {**RUN, "tract": 2}
+    params = {**RUN, "tract": 2, "rule_id": "rule-abc123"}
     for path in routes:
         anonymous = TestClient(app).get(path, params=params)
         assert anonymous.status_code == 401 and "Not authenticated" in anonymous.text, (path, anonymous.text)
         assert as_user(forged).get(path, params=params).status_code == 403, path
         assert as_user("not.a.jwt").get(path, params=params).status_code == 403, path
-        # The run has no site QA plot: found only by a user who may read the run.
-        expected = 404 if path == "/site_qa.png" else 200
+        # The run has no site QA plot, and Airflow no record of it (no live status); Rucio is not up here.
+        expected = {"/site_qa.png": 404, "/api/status": 404, "/api/rule": 502}.get(path, 200)
         assert as_user(tokens["viewer"]).get(path, params=params).status_code == expected, path
     for path in ("/docs", "/openapi.json", "/redoc"):
         assert TestClient(app).get(path).status_code == 404, path

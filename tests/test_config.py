@@ -212,6 +212,13 @@ BAD_INPUTS = [
         lambda ws: f"line {ws.line_of(C, '  USDF: [0, 1]') + 1}, column 3",
         "duplicate key 'USDF'",
     ),
+    bad(
+        "yaml-int-tag-on-text",  # found by the fuzz test: was a bare ValueError
+        whole_text(C, "!!int name: test-3x3\n"),
+        C,
+        "line 1, column 1",
+        "'name' is tagged !!int but is not an integer",
+    ),
     bad("empty-file", whole_text(C, "# nothing here\n"), C, "<root>", "the file is empty"),
     bad(
         "top-level-list",
@@ -857,6 +864,15 @@ BAD_INPUTS = [
         "hops.gather_for_step2c.stuck_after_minutes",
         "must be at most 43200",
     ),
+    bad(
+        "expected-minutes-huge",
+        put(C, "hops.gather_for_step2c.expected_minutes", 1e300),
+        C,
+        "hops.gather_for_step2c.expected_minutes",
+        "must be at most 43200",
+    ),
+    bad("deadline-hours-huge", put(C, "deadline_hours", 1e300), C, "deadline_hours", "must be at most 720"),
+    bad("deadline-hours-zero", put(C, "deadline_hours", 0), C, "deadline_hours", "must be greater than 0, got 0"),
     bad("cores-huge", put(S, "sites.FRDF.cores", 10**15), S, "sites.FRDF.cores", "must be at most 10000000"),
     bad(
         "gb-per-core-huge", put(S, "sites.FRDF.gb_per_core", 1e300), S, "sites.FRDF.gb_per_core", "must be at most 1024"

@@ -58,7 +58,8 @@ def test_the_tape_hop_is_confirmed_before_any_site_copy_is_released(dagbag):
     assert type(dag.get_task("USDF.archive_products.wait")).__name__ == "HopReplicationSensor"
     for site in ("FRDF", "UKDF_RAL"):
         release = dag.get_task(f"{site}.release_site_copies")
-        assert release.upstream_task_ids == {"USDF.archive_products.confirm_tape"}
+        # (and its own return hop, already upstream of the tape: for the grid's order)
+        assert release.upstream_task_ids == {"USDF.archive_products.confirm_tape", f"{site}.return_products.verify"}
         assert release.queue == site.lower()
     assert "USDF.release_site_copies" not in dag.task_dict, "the hub keeps its copies"
     assert dag.get_task("campaign_report").upstream_task_ids == {
@@ -109,7 +110,10 @@ def test_hops_are_register_replicate_wait_ingest_verify(dagbag):
         for hop in ("gather_for_step2c", "distribute_step2c", "return_products"):
             for before, after in zip(chain, chain[1:]):
                 assert f"{site}.{hop}.{before}" in dag.get_task(f"{site}.{hop}.{after}").upstream_task_ids
-        assert dag.get_task(f"{site}.distribute_step2c.register").upstream_task_ids == {"USDF.step2c"}
+        assert dag.get_task(f"{site}.distribute_step2c.register").upstream_task_ids == {
+            "USDF.step2c",
+            f"{site}.gather_for_step2c.verify",  # already upstream of step2c: for the grid's order
+        }
         assert dag.get_task(f"{site}.step2d").upstream_task_ids == {
             f"{site}.check_inputs",
             f"{site}.distribute_step2c.verify",
@@ -129,9 +133,30 @@ def test_the_trigger_form_offers_sites_tracts_and_dry_run(dagbag):
     dag = dagbag.dags["campaign_test_3x3"]
     params = dag.params
     assert params["sites"] == ["USDF", "FRDF", "UKDF_RAL"]
-    assert params["tracts"] == [] and params["dry_run"] is False
+    assert params["tracts"] is None and params["dry_run"] is False, "no tracts picked: every tract"
     assert dag.schedule is None
     assert dagbag.dags["campaign_nightly"].schedule == "0 3 * * *"
+
+
+def test_the_trigger_form_picks_sites_and_tracts_from_the_campaigns_and_refuses_others(dagbag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = dagbag.dags["campaign_test_3x3"].params
+    sites, tracts = params.get_param("sites"), params.get_param("tracts")
+    assert sites.schema["examples"] == ["USDF", "FRDF", "UKDF_RAL"], "a multi-select, not free text"
+    assert sites.schema["values_display"]["FRDF"].startswith("FRDF (CC-IN2P3): tracts ")
+    assert tracts.schema["examples"] == [str(t) for t in range(6)] and tracts.schema["values_display"]["2"] == (
+        "tract 2 (FRDF)"
+    )
+    assert (
+        tracts.resolve(["0", "2"]) == ["0", "2"] and tracts.resolve([0, 2]) == [0, 2] and tracts.resolve(None) is None
+    )
+    for bad in ([99], ["x"]):
+        with pytest.raises(ParamValidationError):
+            tracts.resolve(bad)
+    with pytest.raises(ParamValidationError):
+        sites.resolve(["USDF", "NOWHERE"])
+    assert all(params.get_param(name).description for name in params), "help text on each field"
 
 
 def test_parsing_is_fast_and_touches_no_services(monkeypatch):
@@ -216,3 +241,16 @@ def test_the_time_budget_keeps_an_outer_alarm():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_grid_lists_each_sites_tasks_in_data_path_order(dagbag):
+    """Airflow's grid, sorted topologically (scripts/env.sh), orders a group's tasks by the edges
+    inside the group: a site's fan-out and release follow its own latest task too (#15)."""
+    for dag_id, site in (("campaign_test_3x3", "FRDF"), ("campaign_nightly", "UKDF_LANCS")):
+        group = dagbag.dags[dag_id].task_group_dict[site]
+        order = [node.node_id.removeprefix(f"{site}.") for node in group.topological_sort()]
+        assert order == [
+            "check_software", "place_inputs", "check_inputs", "step1", "step2a", "step2b", "gather_for_step2c",
+            "distribute_step2c", "step2d", "step2e", "step3", "step4", "step5", "return_products",
+            "release_site_copies",
+        ], (dag_id, order)  # fmt: skip

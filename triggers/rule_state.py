@@ -9,13 +9,18 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from drp_campaign.alerts import TransferWatch
 from drp_campaign.transfer import TransferService, transfer_service
+from drp_campaign.transfer.base import STUCK_STATES
 
 
 class RuleStateTrigger(BaseTrigger):
     """Poll a replication rule until it is OK, or STUCK/SUSPENDED for longer than `stuck_after_s`.
 
     Rucio retries stuck transfers itself, so a STUCK rule is given time before the task fails.
+    Meanwhile on-call hears once of the rule STUCK, and of a wait past `expected_s` counted from
+    `waiting_since` (when the sensor began): alerts.TransferWatch, sent from a thread, naming the
+    task the triggerer runs this for (`task_instance`).
     """
 
     def __init__(
@@ -26,8 +31,12 @@ class RuleStateTrigger(BaseTrigger):
         poll_interval_s: float = 2.0,
         stuck_after_s: float = 0.0,
         first_poll_delay_s: float = 0.0,
+        expected_s: float = 0.0,
+        waiting_since: float | None = None,
     ):
         super().__init__()
+        self.expected_s = expected_s
+        self.waiting_since = waiting_since
         self.first_poll_delay_s = first_poll_delay_s
         self.rule_id = rule_id
         self.service_kind = service_kind
@@ -45,6 +54,8 @@ class RuleStateTrigger(BaseTrigger):
                 "poll_interval_s": self.poll_interval_s,
                 "stuck_after_s": self.stuck_after_s,
                 "first_poll_delay_s": self.first_poll_delay_s,
+                "expected_s": self.expected_s,
+                "waiting_since": self.waiting_since,
             },
         )
 
@@ -62,6 +73,7 @@ class RuleStateTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         service = await self._service()
+        watch = TransferWatch(self.stuck_after_s, self.expected_s, since=self.waiting_since or time.time())
         await asyncio.sleep(self.first_poll_delay_s)  # the sensor has just looked (see sensors/hops.py)
         stuck_since: float | None = None
         while True:
@@ -69,12 +81,15 @@ class RuleStateTrigger(BaseTrigger):
             if status.state == "OK":
                 yield TriggerEvent(status.to_dict())
                 return
-            if status.state in ("STUCK", "SUSPENDED"):
+            if status.state in STUCK_STATES:
                 stuck_since = stuck_since or time.monotonic()
                 if time.monotonic() - stuck_since >= self.stuck_after_s:
                     yield TriggerEvent(status.to_dict())
                     return
             else:
                 stuck_since = None
+            for kind in watch.due(status):
+                if self.task_instance is not None:
+                    await asyncio.to_thread(watch.alert, kind, self.task_instance, status)
             self.log.info("rule %s: %s, %d/%d files", self.rule_id, status.state, status.files_ok, status.files_total)
             await asyncio.sleep(self.poll_interval_s)

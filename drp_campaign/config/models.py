@@ -293,8 +293,11 @@ class HopConfig(ConfigModel):
     # of a fan-out, the source hold of a fan-in), after which Rucio may release it.
     activity: ActivityName = "User Subscriptions"
     lifetime_days: float | None = Field(default=None, gt=0, le=MAX_LIFETIME_DAYS)
-    # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails.
+    # How long a STUCK rule may stay stuck (Rucio retries) before the wait fails; on-call hears
+    # when it first is (drp_campaign/alerts.py). 0: the wait fails at once.
     stuck_after_minutes: float = Field(default=0, ge=0, le=MAX_MINUTES)
+    # How long the hop's wait should take at most; a longer wait alerts on-call once. 0: no limit.
+    expected_minutes: float = Field(default=0, ge=0, le=MAX_MINUTES)
     # to_tape only: hops whose site copies are released once this hop's tape copy is confirmed,
     # and how long Rucio waits before deleting them (a release can be taken back until then).
     release_site_copies_of: list[str] = []
@@ -412,6 +415,9 @@ class CampaignDocument(ConfigModel):
     bps: BpsConfig = BpsConfig()
     # A cron expression or preset as Airflow reads it (checked here, not in the dag-processor).
     schedule: str | None = None
+    # A run not finished this many hours after it was queued alerts on-call once (Airflow's
+    # deadline alert, drp_campaign/alerts.py run_deadline). None: no deadline.
+    deadline_hours: float | None = Field(default=None, gt=0, le=MAX_MINUTES / 60)
 
     @field_validator("steps", "hops", mode="before")
     @classmethod

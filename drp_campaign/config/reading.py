@@ -62,7 +62,12 @@ def _construct_bounded_int(loader: Any, node: yaml.ScalarNode) -> int:
         raise yaml.constructor.ConstructorError(
             None, None, f"integer of {len(node.value)} characters is out of range", node.start_mark
         )
-    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except (ValueError, IndexError):  # an explicit `!!int` on text that is not a number (fuzz-found)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{clip(node.value)} is tagged !!int but is not an integer", node.start_mark
+        ) from None
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)

@@ -17,6 +17,8 @@ from typing import Literal
 from ..errors import DrpError
 
 RuleState = Literal["OK", "REPLICATING", "STUCK", "SUSPENDED"]
+# A rule in one of these makes no progress on its own: Rucio may still retry it, for a while.
+STUCK_STATES: tuple[RuleState, ...] = ("STUCK", "SUSPENDED")
 
 
 @dataclass
