@@ -80,3 +80,9 @@ bench-overlap: envs
 # run in a running Airflow (benchmarks/view_latency.py).
 bench-view: envs
 	@bash scripts/with-env.sh python benchmarks/view_latency.py $(VIEW_ARGS)
+
+# The planner (issue #16): its wall time and memory for DR1 and DR2, makespan / lower bound of the
+# fixed shares and of the capacity-aware plan side by side, what-ifs; the PNGs into docs/plan. ~10 s.
+.PHONY: bench-plan
+bench-plan: envs
+	@bash scripts/with-env.sh python benchmarks/planner.py --pictures docs/plan

@@ -20,6 +20,7 @@ from drp_campaign.command import EXIT_OK, Command
 from drp_campaign.config import ConfigError, load_campaign
 from drp_campaign.errors import DrpError
 from drp_campaign.operate_commands import COMMANDS as OPERATE_COMMANDS
+from drp_campaign.planner.command import COMMANDS as PLAN_COMMANDS
 
 EXIT_CONFIG_ERROR = 2
 
@@ -64,9 +65,10 @@ COMMANDS: list[Command] = [
 
 
 def all_commands() -> list[Command]:
-    """This table plus the campaign subcommands (seed, run, ledger, review, inventory) and the run
-    operator's (status, retry, cancel, approve, reject), which live in their own modules."""
-    return [*COMMANDS, *CAMPAIGN_COMMANDS, *OPERATE_COMMANDS]
+    """This table plus the campaign subcommands (seed, run, ledger, review, inventory), the run
+    operator's (status, retry, cancel, approve, reject) and the planner's (plan), which live in
+    their own modules."""
+    return [*COMMANDS, *CAMPAIGN_COMMANDS, *OPERATE_COMMANDS, *PLAN_COMMANDS]
 
 
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:

@@ -78,17 +78,7 @@ def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
             description="The sites that process this run (all by default). A site left out skips its tasks, "
             "and its tracts are not processed in this run.",
         ),
-        "tracts": Param(
-            None,
-            # The form's multi-select sends strings; a script may send numbers. Either, of this campaign only.
-            type=["null", "array"],
-            items={"type": ["integer", "string"], "enum": [*tracts, *map(str, tracts)]},
-            examples=[str(t) for t in tracts],
-            values_display={str(t): f"tract {t} ({own_site[t]})" for t in tracts},
-            title="Tracts",
-            description="Process only these tracts, each at its own site. Leave empty for every tract of the "
-            "campaign (the default).",
-        ),
+        "tracts": _tracts_param(tracts, own_site),
         "dry_run": Param(
             False,
             type="boolean",
@@ -107,6 +97,36 @@ def campaign_params(campaign: CampaignConfig) -> dict[str, Param]:
             ),
         )
     return params
+
+
+# Up to this many tracts the form offers them as a pick list (and Airflow refuses others); a
+# DR-sized campaign's 10,000 would be copied into every task's params (seconds per DAG parse) and
+# make an unusable list: there the field takes tract numbers, and check_inputs names unknown ones.
+PICK_LIST_TRACTS = 200
+
+
+def _tracts_param(tracts: list[int], own_site: dict[int, str]) -> Param:
+    help_text = (
+        "Process only these tracts, each at its own site. Leave empty for every tract of the campaign (the default)."
+    )
+    if len(tracts) > PICK_LIST_TRACTS:
+        return Param(
+            None,
+            type=["null", "array"],
+            items={"type": "integer", "minimum": min(tracts), "maximum": max(tracts)},
+            title="Tracts",
+            description=f"{help_text} Tract numbers, {min(tracts)}-{max(tracts)} ({len(tracts)} in the campaign).",
+        )
+    return Param(
+        None,
+        # The form's multi-select sends strings; a script may send numbers. Either, of this campaign only.
+        type=["null", "array"],
+        items={"type": ["integer", "string"], "enum": [*tracts, *map(str, tracts)]},
+        examples=[str(t) for t in tracts],
+        values_display={str(t): f"tract {t} ({own_site[t]})" for t in tracts},
+        title="Tracts",
+        description=help_text,
+    )
 
 
 class _Renderer:
@@ -292,7 +312,7 @@ class _Renderer:
                 register >> replicate >> wait >> ingest >> verify
             self.after_at_site(stage.after, site) >> register
             if stage.scope != "place" and all(self.graph.stages[a].is_global_step for a in stage.after):
-                self.latest[site] >> register
+                self._follows_latest(site, register)
             if stage.scope == "place":  # nothing is placed at a site whose software is wrong, and
                 self.check_software[site] >> register  # nothing runs there before its inputs are verified
                 verify >> self.check_inputs[site]
@@ -301,6 +321,13 @@ class _Renderer:
                 self.latest[site] = verify
         if self.hub in self.sites:  # the hub already holds its own data: nothing to move
             self.done[(stage.name, self.hub)] = self.after_at_site(stage.after, self.hub)
+
+    def _follows_latest(self, site: str, task) -> None:
+        """TASK also follows the site's latest task (an edge for the grid's order, see `latest`),
+        without taking its skip: a site running only an overlap tract skips its first fan-in but
+        needs the fan-out; so TASK runs unless something upstream failed, once one succeeded."""
+        self.latest[site] >> task
+        task.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
 
     def _wait(self, stage: Stage, replicate, dest: str) -> HopReplicationSensor:
         return HopReplicationSensor(
@@ -348,7 +375,7 @@ class _Renderer:
                         task_id="release_site_copies", hop=stage.name, site=site, queue=self._queue(site), **self.common
                     )
                 confirm >> release
-                self.latest[site] >> release
+                self._follows_latest(site, release)
                 done.append(release)
         self.done[(stage.name, None)] = done
 

@@ -68,7 +68,17 @@ class CampaignOperator(BaseOperator):
         return list(context["params"].get("sites") or self.campaign.campaign_sites())
 
     def selected_tracts(self, context) -> list[int]:
-        return [int(t) for t in (context["params"].get("tracts") or [])]
+        """The trigger form's tracts (none: all). One the campaign does not have fails the task
+        naming it (a small campaign's form refuses it already; a DR-sized one's takes numbers)."""
+        selected = [int(t) for t in (context["params"].get("tracts") or [])]
+        known = {t for tracts in self.campaign.tracts.values() for t in tracts}
+        unknown = sorted(set(selected) - known)
+        if unknown:
+            raise AirflowFailException(
+                f"tracts {', '.join(map(str, unknown[:20]))} are not in campaign {self.campaign.name}: "
+                "trigger again with tracts of its own (or none for all)"
+            )
+        return selected
 
     def is_dry_run(self, context) -> bool:
         return bool(context["params"].get("dry_run"))

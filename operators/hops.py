@@ -320,7 +320,9 @@ class IngestHopOperator(HopOperator):
             raise AirflowException(
                 f"{self.pair()}: {len(rejected)} datasets refused at {self.destination} and not ingested:\n"
                 + "\n".join(f"  {d}: {why}" for d, why in rejected[:20])
-                + "\nThe source copies are untouched: re-run replicate, then this task."
+                + "\nThe source copies are untouched, but Rucio still counts these destination replicas as there, so "
+                "re-running replicate copies nothing: declare them bad (`rucio-admin replica declare-bad`, "
+                "docs/runbook.md 3) so Rucio copies them again, wait for the rule to be OK, then clear this task."
             )
         return {k: result[k] for k in ("ingested", "already_present")}
 

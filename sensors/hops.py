@@ -90,8 +90,9 @@ class HopReplicationSensor(BaseSensorOperator):
             errors = "\n".join(f"  {e}" for e in event.get("errors", [])[:50])
             raise AirflowException(
                 f"rule {event['rule_id']} is {event['state']}: {event['files_ok']}/{event['files_total']} files "
-                f"replicated; failing files:\n{errors}\nFix the source or storage, then clear the replicate task "
-                "and this one: the retry re-evaluates the same rule."
+                f"replicated; failing files:\n{errors}\nFix the source or storage and have Rucio retry the stuck "
+                "transfers (`rucio rule update --boost-rule` or a Rucio admin; docs/runbook.md 3), then clear this "
+                "task: it waits on the same rule again."
             )
         self.log.info("rule %s OK: %d files, %d B", event["rule_id"], event["files_total"], event["bytes_ok"])
         return {k: event[k] for k in ("rule_id", "files_total", "bytes_ok")}

@@ -843,25 +843,26 @@ def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(
     )
     dag_id = load_campaign(nightly_file).dag_id()
     client.wait_for_dag(dag_id)
-    client.unpause(dag_id)
-    try:
-        wait_until(
-            "the scheduler's run of the nightly",
-            lambda: client._get(f"/api/v2/dags/{dag_id}/dagRuns", run_type="scheduled")["dag_runs"],
-            timeout_s=120,
-        )
-    finally:
-        client._patch(f"/api/v2/dags/{dag_id}", {"is_paused": True})  # one night is enough
+    client.unpause(dag_id)  # (pausing it again would hold tonight's run too: the next is tomorrow 03:00)
+    wait_until(
+        "the scheduler's run of the nightly",
+        lambda: client._get(f"/api/v2/dags/{dag_id}/dagRuns", run_type="scheduled")["dag_runs"],
+        timeout_s=120,
+    )
     [run] = client._get(f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
-    assert run["run_type"] == "scheduled" and run["run_id"].startswith("scheduled__") and "T03:00:00" in run["run_id"]
-    ends(client, run["run_id"], "success", dag_id=dag_id)
+    assert (
+        run["run_type"] == "scheduled"
+        and run["dag_run_id"].startswith("scheduled__")
+        and "T03:00:00" in run["dag_run_id"]
+    )
+    ends(client, run["dag_run_id"], "success", dag_id=dag_id)
 
-    key = graph.run_key(run["run_id"])
+    key = graph.run_key(run["dag_run_id"])
     summary = json.loads(nightly.summary_file(key).read_text())
     assert summary["verdict"] == "PASS" and list(summary["sites"]) == ["USDF", "FRDF", "UKDF_LANCS"]
     assert all(s["verdict"] == "PASS" and s["duration_s"] > 0 for s in summary["sites"].values())
     assert summary["hops"] and all(h["verdict"] == "PASS" for h in summary["hops"].values())
     posted = [json.loads(line) for line in alerts_file().read_text().splitlines()]
-    [alert] = [a for a in posted if a["kind"] == "nightly_summary" and a["run_id"] == run["run_id"]]
-    assert alert["detail"].startswith(f"Nightly nightly {run['run_id']}: PASS") and alert["summary"] == summary
+    [alert] = [a for a in posted if a["kind"] == "nightly_summary" and a["run_id"] == run["dag_run_id"]]
+    assert alert["detail"].startswith(f"Nightly nightly {run['dag_run_id']}: PASS") and alert["summary"] == summary
     look(browser, client, f"/drp/run?run_id={key}", ["Nightly summary: PASS", "UKDF_LANCS"], "view-nightly.png")

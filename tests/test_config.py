@@ -390,6 +390,15 @@ BAD_INPUTS = [
         "tract 1 is assigned to two sites, USDF and FRDF",
     ),
     bad("tracts-per-group-zero", put(C, "tracts_per_group", 0), C, "tracts_per_group", "must be at least 1, got 0"),
+    # a DR-sized site at one tract per group: Airflow would refuse to map its groups at run time (#16)
+    bad(
+        "groups-over-max-map-length",
+        put(C, "tracts.USDF", [0, 1, *range(100, 1123)]),
+        C,
+        "tracts_per_group",
+        "USDF would map 1026 groups in each step (1025 tracts, 1 per group, + 1 overlap tracts), more than "
+        "Airflow's max_map_length 1024 ($AIRFLOW__CORE__MAX_MAP_LENGTH) by 2; set tracts_per_group to at least 2",
+    ),
     bad("retries-negative", put(C, "retries", -1), C, "retries", "must be at least 0, got -1"),
     # steps and hops
     bad("step-unknown-site", put(C, "steps.step2c.site", "CHDF"), C, "steps.step2c.site", "unknown site 'CHDF'"),
@@ -1053,6 +1062,22 @@ def test_global_step_without_site_defaults_to_hub(workspace: Workspace) -> None:
     workspace.write()
     campaign = load_campaign(workspace.path(C), workspace.path(S))
     assert campaign.steps["step2c"].site == "USDF"
+
+
+def test_max_map_length_follows_airflows_setting(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The groups a step maps at a site are counted against the deployment's max_map_length."""
+    workspace.write()
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "2")
+    with pytest.raises(ConfigError, match="USDF would map 3 groups .* by 1; set tracts_per_group to at least 2"):
+        load_campaign(workspace.path(C), workspace.path(S))
+    workspace.docs[C]["tracts_per_group"] = 2
+    workspace.write()
+    assert load_campaign(workspace.path(C), workspace.path(S)).tracts_per_group == 2
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "4096")
+    workspace.docs[C]["tracts_per_group"] = 1
+    workspace.docs[C]["tracts"]["USDF"] = [0, 1, *range(100, 1123)]
+    workspace.write()
+    assert len(load_campaign(workspace.path(C), workspace.path(S)).tracts["USDF"]) == 1025
 
 
 def test_config_error_format_and_pickling() -> None:

@@ -114,6 +114,8 @@ def test_hops_are_register_replicate_wait_ingest_verify(dagbag):
             "USDF.step2c",
             f"{site}.gather_for_step2c.verify",  # already upstream of step2c: for the grid's order
         }
+        # ... whose skip (a site with only an overlap tract sends nothing for step2c) it does not take
+        assert dag.get_task(f"{site}.distribute_step2c.register").trigger_rule == "none_failed_min_one_success"
         assert dag.get_task(f"{site}.step2d").upstream_task_ids == {
             f"{site}.check_inputs",
             f"{site}.distribute_step2c.verify",
@@ -254,3 +256,22 @@ def test_the_grid_lists_each_sites_tasks_in_data_path_order(dagbag):
             "distribute_step2c", "step2d", "step2e", "step3", "step4", "step5", "return_products",
             "release_site_copies",
         ], (dag_id, order)  # fmt: skip
+
+
+def test_a_dr_sized_campaign_takes_tract_numbers_and_a_task_names_a_tract_the_campaign_lacks():
+    """Beyond PICK_LIST_TRACTS the form takes numbers (a 10,000-entry pick list would be copied into
+    every task's params); a tract the campaign does not have then fails the first task naming it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from drp_campaign.dag_factory import PICK_LIST_TRACTS, _tracts_param
+    from drp_campaign.operators.steps import CheckInputsOperator
+
+    many = list(range(PICK_LIST_TRACTS + 1))
+    param = _tracts_param(many, dict.fromkeys(many, "FRDF"))
+    assert "enum" not in param.schema["items"] and param.resolve([0, PICK_LIST_TRACTS]) == [0, PICK_LIST_TRACTS]
+    assert "0-200 (201 in the campaign)" in param.description
+    campaign = PROJECT_ROOT / "configs" / "campaigns" / "test-3x3.yaml"
+    task = CheckInputsOperator(task_id="check_inputs", site="FRDF", campaign_file=str(campaign))
+    assert task.selected_tracts({"params": {"tracts": ["2", 3]}}) == [2, 3]
+    with pytest.raises(AirflowFailException, match="tracts 7, 99 are not in campaign test-3x3"):
+        task.selected_tracts({"params": {"tracts": [2, 99, 7]}})

@@ -8,6 +8,7 @@ a `ConfigError` for the first problem found.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from .errors import ConfigError, clip, name_list
@@ -15,6 +16,17 @@ from .models import BpsRequest, CampaignDocument, PipelineSpec, SitesConfig
 from .names import IDENTIFIER, IN_GRAPHS, IN_TASK_IDS, NODE_NAME
 
 WORK_SHARE_TOLERANCE = 1e-6
+# Airflow's [core] max_map_length: a mapped task given more entries fails when it expands, at run
+# time. Each step at a site maps over the site's groups, so a campaign must keep within it.
+DEFAULT_MAX_MAP_LENGTH = 1024
+MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
+
+
+def max_map_length() -> int:
+    """Airflow's max_map_length as this deployment sets it ($AIRFLOW__CORE__MAX_MAP_LENGTH, as
+    scripts/env.sh and docker-compose.yml set Airflow's options), else Airflow's default."""
+    value = os.environ.get(MAX_MAP_LENGTH_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_MAP_LENGTH
 
 
 def check_sites(sites: SitesConfig) -> None:
@@ -165,6 +177,7 @@ def check_campaign(doc: CampaignDocument, file: Path, pipeline: PipelineSpec, si
     _check_hop_dataset_types(doc, file, pipeline)
     _check_archive_hops(doc, file, sites)
     _check_overlap(doc, file)
+    _check_group_counts(doc, file)
     _check_compare(doc, file, pipeline)
     _check_bps_requests(doc, file, sites, pipeline)
     steps = list(doc.steps)
@@ -563,6 +576,37 @@ def _check_overlap(doc: CampaignDocument, file: Path) -> None:
             "qa.compare",
             "overlap tracts are processed twice but nothing is compared; "
             "name the dataset types to compare, e.g. object_table: {}",
+        )
+
+
+def groups_at(doc: CampaignDocument, site: str) -> int:
+    """How many groups each step maps over at SITE: its tracts in groups of tracts_per_group, and
+    one group per overlap tract it processes (graph.plan_groups makes them so)."""
+    own = len(doc.tracts.get(site, []))
+    overlap = sum(1 for second in doc.qa.overlap.values() if second == site)
+    return math.ceil(own / doc.tracts_per_group) + overlap
+
+
+def _check_group_counts(doc: CampaignDocument, file: Path) -> None:
+    """Refused now what Airflow would refuse at run time: a step mapping more groups than
+    max_map_length at a site."""
+    limit = max_map_length()
+    for site, tracts in doc.tracts.items():
+        groups = groups_at(doc, site)
+        if groups <= limit:
+            continue
+        overlap = groups - math.ceil(len(tracts) / doc.tracts_per_group)
+        room = limit - overlap
+        if room > 0:
+            remedy = f"set tracts_per_group to at least {math.ceil(len(tracts) / room)}"
+        else:
+            remedy = f"name fewer than {limit} overlap tracts for {site} in qa.overlap (one group each)"
+        raise ConfigError(
+            file,
+            "tracts_per_group",
+            f"{site} would map {groups} groups in each step ({len(tracts)} tracts, {doc.tracts_per_group} per "
+            f"group, + {overlap} overlap tracts), more than Airflow's max_map_length {limit} "
+            f"(${MAX_MAP_LENGTH_ENV}) by {groups - limit}; {remedy}",
         )
 
 
