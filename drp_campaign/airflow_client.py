@@ -29,8 +29,11 @@ AWAITING_INPUT = "awaiting_input"  # a human-in-the-loop task (a review gate) wa
 REPORTED_STATES = frozenset(
     {"success", "failed", "skipped", "upstream_failed", "up_for_retry", "deferred", AWAITING_INPUT}
 )
-# How long a gate must have been waiting before a script may answer it (see AirflowClient.decide).
+# How long a gate must have been waiting before a script may answer it, how often an approval
+# Airflow lost is given again, and how the lost one shows in the gate's log (AirflowClient.decide).
 GATE_SETTLE_S = 5.0
+GATE_ATTEMPTS = 3
+LOST_RESUME = "Server indicated the task shouldn't be running anymore"
 PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
@@ -251,17 +254,45 @@ class AirflowClient:
         return "\n".join(text)
 
     def decide(self, dag_id: str, run_id: str, task_id: str, approve: bool = True) -> dict:
-        """Answer a review gate (a human-in-the-loop task awaiting input) as this client's user.
+        """Answer a review gate (a human-in-the-loop task awaiting input) as this client's user;
+        an approval returns once the gate has gone on.
 
-        Not within GATE_SETTLE_S of the gate starting to wait: Airflow 3.3's scheduler fails a gate
-        resumed before it has processed the exit of the process that parked it ("state changed
-        externally", seen in CI when a script approved 0.3 s after the gate asked); a human is
-        never that fast, a script waits."""
+        Airflow 3.3's scheduler fails a gate resumed before it has processed the exit of the
+        process that parked it ("state changed externally"; CI saw it with answers 0.3 s and 5 s
+        after the gate asked, on a loaded machine). So a script answers only once the gate has been
+        asking for GATE_SETTLE_S, and if Airflow still loses an approval that way (the gate failed,
+        its log saying the server stopped it) the gate and what it held are cleared, it asks again
+        and is approved again, up to GATE_ATTEMPTS times."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
-        asked = dt.datetime.fromisoformat(self._get(path)["created_at"])
-        waited = (dt.datetime.now(dt.UTC) - asked).total_seconds()
-        time.sleep(min(GATE_SETTLE_S, max(0.0, GATE_SETTLE_S - waited)))
-        return self._patch(path, {"chosen_options": ["Approve" if approve else "Reject"], "params_input": {}})
+        body = {"chosen_options": ["Approve" if approve else "Reject"], "params_input": {}}
+        for _ in range(GATE_ATTEMPTS):
+            asked = dt.datetime.fromisoformat(self._get(path)["created_at"])
+            waited = (dt.datetime.now(dt.UTC) - asked).total_seconds()
+            time.sleep(min(GATE_SETTLE_S, max(0.0, GATE_SETTLE_S - waited)))
+            answer = self._patch(path, body)
+            if not approve or self._gate_outcome(dag_id, run_id, task_id) != "failed":
+                return answer
+            if LOST_RESUME not in self.task_log(dag_id, run_id, task_id):
+                return answer  # failed for a reason of its own: the caller's run shows it
+            self.clear(dag_id, run_id, [task_id], only_failed=True, include_downstream=True)
+            self._wait_for_gate(dag_id, run_id, task_id, {AWAITING_INPUT})
+        raise AirflowApiError(
+            f"{task_id} of run {run_id}: Airflow lost the approval {GATE_ATTEMPTS} times; see its log"
+        )
+
+    def _gate_outcome(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """The gate's state once it has left waiting and running after an answer."""
+        return self._wait_for_gate(dag_id, run_id, task_id, {"success", "failed", "skipped", "upstream_failed"})
+
+    def _wait_for_gate(self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout_s: float = 300) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = next((t.state for t in self.task_states(dag_id, run_id) if t.task_id == task_id), None)
+            if state in states:
+                return state
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"{task_id} of run {run_id} still {state} after {timeout_s:.0f} s")
+            time.sleep(1)
 
     def clear(
         self,

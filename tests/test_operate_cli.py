@@ -7,6 +7,7 @@ API) over the real test-3x3 DAG's task ids, and records every write. Bad input m
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -123,6 +124,10 @@ class FakeAirflow:
         if self.refuse_writes:
             raise AirflowApiError(f"{method} {BASE}{path}: HTTP 403: Forbidden", status=403, detail="Forbidden")
         self.writes.append((method, path, body))
+        if path.endswith("/hitlDetails"):  # the gate goes on (approved) or fails (rejected), as in Airflow
+            gate = path.split("/taskInstances/")[1].split("/")[0]
+            state = "success" if body["chosen_options"] == ["Approve"] else "failed"
+            self.tasks = [dataclasses.replace(t, state=state) if t.task_id == gate else t for t in self.tasks]
         if path.endswith("/clearTaskInstances"):  # what Airflow would clear of the named tasks (no downstream here)
             cleared = [
                 t for t in self.tasks if t.task_id in body["task_ids"] and t.state in ("failed", "upstream_failed")

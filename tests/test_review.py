@@ -141,12 +141,13 @@ def test_a_script_answers_a_gate_only_once_it_has_been_waiting_for_the_settle_ti
     """Airflow 3.3 fails a gate resumed before the scheduler saw its parking process exit: a
     script's answer waits until the gate has been asking for GATE_SETTLE_S, a late one does not."""
     from drp_campaign import airflow_client
-    from drp_campaign.airflow_client import GATE_SETTLE_S, AirflowClient
+    from drp_campaign.airflow_client import GATE_SETTLE_S, AirflowClient, TaskState
 
     client = AirflowClient.__new__(AirflowClient)
     sent, slept = [], []
     monkeypatch.setattr(airflow_client.time, "sleep", slept.append)
     client._patch = lambda path, body: sent.append((path, body)) or {}
+    client.task_states = lambda dag_id, run_id: [TaskState("USDF.review_step2c", -1, "success", None, 1, None)]
     for asked_s_ago, expected_sleep in ((0.5, GATE_SETTLE_S - 0.5), (60, 0.0)):
         asked = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=asked_s_ago)
         client._get = lambda path, asked=asked: {"created_at": asked.isoformat()}
@@ -156,3 +157,31 @@ def test_a_script_answers_a_gate_only_once_it_has_been_waiting_for_the_settle_ti
         "/api/v2/dags/d/dagRuns/r/taskInstances/USDF.review_step2c/-1/hitlDetails",
         {"chosen_options": ["Approve"], "params_input": {}},
     )
+
+
+def test_an_approval_airflow_loses_to_its_resume_race_is_given_again_after_clearing_the_gate(monkeypatch):
+    """CI saw Airflow fail a gate approved 5 s after it asked, on a loaded machine: the client
+    notices (the gate failed, its log saying the server stopped it), clears the gate and what it
+    held, waits for it to ask again and approves again; a gate failing otherwise is left as it is."""
+    from drp_campaign import airflow_client
+    from drp_campaign.airflow_client import LOST_RESUME, AirflowClient, TaskState
+
+    monkeypatch.setattr(airflow_client.time, "sleep", lambda s: None)
+    client = AirflowClient.__new__(AirflowClient)
+    calls = []
+    states = iter(["failed", "awaiting_input", "success"])
+    client._get = lambda path: {"created_at": "2026-11-30T00:00:00+00:00"}
+    client._patch = lambda path, body: calls.append("approve") or {}
+    client.task_states = lambda dag_id, run_id: [TaskState("USDF.review_step2c", -1, next(states), None, 1, None)]
+    client.task_log = lambda dag_id, run_id, task_id: f"Pausing task as AWAITING_INPUT.\n{LOST_RESUME}. Terminating"
+    client.clear = lambda dag_id, run_id, task_ids, only_failed, include_downstream: calls.append(
+        ("clear", tuple(task_ids), only_failed, include_downstream)
+    )
+    client.decide("d", "r", "USDF.review_step2c", approve=True)
+    assert calls == ["approve", ("clear", ("USDF.review_step2c",), True, True), "approve"]
+
+    calls.clear()
+    states = iter(["failed"])
+    client.task_log = lambda dag_id, run_id, task_id: "ReviewRejected: ..."
+    client.decide("d", "r", "USDF.review_step2c", approve=True)
+    assert calls == ["approve"], "a gate failing for a reason of its own is not retried"
