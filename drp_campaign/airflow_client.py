@@ -34,6 +34,7 @@ REPORTED_STATES = frozenset(
 GATE_SETTLE_S = 5.0
 GATE_ATTEMPTS = 3
 LOST_RESUME = "Server indicated the task shouldn't be running anymore"
+STATE_MISMATCH = "state mismatch"  # the scheduler's audit-log event when it fails a task so
 PAGE_SIZE = 100  # Airflow's default maximum_page_limit: a larger limit is cut to it
 
 
@@ -262,23 +263,36 @@ class AirflowClient:
         after the gate asked, on a loaded machine). So a script answers only once the gate has been
         asking for GATE_SETTLE_S, and if Airflow still loses an approval that way (the gate failed,
         its log saying the server stopped it) the gate and what it held are cleared, it asks again
-        and is approved again, up to GATE_ATTEMPTS times."""
+        and is approved again, up to GATE_ATTEMPTS times. Lost shows as a new "state mismatch" in
+        the task's audit log (or its log saying the server stopped it)."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
         body = {"chosen_options": ["Approve" if approve else "Reject"], "params_input": {}}
         for _ in range(GATE_ATTEMPTS):
             asked = dt.datetime.fromisoformat(self._get(path)["created_at"])
             waited = (dt.datetime.now(dt.UTC) - asked).total_seconds()
             time.sleep(min(GATE_SETTLE_S, max(0.0, GATE_SETTLE_S - waited)))
+            mismatches = self._state_mismatches(dag_id, run_id, task_id)
             answer = self._patch(path, body)
             if not approve or self._gate_outcome(dag_id, run_id, task_id) != "failed":
                 return answer
-            if LOST_RESUME not in self.task_log(dag_id, run_id, task_id):
+            lost = self._state_mismatches(dag_id, run_id, task_id) > mismatches or LOST_RESUME in self.task_log(
+                dag_id, run_id, task_id
+            )
+            if not lost:
                 return answer  # failed for a reason of its own: the caller's run shows it
             self.clear(dag_id, run_id, [task_id], only_failed=True, include_downstream=True)
             self._wait_for_gate(dag_id, run_id, task_id, {AWAITING_INPUT})
         raise AirflowApiError(
             f"{task_id} of run {run_id}: Airflow lost the approval {GATE_ATTEMPTS} times; see its log"
         )
+
+    def _state_mismatches(self, dag_id: str, run_id: str, task_id: str) -> int:
+        """How many times the scheduler failed this task for a "state mismatch" (its audit log)."""
+        try:
+            events = self._get("/api/v2/eventLogs", dag_id=dag_id, run_id=run_id, task_id=task_id, event=STATE_MISMATCH)
+        except AirflowApiError:  # a user who may not read the audit log: the task's log still tells
+            return 0
+        return int(events.get("total_entries", 0))
 
     def _gate_outcome(self, dag_id: str, run_id: str, task_id: str) -> str:
         """The gate's state once it has left waiting and running after an answer."""

@@ -150,7 +150,7 @@ def test_a_script_answers_a_gate_only_once_it_has_been_waiting_for_the_settle_ti
     client.task_states = lambda dag_id, run_id: [TaskState("USDF.review_step2c", -1, "success", None, 1, None)]
     for asked_s_ago, expected_sleep in ((0.5, GATE_SETTLE_S - 0.5), (60, 0.0)):
         asked = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=asked_s_ago)
-        client._get = lambda path, asked=asked: {"created_at": asked.isoformat()}
+        client._get = lambda path, asked=asked, **params: {"created_at": asked.isoformat(), "total_entries": 0}
         client.decide("d", "r", "USDF.review_step2c", approve=True)
         assert slept[-1] == pytest.approx(expected_sleep, abs=0.2)
     assert sent[-1] == (
@@ -170,10 +170,18 @@ def test_an_approval_airflow_loses_to_its_resume_race_is_given_again_after_clear
     client = AirflowClient.__new__(AirflowClient)
     calls = []
     states = iter(["failed", "awaiting_input", "success"])
-    client._get = lambda path: {"created_at": "2026-11-30T00:00:00+00:00"}
+    mismatches = iter([0, 1, 1, 1])  # the scheduler's audit log: one "state mismatch" after the first answer
+
+    def get(path, **params):
+        if path == "/api/v2/eventLogs":
+            assert params == {"dag_id": "d", "run_id": "r", "task_id": "USDF.review_step2c", "event": "state mismatch"}
+            return {"total_entries": next(mismatches)}
+        return {"created_at": "2026-11-30T00:00:00+00:00"}
+
+    client._get = get
     client._patch = lambda path, body: calls.append("approve") or {}
     client.task_states = lambda dag_id, run_id: [TaskState("USDF.review_step2c", -1, next(states), None, 1, None)]
-    client.task_log = lambda dag_id, run_id, task_id: f"Pausing task as AWAITING_INPUT.\n{LOST_RESUME}. Terminating"
+    client.task_log = lambda dag_id, run_id, task_id: "Pausing task as AWAITING_INPUT.\n::group::Pre Execute"
     client.clear = lambda dag_id, run_id, task_ids, only_failed, include_downstream: calls.append(
         ("clear", tuple(task_ids), only_failed, include_downstream)
     )
@@ -181,7 +189,13 @@ def test_an_approval_airflow_loses_to_its_resume_race_is_given_again_after_clear
     assert calls == ["approve", ("clear", ("USDF.review_step2c",), True, True), "approve"]
 
     calls.clear()
-    states = iter(["failed"])
+    states, mismatches = iter(["failed"]), iter([1, 1])
     client.task_log = lambda dag_id, run_id, task_id: "ReviewRejected: ..."
     client.decide("d", "r", "USDF.review_step2c", approve=True)
     assert calls == ["approve"], "a gate failing for a reason of its own is not retried"
+
+    calls.clear()
+    states, mismatches = iter(["failed", "awaiting_input", "success"]), iter([1, 1, 1, 1])
+    client.task_log = lambda dag_id, run_id, task_id: f"{LOST_RESUME}. Terminating process"  # its log says so
+    client.decide("d", "r", "USDF.review_step2c", approve=True)
+    assert calls == ["approve", ("clear", ("USDF.review_step2c",), True, True), "approve"]
