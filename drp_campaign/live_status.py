@@ -155,8 +155,10 @@ def build_status(
     sites = [hub, *[s for s in campaign.campaign_sites() if s != hub]]
     cols = columns(campaign)
     cells: dict[tuple[str, str], _Cell] = {}
+    by_row: dict[str, list[TaskRow]] = {}
     for t in tasks:
         row, col = locate(t.task_id, hub)
+        by_row.setdefault(row, []).append(t)
         if col not in cols:
             cols.append(col)  # a task this code does not know of still shows
         cell = cells.setdefault((row, col), _Cell())
@@ -174,7 +176,7 @@ def build_status(
     selected = (run.get("conf") or {}).get("sites")  # the run's trigger-form choice, if it made one
     rows = []
     for site in sites:
-        row_tasks = [t for t in tasks if locate(t.task_id, hub)[0] == site]
+        row_tasks = by_row.get(site, [])
         matrix = {}
         for col in cols:
             cell = cells.get((site, col))

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from . import settings
+from .live_status import locate
 
 NIGHTS = 7  # durations are compared with this many earlier nights
 MIN_NIGHTS = 3  # fewer earlier nights than this: no duration regression is called
@@ -31,10 +32,6 @@ def task_of(state_key: str, task_ids: set[str]) -> str:
         return state_key
     base = re.sub(r"_\d+$", "", state_key)
     return base if base in task_ids else state_key
-
-
-def site_of(task_id: str, hub: str) -> str:
-    return task_id.split(".")[0] if "." in task_id else hub
 
 
 def site_durations(steps: list[dict]) -> dict[str, float]:
@@ -67,7 +64,7 @@ def summarize(
     failed_at: dict[str, list[str]] = {site: [] for site in sites}
     for task_id, state in task_states.items():
         if state in FAILED:
-            failed_at.setdefault(site_of(task_id, hub), []).append(f"{task_id} {state}")
+            failed_at.setdefault(locate(task_id, hub)[0], []).append(f"{task_id} {state}")
     durations = site_durations(steps)
     last = earlier[0] if earlier else None
     nights = earlier[:NIGHTS]
