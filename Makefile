@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs (see README):
 #   make demo   set up, run the 3x3 campaign end to end in real Airflow, print the summary
+#               (make demo EXECUTOR=celery: on one Celery worker per site queue)
 #   make test   set up and run the test suite (what .ci/run runs)
 #   make test-fast   config, DAG and unit tests only (no services, no stack runs): the edit loop
 SHELL := /bin/bash
@@ -10,9 +11,11 @@ CAMPAIGN ?= configs/campaigns/test-3x3.yaml
 envs:
 	@bash scripts/setup-envs.sh
 
+# EXECUTOR=celery: CeleryExecutor, one Celery worker per site queue (broker: the local Redis).
+EXECUTOR ?= local
 demo:
 	@bash scripts/setup-envs.sh --no-idds
-	@bash scripts/demo.sh $(CAMPAIGN)
+	@DRP_EXECUTOR=$(EXECUTOR) bash scripts/demo.sh $(CAMPAIGN)
 
 # Modules side by side on two workers (each module has its own ports, databases and directories);
 # TEST_WORKERS=0 runs them one after another.

@@ -118,6 +118,8 @@ class TaskState:
     rendered_map_index: str | None
     try_number: int
     duration: float | None
+    hostname: str | None = None  # the worker that ran it (with Celery, `<host>:<site queue>`)
+    queue: str | None = None
 
     @classmethod
     def from_api(cls, t: dict) -> TaskState:
@@ -129,6 +131,8 @@ class TaskState:
             t.get("rendered_map_index"),
             t.get("try_number", 0),
             t.get("duration"),
+            t.get("hostname") or None,
+            t.get("queue"),
         )
 
     @property

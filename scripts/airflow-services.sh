@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run Airflow's four services natively (LocalExecutor, metadata DB on the local PostgreSQL).
+# Run Airflow's four services natively (metadata DB on the local PostgreSQL); with DRP_EXECUTOR=celery
+# also one Celery worker per site queue (drp-campaign worker --queue Q), broker the local Redis.
 #   scripts/airflow-services.sh start   create/migrate the DB if needed, start, wait until healthy
 #   scripts/airflow-services.sh stop    stop every service this script started (by pid)
 #   scripts/airflow-services.sh status
@@ -8,6 +9,18 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 PIDS="$AIRFLOW_HOME/pids" LOGS="$AIRFLOW_HOME/logs/services"
 SERVICES=(api-server scheduler dag-processor triggerer)
+if [ "$DRP_EXECUTOR" = celery ]; then
+  for queue in $(python -c 'from drp_campaign.config import load_sites; from drp_campaign.workers import site_queues
+print(*site_queues(load_sites()))'); do SERVICES+=("worker-$queue"); done
+fi
+
+# How each service starts: Airflow's own, or a site's Celery worker on its queue only.
+command_of() {
+  case "$1" in
+    worker-*) echo drp-campaign worker --queue "${1#worker-}" ;;
+    *) echo airflow "$1" ;;
+  esac
+}
 
 running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 
@@ -52,9 +65,16 @@ start() {
   prepare
   python -c 'from drp_campaign.settings import scrub_env_dumps as s; n = s(); n and print(n, "bps environment dumps scrubbed")'
   export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
+  # The running scheduler keeps the executor it started with: a switch needs a stop first.
+  if running scheduler && [ -f "$PIDS/executor" ] && [ "$(cat "$PIDS/executor")" != "$AIRFLOW__CORE__EXECUTOR" ]; then
+    echo "error: Airflow here runs $(cat "$PIDS/executor"), not $AIRFLOW__CORE__EXECUTOR (DRP_EXECUTOR=$DRP_EXECUTOR); stop it first: make stop" >&2
+    exit 1
+  fi
+  echo "$AIRFLOW__CORE__EXECUTOR" > "$PIDS/executor"
   for svc in "${SERVICES[@]}"; do
     if running "$svc"; then echo "$svc already running (pid $(cat "$PIDS/$svc.pid"))"; continue; fi
-    setsid nohup airflow "$svc" >"$LOGS/$svc.log" 2>&1 < /dev/null &
+    # shellcheck disable=SC2046  # the command's words, split on purpose
+    setsid nohup $(command_of "$svc") >"$LOGS/$svc.log" 2>&1 < /dev/null &
     echo $! > "$PIDS/$svc.pid"
   done
   local deadline=$((SECONDS + 120))
@@ -65,11 +85,27 @@ start() {
     [ $SECONDS -lt $deadline ] || { echo "error: Airflow not healthy after 120 s (logs: $LOGS)" >&2; exit 1; }
     sleep 1
   done
-  echo "Airflow is up: http://127.0.0.1:$DRP_AIRFLOW_PORT (logs: $LOGS)"
+  [ "$DRP_EXECUTOR" = celery ] && wait_for_workers
+  echo "Airflow is up: http://127.0.0.1:$DRP_AIRFLOW_PORT ($AIRFLOW__CORE__EXECUTOR; logs: $LOGS)"
+}
+
+# Each site's worker has said it is ready (connected to the broker, consuming its queue).
+wait_for_workers() {
+  local deadline=$((SECONDS + 120)) svc
+  for svc in "${SERVICES[@]}"; do
+    [[ $svc == worker-* ]] || continue
+    until grep -q " ready" "$LOGS/$svc.log" 2>/dev/null; do
+      running "$svc" || { tail -30 "$LOGS/$svc.log" >&2; echo "error: $svc exited (log: $LOGS/$svc.log)" >&2; exit 1; }
+      [ $SECONDS -lt $deadline ] || { echo "error: $svc not ready after 120 s (log: $LOGS/$svc.log)" >&2; exit 1; }
+      sleep 1
+    done
+  done
 }
 
 stop() {
-  for svc in "${SERVICES[@]}"; do
+  # Every service a pid file names, workers included even if DRP_EXECUTOR changed since they started.
+  local svc
+  for svc in "${SERVICES[@]}" $(cd "$PIDS" 2>/dev/null && for f in *.pid; do [ -e "$f" ] && echo "${f%.pid}"; done); do
     if running "$svc"; then
       local pid; pid="$(cat "$PIDS/$svc.pid")"
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true

@@ -16,7 +16,24 @@ export DRP_AIRFLOW_DB="${DRP_AIRFLOW_DB:-drp_airflow}"
 export DRP_AIRFLOW_PORT="${DRP_AIRFLOW_PORT:-8090}"   # not 8080: a Rucio server wants that one
 
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$DRP_WORK_DIR/airflow}"
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+# local: LocalExecutor, every task on this machine (the embedded default). celery: CeleryExecutor with
+# the local Redis as broker and the metadata DB as result backend, one worker per site queue
+# (drp-campaign worker), as a deployment runs it (docker-compose.yml).
+export DRP_EXECUTOR="${DRP_EXECUTOR:-local}"
+case "$DRP_EXECUTOR" in
+  local) export AIRFLOW__CORE__EXECUTOR=LocalExecutor ;;
+  celery)
+    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    # Its own Redis database per environment (the demo 0, the tests theirs): queues never mix.
+    export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:6379/${DRP_REDIS_DB:-0}"
+    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"
+    # A task message unacknowledged this long (its worker died) is delivered again; by then Airflow
+    # has long retried the task (heartbeat timeout), and the stale delivery is refused: Airflow's default.
+    export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
+    export DRP_WORKER_CONCURRENCY="${DRP_WORKER_CONCURRENCY:-4}" ;;
+  *) echo "error: DRP_EXECUTOR=$DRP_EXECUTOR: use local (LocalExecutor) or celery (one Celery worker per site queue)" >&2
+     return 2 2>/dev/null || exit 2 ;;
+esac
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$AIRFLOW_HOME/plugins"   # our plugin comes by entry point
 export AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -1,4 +1,7 @@
-"""Shared fixtures: a real Airflow (four services, LocalExecutor, PostgreSQL) for end-to-end tests.
+"""Shared fixtures: a real Airflow (four services, PostgreSQL) for end-to-end tests.
+
+The end-to-end campaigns run on the production executor: CeleryExecutor, the local Redis as broker,
+one Celery worker per site queue (scripts/airflow-services.sh with DRP_EXECUTOR=celery).
 
 The end-to-end tests get their own work dir, Airflow database, ledger database and port, so they
 never touch what `make demo` left running or on disk.
@@ -26,6 +29,10 @@ E2E_ENV = {
     "DRP_RUCIO_PORT": "8083",
     "DRP_TRANSFER_SERVICE": "rucio",
     "AIRFLOW_HOME": str(PROJECT_ROOT / "var" / "test-e2e" / "airflow"),
+    "DRP_EXECUTOR": "celery",
+    "DRP_REDIS_DB": "1",  # the demo's broker queues are database 0
+    # A worker killed mid-task is noticed after this long (Airflow's default 300 s; a drill kills one).
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
 }
 
 SERVICES = ("airflow-services.sh", "rucio-server.sh")  # stopped in this order, started in reverse
@@ -50,6 +57,13 @@ def drop_database(name: str) -> None:
     )
 
 
+def flush_broker(db: str) -> None:
+    """Empty the Celery broker's Redis database: no task message of an earlier test run is delivered."""
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=int(db)).flushdb()
+
+
 @pytest.fixture(scope="module")
 def airflow_env():
     """Start Rucio and Airflow on a clean slate; stop them and restore the environment after the module."""
@@ -61,6 +75,7 @@ def airflow_env():
     shutil.rmtree(work, ignore_errors=True)
     for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test", E2E_ENV["DRP_RUCIO_DB"]):
         drop_database(db)
+    flush_broker(E2E_ENV["DRP_REDIS_DB"])
     env = _environment_of("env.sh", E2E_ENV)
     saved = dict(os.environ)
     for service in reversed(SERVICES):  # Rucio first: Airflow's connection to it is made at start

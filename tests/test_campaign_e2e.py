@@ -11,7 +11,10 @@ The full 3x3 runs once, with its drills inside it:
    products reach USDF_TAPE, and only then are the sites' copies released (their Butler forgets
    them, Rucio's reaper deletes the files); the inventory balances.
 3. On that same run: re-running finished hop, tape and release tasks changes nothing.
-The other scenarios run on slices: a cancel from the UI really stops a BPS run and a scheduler
+Everything runs on CeleryExecutor, one worker per site queue; the full run proves from the task
+instances' hostnames and queues that each site's tasks ran on that site's worker only.
+The other scenarios run on slices: FRDF's worker killed by pid mid-step comes back and the
+retried step finds its BPS run, a cancel from the UI really stops a BPS run, and a scheduler
 and triggerer killed while another run is in flight come back to exactly that one run (FRDF
 alone, step1); the trigger form's choices and a dry run (USDF + FRDF, one tract each); a
 calibration missing at the hub (UKDF_RAL, one tract); a site running another task config, which
@@ -34,7 +37,7 @@ import yaml
 from browser import Browser
 from conftest import E2E_ENV
 
-from drp_campaign import bps, graph, nightly
+from drp_campaign import bps, graph, live_status, nightly
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
@@ -173,6 +176,7 @@ def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean
     ends(client, run_id, "success", timeout_s=1800)
     assert_the_retry_rescued_only_what_failed(campaign, key)
     assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env)
+    assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id)
 
 
 def approve_when_asked(client, run_id: str, gate: str) -> None:
@@ -445,6 +449,22 @@ def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):
     assert all((PROJECT_ROOT / "var" / "test-e2e" / "rse" / "USDF_TAPE" / e["relpath"]).is_file() for e in released)
 
 
+def assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id) -> None:
+    """From Airflow's task instances: each ran on the Celery worker of the queue it was sent to
+    (the worker's hostname ends with its queue), every queue is one site's, a site's steps went to
+    that site's queue, and every site's worker took part."""
+    queues = {site.airflow_queue: name for name, site in campaign.sites_config.sites.items()}
+    ran = [t for t in client.task_states(DAG_ID, run_id) if t.hostname]
+    assert len(ran) > 50, f"only {len(ran)} task instances carry a hostname"
+    for t in ran:
+        assert t.queue in queues, f"{t.label} went to queue {t.queue!r}, which no site's worker consumes"
+        assert t.hostname.endswith(f":{t.queue}"), f"{t.label}, queued for {t.queue}, ran on {t.hostname}"
+        site, column = live_status.locate(t.task_id, campaign.hub())
+        if column in campaign.steps:
+            assert queues[t.queue] == site, f"{t.label} (a step of {site}) ran on {queues[t.queue]}'s worker"
+    assert {queues[t.queue] for t in ran} == set(campaign.tracts) | {campaign.hub()}
+
+
 def _finished_full_run() -> str:
     """The run id of the full campaign test's run (this module runs it first)."""
     with Ledger().engine.connect() as conn:
@@ -530,6 +550,12 @@ def wait_until(what, check, timeout_s: float = 300, poll_s: float = 1.0):
     return found
 
 
+def kill_service(airflow_env, service: str) -> None:
+    """Kill an Airflow service or a site's worker as a crash would: SIGKILL to its process group."""
+    pid = (Path(airflow_env["AIRFLOW_HOME"]) / "pids" / f"{service}.pid").read_text().strip()
+    subprocess.run(["kill", "-KILL", "--", f"-{pid}"], check=False)
+
+
 def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> bool:
     """The triggerer has started this task instance's trigger (Airflow logs `... starting` in its log)."""
     logs = (
@@ -543,20 +569,40 @@ def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> b
     return any(" starting" in log.read_text() for log in logs.glob("attempt=*.log.trigger.*.log"))
 
 
-def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactly_one_run(
+def test_a_worker_killed_mid_step_a_cancel_from_the_ui_and_a_scheduler_restart_keep_exactly_one_bps_run(
     client, campaign, airflow_env, browser
 ):
-    faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:90"}]))
+    # The jobs outlast what follows: a worker's death noticed (the heartbeat timeout, 60 s here),
+    # the retry, the cancel, the scheduler's restart.
+    faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:240"}]))
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF"]})
+        key = graph.run_key(run_id)
+        run_dirs = [bps.run_dir(campaign, key, "FRDF", "step1", group) for group in ("g000", "g001")]
+        # FRDF's Celery worker killed by pid mid-step: both groups have submitted their BPS runs and
+        # wait on them in the task, on that worker. It comes back; Airflow sees the tasks' heartbeats
+        # stop and retries them; each retry finds its BPS run and waits on it: no second submission.
+        wait_until(
+            "both FRDF.step1 groups waiting on their BPS runs in the task",
+            lambda: (
+                states_by_task(client, run_id).get("FRDF.step1") == ["running", "running"]
+                and all(bps.read_record(d) for d in run_dirs)
+            ),
+            poll_s=0.5,
+        )
+        kill_service(airflow_env, "worker-frdf")
+        subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
+        )
         wait_until(
             "both FRDF.step1 groups deferred",
             lambda: states_by_task(client, run_id).get("FRDF.step1") == ["deferred", "deferred"],
         )
     finally:
         faults_file().unlink()
-    key = graph.run_key(run_id)
-    run_dirs = [bps.run_dir(campaign, key, "FRDF", "step1", group) for group in ("g000", "g001")]
+    retried = [t for t in client.task_states(DAG_ID, run_id) if t.task_id == "FRDF.step1"]
+    assert [t.try_number for t in retried] == [2, 2], "the killed worker's tasks were retried"
+    assert all(t.hostname.endswith(":frdf") for t in retried), [t.hostname for t in retried]
     # What on-call sees meanwhile: both groups waiting on their BPS runs, the page refreshing itself.
     status = client._get("/drp/api/status", run_id=run_id)
     assert status["state"] == "running" and status["sites"][1]["cells"]["step1"]["counts"] == {"deferred": 2}
@@ -580,9 +626,8 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
 
     # Kill the scheduler and the triggerer as a crash would, while g000 is in flight; start them again.
     assert bps.local_state(run_dirs[0]) == "RUNNING"
-    pids = Path(airflow_env["AIRFLOW_HOME"]) / "pids"
     for service in ("scheduler", "triggerer"):
-        subprocess.run(["kill", "-KILL", "--", f"-{(pids / f'{service}.pid').read_text().strip()}"], check=False)
+        kill_service(airflow_env, service)
     subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
     )
@@ -591,7 +636,8 @@ def test_a_cancel_from_the_ui_stops_the_run_and_a_scheduler_restart_keeps_exactl
     states = states_by_task(client, run_id)
     assert sorted(states["FRDF.step1"]) == ["failed", "success"]
     attempts = bps.read_record(run_dirs[0])["attempts"]
-    assert [a["kind"] for a in attempts] == ["submit"], "exactly one BPS run, found again after the restart"
+    assert [a["kind"] for a in attempts] == ["submit"], "exactly one BPS run, found again after the restarts"
+    assert [a["kind"] for a in bps.read_record(run_dirs[1])["attempts"]] == ["submit"]
     [record] = [r for r in Ledger().step_records(key) if (r["step"], r["group_label"]) == ("step1", "g000")]
     assert record["status"] == "succeeded" and record["quanta_succeeded"] == record["quanta_total"] > 0
 

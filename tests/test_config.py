@@ -297,6 +297,13 @@ BAD_INPUTS = [
         "sites.FRDF.panda.compute_site",
         "unknown computeSite 'CC-IN2P3_Rubin_GPU': not one of FRDF's PanDA queues",
     ),
+    bad(
+        "airflow-queue-shared",
+        put(S, "sites.FRDF.airflow_queue", "usdf"),
+        S,
+        "sites.FRDF.airflow_queue",
+        "queue 'usdf' is USDF's too; give each site a queue of its own",
+    ),
     # pipeline
     bad(
         "pipeline-undeclared-dataset-type",

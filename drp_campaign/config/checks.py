@@ -45,6 +45,16 @@ def check_sites(sites: SitesConfig) -> None:
                 f"{clip(panda.compute_site)}: not one of {name}'s PanDA queues "
                 f"({name_list(panda.queues)}); use one of them or add the queue",
             )
+    queue_of: dict[str, str] = {}
+    for name, site in sites.sites.items():
+        # Each site's worker consumes its queue only: a shared queue would run one site's tasks on
+        # the other's worker, next to the wrong Butler and storage.
+        if (other := queue_of.setdefault(site.airflow_queue, name)) != name:
+            raise ConfigError(
+                file,
+                f"sites.{name}.airflow_queue",
+                f"queue {clip(site.airflow_queue)} is {other}'s too; give each site a queue of its own",
+            )
     if sites.hub not in sites.sites:
         raise ConfigError(
             file,
