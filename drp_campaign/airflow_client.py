@@ -120,6 +120,7 @@ class TaskState:
     duration: float | None
     hostname: str | None = None  # the worker that ran it (with Celery, `<host>:<site queue>`)
     queue: str | None = None
+    executor: str | None = None  # None: the deployment's default executor
 
     @classmethod
     def from_api(cls, t: dict) -> TaskState:
@@ -133,6 +134,7 @@ class TaskState:
             t.get("duration"),
             t.get("hostname") or None,
             t.get("queue"),
+            t.get("executor"),
         )
 
     @property

@@ -45,6 +45,7 @@ from .alerts import CampaignAlert, run_deadline
 from .config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
 from .graph import CampaignGraph, Stage, build_graph
 from .hops import hop_ends
+from .workers import task_placement
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,9 @@ class _Renderer:
             f"{site} ({cfg.facility}): tracts {self.campaign.site_tracts(site) if site in self.campaign.tracts else []}"
         )
 
-    def _queue(self, site: str) -> str:
-        return self.campaign.sites_config.sites[site].airflow_queue
+    def _on(self, site: str) -> dict:
+        """Where a task of this site runs: its site's queue (and executor, for an Edge site)."""
+        return task_placement(self.campaign.sites_config.sites[site])
 
     # -- which tasks a stage's consumers wait for -------------------------------------------------
     def after_at_site(self, names: tuple[str, ...], site: str) -> list:
@@ -182,7 +184,7 @@ class _Renderer:
                 self.check_software[site] = CheckSoftwareOperator(
                     task_id="check_software",
                     site=site,
-                    queue=self._queue(site),
+                    **self._on(site),
                     reference_task_id=None if site == self.hub else f"{self.hub}.check_software",
                     **self.common,
                 )
@@ -191,7 +193,7 @@ class _Renderer:
         for site in self.sites:
             with self.groups[site]:
                 self.check_inputs[site] = CheckInputsOperator(
-                    task_id="check_inputs", site=site, queue=self._queue(site), **self.common
+                    task_id="check_inputs", site=site, **self._on(site), **self.common
                 )
             self.check_software[site] >> self.check_inputs[site]
             self.latest[site] = self.check_inputs[site]
@@ -209,7 +211,7 @@ class _Renderer:
         finals = tuple(name for name, s in self.graph.stages.items() if name not in consumed and s.scope != "place")
         report = CampaignReportOperator(
             task_id="campaign_report",
-            queue=self._queue(self.hub),
+            **self._on(self.hub),
             # Sites left out of a run skip their last tasks; the report covers the rest.
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
             **self.common,
@@ -231,7 +233,7 @@ class _Renderer:
             qa = SiteQaOperator(
                 task_id="site_qa",
                 site=self.hub,
-                queue=self._queue(self.hub),
+                **self._on(self.hub),
                 # Sites left out of a run skip their hops; the QA compares what the others made.
                 trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                 **self.common,
@@ -246,7 +248,7 @@ class _Renderer:
                     task_id=stage.name,
                     site=site,
                     step=stage.name,
-                    queue=self._queue(site),
+                    **self._on(site),
                     map_index_template="{{ task.work_group['label'] }}",
                     **self.common,
                 ).expand(work_group=self.check_inputs[site].output)
@@ -264,7 +266,7 @@ class _Renderer:
                 task_id=stage.name,
                 site=stage.site,
                 step=stage.name,
-                queue=self._queue(stage.site),
+                **self._on(stage.site),
                 # Sites left out of a run are skipped; the global step runs on the rest.
                 trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                 **self.common,
@@ -286,7 +288,7 @@ class _Renderer:
                     task_id=f"review_{stage.name}",
                     step=stage.name,
                     site=self.hub,
-                    queue=self._queue(self.hub),
+                    **self._on(self.hub),
                     # Sites left out of a run skip their tasks; the reviewer looks at the rest.
                     trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                     retries=0,
@@ -304,11 +306,11 @@ class _Renderer:
                 self.groups[site],
                 TaskGroup(stage.name, tooltip=f"{stage.name}: {source} -> {dest}: {', '.join(stage.dataset_types)}"),
             ):
-                register = RegisterHopOperator(task_id="register", queue=self._queue(source), **hop_args)
-                replicate = ReplicateHopOperator(task_id="replicate", queue=self._queue(source), **hop_args)
+                register = RegisterHopOperator(task_id="register", **self._on(source), **hop_args)
+                replicate = ReplicateHopOperator(task_id="replicate", **self._on(source), **hop_args)
                 wait = self._wait(stage, replicate, dest)
-                ingest = IngestHopOperator(task_id="ingest", queue=self._queue(dest), **hop_args)
-                verify = VerifyHopOperator(task_id="verify", queue=self._queue(dest), **hop_args)
+                ingest = IngestHopOperator(task_id="ingest", **self._on(dest), **hop_args)
+                verify = VerifyHopOperator(task_id="verify", **self._on(dest), **hop_args)
                 register >> replicate >> wait >> ingest >> verify
             self.after_at_site(stage.after, site) >> register
             if stage.scope != "place" and all(self.graph.stages[a].is_global_step for a in stage.after):
@@ -335,13 +337,13 @@ class _Renderer:
             rule_id=replicate.output,
             stuck_after_s=self.campaign.hops[stage.name].stuck_after_minutes * 60,
             expected_s=self.campaign.hops[stage.name].expected_minutes * 60,
-            queue=self._queue(dest),
+            **self._on(dest),
         )
 
     def _archive(self, stage: Stage) -> None:
         """Hub disk -> hub tape; once the tape copy is confirmed, each site's copies released and
         a copy sent to each IDAC the hop names (to_<IDAC> -> wait_<IDAC> -> confirm_<IDAC>)."""
-        hub_args = dict(hop=stage.name, site=self.hub, queue=self._queue(self.hub), **self.common)
+        hub_args = dict(hop=stage.name, site=self.hub, **self._on(self.hub), **self.common)
         hop = self.campaign.hops[stage.name]
         tape = hop_ends(self.campaign, stage.name, self.hub).destination_rse
         to = ", ".join([tape, *hop.idacs])
@@ -361,7 +363,7 @@ class _Renderer:
                     rule_id=copy.output,
                     stuck_after_s=hop.stuck_after_minutes * 60,
                     expected_s=hop.expected_minutes * 60,
-                    queue=self._queue(self.hub),
+                    **self._on(self.hub),
                 )
                 at_idac = ConfirmIdacOperator(task_id=f"confirm_{idac}", idac=idac, **hub_args)
                 confirm >> copy >> wait >> at_idac
@@ -372,7 +374,7 @@ class _Renderer:
             for site in self.graph.remote_sites():
                 with self.groups[site]:
                     release = ReleaseSiteCopiesOperator(
-                        task_id="release_site_copies", hop=stage.name, site=site, queue=self._queue(site), **self.common
+                        task_id="release_site_copies", hop=stage.name, site=site, **self._on(site), **self.common
                     )
                 confirm >> release
                 self._follows_latest(site, release)
@@ -417,7 +419,7 @@ def _nightly_summary(dag: DAG, campaign: CampaignConfig, common: dict) -> None:
     summary = NightlySummaryOperator(
         task_id="nightly_summary",
         site=campaign.hub(),
-        queue=campaign.sites_config.sites[campaign.hub()].airflow_queue,
+        **task_placement(campaign.sites_config.sites[campaign.hub()]),
         trigger_rule=TriggerRule.ALL_DONE,
         retries=0,
         **common,

@@ -1,12 +1,17 @@
-"""`drp-campaign worker`: start one data facility's Airflow Celery worker, on its site's queue only.
+"""`drp-campaign worker`: start one data facility's Airflow worker, on its site's queue only.
 
 Each site's tasks carry that site's `airflow_queue` (sites.yaml); a worker consuming a queue no
 site uses would sit idle while the campaign waits, and one consuming two sites' queues would run a
-site's work next to the wrong Butler and storage: both are refused here, before Celery starts.
+site's work next to the wrong Butler and storage: both are refused here, before a worker starts.
+
+A site's worker is a Celery worker (CeleryExecutor, the broker reachable from the site), or, for a
+site marked `edge_worker` when the deployment also runs the Edge executor, an Airflow Edge worker,
+which only calls out over HTTP(S) to the api-server (`task_placement` sends that site's tasks to
+the Edge executor).
 
 The worker names itself after its site (`<queue>@<host>` in Celery, `<host>:<queue>` as the task
-instances' hostname, through Airflow's `[core] hostname_callable`), so that a task instance says
-which site's worker ran it even when two workers share a machine, as they do here.
+instances' hostname, through Airflow's `[core] hostname_callable` or the Edge worker's hostname),
+so that a task instance says which site's worker ran it even when workers share a machine, as here.
 """
 
 from __future__ import annotations
@@ -18,13 +23,30 @@ from pathlib import Path
 
 from drp_campaign.command import Command
 from drp_campaign.config import ConfigError, load_sites
-from drp_campaign.config.models import SitesConfig
+from drp_campaign.config.models import SiteConfig, SitesConfig
 from drp_campaign.errors import DrpError
 
 # Set by `worker` for the worker and every task process it starts; read by `worker_hostname`.
 WORKER_QUEUE_ENV = "DRP_WORKER_QUEUE"
 HOSTNAME_CALLABLE = "drp_campaign.workers.worker_hostname"
 DEFAULT_CONCURRENCY = 4
+EXECUTOR_ENV = "AIRFLOW__CORE__EXECUTOR"
+EDGE_EXECUTOR = "EdgeExecutor"  # the alias of airflow.providers.edge3.executors.EdgeExecutor
+
+
+def edge_deployed() -> bool:
+    """This deployment runs the Edge executor too ([core] executor lists it, as scripts/env.sh and
+    docker-compose.yml set Airflow's options)."""
+    return EDGE_EXECUTOR in os.environ.get(EXECUTOR_ENV, "")
+
+
+def task_placement(site: SiteConfig) -> dict:
+    """The operator arguments that send a site's task to its workers: its queue, and for an Edge
+    site the Edge executor when deployed (without it, e.g. the LocalExecutor demo, the task runs on
+    the default executor like the others)."""
+    if site.edge_worker and edge_deployed():
+        return {"queue": site.airflow_queue, "executor": EDGE_EXECUTOR}
+    return {"queue": site.airflow_queue}
 
 
 def site_queues(sites: SitesConfig) -> dict[str, str]:
@@ -46,19 +68,33 @@ def check_queue(queue: str, sites: SitesConfig, sites_file: Path) -> str:
     return queues[queue]
 
 
-def worker_hostname() -> str:
+def worker_hostname(queue: str | None = None) -> str:
     """The hostname Airflow records on a task instance: the machine, and the site queue it serves."""
     host = socket.getfqdn()
-    queue = os.environ.get(WORKER_QUEUE_ENV)
+    queue = queue or os.environ.get(WORKER_QUEUE_ENV)
     return f"{host}:{queue}" if queue else host
 
 
-def worker_argv(queue: str, concurrency: int) -> list[str]:
+def worker_argv(queue: str, concurrency: int, edge: bool = False) -> list[str]:
+    if edge:  # it uploads its tasks' logs to the api-server itself
+        return ["airflow", "edge", "worker", "--queues", queue, "--concurrency", str(concurrency),
+                "--edge-hostname", worker_hostname(queue)]  # fmt: skip
     # --skip-serve-logs: the workers here share a machine (one log-server port) and its log
     # directory, which the api-server reads itself; a worker at its own site serves its logs.
     return ["airflow", "celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
             "--celery-hostname", f"{queue}@%h", "--without-mingle", "--without-gossip",
             "--skip-serve-logs"]  # fmt: skip
+
+
+# An Edge worker reaches the controller only through the api-server: neither Airflow's metadata DB
+# nor the broker is given to it (a closed port stands in for the DB: Airflow's CLI logs one warning).
+NO_METADATA_DB = "postgresql+psycopg2://edge-worker-has-no-db@127.0.0.1:1/none"
+
+
+def withhold_central_services(env: dict) -> None:
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = NO_METADATA_DB
+    for name in [n for n in env if n.startswith("AIRFLOW__CELERY")]:
+        del env[name]
 
 
 def _slots(text: str) -> int:
@@ -83,21 +119,26 @@ def run(args: argparse.Namespace) -> int:
     from drp_campaign.settings import DEFAULT_SITES_FILE
 
     sites_file = args.sites or DEFAULT_SITES_FILE
-    site = check_queue(args.queue, load_sites(sites_file), sites_file)
-    executor = os.environ.get("AIRFLOW__CORE__EXECUTOR", "")
-    if "CeleryExecutor" not in executor:
+    sites = load_sites(sites_file)
+    site = check_queue(args.queue, sites, sites_file)
+    edge = sites.sites[site].edge_worker and edge_deployed()
+    executor = os.environ.get(EXECUTOR_ENV, "")
+    if not edge and "CeleryExecutor" not in executor:
         raise DrpError(
-            f"AIRFLOW__CORE__EXECUTOR is {executor or 'not set'!r}: a Celery worker needs CeleryExecutor "
+            f"{EXECUTOR_ENV} is {executor or 'not set'!r}: {site}'s worker needs CeleryExecutor "
             "(make demo EXECUTOR=celery, or DRP_EXECUTOR=celery before scripts/airflow-services.sh)"
         )
-    argv = worker_argv(args.queue, args.concurrency)
-    print(f"{site}: Celery worker on queue {args.queue!r}, {args.concurrency} slots: {' '.join(argv)}", flush=True)
+    argv = worker_argv(args.queue, args.concurrency, edge)
+    kind = "Edge" if edge else "Celery"
+    print(f"{site}: {kind} worker on queue {args.queue!r}, {args.concurrency} slots: {' '.join(argv)}", flush=True)
     if args.check:
         return 0
     os.environ[WORKER_QUEUE_ENV] = args.queue
     os.environ["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = HOSTNAME_CALLABLE
+    if edge:
+        withhold_central_services(os.environ)
     os.execvp(argv[0], argv)
     return 1  # not reached: exec replaces this process
 
 
-COMMANDS = [Command("worker", "start this site's Airflow Celery worker on its queue only", _arguments, run)]
+COMMANDS = [Command("worker", "start this site's Airflow worker (Celery or Edge) on its queue only", _arguments, run)]

@@ -94,7 +94,8 @@ wait_for_workers() {
   local deadline=$((SECONDS + 120)) svc
   for svc in "${SERVICES[@]}"; do
     [[ $svc == worker-* ]] || continue
-    until grep -q " ready" "$LOGS/$svc.log" 2>/dev/null; do
+    # Celery says "<queue>@<host> ready."; an Edge worker that it starts polling the api-server.
+    until grep -q -e " ready" -e "Starting worker with API endpoint" "$LOGS/$svc.log" 2>/dev/null; do
       running "$svc" || { tail -30 "$LOGS/$svc.log" >&2; echo "error: $svc exited (log: $LOGS/$svc.log)" >&2; exit 1; }
       [ $SECONDS -lt $deadline ] || { echo "error: $svc not ready after 120 s (log: $LOGS/$svc.log)" >&2; exit 1; }
       sleep 1

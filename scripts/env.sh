@@ -18,12 +18,16 @@ export DRP_AIRFLOW_PORT="${DRP_AIRFLOW_PORT:-8090}"   # not 8080: a Rucio server
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$DRP_WORK_DIR/airflow}"
 # local: LocalExecutor, every task on this machine (the embedded default). celery: CeleryExecutor with
 # the local Redis as broker and the metadata DB as result backend, one worker per site queue
-# (drp-campaign worker), as a deployment runs it (docker-compose.yml).
+# (drp-campaign worker), as a deployment runs it (docker-compose.yml); an Edge site's an Edge worker.
 export DRP_EXECUTOR="${DRP_EXECUTOR:-local}"
 case "$DRP_EXECUTOR" in
   local) export AIRFLOW__CORE__EXECUTOR=LocalExecutor ;;
   celery)
-    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    # Celery by default; the Edge executor for a site marked edge_worker in sites.yaml (its worker
+    # calls the api-server's /edge_worker API over HTTP(S), no broker or DB: drp-campaign worker).
+    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor,airflow.providers.edge3.executors.EdgeExecutor
+    export AIRFLOW__EDGE__API_ENABLED=True
+    export AIRFLOW__EDGE__API_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT/edge_worker/v1/rpcapi"
     # Its own Redis database per environment (the demo 0, the tests theirs): queues never mix.
     export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:6379/${DRP_REDIS_DB:-0}"
     export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"

@@ -449,12 +449,14 @@ def assert_site_copies_released_after_tape(campaign, key, report, tmp_path):
     assert all((PROJECT_ROOT / "var" / "test-e2e" / "rse" / "USDF_TAPE" / e["relpath"]).is_file() for e in released)
 
 
-def assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id) -> None:
-    """From Airflow's task instances: each ran on the Celery worker of the queue it was sent to
-    (the worker's hostname ends with its queue), every queue is one site's, a site's steps went to
-    that site's queue, and every site's worker took part."""
-    queues = {site.airflow_queue: name for name, site in campaign.sites_config.sites.items()}
-    ran = [t for t in client.task_states(DAG_ID, run_id) if t.hostname]
+def assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id, dag_id=DAG_ID) -> None:
+    """From Airflow's task instances: each ran on the worker of the queue it was sent to (the
+    worker's hostname ends with its queue), every queue is one site's, a site's steps went to that
+    site's queue, an Edge site's tasks to the Edge executor (the others to the default, Celery),
+    and every site's worker took part."""
+    sites = campaign.sites_config.sites
+    queues = {site.airflow_queue: name for name, site in sites.items()}
+    ran = [t for t in client.task_states(dag_id, run_id) if t.hostname]
     assert len(ran) > 50, f"only {len(ran)} task instances carry a hostname"
     for t in ran:
         assert t.queue in queues, f"{t.label} went to queue {t.queue!r}, which no site's worker consumes"
@@ -462,6 +464,8 @@ def assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id) -
         site, column = live_status.locate(t.task_id, campaign.hub())
         if column in campaign.steps:
             assert queues[t.queue] == site, f"{t.label} (a step of {site}) ran on {queues[t.queue]}'s worker"
+        expected = "EdgeExecutor" if sites[queues[t.queue]].edge_worker else None
+        assert t.executor == expected, f"{t.label} ran on executor {t.executor}, not {expected or 'the default'}"
     assert {queues[t.queue] for t in ran} == set(campaign.tracts) | {campaign.hub()}
 
 
@@ -902,6 +906,8 @@ def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(
         and "T03:00:00" in run["dag_run_id"]
     )
     ends(client, run["dag_run_id"], "success", dag_id=dag_id)
+    # UKDF_LANCS (edge_worker in sites.yaml) ran on its Edge worker, which had no metadata DB or broker.
+    assert_each_site_worker_ran_its_sites_tasks_only(client, load_campaign(nightly_file), run["dag_run_id"], dag_id)
 
     key = graph.run_key(run["dag_run_id"])
     summary = json.loads(nightly.summary_file(key).read_text())

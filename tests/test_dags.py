@@ -275,3 +275,20 @@ def test_a_dr_sized_campaign_takes_tract_numbers_and_a_task_names_a_tract_the_ca
     assert task.selected_tracts({"params": {"tracts": ["2", 3]}}) == [2, 3]
     with pytest.raises(AirflowFailException, match="tracts 7, 99 are not in campaign test-3x3"):
         task.selected_tracts({"params": {"tracts": [2, 99, 7]}})
+
+
+def test_an_edge_sites_tasks_go_to_the_edge_executor_when_it_is_deployed_else_the_default(monkeypatch):
+    from drp_campaign.config import load_campaign
+    from drp_campaign.dag_factory import build_dag
+    from drp_campaign.settings import CAMPAIGNS_DIR
+
+    campaign = load_campaign(CAMPAIGNS_DIR / "nightly.yaml")  # UKDF_LANCS is edge_worker in sites.yaml
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor,airflow.providers.edge3.executors.EdgeExecutor")
+    dag = build_dag(campaign)
+    lancs = [t for t in dag.tasks if t.queue == "ukdf_lancs"]
+    assert lancs and all(t.executor == "EdgeExecutor" for t in lancs)
+    assert {t.executor for t in dag.tasks if t.queue != "ukdf_lancs"} == {None}
+    # The hop task that runs at the hub for LANCS's data goes to the hub's Celery worker.
+    assert dag.get_task("UKDF_LANCS.place_inputs.register").executor is None
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")  # the demo: everything local
+    assert {t.executor for t in build_dag(campaign).tasks} == {None}

@@ -39,7 +39,7 @@ def test_a_queue_no_site_uses_is_refused_naming_the_queues_there_are():
     "argv, executor, status, phrase",
     [
         (["--queue", "chdf"], "CeleryExecutor", 2, "sites.*.airflow_queue: no site uses the Airflow queue 'chdf'"),
-        (["--queue", "usdf"], "LocalExecutor", 1, "'LocalExecutor': a Celery worker needs CeleryExecutor"),
+        (["--queue", "usdf"], "LocalExecutor", 1, "'LocalExecutor': USDF's worker needs CeleryExecutor"),
         (["--queue", "usdf", "--concurrency", "0"], "CeleryExecutor", 2, "at least 1 task slot, got '0'"),
     ],
 )
@@ -57,6 +57,7 @@ def test_the_command_refuses_bad_input_before_starting_anything(monkeypatch, cap
 def test_the_command_starts_celery_on_the_queue_and_names_the_hostname_after_it(monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
     monkeypatch.delenv(workers.WORKER_QUEUE_ENV, raising=False)
+    monkeypatch.delenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", raising=False)  # the command sets both
     started = []
     monkeypatch.setattr(workers.os, "execvp", lambda file, argv: started.append(argv))
     cli.main(["worker", "--queue", "ukdf_ral", "--concurrency", "2"])
@@ -74,3 +75,33 @@ def test_check_only_starts_nothing(monkeypatch, capsys):
     monkeypatch.setattr(workers.os, "execvp", lambda *a: pytest.fail("started a worker"))
     assert cli.main(["worker", "--queue", "usdf", "--check"]) == 0
     assert "--queues usdf" in capsys.readouterr().out
+
+
+EDGE_DEPLOYED = "CeleryExecutor,airflow.providers.edge3.executors.EdgeExecutor"
+
+
+def test_an_edge_site_gets_an_edge_worker_with_neither_metadata_db_nor_broker(monkeypatch, capsys):
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", EDGE_DEPLOYED)
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://postgres@127.0.0.1:5432/x")
+    monkeypatch.delenv(workers.WORKER_QUEUE_ENV, raising=False)
+    monkeypatch.delenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", raising=False)  # the command sets both
+    started = []
+    monkeypatch.setattr(workers.os, "execvp", lambda file, argv: started.append(argv))
+    cli.main(["worker", "--queue", "ukdf_lancs", "--concurrency", "2"])
+    [argv] = started
+    assert argv[:3] == ["airflow", "edge", "worker"] and argv[argv.index("--queues") + 1] == "ukdf_lancs"
+    assert argv[argv.index("--edge-hostname") + 1].endswith(":ukdf_lancs")
+    assert "UKDF_LANCS: Edge worker on queue 'ukdf_lancs'" in capsys.readouterr().out
+    assert workers.os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == workers.NO_METADATA_DB
+    assert "AIRFLOW__CELERY__BROKER_URL" not in workers.os.environ
+
+
+def test_an_edge_site_runs_on_the_default_executor_where_edge_is_not_deployed(monkeypatch):
+    lancs, usdf = SITES.sites["UKDF_LANCS"], SITES.sites["USDF"]
+    assert lancs.edge_worker and not usdf.edge_worker
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", EDGE_DEPLOYED)
+    assert workers.task_placement(lancs) == {"queue": "ukdf_lancs", "executor": "EdgeExecutor"}
+    assert workers.task_placement(usdf) == {"queue": "usdf"}
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert workers.task_placement(lancs) == {"queue": "ukdf_lancs"}

@@ -102,6 +102,9 @@ class SiteConfig(ConfigModel):
     butler_repo: RepoPath
     panda: PandaSite
     airflow_queue: CommandWord
+    # A DF that cannot open ports to the broker: with the Edge executor deployed, its tasks run on an
+    # Airflow Edge worker there, which only calls out over HTTPS to the api-server.
+    edge_worker: bool = False
     # A shell command by design (the site's own setup, e.g. `source .../activate`): whoever
     # writes the sites file runs commands at every site; it is bounded, not restricted.
     stack_setup: Text
