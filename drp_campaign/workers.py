@@ -9,7 +9,7 @@ site marked `edge_worker` when the deployment also runs the Edge executor, an Ai
 which only calls out over HTTP(S) to the api-server (`task_placement` sends that site's tasks to
 the Edge executor).
 
-The worker names itself after its site (`<queue>@<host>` in Celery, `<host>:<queue>` as the task
+The worker names itself after its site (`<queue>@<host>` in Celery, `<host>-<queue>` as the task
 instances' hostname, through Airflow's `[core] hostname_callable` or the Edge worker's hostname),
 so that a task instance says which site's worker ran it even when workers share a machine, as here.
 """
@@ -72,7 +72,9 @@ def worker_hostname(queue: str | None = None) -> str:
     """The hostname Airflow records on a task instance: the machine, and the site queue it serves."""
     host = socket.getfqdn()
     queue = queue or os.environ.get(WORKER_QUEUE_ENV)
-    return f"{host}:{queue}" if queue else host
+    # "-", not ":": edge3 5.1.0 signs the URL-quoted worker name and checks the unquoted one, so
+    # a name that changes when quoted is refused (403, "Invalid method in token authorization").
+    return f"{host}-{queue}" if queue else host
 
 
 def worker_argv(queue: str, concurrency: int, edge: bool = False) -> list[str]:

@@ -90,12 +90,18 @@ start() {
 }
 
 # Each site's worker has said it is ready (connected to the broker, consuming its queue).
+edge_registered() {  # queue: its Edge worker (named <host>-<queue>) is registered with the api-server, not offline
+  psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d "$DRP_AIRFLOW_DB" -tAc "SELECT 1 FROM edge_worker
+    WHERE worker_name LIKE '%-$1' AND state NOT IN ('offline', 'unknown', 'offline maintenance')" 2>/dev/null | grep -q 1
+}
+
 wait_for_workers() {
   local deadline=$((SECONDS + 120)) svc
   for svc in "${SERVICES[@]}"; do
     [[ $svc == worker-* ]] || continue
-    # Celery says "<queue>@<host> ready."; an Edge worker that it starts polling the api-server.
-    until grep -q -e " ready" -e "Starting worker with API endpoint" "$LOGS/$svc.log" 2>/dev/null; do
+    # Celery says "<queue>@<host> ready."; an Edge worker is ready once the api-server has
+    # registered it (it signs in with the JWT secret: a refused one exits).
+    until grep -q " ready" "$LOGS/$svc.log" 2>/dev/null || edge_registered "${svc#worker-}"; do
       running "$svc" || { tail -30 "$LOGS/$svc.log" >&2; echo "error: $svc exited (log: $LOGS/$svc.log)" >&2; exit 1; }
       [ $SECONDS -lt $deadline ] || { echo "error: $svc not ready after 120 s (log: $LOGS/$svc.log)" >&2; exit 1; }
       sleep 1

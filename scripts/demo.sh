@@ -14,7 +14,9 @@ drp-campaign seed "$CAMPAIGN"
 for other in configs/campaigns/*.yaml; do
   [ "$(realpath "$other")" = "$(realpath "$CAMPAIGN")" ] || drp-campaign seed "$other"
 done
-echo "== 3/4 starting Rucio (server + daemons) and Airflow (scheduler, dag-processor, triggerer, api-server)"
+workers=""
+[ "${DRP_EXECUTOR:-local}" = celery ] && workers=", one worker per site queue (Celery; Edge for an edge_worker site)"
+echo "== 3/4 starting Rucio (server + daemons) and Airflow (scheduler, dag-processor, triggerer, api-server$workers)"
 bash scripts/rucio-server.sh start
 bash scripts/airflow-services.sh start
 export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"

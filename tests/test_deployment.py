@@ -128,18 +128,26 @@ def test_every_airflow_service_waits_for_airflow_init_and_shares_one_logs_volume
 
 
 def test_one_worker_per_site_queue_of_the_sites_file(services):
+    """A Celery worker per site queue, an Edge worker for an Edge site (with neither metadata DB nor broker)."""
     sites = load_sites()
     queues = [site.airflow_queue for site in sites.sites.values()]
-    workers = {
-        name: argv(s["command"]) for name, s in services.items() if argv(s.get("command"))[:2] == ["celery", "worker"]
-    }
+    edge_queues = {site.airflow_queue for site in sites.sites.values() if site.edge_worker}
+    assert edge_queues, "the shipped sites file has an Edge site (UKDF_LANCS)"
+    kinds = {("celery", "worker"): "-q", ("edge", "worker"): "--queues"}
+    workers = {name: argv(s["command"]) for name, s in services.items() if tuple(argv(s.get("command"))[:2]) in kinds}
     consumed = []
     for name, args in workers.items():
-        assert args.count("-q") == 1 and "--queues" not in args, f"{name}: {args}"
-        queue = args[args.index("-q") + 1]
+        option = kinds[tuple(args[:2])]
+        assert args.count(option) == 1, f"{name}: {args}"
+        queue = args[args.index(option) + 1]
         assert "," not in queue, f"{name} consumes more than its site's queue: {queue}"
+        assert (args[0] == "edge") == (queue in edge_queues), f"{name}: an Edge site's worker is an Edge worker"
         consumed.append(queue)
         assert services[name]["build"]["target"] == "stack-worker", f"{name} lacks the science stack"
+        if args[0] == "edge":
+            env = services[name]["environment"]
+            assert ":1/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] and not env["AIRFLOW__CELERY__BROKER_URL"]
+            assert "EdgeExecutor" in env["AIRFLOW__CORE__EXECUTOR"] and env["AIRFLOW__EDGE__API_URL"]
     assert Counter(consumed) == Counter(queues), "one worker per site queue, each consuming only its own"
     # Tasks without a queue go to the hub's worker (the global steps are on its queue anyway).
     hub_queue = sites.sites[sites.hub].airflow_queue

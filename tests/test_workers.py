@@ -54,20 +54,26 @@ def test_the_command_refuses_bad_input_before_starting_anything(monkeypatch, cap
     assert phrase in capsys.readouterr().err
 
 
-def test_the_command_starts_celery_on_the_queue_and_names_the_hostname_after_it(monkeypatch, capsys):
-    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+@pytest.fixture
+def started(monkeypatch) -> list[list[str]]:
+    """The argv each worker the command would exec; the environment it sets is undone after."""
     monkeypatch.delenv(workers.WORKER_QUEUE_ENV, raising=False)
-    monkeypatch.delenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", raising=False)  # the command sets both
-    started = []
-    monkeypatch.setattr(workers.os, "execvp", lambda file, argv: started.append(argv))
+    monkeypatch.delenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", raising=False)
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(workers.os, "execvp", lambda file, argv: argvs.append(argv))
+    return argvs
+
+
+def test_the_command_starts_celery_on_the_queue_and_names_the_hostname_after_it(monkeypatch, capsys, started):
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
     cli.main(["worker", "--queue", "ukdf_ral", "--concurrency", "2"])
     assert started == [workers.worker_argv("ukdf_ral", 2)]
     assert "UKDF_RAL: Celery worker on queue 'ukdf_ral', 2 slots" in capsys.readouterr().out
     # What Airflow then records on each task instance the worker runs ([core] hostname_callable).
     assert workers.os.environ["AIRFLOW__CORE__HOSTNAME_CALLABLE"] == workers.HOSTNAME_CALLABLE
-    assert workers.worker_hostname().endswith(":ukdf_ral")
+    assert workers.worker_hostname().endswith("-ukdf_ral")
     monkeypatch.delenv(workers.WORKER_QUEUE_ENV)
-    assert ":" not in workers.worker_hostname()
+    assert workers.worker_hostname() == workers.socket.getfqdn()
 
 
 def test_check_only_starts_nothing(monkeypatch, capsys):
@@ -80,18 +86,14 @@ def test_check_only_starts_nothing(monkeypatch, capsys):
 EDGE_DEPLOYED = "CeleryExecutor,airflow.providers.edge3.executors.EdgeExecutor"
 
 
-def test_an_edge_site_gets_an_edge_worker_with_neither_metadata_db_nor_broker(monkeypatch, capsys):
+def test_an_edge_site_gets_an_edge_worker_with_neither_metadata_db_nor_broker(monkeypatch, capsys, started):
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", EDGE_DEPLOYED)
     monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://postgres@127.0.0.1:5432/x")
-    monkeypatch.delenv(workers.WORKER_QUEUE_ENV, raising=False)
-    monkeypatch.delenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", raising=False)  # the command sets both
-    started = []
-    monkeypatch.setattr(workers.os, "execvp", lambda file, argv: started.append(argv))
     cli.main(["worker", "--queue", "ukdf_lancs", "--concurrency", "2"])
     [argv] = started
     assert argv[:3] == ["airflow", "edge", "worker"] and argv[argv.index("--queues") + 1] == "ukdf_lancs"
-    assert argv[argv.index("--edge-hostname") + 1].endswith(":ukdf_lancs")
+    assert argv[argv.index("--edge-hostname") + 1].endswith("-ukdf_lancs")
     assert "UKDF_LANCS: Edge worker on queue 'ukdf_lancs'" in capsys.readouterr().out
     assert workers.os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == workers.NO_METADATA_DB
     assert "AIRFLOW__CELERY__BROKER_URL" not in workers.os.environ
