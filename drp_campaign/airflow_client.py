@@ -118,7 +118,7 @@ class TaskState:
     rendered_map_index: str | None
     try_number: int
     duration: float | None
-    hostname: str | None = None  # the worker that ran it (with Celery, `<host>:<site queue>`)
+    hostname: str | None = None  # the worker that ran it (`<host>-<site queue>`: drp_campaign.workers)
     queue: str | None = None
     executor: str | None = None  # None: the deployment's default executor
 

@@ -67,8 +67,8 @@ COMMANDS: list[Command] = [
 
 def all_commands() -> list[Command]:
     """This table plus the campaign subcommands (seed, run, ledger, review, inventory), the run
-    operator's (status, retry, cancel, approve, reject), the planner's (plan) and a site's Celery
-    worker (worker), which live in their own modules."""
+    operator's (status, retry, cancel, approve, reject), the planner's (plan) and a site's worker
+    (worker: Celery or Edge), which live in their own modules."""
     return [*COMMANDS, *CAMPAIGN_COMMANDS, *OPERATE_COMMANDS, *PLAN_COMMANDS, *WORKER_COMMANDS]
 
 

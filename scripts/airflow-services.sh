@@ -89,12 +89,12 @@ start() {
   echo "Airflow is up: http://127.0.0.1:$DRP_AIRFLOW_PORT ($AIRFLOW__CORE__EXECUTOR; logs: $LOGS)"
 }
 
-# Each site's worker has said it is ready (connected to the broker, consuming its queue).
 edge_registered() {  # queue: its Edge worker (named <host>-<queue>) is registered with the api-server, not offline
   psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d "$DRP_AIRFLOW_DB" -tAc "SELECT 1 FROM edge_worker
     WHERE worker_name LIKE '%-$1' AND state NOT IN ('offline', 'unknown', 'offline maintenance')" 2>/dev/null | grep -q 1
 }
 
+# Each site's worker is ready: a Celery one connected to the broker, an Edge one registered.
 wait_for_workers() {
   local deadline=$((SECONDS + 120)) svc
   for svc in "${SERVICES[@]}"; do

@@ -37,7 +37,7 @@ import yaml
 from browser import Browser
 from conftest import E2E_ENV
 
-from drp_campaign import bps, graph, live_status, nightly
+from drp_campaign import bps, graph, live_status, nightly, workers
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
@@ -455,7 +455,7 @@ def assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id, d
     site's queue, an Edge site's tasks to the Edge executor (the others to the default, Celery),
     and every site's worker took part."""
     sites = campaign.sites_config.sites
-    queues = {site.airflow_queue: name for name, site in sites.items()}
+    queues = workers.site_queues(campaign.sites_config)
     ran = [t for t in client.task_states(dag_id, run_id) if t.hostname]
     assert len(ran) > 50, f"only {len(ran)} task instances carry a hostname"
     for t in ran:
