@@ -42,6 +42,7 @@ from airflow.sdk import BaseNotifier
 from . import settings
 from .airflow_client import default_base_url
 from .alert_channels import CHANNELS
+from .live_status import ui_link
 from .transfer.base import STUCK_STATES
 
 if TYPE_CHECKING:
@@ -102,9 +103,11 @@ class Where:
 
     def link(self, page: str = "") -> str:
         """The UI's page of the task (or of the run), or one of its tabs (`required_actions`)."""
-        url = f"{default_base_url().rstrip('/')}/dags/{self.dag_id}/runs/{urllib.parse.quote(self.run_id, safe='')}"
         if self.task_id:
-            url += f"/tasks/{self.task_id}" + (f"/mapped/{self.map_index}" if self.map_index >= 0 else "")
+            path = ui_link(self.dag_id, self.run_id, self.task_id, self.map_index)
+        else:
+            path = f"/dags/{urllib.parse.quote(self.dag_id)}/runs/{urllib.parse.quote(self.run_id, safe='')}"
+        url = default_base_url().rstrip("/") + path
         return f"{url}/{page}" if page else url
 
 

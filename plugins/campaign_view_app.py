@@ -18,6 +18,7 @@ manager (`is_authorized_dag(GET, DagAccessEntity.RUN)`); the list shows only tho
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from dataclasses import dataclass
@@ -78,9 +79,18 @@ def may_read_runs(user: BaseUser, campaign: str) -> bool:
 
 
 def _ledger():
+    """The ledger at this process's ledger URL: one engine (and pool) for the api-server's life,
+    not one per read (a page reads it several times; each new Ledger also checks its tables)."""
+    from drp_campaign import settings
+
+    return _ledger_at(str(settings.ledger_url()))
+
+
+@functools.cache
+def _ledger_at(url: str):
     from drp_campaign.ledger import Ledger
 
-    return Ledger()
+    return Ledger(url)
 
 
 @dataclass

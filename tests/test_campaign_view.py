@@ -366,3 +366,12 @@ def test_a_run_page_shows_the_site_qa_what_differs_and_its_plot(ledger, tokens, 
     missing = client.get("/site_qa.png", params={"run_id": key, "tract": 4})
     assert missing.status_code == 404 and "no site QA plot for tract 4" in missing.text
     assert as_user(tokens["no-role"]).get("/site_qa.png", params={"run_id": key, "tract": 2}).status_code == 403
+
+
+def test_the_view_keeps_one_ledger_per_ledger_url_not_one_per_read(ledger, tmp_path, monkeypatch):
+    from drp_campaign.plugins import campaign_view_app
+
+    first = campaign_view_app._ledger()
+    assert campaign_view_app._ledger() is first and first.url == ledger.url
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'other.db'}")  # another deployment's
+    assert campaign_view_app._ledger() is not first
