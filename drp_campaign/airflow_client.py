@@ -321,13 +321,15 @@ class AirflowClient:
         task_ids: list[str] | None = None,
         only_failed: bool = True,
         include_downstream: bool = False,
+        dry_run: bool = False,
     ) -> list[TaskState]:
         """Clear task instances of one run so they run again, as the UI's Clear does; a finished
         run is queued again. TASK_IDS: these tasks (every map index of a mapped one), else all;
         ONLY_FAILED: only their failed and upstream-failed instances; INCLUDE_DOWNSTREAM: also
-        their downstream tasks (in those states, with ONLY_FAILED). Returns what was cleared."""
+        their downstream tasks (in those states, with ONLY_FAILED). Returns what was cleared (DRY_RUN:
+        what would be, with nothing changed; Airflow still checks the user may clear)."""
         body = {
-            "dry_run": False,
+            "dry_run": dry_run,
             "dag_run_id": run_id,
             "only_failed": only_failed,
             "include_downstream": include_downstream,
@@ -345,10 +347,14 @@ class AirflowClient:
         """Clear these tasks (whatever their state) so they run again, as the UI's Clear does."""
         return [t.task_id for t in self.clear(dag_id, run_id, task_ids, only_failed=False)]
 
-    def mark_task(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> None:
-        """Set one task instance's state, as the UI's "Mark as failed/success" does."""
+    def mark_task(
+        self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1, note: str | None = None
+    ) -> None:
+        """Set one task instance's state, as the UI's "Mark as failed/success" does, with NOTE (shown
+        on the task instance in the UI) saying why."""
         self._patch(
-            f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}", {"new_state": state}
+            f"/api/v2/dags/{dag_id}/dagRuns/{self._q(run_id)}/taskInstances/{task_id}/{map_index}",
+            {"new_state": state, **({"note": note} if note else {})},
         )
 
     def follow(

@@ -19,6 +19,7 @@ from drp_campaign.campaign_commands import COMMANDS as CAMPAIGN_COMMANDS
 from drp_campaign.command import EXIT_OK, Command
 from drp_campaign.config import ConfigError, load_campaign
 from drp_campaign.errors import DrpError
+from drp_campaign.failover import COMMANDS as FAILOVER_COMMANDS
 from drp_campaign.operate_commands import COMMANDS as OPERATE_COMMANDS
 from drp_campaign.planner.command import COMMANDS as PLAN_COMMANDS
 from drp_campaign.workers import COMMANDS as WORKER_COMMANDS
@@ -67,9 +68,9 @@ COMMANDS: list[Command] = [
 
 def all_commands() -> list[Command]:
     """This table plus the campaign subcommands (seed, run, ledger, review, inventory), the run
-    operator's (status, retry, cancel, approve, reject), the planner's (plan) and a site's worker
-    (worker: Celery or Edge), which live in their own modules."""
-    return [*COMMANDS, *CAMPAIGN_COMMANDS, *OPERATE_COMMANDS, *PLAN_COMMANDS, *WORKER_COMMANDS]
+    operator's (status, retry, cancel, approve, reject, failover), the planner's (plan) and a site's
+    worker (worker: Celery or Edge), which live in their own modules."""
+    return [*COMMANDS, *CAMPAIGN_COMMANDS, *OPERATE_COMMANDS, *FAILOVER_COMMANDS, *PLAN_COMMANDS, *WORKER_COMMANDS]
 
 
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:

@@ -112,20 +112,49 @@ def build_graph(campaign: CampaignConfig) -> CampaignGraph:
     return graph
 
 
-def plan_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] | None = None) -> list[WorkGroup]:
+def plan_groups(
+    campaign: CampaignConfig,
+    site: str,
+    selected_tracts: list[int] | None = None,
+    moved: dict[int, str] | None = None,
+) -> list[WorkGroup]:
     """Split a site's tracts into groups of `tracts_per_group`, then one group per overlap tract it
-    processes for the site-independence QA; empty when none is selected."""
+    processes for the site-independence QA; empty when none is selected.
+
+    MOVED (tract -> site, the run's failovers: drp_campaign/failover.py) takes a tract from its own
+    site's groups to the site it was moved to, in a group named after the group it left
+    (`FRDF-g000` at UKDF_RAL): its outputs are the new site's, and the names never clash with that
+    site's own groups. A tract moved to the site that would process it a second time for the QA is
+    no longer processed twice there."""
+    moved = moved or {}
+    groups = [
+        WorkGroup(g.label, kept)
+        for g in _own_groups(campaign, site, selected_tracts)
+        if (kept := tuple(t for t in g.tracts if moved.get(t, site) == site))
+    ]
+    for other in campaign.campaign_sites():
+        if other != site:
+            groups += [
+                WorkGroup(f"{other}-{g.label}", here)
+                for g in _own_groups(campaign, other, selected_tracts)
+                if (here := tuple(t for t in g.tracts if moved.get(t) == site))
+            ]
+    overlap = [t for t in campaign.overlap_tracts_at(site) if moved.get(t) != site]
+    if selected_tracts:
+        overlap = [t for t in overlap if t in set(selected_tracts)]
+    return groups + [overlap_group(t) for t in overlap]
+
+
+def _own_groups(campaign: CampaignConfig, site: str, selected_tracts: list[int] | None) -> list[WorkGroup]:
+    """SITE's own tracts (those selected) in groups of tracts_per_group, labelled g000, g001, ..."""
     tracts = campaign.site_tracts(site)
-    overlap = campaign.overlap_tracts_at(site)
     if selected_tracts:
         wanted = set(selected_tracts)
         tracts = [t for t in tracts if t in wanted]
-        overlap = [t for t in overlap if t in wanted]
     size = campaign.tracts_per_group
-    own = [
+    return [
         WorkGroup(label=f"g{i // size:03d}", tracts=tuple(tracts[i : i + size])) for i in range(0, len(tracts), size)
     ]
-    return own + [overlap_group(t) for t in overlap]
 
 
 GLOBAL_GROUP = WorkGroup(label="all", tracts=())
@@ -188,7 +217,12 @@ def overlap_runs_pattern(campaign: CampaignConfig, key: str, site: str) -> str:
 
 
 def hop_selections(
-    campaign: CampaignConfig, key: str, hop: str, source: str, selected_tracts: list[int] | None = None
+    campaign: CampaignConfig,
+    key: str,
+    hop: str,
+    source: str,
+    selected_tracts: list[int] | None = None,
+    moved: dict[int, str] | None = None,
 ) -> list[tuple[str, list[str]]]:
     """What a hop (not the place hop) sends from SOURCE, as (RUN glob, dataset types) pairs.
 
@@ -202,7 +236,7 @@ def hop_selections(
         return [(campaign_runs_pattern(campaign, key), types)]
     if hop_config.direction != "fan_in":
         return [(site_runs_pattern(campaign, key, source), types)]
-    groups = plan_groups(campaign, source, selected_tracts)
+    groups = plan_groups(campaign, source, selected_tracts, moved)
     selections = [(site_runs_pattern(campaign, key, source), types)] if any(not g.overlap for g in groups) else []
     compared = [t for t in types if t in campaign.qa.compare]
     if compared and any(g.overlap for g in groups):

@@ -134,6 +134,21 @@ campaign_runs = sa.Table(
 )
 
 
+# Site failover (drp_campaign/failover.py): the tracts of a run moved from a down site to another.
+# The run's operators plan their work groups from these rows (graph.plan_groups), so a moved
+# tract runs at its new site only.
+failovers = sa.Table(
+    "failovers",
+    metadata,
+    sa.Column("run_key", sa.String(200), primary_key=True),
+    sa.Column("tract", sa.Integer, primary_key=True),
+    sa.Column("from_site", sa.String(50), nullable=False),
+    sa.Column("to_site", sa.String(50), nullable=False),
+    sa.Column("moved_by", sa.String(250), nullable=False),
+    sa.Column("moved", sa.DateTime, nullable=False),
+)
+
+
 class RunKeyTaken(DrpError):
     """A campaign run's key already names another run (see Ledger.claim_run_key)."""
 
@@ -519,6 +534,45 @@ class Ledger:
                 .order_by(site_qa_checks.c.tract, site_qa_checks.c.dataset_type, site_qa_checks.c.quantity)
             )
             return [{**r._mapping, "value_a": json.loads(r.value_a), "value_b": json.loads(r.value_b)} for r in rows]
+
+    # -- failover --------------------------------------------------------------------------
+    def record_failover(self, run_key: str, from_site: str, to_site: str, tracts: Iterable[int], by: str) -> None:
+        """Record that TRACTS of the run now run at TO_SITE. A tract moves once: moving it again (the
+        command repeated after a crash) to the same site changes nothing, to another is refused."""
+        tracts = sorted(set(tracts))
+        with self.engine.begin() as conn:
+            moved = {
+                r.tract: r.to_site
+                for r in conn.execute(
+                    sa.select(failovers).where(failovers.c.run_key == run_key, failovers.c.tract.in_(tracts))
+                )
+            }
+            elsewhere = {t: s for t, s in moved.items() if s != to_site}
+            if elsewhere:
+                raise DrpError(
+                    f"run {run_key}: tracts {', '.join(f'{t} (to {s})' for t, s in sorted(elsewhere.items()))} "
+                    f"were already moved elsewhere; not moving them to {to_site}"
+                )
+            new = [t for t in tracts if t not in moved]
+            if new:
+                conn.execute(
+                    failovers.insert(),
+                    [
+                        {"run_key": run_key, "tract": t, "from_site": from_site, "to_site": to_site}
+                        | {"moved_by": by, "moved": _now()}
+                        for t in new
+                    ],
+                )
+
+    def failovers(self, run_key: str) -> list[dict]:
+        """The run's moved tracts, one row each (tract, from_site, to_site, moved_by, moved)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(failovers).where(failovers.c.run_key == run_key).order_by(failovers.c.tract))
+            return [dict(r._mapping) for r in rows]
+
+    def moved_tracts(self, run_key: str) -> dict[int, str]:
+        """Tract -> the site it was moved to, for the run's failed-over tracts."""
+        return {r["tract"]: r["to_site"] for r in self.failovers(run_key)}
 
 
 def _pair_rows(query, run_key: str, hop: str | None, dst_site: str | None, src_site: str | None):

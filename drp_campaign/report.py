@@ -87,6 +87,17 @@ def build_report(
             {"step": r["step"], "decision": r["decision"], "by": r["decided_by"], "at": str(r["decided"])}
             for r in ledger.reviews(run_key)
         ],
+        # Tracts moved from a down site to another (drp-campaign failover): processed there instead.
+        "failovers": [
+            {
+                "tract": f["tract"],
+                "from": f["from_site"],
+                "to": f["to_site"],
+                "by": f["moved_by"],
+                "at": str(f["moved"]),
+            }
+            for f in ledger.failovers(run_key)
+        ],
     }
 
 

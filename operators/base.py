@@ -83,10 +83,24 @@ class CampaignOperator(BaseOperator):
     def is_dry_run(self, context) -> bool:
         return bool(context["params"].get("dry_run"))
 
+    def moved_tracts(self, context) -> dict[int, str]:
+        """The run's tracts moved to another site by a failover (tract -> its new site)."""
+        return self.ledger.moved_tracts(self.run_key(context))
+
+    def work_groups(self, context, site: str | None = None) -> list[graph.WorkGroup]:
+        """A site's work groups in this run: the selected tracts, where failovers put them."""
+        return graph.plan_groups(
+            self.campaign, site or self.site, self.selected_tracts(context), self.moved_tracts(context)
+        )
+
     def skip_unless_selected(self, context, site: str | None = None) -> None:
-        """A site left out of this run (trigger form) skips its own tasks, and only those."""
+        """A site left out of this run (trigger form) skips its own tasks, and only those; so does
+        a site whose tracts were all moved away by a failover."""
         site = site or self.site
         if site not in self.selected_sites(context):
             raise AirflowSkipException(f"site {site} is not selected for this run")
-        if not graph.plan_groups(self.campaign, site, self.selected_tracts(context)):
+        if not self.work_groups(context, site):
+            moved = sorted(t for t, to in self.moved_tracts(context).items() if self.campaign.tract_site(t) == site)
+            if moved:
+                raise AirflowSkipException(f"site {site}: its tracts {moved} were failed over to other sites")
             raise AirflowSkipException(f"site {site} has none of the selected tracts")

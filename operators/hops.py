@@ -97,7 +97,9 @@ class HopOperator(CampaignOperator):
     def selections(self, context) -> list[tuple[str, list[str]]]:
         """What this hop sends from its source (graph.hop_selections), for this run's selection."""
         key = self.run_key(context)
-        return graph.hop_selections(self.campaign, key, self.hop, self.source, self.selected_tracts(context))
+        return graph.hop_selections(
+            self.campaign, key, self.hop, self.source, self.selected_tracts(context), self.moved_tracts(context)
+        )
 
     def record_rule(self, context, service, rule_id: str):
         """Put the rule's id and state in the ledger, where the campaign view shows it."""
@@ -181,9 +183,7 @@ class RegisterHopOperator(HopOperator):
         source_repo = str(self.site_config(self.source).butler_repo_path())
         if self.direction == "place":  # what the site's tracts need, selected from the hub's inputs
             runs = ", ".join(sorted({sel.collection for sel in hop.inputs.values()}))
-            tracts = [
-                t for g in graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) for t in g.tracts
-            ]
+            tracts = [t for g in self.work_groups(context) for t in g.tracts]
             subcommand, args = (
                 "export-inputs",
                 ["--campaign", str(self.campaign.file), "--site", self.site, "--tracts", ",".join(map(str, tracts))],

@@ -30,11 +30,17 @@ class SiteQaOperator(CampaignOperator):
         both sites taking part in the run."""
         sites = set(self.selected_sites(context))
         selected = set(self.selected_tracts(context))
-        return {
-            tract: (self.campaign.tract_site(tract), second)
+        # A failed-over tract's product is made at its new site; a site failed over from is down:
+        # it makes no second copies either.
+        moves = self.ledger.failovers(self.run_key(context))
+        moved = {m["tract"]: m["to_site"] for m in moves}
+        sites -= {m["from_site"] for m in moves}
+        pairs = {
+            tract: (moved.get(tract, self.campaign.tract_site(tract)), second)
             for tract, second in sorted(self.campaign.qa.overlap.items())
-            if (not selected or tract in selected) and {self.campaign.tract_site(tract), second} <= sites
+            if not selected or tract in selected
         }
+        return {t: (own, second) for t, (own, second) in pairs.items() if own != second and {own, second} <= sites}
 
     def execute(self, context) -> dict:
         key = self.run_key(context)

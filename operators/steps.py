@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from drp_campaign import bps, graph
 from drp_campaign.drills import active_config_overrides, active_faults, active_job_fault
@@ -58,7 +58,7 @@ class CheckInputsOperator(CampaignOperator):
             self.skip_unless_selected(context)
         key = self.run_key(context)
         selected = self.site in self.selected_sites(context)
-        groups = graph.plan_groups(self.campaign, self.site, self.selected_tracts(context)) if selected else []
+        groups = self.work_groups(context) if selected else []
         tracts = [t for g in groups for t in g.tracts]
         args = [
             *self.site_args(),
@@ -158,11 +158,24 @@ class PipelineStepOperator(CampaignOperator):
         finally:
             self._hook = None
 
+    def _skip_if_moved(self, context) -> None:
+        """A group planned here before a failover moved its tracts away runs at their new site
+        only: this instance (cleared by someone, or run by a worker that came back) does nothing."""
+        planned = {g.label: set(g.tracts) for g in self.work_groups(context)}
+        away = sorted(set(self.work_group["tracts"]) - planned.get(self._label(), set()))
+        if away:
+            moved = self.moved_tracts(context)
+            raise AirflowSkipException(
+                f"site {self.site} {self.step} {self._label()}: tracts {away} were failed over to "
+                f"{', '.join(sorted({moved.get(t, '?') for t in away}))}; they run there, not here"
+            )
+
     # -- submit and wait ------------------------------------------------------------------------
     def execute(self, context) -> dict:
         stage = self.campaign.steps[self.step]
         if stage.scope == "site":
             self.skip_unless_selected(context)
+            self._skip_if_moved(context)
         key = self.run_key(context)
         if self.is_dry_run(context):
             return self._dry_run(context, key)

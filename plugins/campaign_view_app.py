@@ -547,7 +547,7 @@ def _ledger_html(report: dict, status: dict | None) -> str:
             "<h4>Products at the hub</h4>"
             + _table(["dataset type", "datasets"], sorted(report["hub_products"].items()))
         )
-    return "".join(out) + _reviews_section(report) + _site_qa_section(report)
+    return "".join(out) + _failovers_section(report) + _reviews_section(report) + _site_qa_section(report)
 
 
 def _nightly_section(run_key: str) -> str:
@@ -581,6 +581,15 @@ def _nightly_section(run_key: str) -> str:
         + _table(["site / hop", "verdict", "steps took", "median of earlier nights", "nights", "failed"], rows)
         + (f"<p>Regressions:</p><ul>{regressions}</ul>" if regressions else '<p class="note">No regression.</p>')
     )
+
+
+def _failovers_section(report: dict) -> str:
+    """Tracts moved from a down site to another (drp-campaign failover), who moved them and when."""
+    if not report.get("failovers"):
+        return ""
+    rows = [[f["tract"], f["from"], f["to"], f["by"], f["at"]] for f in report["failovers"]]
+    note = "<p>Processed at the site they were moved to; what the down site made of them never came home.</p>"
+    return f"<h3>Failed over</h3>{note}{_table(['tract', 'from (down)', 'to', 'by', 'at'], rows)}"
 
 
 def _reviews_section(report: dict) -> str:

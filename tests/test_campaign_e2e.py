@@ -708,6 +708,59 @@ def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differ
     assert "tract 2" in log and "object_table" in log and "psf_flux.median" in log and "relative 0.001" in log
 
 
+def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, campaign, airflow_env):
+    """FRDF is down (its worker killed) when a slice of FRDF and UKDF_RAL with FRDF's tract 3 starts.
+    `drp-campaign failover RUN --from FRDF --to UKDF_RAL`: tract 3's inputs are placed at UKDF_RAL
+    through Rucio, its steps run there (group FRDF-g000), its products come home from there; FRDF's
+    tasks are skipped. FRDF's worker then comes back: nothing of the run runs there."""
+    kill_service(airflow_env, "worker-frdf")
+    try:
+        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
+        key = graph.run_key(run_id)
+        wait_until(
+            "FRDF's first task queued for its (dead) worker, UKDF_RAL with nothing to do",
+            lambda: (
+                (s := states_by_task(client, run_id)).get("FRDF.check_software") == ["queued"]
+                and s.get("UKDF_RAL.check_inputs") == ["skipped"]
+            ),
+        )
+        failover = subprocess.run(
+            [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "failover", run_id]
+            + ["--from", "FRDF", "--to", "UKDF_RAL"],
+            capture_output=True,
+            text=True,
+            env=airflow_env,
+            timeout=300,
+        )
+        assert failover.returncode == 0, failover.stderr
+        assert "tracts [3] of FRDF now run at UKDF_RAL" in failover.stdout
+        ends(client, run_id, "success", timeout_s=1200)
+    finally:  # FRDF comes back
+        subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
+        )
+    states = states_by_task(client, run_id)
+    assert {s for t, ss in states.items() if t.startswith("FRDF.") for s in ss} == {"skipped"}
+    moved = [t for t in client.task_states(DAG_ID, run_id) if t.task_id == "UKDF_RAL.step5"]
+    assert [(t.state, t.rendered_map_index) for t in moved] == [("success", "FRDF-g000")]
+    assert [(f["tract"], f["from_site"], f["to_site"]) for f in Ledger().failovers(key)] == [(3, "FRDF", "UKDF_RAL")]
+    records = Ledger().step_records(key)
+    assert {(r["site"], r["group_label"]) for r in records if r["site"] != "USDF"} == {("UKDF_RAL", "FRDF-g000")}
+    balances = Ledger().hop_balances(key)
+    assert all(b.balanced for b in balances), [b.problems for b in balances]
+    placed = {(b.hop, b.dst_site) for b in balances if b.sent}
+    assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
+    assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
+    counts = hub_counts(campaign, key)
+    assert counts["object_table"] == counts["qa_metrics"] == 1 and counts["isolated_star"] == 1, counts
+    report = client._get("/drp/api/run", run_id=run_id)
+    assert report["ledger_balanced"] and report["failovers"][0]["by"] == "operator"
+    # FRDF's worker is back and takes the task message queued before: Airflow refuses it (skipped).
+    time.sleep(15)
+    assert set(states_by_task(client, run_id)["FRDF.check_software"]) == {"skipped"}
+    assert not bps.run_dir(campaign, key, "FRDF", "step1", "g000").exists(), "no BPS run at FRDF"
+
+
 def _hub_script(campaign, body: str) -> None:
     """Run BODY (python, `butler` open on USDF's repo) in the stack env: a hand edit at the hub."""
     from drp_campaign.settings import stack_prefix

@@ -41,6 +41,32 @@ def test_groups_split_a_sites_tracts_and_honour_the_selection():
     assert [g.tracts for g in graph.plan_groups(c, "USDF")] == [(0, 1), (4,)], "an overlap tract is a group alone"
 
 
+def test_a_failed_over_tract_runs_only_at_its_new_site_in_a_group_named_after_the_one_it_left():
+    c = campaign()
+    moved = {2: "UKDF_RAL", 3: "UKDF_RAL"}
+    assert graph.plan_groups(c, "FRDF", moved=moved) == [], "FRDF keeps nothing"
+    at_ral = graph.plan_groups(c, "UKDF_RAL", moved=moved)
+    assert [(g.label, g.tracts) for g in at_ral] == [
+        ("g000", (4,)),
+        ("g001", (5,)),
+        ("FRDF-g000", (2,)),
+        ("FRDF-g001", (3,)),
+    ], "UKDF_RAL's overlap copy of tract 2 is gone: its product is made there now"
+    assert [g.label for g in graph.plan_groups(c, "USDF", moved=moved)] == ["g000", "g001", "overlap-t4"]
+    assert [(g.label, g.tracts) for g in graph.plan_groups(c, "UKDF_RAL", [3, 5], moved)] == [
+        ("g000", (5,)),
+        ("FRDF-g000", (3,)),
+    ], "groups of the selected tracts, as without a failover"
+    assert graph.output_run(c, "k", "UKDF_RAL", "step1", "FRDF-g000") == "drp/test-3x3/k/UKDF_RAL/step1/FRDF-g000"
+    c.tracts_per_group = 2
+    assert [(g.label, g.tracts) for g in graph.plan_groups(c, "USDF", moved={2: "USDF"})] == [
+        ("g000", (0, 1)),
+        ("FRDF-g000", (2,)),
+        ("overlap-t4", (4,)),
+    ], "a group half moved: the tract moved goes, the other stays at FRDF"
+    assert [(g.label, g.tracts) for g in graph.plan_groups(c, "FRDF", moved={2: "USDF"})] == [("g000", (3,))]
+
+
 def test_run_key_is_safe_for_paths_and_collections():
     key = graph.run_key("manual__2026-11-25T17:00:00.123456+00:00")
     assert key == "manual__2026-11-25T17-00-00-123"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from drp_campaign.errors import DrpError
 from drp_campaign.ledger import HopEntry, Ledger, LedgerUnbalanced
 
 
@@ -190,3 +191,18 @@ def test_a_run_key_is_never_empty_and_never_too_long():
     assert run_key(":::").startswith("run-") and run_key(":::") != run_key("...")
     long_a, long_b = "manual__" + "a" * 200 + "1", "manual__" + "a" * 200 + "2"
     assert len(run_key(long_a)) <= RUN_KEY_MAX and run_key(long_a) != run_key(long_b)
+
+
+def test_a_failover_is_recorded_tract_by_tract_once_and_a_tract_never_moves_twice(ledger):
+    ledger.record_failover("k1", "FRDF", "UKDF_RAL", [3, 2], by="operator")
+    ledger.record_failover("k1", "FRDF", "UKDF_RAL", [2], by="someone else")  # the command run again: no change
+    assert ledger.moved_tracts("k1") == {2: "UKDF_RAL", 3: "UKDF_RAL"}
+    assert [(r["tract"], r["from_site"], r["moved_by"]) for r in ledger.failovers("k1")] == [
+        (2, "FRDF", "operator"),
+        (3, "FRDF", "operator"),
+    ]
+    with pytest.raises(
+        DrpError, match=r"tracts 3 \(to UKDF_RAL\) were already moved elsewhere; not moving them to USDF"
+    ):
+        ledger.record_failover("k1", "FRDF", "USDF", [3], by="operator")
+    assert ledger.moved_tracts("k1") == {2: "UKDF_RAL", 3: "UKDF_RAL"} and ledger.moved_tracts("k2") == {}

@@ -1,4 +1,4 @@
-"""The operator commands (status, retry, cancel, approve, reject) against a canned 3-site run.
+"""The operator commands (status, retry, cancel, approve, reject, failover) against a canned 3-site run.
 
 No server: the real AirflowClient is used with its three HTTP verbs stubbed by `FakeAirflow`,
 which answers the reads from a run built by live_status.build_status (the campaign view's status
@@ -104,12 +104,15 @@ class FakeAirflow:
         self.status_asked: list[dict] = []
         self.logins: list[tuple[str, str | None]] = []
         self.refuse_writes = False
+        self.conf: dict = {}  # the run's trigger form (none: the campaign's sites and tracts)
 
     def get(self, path: str, **params) -> dict:
         if path == "/drp/api/status":
             self.status_asked.append(params)
             return self.status
         run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(RUN_ID, safe='')}"
+        if path == run_path:
+            return {"dag_run_id": RUN_ID, "state": self.status["state"], "conf": self.conf}
         if path == f"{run_path}/taskInstances":
             entries = [
                 {"task_id": t.task_id, "map_index": t.map_index, "state": t.state, "rendered_map_index": None}
@@ -132,7 +135,10 @@ class FakeAirflow:
             self.tasks = [dataclasses.replace(t, state=state) if t.task_id == gate else t for t in self.tasks]
         if path.endswith("/clearTaskInstances"):  # what Airflow would clear of the named tasks (no downstream here)
             cleared = [
-                t for t in self.tasks if t.task_id in body["task_ids"] and t.state in ("failed", "upstream_failed")
+                t
+                for t in self.tasks
+                if t.task_id in body.get("task_ids", [t.task_id])
+                and (t.state in ("failed", "upstream_failed") or not body["only_failed"])
             ]
             return {
                 "task_instances": [{"task_id": t.task_id, "map_index": t.map_index, "state": None} for t in cleared]
@@ -452,3 +458,106 @@ def test_the_writes_are_bodies_airflows_own_request_models_accept(campaign, fail
     fake = airflow(campaign, failing)
     assert main(["cancel", KEY]) == 0
     assert DAGRunPatchBody.model_validate(fake.writes[0][2]).state == "failed"
+
+
+# --- failover ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    from drp_campaign.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("DRP_LEDGER_URL", url)
+    return Ledger(url)
+
+
+@pytest.fixture
+def frdf_down(task_ids):
+    """FRDF's worker died after its inputs were checked: its step1 groups wait in its queue; the
+    other sites are at step2b (UKDF_RAL's gather done, the hub's gate waiting for FRDF's)."""
+    states = done_up_to_step2b(task_ids)
+    states = {t: s for t, s in states.items() if not t.startswith("FRDF.step")}
+    states |= {("FRDF.step1", 0): "queued", ("FRDF.step1", 1): "running"}
+    states |= {t: "success" for t in task_ids if t.startswith("UKDF_RAL.gather_for_step2c.")}
+    return rows_of(task_ids, states)
+
+
+def _writes_of(fake, method: str) -> list[tuple[str, dict]]:
+    return [(path, body) for m, path, body in fake.writes if m == method]
+
+
+def test_failover_records_the_move_reruns_the_new_sites_tasks_and_skips_the_down_sites(
+    campaign, frdf_down, airflow, ledger, capsys
+):
+    fake = airflow(campaign, frdf_down)
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 0
+    assert ledger.moved_tracts(KEY) == {2: "UKDF_RAL", 3: "UKDF_RAL"}
+    assert [r["moved_by"] for r in ledger.failovers(KEY)] == ["operator", "operator"]
+    (probe, dry), (_, clear) = _writes_of(fake, "POST")
+    assert dry["dry_run"] is True and clear["dry_run"] is False and clear["only_failed"] is False
+    assert probe.endswith("/clearTaskInstances")
+    assert "UKDF_RAL.check_software" not in clear["task_ids"], "its stack was checked: it stays"
+    assert {"UKDF_RAL.place_inputs.register", "UKDF_RAL.check_inputs", "UKDF_RAL.step2b"} <= set(clear["task_ids"])
+    assert "UKDF_RAL.gather_for_step2c.verify" in clear["task_ids"], "it comes home again with the moved tracts"
+    assert not any(t.startswith(("FRDF.", "USDF.")) for t in clear["task_ids"]), "nothing else runs again"
+    patched = {path.split("/taskInstances/")[1]: body for path, body in _writes_of(fake, "PATCH")}
+    assert "FRDF.step1/0" in patched and "FRDF.step1/1" in patched and "FRDF.gather_for_step2c.verify/-1" in patched
+    assert "FRDF.check_inputs/-1" not in patched, "what FRDF finished stays as it was"
+    assert {b["new_state"] for b in patched.values()} == {"skipped"}
+    assert all("failed over to UKDF_RAL by operator" in b["note"] for b in patched.values())
+    out = capsys.readouterr().out
+    assert "tracts [2, 3] of FRDF now run at UKDF_RAL" in out and "FRDF.step1[0]" in out
+
+
+def test_a_failover_stopped_half_way_is_finished_by_running_it_again_and_then_refused(
+    campaign, frdf_down, airflow, ledger, capsys
+):
+    ledger.record_failover(KEY, "FRDF", "UKDF_RAL", [2, 3], by="operator")  # it stopped after the ledger
+    fake = airflow(campaign, frdf_down)
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 0
+    assert len(_writes_of(fake, "PATCH")) > 0 and "tracts [2, 3] of FRDF" in capsys.readouterr().out
+    done = [dataclasses.replace(t, state="skipped") if t.task_id.startswith("FRDF.") else t for t in frdf_down]
+    fake = airflow(campaign, done)
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 1
+    err = capsys.readouterr().err
+    assert "--from FRDF: nothing left to do in run" in err and "moved to UKDF_RAL already" in err
+    assert fake.writes == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "conf", "changed", "says"),
+    [
+        (["--from", "FRDF", "--to", "FRDF"], {}, {}, "--from and --to are both FRDF"),
+        (["--from", "FRDF", "--to", "IDAC_UK"], {}, {}, "--to IDAC_UK: not a site of campaign test-3x3"),
+        (["--from", "LSST", "--to", "USDF"], {}, {}, "--from LSST: not a site of campaign test-3x3"),
+        (["--from", "FRDF", "--to", "UKDF_RAL"], {"sites": ["USDF", "FRDF"]}, {}, "--to UKDF_RAL: not a site of run"),
+        (["--from", "FRDF", "--to", "USDF"], {"tracts": [0, 4]}, {}, "--from FRDF: nothing left to do"),
+        (
+            ["--from", "FRDF", "--to", "USDF"],
+            {},
+            {"FRDF.gather_for_step2c.register": "success"},
+            "its outputs have started coming home (FRDF.gather_for_step2c.register is success)",
+        ),
+    ],
+)
+def test_failover_refuses_bad_input_naming_it_and_changes_nothing(
+    campaign, task_ids, frdf_down, airflow, ledger, capsys, argv, conf, changed, says
+):
+    tasks = [dataclasses.replace(t, state=changed.get(t.task_id, t.state)) for t in frdf_down]
+    fake = airflow(campaign, tasks)
+    fake.conf = conf
+    assert main(["failover", KEY, *argv]) == 1
+    assert says in capsys.readouterr().err
+    assert fake.writes == [] and ledger.failovers(KEY) == []
+
+
+def test_failover_of_a_finished_run_or_by_a_viewer_changes_nothing(campaign, frdf_down, airflow, ledger, capsys):
+    airflow(campaign, frdf_down, state="success")
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "USDF"]) == 1
+    assert "has finished (success): nothing left to move" in capsys.readouterr().err
+    fake = airflow(campaign, frdf_down)
+    fake.refuse_writes = True
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "USDF", "--user", "viewer"]) == 1
+    assert "Airflow refused user 'viewer' to fail FRDF over to USDF" in capsys.readouterr().err
+    assert ledger.failovers(KEY) == []

@@ -120,3 +120,24 @@ def test_a_task_of_a_run_whose_key_names_another_run_fails_before_doing_anything
     assert operator(CAMPAIGN).run_key({"run_id": "manual__a.b"}) == "manual__a-b"  # its own run: again fine
     with pytest.raises(AirflowFailException, match="already names run 'manual__a.b'"):
         operator(CAMPAIGN).run_key({"run_id": "manual__a:b"})
+
+
+def test_a_group_failed_over_to_another_site_does_nothing_at_its_old_site_and_runs_at_the_new(tmp_path, monkeypatch):
+    """A task of a group planned at FRDF before a failover moved its tract (cleared by someone, or
+    run by FRDF's worker coming back) skips before submitting anything; the new site runs it."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from drp_campaign.ledger import Ledger
+
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    context = {"run_id": "manual__failover", "params": {}}
+    Ledger().record_failover("manual__failover", "FRDF", "UKDF_RAL", [2], by="operator")
+    with pytest.raises(AirflowSkipException, match=r"g000: tracts \[2\] were failed over to UKDF_RAL; they run there"):
+        operator(CAMPAIGN).execute(context)
+    at_ral = operator(CAMPAIGN, site="UKDF_RAL")
+    at_ral.work_group = {"label": "FRDF-g000", "tracts": [2]}
+    at_ral._skip_if_moved(context)  # planned there now: it runs
+    assert [g.label for g in at_ral.work_groups(context)] == ["g000", "g001", "FRDF-g000"]
+    Ledger().record_failover("manual__failover", "FRDF", "UKDF_RAL", [3], by="operator")
+    with pytest.raises(AirflowSkipException, match=r"site FRDF: its tracts \[2, 3\] were failed over"):
+        operator(CAMPAIGN).skip_unless_selected(context)

@@ -1,0 +1,196 @@
+"""Site failover: `drp-campaign failover RUN --from SITE --to SITE`.
+
+A data facility that goes down mid-campaign holds up the whole run: the global step waits for its
+fan-in. Failover moves the tracts the down site has not finished to another site of the run:
+
+1. The move is recorded in the ledger, tract by tract (`failovers`). Every operator plans its work
+   groups from it (graph.plan_groups), so from then on a moved tract belongs to its new site: its
+   inputs are placed there by that site's place hop (Rucio), it runs there in a group named after
+   the one it left (`FRDF-g000` at UKDF_RAL, its own RUNs), and its outputs come home from there.
+2. The new site's tasks after its software check are cleared: its place hop, input check and steps
+   run again with the moved groups (Airflow maps each step over the longer group list; the site's
+   own groups find their finished BPS runs and end at once: a retry is always safe).
+3. The down site's unfinished task instances are marked skipped, with nothing waiting on a worker
+   that may never come back. What it made stays at the site and never comes home, so never joins
+   the hub's chain; should one of its tasks run again (a cleared task, a worker back), its step
+   operator sees its group moved and does nothing (PipelineStepOperator._skip_if_moved).
+
+Each change is safe to make twice, in this order, so a command stopped half-way (a crash, a lost
+connection) is finished by running it again. Nothing changes when the input is wrong.
+
+Not yet: moving a site whose outputs have started coming home (its first fan-in has begun). Its
+tracts would then reach the hub twice; the command refuses and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from drp_campaign.command import EXIT_OK, Command
+from drp_campaign.errors import DrpError
+from drp_campaign.operate_commands import _reaching_airflow, _run_arguments, _run_name, as_user, connect
+
+if TYPE_CHECKING:
+    from drp_campaign.airflow_client import TaskState
+    from drp_campaign.config import CampaignConfig
+
+FINISHED = ("success", "skipped", "removed")
+
+
+class FailoverRefused(DrpError):
+    """The failover asked for cannot be done; the message says why and what to do. Nothing changed."""
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    from_site: str
+    to_site: str
+    tracts: tuple[int, ...]  # moved now (none when finishing a failover stopped half-way)
+    already_moved: tuple[int, ...]  # moved from FROM_SITE to TO_SITE by an earlier command
+    to_clear: tuple[str, ...]  # the new site's tasks that run again with the moved groups
+    to_skip: tuple[TaskState, ...]  # the down site's unfinished task instances
+
+
+def run_selection(campaign: CampaignConfig, conf: dict) -> tuple[list[str], list[int]]:
+    """The run's sites and tracts, as its trigger form chose them (the campaign's when not given)."""
+    sites = list(conf.get("sites") or campaign.campaign_sites())
+    tracts = [int(t) for t in (conf.get("tracts") or [])]
+    return sites, tracts
+
+
+def first_fan_in(campaign: CampaignConfig) -> str | None:
+    """The campaign's first hop that brings a site's outputs to the hub (in dependency order)."""
+    from drp_campaign.graph import build_graph
+
+    return next((s.name for s in build_graph(campaign).stages.values() if s.scope == "fan_in"), None)
+
+
+def plan_failover(
+    campaign: CampaignConfig,
+    run: dict,
+    conf: dict,
+    tasks: list[TaskState],
+    moved: dict[int, str],
+    from_site: str,
+    to_site: str,
+) -> FailoverPlan:
+    """What `failover` does to RUN (the campaign view's status of it), or FailoverRefused naming why
+    not. MOVED: the run's tracts already moved (tract -> site, the ledger's)."""
+    from drp_campaign.graph import plan_groups
+
+    sites = campaign.campaign_sites()
+    for flag, site in (("--from", from_site), ("--to", to_site)):
+        if site not in sites:
+            raise FailoverRefused(
+                f"{flag} {site}: not a site of campaign {campaign.name} (its sites: {', '.join(sites)}); nothing moved"
+            )
+    if from_site == to_site:
+        raise FailoverRefused(f"--from and --to are both {from_site}: name another site to move its work to")
+    name = _run_name(run)
+    if run["state"] == "success":
+        raise FailoverRefused(f"{name} has finished (success): nothing left to move; nothing changed")
+    run_sites, selected = run_selection(campaign, conf)
+    if to_site not in run_sites:
+        raise FailoverRefused(
+            f"--to {to_site}: not a site of {name} (its sites: {', '.join(run_sites)}); failover moves work to a "
+            "site taking part in the run"
+        )
+    prefix = f"{from_site}."
+    unfinished = tuple(t for t in tasks if t.task_id.startswith(prefix) and (t.state or "none") not in FINISHED)
+    left = [t for g in plan_groups(campaign, from_site, selected, moved) for t in g.tracts if not g.overlap]
+    earlier = tuple(sorted(t for t, site in moved.items() if site == to_site and campaign.tract_site(t) == from_site))
+    if from_site not in run_sites or not (left or (earlier and unfinished)):
+        gone = f" (its tracts {list(earlier)} were moved to {to_site} already)" if earlier else ""
+        raise FailoverRefused(f"--from {from_site}: nothing left to do in {name}{gone}; nothing changed")
+    fan_in = first_fan_in(campaign)
+    started = [
+        t
+        for t in tasks
+        if fan_in and t.task_id == f"{from_site}.{fan_in}.register" and (t.state or "none") not in ("none", "skipped")
+    ]
+    if left and started:
+        raise FailoverRefused(
+            f"--from {from_site}: its outputs have started coming home ({started[0].task_id} is {started[0].state}): "
+            f"moving its tracts now would bring a second copy of them to {campaign.hub()}. Failover is possible "
+            f"until a site's first fan-in ({fan_in}) begins; retry the site's tasks when it is back instead"
+        )
+    to_clear = sorted(
+        {
+            t.task_id
+            for t in tasks
+            if t.task_id.startswith(f"{to_site}.")
+            and t.task_id != f"{to_site}.check_software"
+            and (t.state or "none") != "none"
+        }
+    )
+    return FailoverPlan(from_site, to_site, tuple(left), earlier, tuple(to_clear), unfinished)
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def campaign_of_dag(dag_id: str) -> CampaignConfig | None:
+    """The campaign whose DAG is DAG_ID, from the campaign files here (the controller's)."""
+    from drp_campaign.config import find_campaign_files, load_campaign
+
+    return next((c for c in map(load_campaign, find_campaign_files()) if c.dag_id() == dag_id), None)
+
+
+def _failover_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_arguments(parser)
+    parser.add_argument("--from", dest="from_site", required=True, metavar="SITE", help="the site that is down")
+    parser.add_argument(
+        "--to", dest="to_site", required=True, metavar="SITE", help="the site of the run that takes its work"
+    )
+
+
+@_reaching_airflow
+def failover(args: argparse.Namespace) -> int:
+    """Move the tracts SITE (--from) has not finished in RUN to another site of the run (--to)."""
+    from drp_campaign.graph import run_key
+    from drp_campaign.ledger import Ledger
+
+    client = connect(args)
+    run = client.campaign_status(args.run_id, args.dag)
+    dag_id, run_id = run["dag_id"], run["run_id"]
+    key = run["run_key"] or run_key(run_id)  # a run with no ledger rows yet has its key all the same
+    campaign = campaign_of_dag(dag_id)
+    if campaign is None:
+        raise FailoverRefused(f"{_run_name(run)}: no campaign file here makes DAG {dag_id}; nothing changed")
+    ledger = Ledger()
+    conf = client.dag_run(dag_id, run_id).get("conf") or {}
+    tasks = client.task_states(dag_id, run_id)
+    plan = plan_failover(campaign, run, conf, tasks, ledger.moved_tracts(key), args.from_site, args.to_site)
+    what = f"fail {plan.from_site} over to {plan.to_site} in {_run_name(run)}"
+    # A clear that changes nothing: Airflow checks this user may clear the run's tasks, before anything changes.
+    as_user(
+        client, what, lambda: client.clear(dag_id, run_id, list(plan.to_clear) or None, only_failed=False, dry_run=True)
+    )
+    if plan.tracts:
+        ledger.record_failover(key, plan.from_site, plan.to_site, plan.tracts, by=client.username)
+    if plan.to_clear:
+        as_user(client, what, lambda: client.clear(dag_id, run_id, list(plan.to_clear), only_failed=False))
+    note = f"failed over to {plan.to_site} by {client.username} (drp-campaign failover)"
+    for t in plan.to_skip:
+        as_user(client, what, lambda t=t: client.mark_task(dag_id, run_id, t.task_id, "skipped", t.map_index, note))
+    tracts = sorted({*plan.tracts, *plan.already_moved})
+    print(
+        f"{_run_name(run)}: tracts {tracts} of {plan.from_site} now run at {plan.to_site} (recorded in the ledger "
+        f"by {client.username}); {len(plan.to_clear)} tasks of {plan.to_site} run again with them; "
+        f"{len(plan.to_skip)} unfinished task instances of {plan.from_site} skipped:"
+    )
+    for t in plan.to_skip:
+        print(f"  {t.label:<45} was {t.state or 'not run'}")
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command(
+        "failover",
+        "move the tracts a down site (--from) has not finished in a run to another site of the run (--to)",
+        _failover_arguments,
+        failover,
+    ),
+]
