@@ -33,7 +33,7 @@ from drp_campaign.errors import DrpError
 from drp_campaign.operate_commands import _reaching_airflow, _run_arguments, _run_name, as_user, connect
 
 if TYPE_CHECKING:
-    from drp_campaign.airflow_client import TaskState
+    from drp_campaign.airflow_client import AirflowClient, TaskState
     from drp_campaign.config import CampaignConfig
 
 FINISHED = ("success", "skipped", "removed")
@@ -174,7 +174,7 @@ def failover(args: argparse.Namespace) -> int:
         as_user(client, what, lambda: client.clear(dag_id, run_id, list(plan.to_clear), only_failed=False))
     note = f"failed over to {plan.to_site} by {client.username} (drp-campaign failover)"
     for t in plan.to_skip:
-        as_user(client, what, lambda t=t: client.mark_task(dag_id, run_id, t.task_id, "skipped", t.map_index, note))
+        as_user(client, what, lambda t=t: _skip(client, dag_id, run_id, t, note))
     tracts = sorted({*plan.tracts, *plan.already_moved})
     print(
         f"{_run_name(run)}: tracts {tracts} of {plan.from_site} now run at {plan.to_site} (recorded in the ledger "
@@ -184,6 +184,18 @@ def failover(args: argparse.Namespace) -> int:
     for t in plan.to_skip:
         print(f"  {t.label:<45} was {t.state or 'not run'}")
     return EXIT_OK
+
+
+def _skip(client: AirflowClient, dag_id: str, run_id: str, task: TaskState, note: str) -> None:
+    """Mark TASK skipped, unless it has ended meanwhile: skipping the first tasks makes the
+    scheduler skip those after them (Airflow then answers 409, "already in skipped state")."""
+    from drp_campaign.airflow_client import AirflowApiError
+
+    try:
+        client.mark_task(dag_id, run_id, task.task_id, "skipped", task.map_index, note)
+    except AirflowApiError as exc:
+        if exc.status != 409:
+            raise
 
 
 COMMANDS = [

@@ -105,6 +105,7 @@ class FakeAirflow:
         self.logins: list[tuple[str, str | None]] = []
         self.refuse_writes = False
         self.conf: dict = {}  # the run's trigger form (none: the campaign's sites and tracts)
+        self.ended: set[str] = set()  # "task_id/map_index" the scheduler skipped meanwhile
 
     def get(self, path: str, **params) -> dict:
         if path == "/drp/api/status":
@@ -128,6 +129,8 @@ class FakeAirflow:
     def write(self, method: str, path: str, body: dict) -> dict:
         if self.refuse_writes:
             raise AirflowApiError(f"{method} {BASE}{path}: HTTP 403: Forbidden", status=403, detail="Forbidden")
+        if method == "PATCH" and path.split("/taskInstances/")[1] in self.ended:  # Airflow: "already in ... state"
+            raise AirflowApiError(f"PATCH {BASE}{path}: HTTP 409", status=409, detail="already in skipped state")
         self.writes.append((method, path, body))
         if path.endswith("/hitlDetails"):  # the gate goes on (approved) or fails (rejected), as in Airflow
             gate = path.split("/taskInstances/")[1].split("/")[0]
@@ -491,6 +494,7 @@ def test_failover_records_the_move_reruns_the_new_sites_tasks_and_skips_the_down
     campaign, frdf_down, airflow, ledger, capsys
 ):
     fake = airflow(campaign, frdf_down)
+    fake.ended = {"FRDF.step2b/0"}  # skipped by the scheduler after its upstream was: a 409, no harm
     assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 0
     assert ledger.moved_tracts(KEY) == {2: "UKDF_RAL", 3: "UKDF_RAL"}
     assert [r["moved_by"] for r in ledger.failovers(KEY)] == ["operator", "operator"]
