@@ -116,13 +116,14 @@ def plan_failover(
             f"moving its tracts now would bring a second copy of them to {campaign.hub()}. Failover is possible "
             f"until a site's first fan-in ({fan_in}) begins; retry the site's tasks when it is back instead"
         )
+    # Its software check stands if it passed (a site with no tracts of the run skipped it).
     to_clear = sorted(
         {
             t.task_id
             for t in tasks
             if t.task_id.startswith(f"{to_site}.")
-            and t.task_id != f"{to_site}.check_software"
             and (t.state or "none") != "none"
+            and not (t.task_id == f"{to_site}.check_software" and t.state == "success")
         }
     )
     return FailoverPlan(from_site, to_site, tuple(left), earlier, tuple(to_clear), unfinished)

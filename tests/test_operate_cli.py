@@ -565,3 +565,18 @@ def test_failover_of_a_finished_run_or_by_a_viewer_changes_nothing(campaign, frd
     assert main(["failover", KEY, "--from", "FRDF", "--to", "USDF", "--user", "viewer"]) == 1
     assert "Airflow refused user 'viewer' to fail FRDF over to USDF" in capsys.readouterr().err
     assert ledger.failovers(KEY) == []
+
+
+def test_failover_to_a_site_with_nothing_of_its_own_in_the_run_runs_it_all_from_its_software_check(
+    campaign, task_ids, airflow, ledger, capsys
+):
+    """A slice of FRDF's tract 3 with UKDF_RAL taking part: UKDF_RAL skipped everything, its
+    software check too; after the failover all of it runs, the check first."""
+    states = {t: "skipped" for t in task_ids if t.startswith("UKDF_RAL.")} | {"FRDF.check_software": "queued"}
+    fake = airflow(campaign, rows_of(task_ids, states))
+    fake.conf = {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3]}
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 0
+    assert ledger.moved_tracts(KEY) == {3: "UKDF_RAL"}
+    (_, clear) = _writes_of(fake, "POST")[1]
+    assert set(clear["task_ids"]) == {t for t in task_ids if t.startswith("UKDF_RAL.")}
+    assert "tracts [3] of FRDF now run at UKDF_RAL" in capsys.readouterr().out
