@@ -7,8 +7,9 @@ fan-in. Failover moves the tracts the down site has not finished to another site
    groups from it (graph.plan_groups), so from then on a moved tract belongs to its new site: its
    inputs are placed there by that site's place hop (Rucio), it runs there in a group named after
    the one it left (`FRDF-g000` at UKDF_RAL, its own RUNs), and its outputs come home from there.
-2. The new site's tasks after its software check are cleared: its place hop, input check and steps
-   run again with the moved groups (Airflow maps each step over the longer group list; the site's
+2. The new site's tasks after its software check are cleared (before anything of the down site is
+   skipped, so that the global step keeps waiting for the new site): its place hop, input check and
+   steps run again with the moved groups (Airflow maps each step over the longer group list; the site's
    own groups find their finished BPS runs and end at once: a retry is always safe).
 3. The down site's unfinished task instances are marked skipped, with nothing waiting on a worker
    that may never come back. What it made stays at the site and never comes home, so never joins
@@ -116,13 +117,15 @@ def plan_failover(
             f"moving its tracts now would bring a second copy of them to {campaign.hub()}. Failover is possible "
             f"until a site's first fan-in ({fan_in}) begins; retry the site's tasks when it is back instead"
         )
-    # Its software check stands if it passed (a site with no tracts of the run skipped it).
+    # All of the new site's tasks, whatever their state now: one not started may be skipped by the
+    # scheduler a moment later (a site with no tracts of its own in the run skips them all), and a
+    # fan-in left skipped would let the global step skip too once the down site's are. Its software
+    # check stands if it passed.
     to_clear = sorted(
         {
             t.task_id
             for t in tasks
             if t.task_id.startswith(f"{to_site}.")
-            and (t.state or "none") != "none"
             and not (t.task_id == f"{to_site}.check_software" and t.state == "success")
         }
     )

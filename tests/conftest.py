@@ -33,6 +33,9 @@ E2E_ENV = {
     "DRP_REDIS_DB": "1",  # the demo's broker queues are database 0
     # A worker killed mid-task is noticed after this long (Airflow's default 300 s; a drill kills one).
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+    # The Edge worker asks for work every second (Airflow's default 5 s is a wait before each of
+    # the nightly's UKDF_LANCS tasks: minutes on a campaign of one-minute steps).
+    "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
 }
 
 SERVICES = ("airflow-services.sh", "rucio-server.sh")  # stopped in this order, started in reverse
