@@ -38,6 +38,20 @@ E2E_ENV = {
     "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
 }
 
+# The nightly's scenario runs in its own module (test_nightly_e2e.py) on its own services, beside
+# the 3x3's under pytest-xdist: its own ports, databases, broker database and work dir.
+NIGHTLY_E2E_ENV = {
+    **E2E_ENV,
+    "DRP_WORK_DIR": str(PROJECT_ROOT / "var" / "test-e2e-nightly"),
+    "DRP_AIRFLOW_DB": "drp_airflow_test_nightly",
+    "DRP_AIRFLOW_PORT": "8096",
+    "DRP_LEDGER_URL": E2E_ENV["DRP_LEDGER_URL"].replace("/drp_ledger_test", "/drp_ledger_test_nightly"),
+    "DRP_RUCIO_DB": "drp_rucio_e2e_nightly",
+    "DRP_RUCIO_PORT": "8084",
+    "AIRFLOW_HOME": str(PROJECT_ROOT / "var" / "test-e2e-nightly" / "airflow"),
+    "DRP_REDIS_DB": "2",
+}
+
 SERVICES = ("airflow-services.sh", "rucio-server.sh")  # stopped in this order, started in reverse
 
 
@@ -68,18 +82,21 @@ def flush_broker(db: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def airflow_env():
-    """Start Rucio and Airflow on a clean slate; stop them and restore the environment after the module."""
-    work = Path(E2E_ENV["DRP_WORK_DIR"])
+def airflow_env(request):
+    """Start Rucio and Airflow on a clean slate; stop them and restore the environment after the
+    module. The module's E2E_STACK (default E2E_ENV) says which ports, databases and directories."""
+    stack = getattr(request.module, "E2E_STACK", E2E_ENV)
+    work = Path(stack["DRP_WORK_DIR"])
     for service in SERVICES:
         subprocess.run(
-            ["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **E2E_ENV}, check=False
+            ["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **stack}, check=False
         )
     shutil.rmtree(work, ignore_errors=True)
-    for db in (E2E_ENV["DRP_AIRFLOW_DB"], "drp_ledger_test", E2E_ENV["DRP_RUCIO_DB"]):
+    ledger_db = stack["DRP_LEDGER_URL"].rsplit("/", 1)[1]
+    for db in (stack["DRP_AIRFLOW_DB"], ledger_db, stack["DRP_RUCIO_DB"]):
         drop_database(db)
-    flush_broker(E2E_ENV["DRP_REDIS_DB"])
-    env = _environment_of("env.sh", E2E_ENV)
+    flush_broker(stack["DRP_REDIS_DB"])
+    env = _environment_of("env.sh", stack)
     saved = dict(os.environ)
     for service in reversed(SERVICES):  # Rucio first: Airflow's connection to it is made at start
         subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "start"], env=env, check=True)
@@ -92,6 +109,16 @@ def airflow_env():
             subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env=env, check=False)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium for the campaign view's pages (tests/browser.py)."""
+    from browser import Browser
+
+    chromium = Browser(tmp_path_factory.mktemp("chromium"))
+    yield chromium
+    chromium.close()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,8 +18,10 @@ retried step finds its BPS run, a cancel from the UI really stops a BPS run, and
 and triggerer killed while another run is in flight come back to exactly that one run (FRDF
 alone, step1); the trigger form's choices and a dry run (USDF + FRDF, one tract each); a
 calibration missing at the hub (UKDF_RAL, one tract); a site running another task config, which
-the site-independence QA catches (FRDF and UKDF_RAL, tract 2). The full run also proves the site QA
-on its two overlap tracts (2 at UKDF_RAL, 4 at the hub).
+the site-independence QA catches (FRDF and UKDF_RAL, tract 2); a site down (FRDF's worker killed)
+failed over to another (UKDF_RAL, FRDF's tract 3). The full run also proves the site QA on its two
+overlap tracts (2 at UKDF_RAL, 4 at the hub). The nightly runs beside this module, in its own
+(test_nightly_e2e.py).
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 import yaml
-from browser import Browser
 from conftest import E2E_ENV
 
-from drp_campaign import bps, graph, live_status, nightly, workers
+from drp_campaign import bps, graph, live_status, workers
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
@@ -529,13 +530,6 @@ def test_rerunning_finished_hop_archive_and_release_tasks_changes_nothing(client
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = Browser(tmp_path_factory.mktemp("chromium"))
-    yield chromium
-    chromium.close()
-
-
 def look(browser, client, path: str, expect: list[str], png: str) -> str:
     """Open a campaign view page in Chromium logged in as the viewer, wait for EXPECT on it, and
     save its screenshot for the docs (docs/screenshots); returns the page's text."""
@@ -931,43 +925,3 @@ def test_the_campaign_view_needs_a_login_and_airflows_auth_files_are_private(air
         for p in (home, home / "jwt_secret", home / "simple_auth_manager_passwords.json.generated")
     }
     assert modes == {"airflow": 0o700, "jwt_secret": 0o600, "simple_auth_manager_passwords.json.generated": 0o600}
-
-
-def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(client, airflow_env, browser):
-    """The last scenario, alone: nightly.yaml (USDF / FRDF / UKDF_LANCS) unpaused, the scheduler
-    creates tonight's run itself from the cron (catchup off: the latest 03:00), UKDF_LANCS seeded
-    like every campaign site; the run ends with its nightly summary, posted through the alert
-    channels and shown in the campaign view."""
-    nightly_file = CAMPAIGNS_DIR / "nightly.yaml"
-    subprocess.run(
-        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(nightly_file)],
-        check=True,
-        env=airflow_env,
-    )
-    dag_id = load_campaign(nightly_file).dag_id()
-    client.wait_for_dag(dag_id)
-    client.unpause(dag_id)  # (pausing it again would hold tonight's run too: the next is tomorrow 03:00)
-    wait_until(
-        "the scheduler's run of the nightly",
-        lambda: client._get(f"/api/v2/dags/{dag_id}/dagRuns", run_type="scheduled")["dag_runs"],
-        timeout_s=120,
-    )
-    [run] = client._get(f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
-    assert (
-        run["run_type"] == "scheduled"
-        and run["dag_run_id"].startswith("scheduled__")
-        and "T03:00:00" in run["dag_run_id"]
-    )
-    ends(client, run["dag_run_id"], "success", dag_id=dag_id)
-    # UKDF_LANCS (edge_worker in sites.yaml) ran on its Edge worker, which had no metadata DB or broker.
-    assert_each_site_worker_ran_its_sites_tasks_only(client, load_campaign(nightly_file), run["dag_run_id"], dag_id)
-
-    key = graph.run_key(run["dag_run_id"])
-    summary = json.loads(nightly.summary_file(key).read_text())
-    assert summary["verdict"] == "PASS" and list(summary["sites"]) == ["USDF", "FRDF", "UKDF_LANCS"]
-    assert all(s["verdict"] == "PASS" and s["duration_s"] > 0 for s in summary["sites"].values())
-    assert summary["hops"] and all(h["verdict"] == "PASS" for h in summary["hops"].values())
-    posted = [json.loads(line) for line in alerts_file().read_text().splitlines()]
-    [alert] = [a for a in posted if a["kind"] == "nightly_summary" and a["run_id"] == run["dag_run_id"]]
-    assert alert["detail"].startswith(f"Nightly nightly {run['dag_run_id']}: PASS") and alert["summary"] == summary
-    look(browser, client, f"/drp/run?run_id={key}", ["Nightly summary: PASS", "UKDF_LANCS"], "view-nightly.png")
