@@ -153,6 +153,17 @@ class AirflowClient:
         token = self._post("/auth/token", login, auth=False)
         self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
 
+    @classmethod
+    def with_token(cls, token: str, username: str, base_url: str | None = None) -> AirflowClient:
+        """A client acting with a token the user already holds (the campaign view's, from their
+        login): Airflow checks that user's permissions on every call, as for the CLI."""
+        client = cls.__new__(cls)
+        client.base_url = (base_url or default_base_url()).rstrip("/")
+        client.username = username
+        client.session = requests.Session()
+        client.session.headers["Authorization"] = f"Bearer {token}"
+        return client
+
     # -- plumbing ---------------------------------------------------------------------------
     def _check(self, resp: requests.Response) -> dict:
         where = f"{resp.request.method} {resp.url}"

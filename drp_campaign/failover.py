@@ -26,6 +26,7 @@ tracts would then reach the hub twice; the command refuses and says so.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,14 +151,31 @@ def _failover_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@_reaching_airflow
-def failover(args: argparse.Namespace) -> int:
-    """Move the tracts SITE (--from) has not finished in RUN to another site of the run (--to)."""
+@dataclass(frozen=True)
+class FailoverDone:
+    run_name: str
+    plan: FailoverPlan
+    by: str
+
+    def lines(self) -> list[str]:
+        """What was done, for a terminal or a page: a summary, then each task instance skipped."""
+        p = self.plan
+        tracts = sorted({*p.tracts, *p.already_moved})
+        head = (
+            f"{self.run_name}: tracts {tracts} of {p.from_site} now run at {p.to_site} (recorded in the ledger "
+            f"by {self.by}); {len(p.to_clear)} tasks of {p.to_site} run again with them; "
+            f"{len(p.to_skip)} unfinished task instances of {p.from_site} skipped:"
+        )
+        return [head, *(f"  {t.label:<45} was {t.state or 'not run'}" for t in p.to_skip)]
+
+
+def fail_over(client: AirflowClient, run_ref: str, dag_id: str | None, from_site: str, to_site: str) -> FailoverDone:
+    """Move FROM_SITE's unfinished tracts in the run RUN_REF (run id or key) to TO_SITE, acting as
+    the client's user (the command line's, or the campaign view's logged-in user)."""
     from drp_campaign.graph import run_key
     from drp_campaign.ledger import Ledger
 
-    client = connect(args)
-    run = client.campaign_status(args.run_id, args.dag)
+    run = client.campaign_status(run_ref, dag_id)
     dag_id, run_id = run["dag_id"], run["run_id"]
     key = run["run_key"] or run_key(run_id)  # a run with no ledger rows yet has its key all the same
     campaign = campaign_of_dag(dag_id)
@@ -166,7 +184,7 @@ def failover(args: argparse.Namespace) -> int:
     ledger = Ledger()
     conf = client.dag_run(dag_id, run_id).get("conf") or {}
     tasks = client.task_states(dag_id, run_id)
-    plan = plan_failover(campaign, run, conf, tasks, ledger.moved_tracts(key), args.from_site, args.to_site)
+    plan = plan_failover(campaign, run, conf, tasks, ledger.moved_tracts(key), from_site, to_site)
     what = f"fail {plan.from_site} over to {plan.to_site} in {_run_name(run)}"
     # A clear that changes nothing: Airflow checks this user may clear the run's tasks, before anything changes.
     as_user(
@@ -175,19 +193,44 @@ def failover(args: argparse.Namespace) -> int:
     if plan.tracts:
         ledger.record_failover(key, plan.from_site, plan.to_site, plan.tracts, by=client.username)
     if plan.to_clear:
-        as_user(client, what, lambda: client.clear(dag_id, run_id, list(plan.to_clear), only_failed=False))
+        as_user(client, what, lambda: _clear_settled(client, dag_id, run_id, plan.to_clear))
     note = f"failed over to {plan.to_site} by {client.username} (drp-campaign failover)"
     for t in plan.to_skip:
         as_user(client, what, lambda t=t: _skip(client, dag_id, run_id, t, note))
-    tracts = sorted({*plan.tracts, *plan.already_moved})
-    print(
-        f"{_run_name(run)}: tracts {tracts} of {plan.from_site} now run at {plan.to_site} (recorded in the ledger "
-        f"by {client.username}); {len(plan.to_clear)} tasks of {plan.to_site} run again with them; "
-        f"{len(plan.to_skip)} unfinished task instances of {plan.from_site} skipped:"
-    )
-    for t in plan.to_skip:
-        print(f"  {t.label:<45} was {t.state or 'not run'}")
+    return FailoverDone(_run_name(run), plan, client.username)
+
+
+@_reaching_airflow
+def failover(args: argparse.Namespace) -> int:
+    """Move the tracts SITE (--from) has not finished in RUN to another site of the run (--to)."""
+    print("\n".join(fail_over(connect(args), args.run_id, args.dag, args.from_site, args.to_site).lines()))
     return EXIT_OK
+
+
+# A scheduler loop that read the new site's tasks before the clear (skipping them one after the
+# other, as for a site with no tracts of its own) may write a skip after it: look again this long
+# after the clear, clear again what it re-skipped, up to SETTLE_TRIES times.
+SETTLE_S = 5.0
+SETTLE_TRIES = 5
+
+
+def _clear_settled(client: AirflowClient, dag_id: str, run_id: str, task_ids: tuple[str, ...]) -> None:
+    """Clear TASK_IDS, and make sure none is left skipped by the scheduler meanwhile: the down site's
+    tasks are skipped only after this (a fan-in left skipped would let the global step skip)."""
+    todo = list(task_ids)
+    for _ in range(SETTLE_TRIES):
+        client.clear(dag_id, run_id, todo, only_failed=False)
+        time.sleep(SETTLE_S)
+        wanted = set(task_ids)
+        todo = sorted(
+            {t.task_id for t in client.task_states(dag_id, run_id) if t.task_id in wanted and t.state == "skipped"}
+        )
+        if not todo:
+            return
+    raise FailoverRefused(
+        f"the scheduler keeps skipping {', '.join(todo[:5])} after they were cleared; nothing of the down site was "
+        "skipped: run the command again"
+    )
 
 
 def _skip(client: AirflowClient, dag_id: str, run_id: str, task: TaskState, note: str) -> None:

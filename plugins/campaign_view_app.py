@@ -22,7 +22,7 @@ import functools
 import html
 import json
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -392,7 +392,13 @@ def run_page(run_id: str, user: GetUserDep, dag_id: str | None = None) -> str:
         f'<p>Airflow run <a href="/dags/{quote(ref.dag_id)}/runs/{quote(ref.dag_run_id, safe="")}">'
         f"{html.escape(ref.dag_run_id)}</a>: <b>{html.escape(state)}</b>"
         + (f" — refreshes every {REFRESH_S} s" if state not in TERMINAL else "")
-        + ' · <a href="runs">all runs</a></p>',
+        + ' · <a href="runs">all runs</a>'
+        + (
+            f' · <a href="failover?run_id={quote(ref.dag_run_id)}">a site is down: fail it over</a>'
+            if state != "success" and ref.airflow
+            else ""
+        )
+        + "</p>",
     ]
     if status:
         parts.append(
@@ -412,6 +418,62 @@ def run_page(run_id: str, user: GetUserDep, dag_id: str | None = None) -> str:
     else:
         parts.append(_ledger_html(report, status))
     return _page(title, "".join(parts), refresh=state not in TERMINAL)
+
+
+# -- failover (drp_campaign/failover.py), as the logged-in user -------------------------------------
+@app.get("/failover", response_class=HTMLResponse, include_in_schema=False)
+def failover_form(run_id: str, user: GetUserDep) -> str:
+    """The form: which site is down, which takes its unfinished tracts (runbook 4.9)."""
+    ref = find_run(run_id, user)
+    config = _config_of(ref)
+    sites = config.campaign_sites() if config else []
+    options = "".join(f"<option>{html.escape(s)}</option>" for s in sites)
+    title = f"Fail a site over — run {ref.run_key or ref.dag_run_id}"
+    body = (
+        f"<h2>{html.escape(title)}</h2>"
+        "<p>The down site's unfinished tracts are recorded in the ledger as moved; the other site's tasks run "
+        "again with them (their inputs placed there through Rucio, their products returned from there); the down "
+        "site's unfinished tasks are skipped. Refused, with nothing changed, when the move cannot be made "
+        "(e.g. the down site's outputs have started coming home).</p>"
+        '<form method="post" action="failover">'
+        f'<input type="hidden" name="run_id" value="{html.escape(ref.dag_run_id)}">'
+        f'<label>Down site <select name="from_site">{options}</select></label> '
+        f'<label>moves its work to <select name="to_site">{options}</select></label> '
+        '<button type="submit">Fail over</button></form>'
+        f'<p><a href="run?run_id={quote(ref.dag_run_id)}">Back to the run</a></p>'
+    )
+    return _page(title, body, refresh=False)
+
+
+@app.post("/failover", response_class=HTMLResponse, include_in_schema=False)
+async def failover_submit(request: Request, user: GetUserDep) -> HTMLResponse:
+    """Do it as this user (their token: Airflow checks they may clear and mark the run's tasks)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from drp_campaign.airflow_client import AirflowClient
+    from drp_campaign.errors import DrpError
+    from drp_campaign.failover import fail_over
+
+    origin = request.headers.get("origin")  # a browser says which page posted: ours only (no cross-site posts)
+    if origin and urlsplit(origin).netloc != request.url.netloc:
+        raise HTTPException(403, f"a failover is asked from this site's own pages only, not from {origin}")
+    form = await request.form()
+    run_id, from_site, to_site = (str(form.get(k, "")) for k in ("run_id", "from_site", "to_site"))
+    ref = find_run(run_id, user)
+    token = request.cookies.get("_token") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    client = AirflowClient.with_token(token, user.get_name())
+    back = f'<p><a href="run?run_id={quote(ref.dag_run_id)}">Back to the run</a></p>'
+    try:
+        done = await run_in_threadpool(fail_over, client, ref.dag_run_id, ref.dag_id, from_site, to_site)
+    except DrpError as exc:
+        body = f'<h2>Not failed over</h2><p class="bad">{html.escape(str(exc))}</p>{back}'
+        return HTMLResponse(_page("Not failed over", body, refresh=False), status_code=400)
+    lines = done.lines()
+    body = (
+        f'<h2>Failed over</h2><p class="ok">{html.escape(lines[0])}</p>'
+        f"<pre>{html.escape(chr(10).join(lines[1:]))}</pre>{back}"
+    )
+    return HTMLResponse(_page("Failed over", body, refresh=False))
 
 
 def _ledger_html(report: dict, status: dict | None) -> str:

@@ -18,10 +18,9 @@ retried step finds its BPS run, a cancel from the UI really stops a BPS run, and
 and triggerer killed while another run is in flight come back to exactly that one run (FRDF
 alone, step1); the trigger form's choices and a dry run (USDF + FRDF, one tract each); a
 calibration missing at the hub (UKDF_RAL, one tract); a site running another task config, which
-the site-independence QA catches (FRDF and UKDF_RAL, tract 2); a site down (FRDF's worker killed)
-failed over to another (UKDF_RAL, FRDF's tract 3). The full run also proves the site QA on its two
-overlap tracts (2 at UKDF_RAL, 4 at the hub). The nightly runs beside this module, in its own
-(test_nightly_e2e.py).
+the site-independence QA catches (FRDF and UKDF_RAL, tract 2). The full run also proves the site QA
+on its two overlap tracts (2 at UKDF_RAL, 4 at the hub). The nightly and a site failed over run
+beside this module, on their own services (test_sites_e2e.py).
 """
 
 from __future__ import annotations
@@ -53,23 +52,32 @@ CAMPAIGN_FILE = CAMPAIGNS_DIR / "test-3x3.yaml"
 DAG_ID = "campaign_test_3x3"
 
 
-@pytest.fixture(scope="module")
-def campaign(airflow_env):
-    c = load_campaign(CAMPAIGN_FILE)
+def seeded(airflow_env, campaign_file=CAMPAIGN_FILE):
+    """The campaign, its sites' Butler repos seeded (inputs at the hub only)."""
     subprocess.run(
-        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(CAMPAIGN_FILE)],
+        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "seed", str(campaign_file)],
         check=True,
         env=airflow_env,
     )
+    return load_campaign(campaign_file)
+
+
+def unpaused(dag_id=DAG_ID) -> AirflowClient:
+    """A client (as the operator), once Airflow has the DAG, unpaused."""
+    c = AirflowClient()
+    c.wait_for_dag(dag_id)
+    c.unpause(dag_id)
     return c
+
+
+@pytest.fixture(scope="module")
+def campaign(airflow_env):
+    return seeded(airflow_env)
 
 
 @pytest.fixture(scope="module")
 def client(airflow_env, campaign):
-    c = AirflowClient()
-    c.wait_for_dag(DAG_ID)
-    c.unpause(DAG_ID)
-    return c
+    return unpaused()
 
 
 def expected_products(campaign) -> dict[str, int]:
@@ -700,59 +708,6 @@ def test_a_site_running_another_task_config_fails_the_site_qa_naming_what_differ
     assert {("object_table", "rows"), ("object_table", "ra.median"), ("visit_summary", "rows")} <= ok
     log = client.task_log(DAG_ID, run_id, "USDF.site_qa")
     assert "tract 2" in log and "object_table" in log and "psf_flux.median" in log and "relative 0.001" in log
-
-
-def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, campaign, airflow_env):
-    """FRDF is down (its worker killed) when a slice of FRDF and UKDF_RAL with FRDF's tract 3 starts.
-    `drp-campaign failover RUN --from FRDF --to UKDF_RAL`: tract 3's inputs are placed at UKDF_RAL
-    through Rucio, its steps run there (group FRDF-g000), its products come home from there; FRDF's
-    tasks are skipped. FRDF's worker then comes back: nothing of the run runs there."""
-    kill_service(airflow_env, "worker-frdf")
-    try:
-        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
-        key = graph.run_key(run_id)
-        wait_until(
-            "FRDF's first task queued for its (dead) worker, UKDF_RAL with nothing to do",
-            lambda: (
-                (s := states_by_task(client, run_id)).get("FRDF.check_software") == ["queued"]
-                and s.get("UKDF_RAL.check_inputs") == ["skipped"]
-            ),
-        )
-        failover = subprocess.run(
-            [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "failover", run_id]
-            + ["--from", "FRDF", "--to", "UKDF_RAL"],
-            capture_output=True,
-            text=True,
-            env=airflow_env,
-            timeout=300,
-        )
-        assert failover.returncode == 0, failover.stderr
-        assert "tracts [3] of FRDF now run at UKDF_RAL" in failover.stdout
-        ends(client, run_id, "success", timeout_s=1200)
-    finally:  # FRDF comes back
-        subprocess.run(
-            ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
-        )
-    states = states_by_task(client, run_id)
-    assert {s for t, ss in states.items() if t.startswith("FRDF.") for s in ss} == {"skipped"}
-    moved = [t for t in client.task_states(DAG_ID, run_id) if t.task_id == "UKDF_RAL.step5"]
-    assert [(t.state, t.rendered_map_index) for t in moved] == [("success", "FRDF-g000")]
-    assert [(f["tract"], f["from_site"], f["to_site"]) for f in Ledger().failovers(key)] == [(3, "FRDF", "UKDF_RAL")]
-    records = Ledger().step_records(key)
-    assert {(r["site"], r["group_label"]) for r in records if r["site"] != "USDF"} == {("UKDF_RAL", "FRDF-g000")}
-    balances = Ledger().hop_balances(key)
-    assert all(b.balanced for b in balances), [b.problems for b in balances]
-    placed = {(b.hop, b.dst_site) for b in balances if b.sent}
-    assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
-    assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
-    counts = hub_counts(campaign, key)
-    assert counts["object_table"] == counts["qa_metrics"] == 1 and counts["isolated_star"] == 1, counts
-    report = client._get("/drp/api/run", run_id=run_id)
-    assert report["ledger_balanced"] and report["failovers"][0]["by"] == "operator"
-    # FRDF's worker is back and takes the task message queued before: Airflow refuses it (skipped).
-    time.sleep(15)
-    assert set(states_by_task(client, run_id)["FRDF.check_software"]) == {"skipped"}
-    assert not bps.run_dir(campaign, key, "FRDF", "step1", "g000").exists(), "no BPS run at FRDF"
 
 
 def _hub_script(campaign, body: str) -> None:

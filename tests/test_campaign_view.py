@@ -266,6 +266,8 @@ def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
         "/api/run",
         "/api/runs",
         "/api/status",
+        "/failover",  # the form (GET) and the failover itself (POST)
+        "/failover",
         "/run",
         "/runs",
         "/site_qa.png",
@@ -284,6 +286,9 @@ def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
         assert as_user(tokens["viewer"]).get(path, params=params).status_code == expected, path
     for path in ("/docs", "/openapi.json", "/redoc"):
         assert TestClient(app).get(path).status_code == 404, path
+    failover = {"run_id": RUN["run_id"], "from_site": "FRDF", "to_site": "USDF"}
+    assert TestClient(app).post("/failover", data=failover).status_code == 401
+    assert as_user(forged).post("/failover", data=failover).status_code == 403
 
 
 def test_a_revoked_token_is_refused(ledger, tokens):

@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 import requests
 
-from drp_campaign import airflow_client
+from drp_campaign import airflow_client, failover
 from drp_campaign.airflow_client import AirflowApiError, AirflowClient
 from drp_campaign.cli import main
 from drp_campaign.config import load_campaign
@@ -106,6 +106,7 @@ class FakeAirflow:
         self.refuse_writes = False
         self.conf: dict = {}  # the run's trigger form (none: the campaign's sites and tracts)
         self.ended: set[str] = set()  # "task_id/map_index" the scheduler skipped meanwhile
+        self.reskip: set[str] = set()  # task ids a scheduler loop skips again just after a clear
 
     def get(self, path: str, **params) -> dict:
         if path == "/drp/api/status":
@@ -129,7 +130,7 @@ class FakeAirflow:
     def write(self, method: str, path: str, body: dict) -> dict:
         if self.refuse_writes:
             raise AirflowApiError(f"{method} {BASE}{path}: HTTP 403: Forbidden", status=403, detail="Forbidden")
-        if method == "PATCH" and path.split("/taskInstances/")[1] in self.ended:  # Airflow: "already in ... state"
+        if method == "PATCH" and path.partition("/taskInstances/")[2] in self.ended:  # Airflow: "already in ... state"
             raise AirflowApiError(f"PATCH {BASE}{path}: HTTP 409", status=409, detail="already in skipped state")
         self.writes.append((method, path, body))
         if path.endswith("/hitlDetails"):  # the gate goes on (approved) or fails (rejected), as in Airflow
@@ -143,6 +144,12 @@ class FakeAirflow:
                 if t.task_id in body.get("task_ids", [t.task_id])
                 and (t.state in ("failed", "upstream_failed") or not body["only_failed"])
             ]
+            if not body["dry_run"]:  # cleared: to be run again (but a racing scheduler loop re-skips `reskip`, once)
+                self.tasks = [dataclasses.replace(t, state=None) if t in cleared else t for t in self.tasks]
+                self.tasks = [
+                    dataclasses.replace(t, state="skipped") if t.task_id in self.reskip else t for t in self.tasks
+                ]
+                self.reskip = set()
             return {
                 "task_instances": [{"task_id": t.task_id, "map_index": t.map_index, "state": None} for t in cleared]
             }
@@ -167,6 +174,7 @@ def airflow(monkeypatch):
         monkeypatch.setattr(AirflowClient, "_post", lambda self, path, body, auth=True: fake.write("POST", path, body))
         monkeypatch.setattr(AirflowClient, "_patch", lambda self, path, body: fake.write("PATCH", path, body))
         monkeypatch.setattr(airflow_client.time, "sleep", lambda s: None)
+        monkeypatch.setattr(failover, "SETTLE_S", 0)
         monkeypatch.setattr(airflow_client, "default_password", lambda user: f"{user}-from-file")
         return fake
 
@@ -580,3 +588,20 @@ def test_failover_to_a_site_with_nothing_of_its_own_in_the_run_runs_it_all_from_
     (_, clear) = _writes_of(fake, "POST")[1]
     assert set(clear["task_ids"]) == {t for t in task_ids if t.startswith("UKDF_RAL.")}
     assert "tracts [3] of FRDF now run at UKDF_RAL" in capsys.readouterr().out
+
+
+def test_a_task_the_scheduler_skips_again_just_after_the_clear_is_cleared_again_before_the_down_site_is_skipped(
+    campaign, task_ids, airflow, ledger, capsys
+):
+    """A scheduler loop that read UKDF_RAL's tasks before the clear writes its skip after it: left
+    so, its fan-in would let the global step skip once FRDF's are. The failover clears it again."""
+    states = {t: "skipped" for t in task_ids if t.startswith("UKDF_RAL.")} | {"FRDF.check_software": "queued"}
+    fake = airflow(campaign, rows_of(task_ids, states))
+    fake.conf = {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3]}
+    fake.reskip = {"UKDF_RAL.gather_for_step2c.verify"}
+    assert main(["failover", KEY, "--from", "FRDF", "--to", "UKDF_RAL"]) == 0
+    clears = [body for _, body in _writes_of(fake, "POST") if not body["dry_run"]]
+    assert [c["task_ids"] for c in clears[1:]] == [["UKDF_RAL.gather_for_step2c.verify"]]
+    first_patch = next(i for i, (m, _, _) in enumerate(fake.writes) if m == "PATCH")
+    last_clear = max(i for i, (m, _, b) in enumerate(fake.writes) if m == "POST" and not b["dry_run"])
+    assert last_clear < first_patch, "FRDF's tasks are skipped only once UKDF_RAL's stay cleared"

@@ -1,0 +1,160 @@
+"""Sites in real Airflow, on services of their own: a site down failed over, and the nightly.
+
+1. A slice of the 3x3 campaign (FRDF's tract 3, FRDF and UKDF_RAL) with FRDF's worker dead: failed
+   over to UKDF_RAL from the campaign view's form; FRDF's worker back; nothing ran twice.
+2. The nightly campaign from its schedule on USDF, FRDF and UKDF_LANCS (an Edge worker: sites.yaml
+   edge_worker), its summary posted and shown.
+
+Its own module so that pytest-xdist runs it beside the 3x3's (test_campaign_e2e.py), each with its
+own Airflow, Rucio, ledger, broker database and work dir (conftest.NIGHTLY_E2E_ENV): the suite's
+longest module is then shorter.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+from urllib.parse import quote
+
+import pytest
+import requests
+from conftest import NIGHTLY_E2E_ENV
+from test_campaign_e2e import (
+    DAG_ID,
+    assert_each_site_worker_ran_its_sites_tasks_only,
+    ends,
+    hub_counts,
+    kill_service,
+    look,
+    seeded,
+    states_by_task,
+    unpaused,
+    wait_until,
+)
+
+from drp_campaign import bps, graph, nightly
+from drp_campaign.airflow_client import AirflowClient
+from drp_campaign.alerts import alerts_file
+from drp_campaign.config import load_campaign
+from drp_campaign.ledger import Ledger
+from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+E2E_STACK = NIGHTLY_E2E_ENV  # conftest's airflow_env starts these services for this module
+
+
+@pytest.fixture(scope="module")
+def campaign(airflow_env):
+    return seeded(airflow_env)  # the 3x3's
+
+
+@pytest.fixture(scope="module")
+def client(airflow_env, campaign):
+    return unpaused()
+
+
+def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, campaign, airflow_env, browser):
+    """FRDF is down (its worker killed) when a slice of FRDF and UKDF_RAL with FRDF's tract 3 starts.
+    `drp-campaign failover RUN --from FRDF --to UKDF_RAL`: tract 3's inputs are placed at UKDF_RAL
+    through Rucio, its steps run there (group FRDF-g000), its products come home from there; FRDF's
+    tasks are skipped. FRDF's worker then comes back: nothing of the run runs there."""
+    kill_service(airflow_env, "worker-frdf")
+    try:
+        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
+        key = graph.run_key(run_id)
+        wait_until(
+            "FRDF's first task queued for its (dead) worker, UKDF_RAL with nothing to do",
+            lambda: (
+                (s := states_by_task(client, run_id)).get("FRDF.check_software") == ["queued"]
+                and s.get("UKDF_RAL.check_inputs") == ["skipped"]
+            ),
+        )
+        look(
+            browser,
+            client,
+            f"/drp/failover?run_id={quote(run_id)}",
+            ["Fail a site over", "Down site", "moves its work to"],
+            "view-failover.png",
+        )
+        # From the campaign view's form, as the operator (the page posts this; a cross-site post is refused).
+        token = AirflowClient(username="operator").session.headers["Authorization"].removeprefix("Bearer ")
+        form = {"run_id": run_id, "from_site": "FRDF", "to_site": "UKDF_RAL"}
+        post = functools.partial(requests.post, f"{client.base_url}/drp/failover", cookies={"_token": token})
+        assert post(data=form, headers={"Origin": "http://elsewhere.example"}, timeout=60).status_code == 403
+        viewer = AirflowClient(username="viewer").session.headers["Authorization"].removeprefix("Bearer ")
+        refused = requests.post(f"{client.base_url}/drp/failover", data=form, cookies={"_token": viewer}, timeout=60)
+        assert refused.status_code == 400 and "refused user &#x27;viewer&#x27;" in refused.text, refused.text
+        assert Ledger().failovers(graph.run_key(run_id)) == [], "a viewer's failover changes nothing"
+        page = post(data=form, timeout=300)
+        assert page.status_code == 200 and "tracts [3] of FRDF now run at UKDF_RAL" in page.text, page.text
+        ends(client, run_id, "success", timeout_s=1200)
+    finally:  # FRDF comes back
+        subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
+        )
+    states = states_by_task(client, run_id)
+    assert {s for t, ss in states.items() if t.startswith("FRDF.") for s in ss} == {"skipped"}
+    moved = [t for t in client.task_states(DAG_ID, run_id) if t.task_id == "UKDF_RAL.step5"]
+    assert [(t.state, t.rendered_map_index) for t in moved] == [("success", "FRDF-g000")]
+    assert [(f["tract"], f["from_site"], f["to_site"]) for f in Ledger().failovers(key)] == [(3, "FRDF", "UKDF_RAL")]
+    records = Ledger().step_records(key)
+    assert {(r["site"], r["group_label"]) for r in records if r["site"] != "USDF"} == {("UKDF_RAL", "FRDF-g000")}
+    balances = Ledger().hop_balances(key)
+    assert all(b.balanced for b in balances), [b.problems for b in balances]
+    placed = {(b.hop, b.dst_site) for b in balances if b.sent}
+    assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
+    assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
+    counts = hub_counts(campaign, key)
+    assert counts["object_table"] == counts["qa_metrics"] == 1 and counts["isolated_star"] == 1, counts
+    report = client._get("/drp/api/run", run_id=run_id)
+    assert report["ledger_balanced"] and report["failovers"][0]["by"] == "operator"
+    again = subprocess.run(
+        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "failover", run_id, "--from", "FRDF"]
+        + ["--to", "UKDF_RAL"],
+        capture_output=True,
+        text=True,
+        env=airflow_env,
+        timeout=300,
+    )
+    assert again.returncode == 1 and "has finished (success): nothing left to move" in again.stderr, again.stderr
+    # FRDF's worker is back and takes the task message queued before: Airflow refuses it (skipped).
+    time.sleep(15)
+    assert set(states_by_task(client, run_id)["FRDF.check_software"]) == {"skipped"}
+    assert not bps.run_dir(campaign, key, "FRDF", "step1", "g000").exists(), "no BPS run at FRDF"
+
+
+def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(airflow_env, browser):
+    """nightly.yaml (USDF / FRDF / UKDF_LANCS) unpaused, the scheduler
+    creates tonight's run itself from the cron (catchup off: the latest 03:00), UKDF_LANCS seeded
+    like every campaign site; the run ends with its nightly summary, posted through the alert
+    channels and shown in the campaign view."""
+    nightly_file = CAMPAIGNS_DIR / "nightly.yaml"
+    dag_id = seeded(airflow_env, nightly_file).dag_id()
+    client = unpaused(dag_id)  # (pausing it again would hold tonight's run too: the next is tomorrow 03:00)
+    wait_until(
+        "the scheduler's run of the nightly",
+        lambda: client._get(f"/api/v2/dags/{dag_id}/dagRuns", run_type="scheduled")["dag_runs"],
+        timeout_s=120,
+    )
+    [run] = client._get(f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+    assert (
+        run["run_type"] == "scheduled"
+        and run["dag_run_id"].startswith("scheduled__")
+        and "T03:00:00" in run["dag_run_id"]
+    )
+    ends(client, run["dag_run_id"], "success", dag_id=dag_id)
+    # UKDF_LANCS (edge_worker in sites.yaml) ran on its Edge worker, which had no metadata DB or broker.
+    assert_each_site_worker_ran_its_sites_tasks_only(client, load_campaign(nightly_file), run["dag_run_id"], dag_id)
+
+    key = graph.run_key(run["dag_run_id"])
+    summary = json.loads(nightly.summary_file(key).read_text())
+    assert summary["verdict"] == "PASS" and list(summary["sites"]) == ["USDF", "FRDF", "UKDF_LANCS"]
+    assert all(s["verdict"] == "PASS" and s["duration_s"] > 0 for s in summary["sites"].values())
+    assert summary["hops"] and all(h["verdict"] == "PASS" for h in summary["hops"].values())
+    posted = [json.loads(line) for line in alerts_file().read_text().splitlines()]
+    [alert] = [a for a in posted if a["kind"] == "nightly_summary" and a["run_id"] == run["dag_run_id"]]
+    assert alert["detail"].startswith(f"Nightly nightly {run['dag_run_id']}: PASS") and alert["summary"] == summary
+    look(browser, client, f"/drp/run?run_id={key}", ["Nightly summary: PASS", "UKDF_LANCS"], "view-nightly.png")
