@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CAMPAIGN ?= configs/campaigns/test-3x3.yaml
 
-.PHONY: demo test test-fast lint envs airflow-start stop clean benchmark
+.PHONY: demo test test-fast lint envs airflow-start stop clean benchmark faults
 
 envs:
 	@bash scripts/setup-envs.sh
@@ -23,6 +23,14 @@ TEST_WORKERS ?= 2
 test: envs lint
 	@bash scripts/system-packages.sh
 	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
+
+# The fault table: run the fault drills of the e2e suite (both e2e modules side by side, ~15 min),
+# then print each drill's row: where it was injected, the outcome, datasets lost, duplicates.
+faults: envs
+	@bash scripts/system-packages.sh
+	@rm -f var/faults.jsonl
+	@bash scripts/test.sh -m drill -n 2 --dist loadfile tests/test_campaign_e2e.py tests/test_sites_e2e.py; \
+	  status=$$?; bash scripts/with-env.sh python -m drp_campaign.faults && exit $$status
 
 test-fast: envs lint
 	@bash scripts/test.sh -m "not integration" --durations=5

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 import yaml
 from conftest import E2E_ENV
 
-from drp_campaign import bps, graph, live_status, workers
+from drp_campaign import bps, faults, graph, live_status, workers
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
@@ -80,10 +80,11 @@ def client(airflow_env, campaign):
     return unpaused()
 
 
-def expected_products(campaign) -> dict[str, int]:
-    """What USDF must hold after a full run, from the synthetic sky's size: one per data ID."""
+def expected_products(campaign, tracts: int | None = None) -> dict[str, int]:
+    """What USDF must hold after a run of TRACTS tracts (default: all the campaign's), from the
+    synthetic sky's size: one per data ID."""
     sky = campaign.data.synthetic
-    tracts = sum(len(t) for t in campaign.tracts.values())
+    tracts = sum(len(t) for t in campaign.tracts.values()) if tracts is None else tracts
     visits = tracts * sky.visits_per_tract
     return {
         "isolated_star": tracts,
@@ -117,6 +118,23 @@ def hub_counts(campaign, key):
         "--dataset-types",
         types,
     )
+
+
+def second_submissions(campaign, key) -> int:
+    """BPS submissions of a step group beyond its first, over the whole run (a restart or a
+    rescue is not one: it reruns what failed, in the same run or into a new RUN)."""
+    records = (bps.run_dir(campaign, key, "x", "x", "x").parents[2]).glob(f"*/*/*/{bps.RECORD}")
+    return sum(max(0, [a["kind"] for a in json.loads(r.read_text())["attempts"]].count("submit") - 1) for r in records)
+
+
+def record_drills(campaign, key, run_id, drills: list[tuple[str, str, str]], tracts: int | None = None) -> None:
+    """The fault table's rows (drp_campaign/faults.py) of the drills in one run, from what it left:
+    products at the hub against what TRACTS tracts must make, and second BPS submissions."""
+    lost, extra = faults.lost_and_duplicated(expected_products(campaign, tracts), hub_counts(campaign, key))
+    for drill, injected, outcome in drills:
+        faults.record_drill(
+            faults.DrillRow(drill, injected, outcome, lost, extra + second_submissions(campaign, key), run_id)
+        )
 
 
 def dataset_ids(campaign, site, key, runs_of, types, tmp_path):
@@ -163,6 +181,7 @@ FRDF_QUANTUM_FAULT = {"site": "FRDF", "step": "step2b", "task": "isolatedStarAss
 UKDF_RAL_TRANSIENT = {"site": "UKDF_RAL", "step": "step2a", "job": "transient"}
 
 
+@pytest.mark.drill
 def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean(
     client, campaign, tmp_path, airflow_env
 ):
@@ -186,6 +205,23 @@ def test_the_3x3_with_its_drills_fails_for_review_and_a_retry_completes_it_clean
     assert_the_retry_rescued_only_what_failed(campaign, key)
     assert_a_complete_clean_run(client, campaign, run_id, key, tmp_path, airflow_env)
     assert_each_site_worker_ran_its_sites_tasks_only(client, campaign, run_id)
+    record_drills(
+        campaign,
+        key,
+        run_id,
+        [
+            (
+                "review failure, rescued",
+                "FRDF step2b (isolatedStarAssociation, tract 2)",
+                "failed for review, the barrier held; after the fix a clear rescued it into a new RUN; run succeeded",
+            ),
+            (
+                "transient job failure",
+                "UKDF_RAL step2a, every job once (exit 137)",
+                "classified transient; each group's run restarted by the operator; run succeeded",
+            ),
+        ],
+    )
 
 
 def approve_when_asked(client, run_id: str, gate: str) -> None:
@@ -575,6 +611,7 @@ def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> b
     return any(" starting" in log.read_text() for log in logs.glob("attempt=*.log.trigger.*.log"))
 
 
+@pytest.mark.drill
 def test_a_worker_killed_mid_step_a_cancel_from_the_ui_and_a_scheduler_restart_keep_exactly_one_bps_run(
     client, campaign, airflow_env, browser
 ):
@@ -646,6 +683,21 @@ def test_a_worker_killed_mid_step_a_cancel_from_the_ui_and_a_scheduler_restart_k
     assert [a["kind"] for a in bps.read_record(run_dirs[1])["attempts"]] == ["submit"]
     [record] = [r for r in Ledger().step_records(key) if (r["step"], r["group_label"]) == ("step1", "g000")]
     assert record["status"] == "succeeded" and record["quanta_succeeded"] == record["quanta_total"] > 0
+    # g001 was cancelled on purpose; what g000 made is whole, and no group was submitted twice.
+    lost, duplicated = record["quanta_total"] - record["quanta_succeeded"], second_submissions(campaign, key)
+    for drill, injected, outcome in (
+        (
+            "worker killed mid-step",
+            "FRDF's Celery worker (SIGKILL to its process group), both step1 groups in flight",
+            "heartbeats stopped; both retried on the restarted worker (try 2), each found its BPS run",
+        ),
+        (
+            "scheduler and triggerer killed",
+            "both (SIGKILL), FRDF step1 g000 deferred on its BPS run",
+            "restarted; the trigger resumed the same run; g000 succeeded",
+        ),
+    ):
+        faults.record_drill(faults.DrillRow(drill, injected, outcome, lost, duplicated, run_id))
 
 
 def test_the_trigger_form_choices_shape_the_run_dry_run_writes_nothing(client, campaign):
@@ -727,6 +779,7 @@ def _hub_script(campaign, body: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.drill
 def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_starts_there(client, campaign):
     """USDF lacks detector 1's bias for 2026-01-05, when UKDF_RAL's tract 4 was observed: its place
     hop fails naming the dates, registers nothing, and UKDF_RAL's step1 never starts."""
@@ -764,6 +817,17 @@ def test_a_calibration_missing_at_usdf_stops_that_sites_placement_and_no_step_st
     [alert] = [a for a in alerts if a["run_id"] == run_id]
     assert (alert["site"], alert["task"], alert["try"]) == ("UKDF_RAL", "place_inputs.register", 2)
     assert "bias detector=1: nothing certified" in alert["error"]
+    unbalanced = sum(b.sent - b.arrived for b in Ledger().hop_balances(key))
+    faults.record_drill(
+        faults.DrillRow(
+            "calibration missing at the hub",
+            "USDF's bias for detector 1 on 2026-01-05 decertified; UKDF_RAL's tract 4",
+            "place hop failed naming the dates; nothing registered, no step started; on-call alerted once",
+            unbalanced,
+            second_submissions(campaign, key),
+            run_id,
+        )
+    )
 
 
 def test_the_campaign_view_shows_the_finished_and_a_failed_run_live_and_the_grid_follows_the_data_path(client, browser):

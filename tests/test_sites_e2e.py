@@ -25,9 +25,11 @@ from test_campaign_e2e import (
     DAG_ID,
     assert_each_site_worker_ran_its_sites_tasks_only,
     ends,
+    expected_products,
     hub_counts,
     kill_service,
     look,
+    record_drills,
     seeded,
     states_by_task,
     unpaused,
@@ -56,6 +58,7 @@ def client(airflow_env, campaign):
     return unpaused()
 
 
+@pytest.mark.drill
 def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, campaign, airflow_env, browser):
     """FRDF is down (its worker killed) when a slice of FRDF and UKDF_RAL with FRDF's tract 3 starts.
     `drp-campaign failover RUN --from FRDF --to UKDF_RAL`: tract 3's inputs are placed at UKDF_RAL
@@ -107,8 +110,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     placed = {(b.hop, b.dst_site) for b in balances if b.sent}
     assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
     assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
-    counts = hub_counts(campaign, key)
-    assert counts["object_table"] == counts["qa_metrics"] == 1 and counts["isolated_star"] == 1, counts
+    assert hub_counts(campaign, key) == expected_products(campaign, tracts=1), "tract 3's products, once"
     report = client._get("/drp/api/run", run_id=run_id)
     assert report["ledger_balanced"] and report["failovers"][0]["by"] == "operator"
     again = subprocess.run(
@@ -124,6 +126,19 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     time.sleep(15)
     assert set(states_by_task(client, run_id)["FRDF.check_software"]) == {"skipped"}
     assert not bps.run_dir(campaign, key, "FRDF", "step1", "g000").exists(), "no BPS run at FRDF"
+    record_drills(
+        campaign,
+        key,
+        run_id,
+        [
+            (
+                "site down, failed over",
+                "FRDF's worker killed before the run (tract 3); failed over to UKDF_RAL from the view",
+                "tract 3 placed, run and returned from UKDF_RAL; FRDF's worker back: its queued task refused",
+            )
+        ],
+        tracts=1,
+    )
 
 
 def test_the_nightly_runs_from_its_schedule_on_four_sites_and_posts_its_summary(airflow_env, browser):
