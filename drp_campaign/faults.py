@@ -32,12 +32,13 @@ BUILT = {
     "scheduler and triggerer killed": "both killed by pid while a step waits deferred on its BPS run",
     "calibration missing at the hub": "the place hop refuses a site's inputs with a calibration gap",
     "site down, failed over": "a site's worker dead from the start; its tract moved to another site",
+    "database connections dropped": "every connection to the metadata DB and the ledger dropped mid-step",
 }
 NOT_BUILT = (
     "a STUCK Rucio rule boosted",
     "a corrupt replica (checksum mismatch at the destination) re-transferred",
     "the scheduler, a worker and the triggerer killed during a fan-in and a fan-out",
-    "the metadata database restarted mid-run",
+    "the metadata database down for a while (a restart; here only its connections are dropped)",
     "the same campaign triggered twice at once",
 )
 

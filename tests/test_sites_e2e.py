@@ -22,6 +22,7 @@ import pytest
 import requests
 from conftest import NIGHTLY_E2E_ENV
 from test_campaign_e2e import (
+    CAMPAIGN_FILE,
     DAG_ID,
     assert_each_site_worker_ran_its_sites_tasks_only,
     ends,
@@ -48,6 +49,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 E2E_STACK = NIGHTLY_E2E_ENV  # conftest's airflow_env starts these services for this module
 
 
+def drop_connections(*databases: str) -> int:
+    """What a database restart does to its clients: every connection to DATABASES dropped at once
+    (only this module's databases: the other e2e module and the other tests keep theirs)."""
+    names = ", ".join(f"'{d}'" for d in databases)
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtc"]
+        + [f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({names})"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.strip())
+
+
 @pytest.fixture(scope="module")
 def campaign(airflow_env):
     return seeded(airflow_env)  # the 3x3's
@@ -61,9 +76,11 @@ def client(airflow_env, campaign):
 @pytest.mark.drill
 def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, campaign, airflow_env, browser):
     """FRDF is down (its worker killed) when a slice of FRDF and UKDF_RAL with FRDF's tract 3 starts.
-    `drp-campaign failover RUN --from FRDF --to UKDF_RAL`: tract 3's inputs are placed at UKDF_RAL
-    through Rucio, its steps run there (group FRDF-g000), its products come home from there; FRDF's
-    tasks are skipped. FRDF's worker then comes back: nothing of the run runs there."""
+    Failed over to UKDF_RAL from the campaign view's form (the same as `drp-campaign failover RUN
+    --from FRDF --to UKDF_RAL`): tract 3's inputs are placed at UKDF_RAL through Rucio, its steps run
+    there (group FRDF-g000), its products come home from there; FRDF's tasks are skipped. While
+    UKDF_RAL runs its first step, every connection to the metadata DB and the ledger is dropped, as a
+    database restart does to its clients. FRDF's worker then comes back: nothing runs there."""
     kill_service(airflow_env, "worker-frdf")
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
@@ -93,6 +110,14 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
         assert Ledger().failovers(graph.run_key(run_id)) == [], "a viewer's failover changes nothing"
         page = post(data=form, timeout=300)
         assert page.status_code == 200 and "tracts [3] of FRDF now run at UKDF_RAL" in page.text, page.text
+        wait_until(
+            "UKDF_RAL's step1 under way",
+            lambda: {"running", "deferred"} & set(states_by_task(client, run_id).get("UKDF_RAL.step1", [])),
+            poll_s=0.5,
+        )
+        ledger_db = airflow_env["DRP_LEDGER_URL"].rsplit("/", 1)[1]
+        assert drop_connections(airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
+        time.sleep(2)  # (the API server's own connections go too: let it find new ones first)
         ends(client, run_id, "success", timeout_s=1200)
     finally:  # FRDF comes back
         subprocess.run(
@@ -111,6 +136,17 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
     assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
     assert hub_counts(campaign, key) == expected_products(campaign, tracts=1), "tract 3's products, once"
+    inventory = subprocess.run(  # from Rucio and the Butlers, outside Airflow and the ledger
+        [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "inventory", str(CAMPAIGN_FILE)]
+        + ["--run", run_id, "--json"],
+        capture_output=True,
+        text=True,
+        env=airflow_env,
+        timeout=600,
+    )
+    assert inventory.returncode == 0, inventory.stdout[-3000:] + inventory.stderr[-3000:]
+    rows = json.loads(inventory.stdout)["rows"]
+    assert {r["site_or_rse"] for r in rows} >= {"USDF", "UKDF_RAL"} and "FRDF" not in {r["site_or_rse"] for r in rows}
     report = client._get("/drp/api/run", run_id=run_id)
     assert report["ledger_balanced"] and report["failovers"][0]["by"] == "operator"
     again = subprocess.run(
@@ -135,7 +171,12 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
                 "site down, failed over",
                 "FRDF's worker killed before the run (tract 3); failed over to UKDF_RAL from the view",
                 "tract 3 placed, run and returned from UKDF_RAL; FRDF's worker back: its queued task refused",
-            )
+            ),
+            (
+                "database connections dropped",
+                "every connection to the metadata DB and the ledger, UKDF_RAL step1 under way",
+                "Airflow's services and the tasks reconnected; the run went on and succeeded",
+            ),
         ],
         tracts=1,
     )
