@@ -66,7 +66,9 @@ class SiteQaOperator(CampaignOperator):
                 ",".join(map(str, tracts)),
             ],
         )
-        checks = result["checks"]
+        # The stack side names a tract's own site as its first side; a failed-over tract's product
+        # was made where it was moved to.
+        checks = [{**c, "site_a": tracts[c["tract"]][0]} for c in result["checks"]]
         self.ledger.record_site_qa(key, tracts, checks)
         failed = [c for c in checks if not c["ok"]]
         pairs = ", ".join(f"tract {t}: {a} vs {b}" for t, (a, b) in tracts.items())
