@@ -29,7 +29,8 @@ test: envs lint
 faults: envs
 	@bash scripts/system-packages.sh
 	@rm -f var/faults.jsonl
-	@bash scripts/test.sh -m drill -n 2 --dist loadfile tests/test_campaign_e2e.py tests/test_sites_e2e.py; \
+	@bash scripts/test.sh -m drill -n 2 --dist loadfile tests/test_campaign_e2e.py tests/test_sites_e2e.py \
+	  tests/test_rucio_local.py; \
 	  status=$$?; bash scripts/with-env.sh python -m drp_campaign.faults && exit $$status
 
 test-fast: envs lint

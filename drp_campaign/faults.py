@@ -1,11 +1,12 @@
 """The fault table (`make faults`): each fault drill, where it was injected, how it ended, and how
 many datasets it lost or duplicated.
 
-The drills are scenarios of the end-to-end suite (tests/test_campaign_e2e.py, tests/test_sites_e2e.py,
-marked `drill`); each one, once its run has ended, writes its row here (`record_drill`) with
-numbers measured from the data, not written by hand: products at the hub against what the
-campaign must make (a product missing is lost, one too many a duplicate), BPS submissions per step
-group (a second submission of a group is duplicated work), the ledger's balance.
+The drills are scenarios of the end-to-end suite (tests/test_campaign_e2e.py,
+tests/test_sites_e2e.py) and of the local Rucio's (tests/test_rucio_local.py), marked `drill`.
+Each one, once its run has ended, writes its row here (`record_drill`) with numbers measured from
+the data, not written by hand: products at the hub against what the campaign must make (a product
+missing is lost, one too many a duplicate), BPS submissions per step group (a second submission of
+a group is duplicated work), files at a transfer's destination, rules per dataset.
 
     python -m drp_campaign.faults [ROWS_FILE]   print the table; exit 1 if a row lost or duplicated
                                                 anything, or a drill has no row
@@ -33,9 +34,9 @@ BUILT = {
     "calibration missing at the hub": "the place hop refuses a site's inputs with a calibration gap",
     "site down, failed over": "a site's worker dead from the start; its tract moved to another site",
     "database connections dropped": "every connection to the metadata DB and the ledger dropped mid-step",
+    "STUCK rule boosted": "a transfer failing past Rucio's retries; the hop's wait boosts the rule",
 }
 NOT_BUILT = (
-    "a STUCK Rucio rule boosted",
     "a corrupt replica (checksum mismatch at the destination) re-transferred",
     "the scheduler, a worker and the triggerer killed during a fan-in and a fan-out",
     "the metadata database down for a while (a restart; here only its connections are dropped)",

@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowException
 from drp_campaign.alerts import TransferWatch
 from drp_campaign.hooks.transfer import TransferHook
 from drp_campaign.transfer import service_kind
-from drp_campaign.transfer.base import STUCK_STATES
+from drp_campaign.transfer.base import STUCK_STATES, StuckBoost
 from drp_campaign.triggers.rule_state import RuleStateTrigger
 
 # Long enough for the scheduler to see the deferring worker exit, even on a loaded machine.
@@ -55,11 +55,14 @@ class HopReplicationSensor(BaseSensorOperator):
         # failed as "state changed externally". Hence, too, the trigger's first poll waits a little.
         service = TransferHook().get_service()
         watch = TransferWatch(self.stuck_after_s, self.expected_s)
+        boost = StuckBoost(self.stuck_after_s > 0)
         deadline = time.monotonic() + self.inline_wait_s
         while True:
             status = service.rule_status(self.rule_id)
             if status.state == "OK" or (status.state in STUCK_STATES and self.stuck_after_s <= 0):
                 return self.execute_complete(context, status.to_dict())
+            if boosted := boost.check(service, status):
+                self.log.warning("%s", boosted)
             for kind in watch.due(status):
                 watch.alert(kind, context["ti"], status)
             if time.monotonic() >= deadline:

@@ -189,6 +189,11 @@ class ScriptedRule:
 
     def __init__(self, *states: str):
         self.states = list(states)
+        self.boosted: list[str] = []
+
+    def boost(self, rule_id: str) -> bool:
+        self.boosted.append(rule_id)
+        return True
 
     def rule_status(self, rule_id: str) -> RuleStatus:
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -250,9 +255,17 @@ def test_the_sensor_alerts_a_stuck_rule_it_sees_before_deferring_and_the_trigger
     sensor = hops.HopReplicationSensor(task_id="wait", rule_id="rule-abc", stuck_after_s=600)
     context = {"ti": task_instance("USDF.archive_products.wait", try_number=1), "run_id": RUN_ID}
     assert sensor.execute(context)["files_total"] == 10
-    run_trigger("USDF.archive_products.wait", ScriptedRule("STUCK", "OK"))
+    assert rule.boosted == ["rule-abc"], "boosted once, when first seen STUCK, for Rucio to retry it now"
+    in_trigger = ScriptedRule("STUCK", "STUCK", "OK")
+    run_trigger("USDF.archive_products.wait", in_trigger)
+    assert in_trigger.boosted == ["rule-abc"]
     [(post, _)] = oncall.both()
     assert (post["alert"]["kind"], post["alert"]["task"]) == ("transfer_stuck", "archive_products.wait")
+    fails_at_once = ScriptedRule("STUCK")
+    monkeypatch.setattr(hops.TransferHook, "get_service", lambda self: fails_at_once)
+    with pytest.raises(Exception, match="rule rule-abc is STUCK"):
+        hops.HopReplicationSensor(task_id="wait", rule_id="rule-abc").execute(context)
+    assert fails_at_once.boosted == [], "a wait that gives the rule no time fails, and boosts nothing"
 
 
 def test_a_rule_that_fails_the_wait_at_once_or_a_wait_without_expected_time_raises_no_transfer_alert(work):

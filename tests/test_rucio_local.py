@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -81,8 +82,8 @@ def client(rucio):
     )
 
 
-def _daemons_once(rucio, *rule_ids: str, timeout: int = 60, env: dict | None = None) -> dict:
-    args = ["bash", str(SCRIPT), "daemons-once", "--timeout", str(timeout)]
+def _daemons_once(rucio, *rule_ids: str, timeout: int = 60, env: dict | None = None, repairer=False) -> dict:
+    args = ["bash", str(SCRIPT), "daemons-once", "--timeout", str(timeout), *(["--repairer"] if repairer else [])]
     for rule_id in rule_ids:
         args += ["--rule", rule_id]
     done = subprocess.run(
@@ -865,3 +866,51 @@ def test_a_scope_our_account_may_not_make_is_a_clear_error_naming_scope_and_acco
         RucioTransferService(PolicyOfAdminsOnly()).register("newcampaign:k/hop/FRDF", "FRDF_DISK", Manifest("m", []))
     assert "scope 'newcampaign' does not exist and account drp may not make it" in str(err.value)
     assert "rucio-admin scope add --account drp --scope newcampaign" in str(err.value)
+
+
+def test_a_stuck_rule_is_boosted_by_the_hop_wait_and_rucio_retries_it_at_once(rucio, client, operator_env):
+    """A file's transfer fails 4 times (Rucio's 3 retries spent): the rule is STUCK, and Rucio's
+    repairer leaves it alone for 30 min. A hop's wait that gives it time (stuck_after > 0) boosts
+    it once; the repairer's next pass retries it, the 5th transfer lands: the file arrives once,
+    intact, under the same rule. A row of the fault table (drp_campaign/faults.py)."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from drp_campaign import faults
+    from drp_campaign.sensors.hops import HopReplicationSensor
+
+    files = _site_files(rucio, "FRDF", 2)
+    dataset = f"hop-stuck-{uuid.uuid4().hex[:8]}"
+    _register(client, "FRDF_DISK", files, dataset)
+    flaky_rel = files[0][0]
+    fault_file = rucio["work"] / f"faults-{dataset}.json"
+    fault_file.write_text(json.dumps([{"name": flaky_rel, "fail": 4}]))
+    env = {"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)}
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    assert _daemons_once(rucio, rule_id, env=env)["settled"]
+    assert client.get_replication_rule(rule_id)["state"] == "STUCK"
+    _daemons_once(rucio, rule_id, env=env, repairer=True)
+    assert client.get_replication_rule(rule_id)["state"] == "STUCK", "left alone by the repairer, unboosted"
+
+    wait = HopReplicationSensor(task_id="FRDF.gather.wait", rule_id=rule_id, stuck_after_s=600, inline_wait_s=0)
+    with pytest.raises(TaskDeferred):  # boosted, then waits in the triggerer
+        ti = SimpleNamespace(dag_id="campaign_test_3x3", run_id="manual__stuck", task_id="FRDF.gather.wait")
+        wait.execute({"run_id": "manual__stuck", "params": {}, "ti": ti})
+    result = _daemons_once(rucio, rule_id, env=env, repairer=True)
+    rule = client.get_replication_rule(rule_id)
+    assert result["settled"] and rule["state"] == "OK" and rule["locks_ok_cnt"] == 2, (rule, result)
+    landed = rucio["work"] / "repos" / "USDF" / flaky_rel
+    assert adler32(landed) == adler32(files[0][1]), "arrived intact"
+    assert [r["id"] for r in client.list_did_rules(SCOPE, dataset)] == [rule_id], "the same rule, no second one"
+    counts = json.loads((rucio["home"] / "transfers.faults-count.json").read_text())
+    assert [n for key, n in counts.items() if key.endswith(f"{SCOPE}:{flaky_rel}")] == [4]
+    arrived = sum(1 for rel, _ in files if (rucio["work"] / "repos" / "USDF" / rel).is_file())
+    faults.record_drill(
+        faults.DrillRow(
+            "STUCK rule boosted",
+            "a file's transfer FRDF_DISK -> USDF_DISK failing 4 times (Rucio's retries spent)",
+            "the hop's wait boosted the STUCK rule once; the repairer's next pass retried it; OK, same rule",
+            len(files) - arrived,
+            len(client.list_did_rules(SCOPE, dataset)) - 1,
+            rule_id,
+        )
+    )

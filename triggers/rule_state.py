@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from drp_campaign.alerts import TransferWatch
 from drp_campaign.transfer import TransferService, transfer_service
-from drp_campaign.transfer.base import STUCK_STATES
+from drp_campaign.transfer.base import STUCK_STATES, StuckBoost
 
 
 class RuleStateTrigger(BaseTrigger):
@@ -76,11 +76,14 @@ class RuleStateTrigger(BaseTrigger):
         watch = TransferWatch(self.stuck_after_s, self.expected_s, since=self.waiting_since or time.time())
         await asyncio.sleep(self.first_poll_delay_s)  # the sensor has just looked (see sensors/hops.py)
         stuck_since: float | None = None
+        boost = StuckBoost(self.stuck_after_s > 0)  # (again after a triggerer restart: harmless)
         while True:
             status = await asyncio.to_thread(service.rule_status, self.rule_id)
             if status.state == "OK":
                 yield TriggerEvent(status.to_dict())
                 return
+            if boosted := await asyncio.to_thread(boost.check, service, status):
+                self.log.warning("%s", boosted)
             if status.state in STUCK_STATES:
                 stuck_since = stuck_since or time.monotonic()
                 if time.monotonic() - stuck_since >= self.stuck_after_s:

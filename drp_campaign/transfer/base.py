@@ -108,7 +108,35 @@ class TransferService(ABC):
         """The dataset's files that have an available replica at the RSE: {name: where the file is},
         for a reader that confirms the copy itself rather than taking the transfer's word for it."""
 
+    def boost(self, rule_id: str) -> bool:
+        """Have the rule's stuck transfers retried now rather than at the system's own pace; False
+        when this service has nothing to boost (it retries on its own)."""
+        return False
+
     @abstractmethod
     def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
         """Let our rules on the dataset at the RSE expire after `grace_s`, so the copy there is
         deleted; returns the rule ids released now (none when already released)."""
+
+
+class StuckBoost:
+    """Boost a hop's rule once when it is first seen STUCK, where the wait gives it time to recover
+    (ENABLED: the hop's stuck_after_minutes > 0). Rucio retries a rule's stuck transfers from its
+    judge-repairer, which takes a rule only once it has been left alone [repairer] updated_at_delta
+    (30 min by default), and a boosted one at its next pass: so the retry comes within the wait."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.boosted = False
+
+    def check(self, service: TransferService, status: RuleStatus) -> str | None:
+        """Boost if due; returns the line to log when it did."""
+        if not self.enabled or self.boosted or status.state != "STUCK":
+            return None
+        self.boosted = True
+        if not service.boost(status.rule_id):
+            return None
+        return (
+            f"rule {status.rule_id} STUCK ({status.files_ok}/{status.files_total} files): boosted, so Rucio retries "
+            f"its stuck transfers at the repairer's next pass; failing: {'; '.join(status.errors[:3])}"
+        )

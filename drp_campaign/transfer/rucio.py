@@ -304,6 +304,12 @@ class RucioTransferService(TransferService):
                 found[rep["name"]] = Path(urlparse(pfns[0]).path)
         return found
 
+    def boost(self, rule_id: str) -> bool:
+        """`rucio rule update --boost-rule`: the rule and its stuck locks look a day older, so the
+        judge-repairer takes them at its next pass."""
+        self.client.update_replication_rule(rule_id, {"boost_rule": True})
+        return True
+
     def release(self, dataset_did: str, rse: str, grace_s: int = 0) -> list[str]:
         """Give our rules there a lifetime of `grace_s` with purge_replicas: Rucio's judge-cleaner
         deletes them when it passes and the reaper deletes the files. (delete_replication_rule

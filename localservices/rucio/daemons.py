@@ -1,6 +1,6 @@
 """Rucio's own daemons, in-process, with the `local` transfertool plugged in.
 
-    python -m localservices.rucio.daemons once [--rule ID ...] [--timeout 60] [--no-reaper]
+    python -m localservices.rucio.daemons once [--rule ID ...] [--timeout 60] [--no-reaper] [--repairer]
     python -m localservices.rucio.daemons loop [--interval 3]
     (run in .venvs/rucio after the bootstrap; scripts/rucio-server.sh daemons-once / start)
 
@@ -10,7 +10,7 @@ rucio.daemons.common.run_daemon, partition wait 0 instead of its built-in 1 s),
 conveyor-submitter, conveyor-poller (older_than=0: poll what was just submitted),
 conveyor-finisher (partition waits 0 instead of 10 s), judge-cleaner (deletes rules whose
 lifetime has passed), then a greedy reaper (deletes replicas whose tombstone has passed).
-The judge-repairer (re-tries STUCK rules) runs in loop mode only.
+The judge-repairer (re-tries STUCK rules) runs in loop mode, and in `once` with --repairer.
 
 * `once` repeats passes until the work has *settled*: no transfer request left (of the given
   rules, or at all), no DID waiting for the judge-evaluator, and none of the given rules still
@@ -180,7 +180,11 @@ def _settled(st: dict) -> bool:
 
 
 def run_until_settled(
-    rule_ids: list[str] | None = None, timeout: float = 60.0, reaper: bool = True, max_passes: int = 1000
+    rule_ids: list[str] | None = None,
+    timeout: float = 60.0,
+    reaper: bool = True,
+    max_passes: int = 1000,
+    repairer: bool = False,
 ) -> dict:
     t0 = time.monotonic()
     passes = 0
@@ -190,7 +194,7 @@ def run_until_settled(
             break
         if time.monotonic() - t0 > timeout:
             break
-        run_pass(reaper=reaper)
+        run_pass(reaper=reaper, repairer=repairer)
         passes += 1
         st = status(rule_ids)
     return {"settled": _settled(st), "passes": passes, "seconds": round(time.monotonic() - t0, 3), **st}
@@ -228,13 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     once.add_argument("--rule", action="append", default=[], help="rule id to wait for (repeatable)")
     once.add_argument("--timeout", type=float, default=60.0)
     once.add_argument("--no-reaper", action="store_true")
+    once.add_argument("--repairer", action="store_true", help="also the judge-repairer (retries STUCK rules)")
     lp = sub.add_parser("loop", help="run a pass every --interval seconds until SIGTERM")
     lp.add_argument("--interval", type=float, default=3.0)
     lp.add_argument("--no-repairer", action="store_true")
     args = parser.parse_args(argv)
     setup()
     if args.command == "once":
-        result = run_until_settled(args.rule or None, timeout=args.timeout, reaper=not args.no_reaper)
+        result = run_until_settled(
+            args.rule or None, timeout=args.timeout, reaper=not args.no_reaper, repairer=args.repairer
+        )
         print(json.dumps(result, default=str))
         return 0 if result["settled"] else 1
     loop(args.interval, repairer=not args.no_repairer)
