@@ -910,7 +910,7 @@ def test_a_stuck_rule_is_boosted_by_the_hop_wait_and_rucio_retries_it_at_once(ru
             "a file's transfer FRDF_DISK -> USDF_DISK failing 4 times (Rucio's retries spent)",
             "the hop's wait boosted the STUCK rule once; the repairer's next pass retried it; OK, same rule",
             len(files) - arrived,
-            len(client.list_did_rules(SCOPE, dataset)) - 1,
+            len(list(client.list_did_rules(SCOPE, dataset))) - 1,
             rule_id,
         )
     )
