@@ -427,7 +427,12 @@ def failover_form(run_id: str, user: GetUserDep) -> str:
     ref = find_run(run_id, user)
     config = _config_of(ref)
     sites = config.campaign_sites() if config else []
-    options = "".join(f"<option>{html.escape(s)}</option>" for s in sites)
+    hub = config.hub() if config else None
+    down = next((s for s in sites if s != hub), None)  # a data facility goes down more often than the hub
+
+    def options(chosen: str | None) -> str:
+        return "".join(f"<option{' selected' if s == chosen else ''}>{html.escape(s)}</option>" for s in sites)
+
     title = f"Fail a site over — run {ref.run_key or ref.dag_run_id}"
     body = (
         f"<h2>{html.escape(title)}</h2>"
@@ -437,8 +442,8 @@ def failover_form(run_id: str, user: GetUserDep) -> str:
         "(e.g. the down site's outputs have started coming home).</p>"
         '<form method="post" action="failover">'
         f'<input type="hidden" name="run_id" value="{html.escape(ref.dag_run_id)}">'
-        f'<label>Down site <select name="from_site">{options}</select></label> '
-        f'<label>moves its work to <select name="to_site">{options}</select></label> '
+        f'<label>Down site <select name="from_site">{options(down)}</select></label> '
+        f'<label>moves its work to <select name="to_site">{options(hub)}</select></label> '
         '<button type="submit">Fail over</button></form>'
         f'<p><a href="run?run_id={quote(ref.dag_run_id)}">Back to the run</a></p>'
     )

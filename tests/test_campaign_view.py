@@ -216,6 +216,12 @@ def test_a_live_run_shows_its_site_step_matrix_from_airflows_task_states_merged_
     assert "/tasks/USDF.review_step2c/required_actions" in page
     AIRFLOW_RUNS[0]["state"] = "failed"
     assert "http-equiv" not in client.get("/run", params={"run_id": run_id}).text, "a finished run stays still"
+    # A failed run can still be failed over: the page links the form, which proposes a data facility
+    # down and the hub to take its work, and does not refresh (a half-filled form would be lost).
+    assert "fail it over" in page
+    form = client.get("/failover", params={"run_id": run_id}).text
+    assert "<option selected>FRDF</option>" in form and 'name="to_site"><option selected>USDF</option>' in form
+    assert "http-equiv" not in form and 'action="failover"' in form
 
 
 def test_the_runs_list_gives_each_runs_verdict_and_the_schema_describes_the_api(ledger, tokens, tmp_path, monkeypatch):
