@@ -868,6 +868,7 @@ def test_a_scope_our_account_may_not_make_is_a_clear_error_naming_scope_and_acco
     assert "rucio-admin scope add --account drp --scope newcampaign" in str(err.value)
 
 
+@pytest.mark.drill
 def test_a_stuck_rule_is_boosted_by_the_hop_wait_and_rucio_retries_it_at_once(rucio, client, operator_env):
     """A file's transfer fails 4 times (Rucio's 3 retries spent): the rule is STUCK, and Rucio's
     repairer leaves it alone for 30 min. A hop's wait that gives it time (stuck_after > 0) boosts
