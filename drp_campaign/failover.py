@@ -90,6 +90,11 @@ def plan_failover(
             )
     if from_site == to_site:
         raise FailoverRefused(f"--from and --to are both {from_site}: name another site to move its work to")
+    if from_site == campaign.hub():
+        raise FailoverRefused(
+            f"--from {from_site}: the hub cannot be failed over (the global steps run there and every product comes "
+            "home there); nothing changed. Wait for it and retry its tasks (runbook 4.2)"
+        )
     name = _run_name(run)
     if run["state"] == "success":
         raise FailoverRefused(f"{name} has finished (success): nothing left to move; nothing changed")

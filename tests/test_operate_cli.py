@@ -543,6 +543,7 @@ def test_a_failover_stopped_half_way_is_finished_by_running_it_again_and_then_re
         (["--from", "FRDF", "--to", "FRDF"], {}, {}, "--from and --to are both FRDF"),
         (["--from", "FRDF", "--to", "IDAC_UK"], {}, {}, "--to IDAC_UK: not a site of campaign test-3x3"),
         (["--from", "LSST", "--to", "USDF"], {}, {}, "--from LSST: not a site of campaign test-3x3"),
+        (["--from", "USDF", "--to", "FRDF"], {}, {}, "--from USDF: the hub cannot be failed over"),
         (["--from", "FRDF", "--to", "UKDF_RAL"], {"sites": ["USDF", "FRDF"]}, {}, "--to UKDF_RAL: not a site of run"),
         (["--from", "FRDF", "--to", "USDF"], {"tracts": [0, 4]}, {}, "--from FRDF: nothing left to do"),
         (
