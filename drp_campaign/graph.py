@@ -132,16 +132,15 @@ def plan_groups(
         for g in _own_groups(campaign, site, selected_tracts)
         if (kept := tuple(t for t in g.tracts if moved.get(t, site) == site))
     ]
-    for other in campaign.campaign_sites():
-        if other != site:
-            groups += [
-                WorkGroup(f"{other}-{g.label}", here)
-                for g in _own_groups(campaign, other, selected_tracts)
-                if (here := tuple(t for t in g.tracts if moved.get(t) == site))
-            ]
-    overlap = [t for t in campaign.overlap_tracts_at(site) if moved.get(t) != site]
-    if selected_tracts:
-        overlap = [t for t in overlap if t in set(selected_tracts)]
+    sources = {campaign.tract_site(t) for t, to in moved.items() if to == site}  # only these sites' groups
+    for other in (s for s in campaign.campaign_sites() if s in sources and s != site):
+        groups += [
+            WorkGroup(f"{other}-{g.label}", here)
+            for g in _own_groups(campaign, other, selected_tracts)
+            if (here := tuple(t for t in g.tracts if moved.get(t) == site))
+        ]
+    wanted = set(selected_tracts or ())
+    overlap = [t for t in campaign.overlap_tracts_at(site) if moved.get(t) != site and (not wanted or t in wanted)]
     return groups + [overlap_group(t) for t in overlap]
 
 
