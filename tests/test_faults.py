@@ -31,7 +31,8 @@ def test_a_row_with_a_loss_or_a_duplicate_or_a_drill_without_a_row_fails_the_tab
         faults.record_drill(row(name), rows_file)
     assert faults.main([str(rows_file)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| drill") and "| site down, failed over" in out and "Not built yet: a corrupt replica" in out
+    assert out.startswith("| drill") and "| site down, failed over" in out
+    assert ("Not built yet: " + "; ".join(faults.NOT_BUILT)) in out if faults.NOT_BUILT else "Not built" not in out
     faults.record_drill(row("worker killed mid-step", lost=2, run_id="bad"), rows_file)
     assert faults.main([str(rows_file)]) == 1
     assert "FAIL worker killed mid-step: 2 lost, 0 duplicated (run bad)" in capsys.readouterr().out

@@ -915,3 +915,89 @@ def test_a_stuck_rule_is_boosted_by_the_hop_wait_and_rucio_retries_it_at_once(ru
             rule_id,
         )
     )
+
+
+def _history(client, rel: str, src: str, dst: str) -> list[dict]:
+    """The archived transfer requests of one file SRC -> DST, oldest first."""
+    return sorted(
+        (r for r in client.list_requests_history(src, dst, "F,D", limit=10000) if r["name"] == rel),
+        key=lambda r: r["retry_count"] or 0,
+    )
+
+
+@pytest.mark.drill
+def test_a_replica_corrupted_on_its_way_is_found_at_the_destination_and_copied_again(rucio, client):
+    """A copy lands with one byte flipped (the transfer tool's `corrupt` fault: the disk or the
+    network path damaged it, the read of the source was good). The destination read-back finds the
+    adler32 mismatch, removes the file and reports FAILED; Rucio retries under the same rule, the
+    second copy is intact, and only then is the replica AVAILABLE (a hop ingests only once its rule
+    is OK, and its ingest checks adler32 again: test_stackside). A row of the fault table."""
+    from drp_campaign import faults
+
+    files = _site_files(rucio, "UKDF_RAL", 2)
+    dataset = f"hop-damaged-{uuid.uuid4().hex[:8]}"
+    _register(client, "UKDF_RAL_DISK", files, dataset)
+    damaged_rel = files[0][0]
+    fault_file = rucio["work"] / f"faults-{dataset}.json"
+    fault_file.write_text(json.dumps([{"name": damaged_rel, "corrupt": 1}]))
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    result = _daemons_once(rucio, rule_id, env={"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)})
+    rule = client.get_replication_rule(rule_id)
+    assert result["settled"] and rule["state"] == "OK" and rule["locks_ok_cnt"] == 2, (rule, result)
+
+    damaged = _history(client, damaged_rel, "UKDF_RAL_DISK", "USDF_DISK")
+    assert [r["state"] for r in damaged] == ["FAILED", "DONE"], damaged
+    assert "DESTINATION CHECKSUM MISMATCH" in damaged[0]["err_msg"], damaged[0]
+    assert damaged[1]["previous_attempt_id"] == damaged[0]["id"], "a retry of the same request, not a new rule"
+    counts = json.loads((rucio["home"] / "transfers.faults-count.json").read_text())
+    assert [n for key, n in counts.items() if key.startswith("corrupt ") and key.endswith(damaged_rel)] == [1]
+    # the damaged copy was made (the fault fired on a real write) and removed before Rucio heard of it
+    copies = sorted(
+        (
+            f
+            for job in (rucio["home"] / "transfers").glob("*.json")
+            for f in json.loads(job.read_text())["files"].values()
+            if f["name"] == damaged_rel
+        ),
+        key=lambda f: f["started_at"],
+    )
+    attempts = [a for f in copies for a in f["attempts"]]
+    assert [a.get("injected", "").split(":")[0] for a in attempts] == ["corrupt", ""], attempts
+
+    arrived = 0
+    for rel, path in files:
+        landed = rucio["work"] / "repos" / "USDF" / rel
+        assert (adler32(landed), landed.read_bytes()) == (adler32(path), path.read_bytes()), rel
+        arrived += 1
+    assert not list((rucio["work"] / "repos" / "USDF").rglob("*.rucio-local.part")), "no part file left"
+    faults.record_drill(
+        faults.DrillRow(
+            "corrupt replica re-transferred",
+            "one file's copy UKDF_RAL_DISK -> USDF_DISK written with one byte flipped",
+            "DESTINATION CHECKSUM MISMATCH at the read-back, the file removed, Rucio's retry landed it intact",
+            len(files) - arrived,
+            len(list(client.list_did_rules(SCOPE, dataset))) - 1 + max(0, len(damaged) - 2),
+            rule_id,
+        )
+    )
+
+
+def test_a_held_transfer_keeps_its_rule_replicating_until_the_hold_ends(rucio, client):
+    """The `hold_s` fault: the copy is made at once, but Rucio hears of it only after the hold (as a
+    transfer queued at FTS): the rule stays REPLICATING meanwhile, then becomes OK with no retry."""
+    files = _site_files(rucio, "FRDF", 1)
+    dataset = f"hop-held-{uuid.uuid4().hex[:8]}"
+    _register(client, "FRDF_DISK", files, dataset)
+    fault_file = rucio["work"] / f"faults-{dataset}.json"
+    fault_file.write_text(json.dumps([{"name": files[0][0], "hold_s": 20}]))
+    env = {"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)}
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    t0 = time.monotonic()
+    first = _daemons_once(rucio, rule_id, env=env, timeout=5)
+    assert not first["settled"] and client.get_replication_rule(rule_id)["state"] == "REPLICATING", first
+    assert (rucio["work"] / "repos" / "USDF" / files[0][0]).is_file(), "copied already, not yet reported"
+    second = _daemons_once(rucio, rule_id, env=env, timeout=60)
+    rule = client.get_replication_rule(rule_id)
+    assert second["settled"] and rule["state"] == "OK", (rule, second)
+    assert time.monotonic() - t0 >= 20, "not before the hold ended"
+    assert [r["state"] for r in _history(client, files[0][0], "FRDF_DISK", "USDF_DISK")] == ["DONE"]

@@ -28,10 +28,20 @@ daemons' environment): the variable names a JSON file listing the transfers to f
 The first `fail` transfers of each file matching an entry are reported FAILED with the reason
 "INJECTED FAULT: ..." without copying anything, as FTS reports a failed copy; later ones run
 normally. So `"fail": 1` is a transfer that fails then succeeds on Rucio's retry, and `"fail": 4`
-outlasts Rucio's 3 retries (lock and rule STUCK). The count of failures already injected per
-(entry, DID) is kept in `<results dir>.faults-count.json`, so it survives daemon passes and
-processes (`daemons once` is a new process each time); delete that file to start counting again.
-An unreadable faults file is logged as an error and injects nothing.
+outlasts Rucio's 3 retries (lock and rule STUCK). Two more kinds of entry:
+
+    {"name": "*.fits", "corrupt": 1}     # the first copy lands with one byte flipped
+    {"name": "*.fits", "hold_s": 60}     # every copy is reported in flight for 60 s
+
+`corrupt` damages the bytes written at the destination (a bad disk or network path would), not the
+check: the destination read-back finds the checksum mismatch as it would any other, removes the
+file and reports FAILED, and Rucio retries. `hold_s` copies at once but keeps the transfer out of
+`bulk_query`'s answers for that long, as FTS does with a transfer still queued or running: the
+rule stays REPLICATING, which gives a drill the time to kill services during a fan-in or fan-out.
+The count of faults already injected per (entry, kind, DID) is kept in
+`<results dir>.faults-count.json`, so it survives daemon passes and processes (`daemons once` is a
+new process each time); delete that file to start counting again. An unreadable faults file is
+logged as an error and injects nothing.
 
 Registered under the name "local" in rucio.core.transfer.TRANSFERTOOL_CLASSES_BY_NAME by
 `register()` (no file of rucio is changed); rucio.cfg says `[conveyor] transfertool = local`.
@@ -79,20 +89,26 @@ def results_dir() -> Path:
     return path
 
 
-def _injected_fault(scope: str, name: str, dst_rse: str) -> str | None:
-    """The reason to fail this transfer on purpose, or None; see the module docstring."""
+def _matching_faults(name: str, dst_rse: str) -> list[dict[str, Any]]:
+    """The entries of the faults file (see the module docstring) that apply to this transfer."""
     spec = os.environ.get(FAULTS_ENV)
     if not spec:
-        return None
+        return []
     try:
-        faults = [
+        return [
             f
             for f in json.loads(Path(spec).read_text())
             if fnmatch.fnmatchcase(name, f["name"]) and f.get("rse", dst_rse) == dst_rse
         ]
     except (OSError, ValueError, TypeError, KeyError) as exc:
         logging.error("%s=%s cannot be read (%s): no fault injected", FAULTS_ENV, spec, exc)
-        return None
+        return []
+
+
+def _count_fault(faults: list[dict[str, Any]], kind: str, scope: str, name: str) -> tuple[dict, int] | None:
+    """The first entry of FAULTS whose KIND budget this file has not spent, and the ordinal of
+    this fault (1-based), counted; None when none is left."""
+    faults = [f for f in faults if int(f.get(kind, 0)) > 0]
     if not faults:
         return None
     counts_path = results_dir().with_name(results_dir().name + ".faults-count.json")
@@ -102,18 +118,28 @@ def _injected_fault(scope: str, name: str, dst_rse: str) -> str | None:
         fcntl.flock(f, fcntl.LOCK_EX)
         counts = json.loads(f.read() or "{}")
         for fault in faults:
-            key = f"{fault['name']} {fault.get('rse', '*')} {scope}:{name}"
+            # A `fail` count keeps its original key (no kind in it): existing count files still apply.
+            key = f"{'' if kind == 'fail' else kind + ' '}{fault['name']} {fault.get('rse', '*')} {scope}:{name}"
             done = counts.get(key, 0)
-            if done < int(fault["fail"]):
+            if done < int(fault[kind]):
                 counts[key] = done + 1
                 f.seek(0)
                 f.truncate()
                 f.write(json.dumps(counts, indent=1))
-                return (
-                    f"INJECTED FAULT: transfer {done + 1} of {fault['fail']} to fail of "
-                    f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {spec})"
-                )
+                return fault, done + 1
     return None
+
+
+def _injected_fault(scope: str, name: str, dst_rse: str, faults: list[dict[str, Any]]) -> str | None:
+    """The reason to fail this transfer on purpose, or None; see the module docstring."""
+    counted = _count_fault(faults, "fail", scope, name)
+    if counted is None:
+        return None
+    fault, ordinal = counted
+    return (
+        f"INJECTED FAULT: transfer {ordinal} of {fault['fail']} to fail of "
+        f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {os.environ.get(FAULTS_ENV)})"
+    )
 
 
 def _adler32_of(path: str | Path) -> tuple[str, int]:
@@ -125,8 +151,9 @@ def _adler32_of(path: str | Path) -> tuple[str, int]:
     return f"{value & 0xFFFFFFFF:08x}", size
 
 
-def _copy(src: str, dst: str) -> tuple[str, int]:
-    """Copy src to dst through a part file; the adler32 and size of what was read."""
+def _copy(src: str, dst: str, corrupt: bool = False) -> tuple[str, int]:
+    """Copy src to dst through a part file; the adler32 and size of what was read. CORRUPT flips
+    one byte of what is written (an injected fault), leaving what was read, and so its checksum, intact."""
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     part = dst + PART_SUFFIX
     value, size = 1, 0
@@ -138,6 +165,12 @@ def _copy(src: str, dst: str) -> tuple[str, int]:
                 fout.write(chunk)
             fout.flush()
             os.fsync(fout.fileno())
+        if corrupt and size:
+            with open(part, "r+b") as damaged:
+                damaged.seek(size // 2)
+                byte = damaged.read(1)[0]
+                damaged.seek(size // 2)
+                damaged.write(bytes([byte ^ 0xFF]))
         os.replace(part, dst)
     finally:
         if os.path.exists(part):
@@ -282,7 +315,8 @@ class LocalTransfertool(Transfertool):
             "finished_at": None,
             "attempts": [],
         }
-        fault = _injected_fault(str(rws.scope), rws.name, dst_rse.name)
+        faults = _matching_faults(rws.name, dst_rse.name)
+        fault = _injected_fault(str(rws.scope), rws.name, dst_rse.name, faults)
         if fault:
             result.update(reason=fault, finished_at=_utcnow())
             self.logger(logging.WARNING, "local transfer %s:%s -> %s: %s", rws.scope, rws.name, dst_rse.name, fault)
@@ -336,7 +370,10 @@ class LocalTransfertool(Transfertool):
                         f"bytes; registered adler32 {expected_adler}, {expected_bytes} bytes)"
                     )
                     continue
-                copied_adler, copied_bytes = _copy(src_path, dst_path)
+                corrupt = _count_fault(faults, "corrupt", str(rws.scope), rws.name) is not None
+                if corrupt:
+                    attempt["injected"] = "corrupt: one byte flipped in what was written"
+                copied_adler, copied_bytes = _copy(src_path, dst_path, corrupt=corrupt)
                 dst_adler, dst_bytes = _adler32_of(dst_path)
                 if (copied_adler, copied_bytes) != (src_adler, src_bytes) or (dst_adler, dst_bytes) != (
                     expected_adler,
@@ -354,6 +391,9 @@ class LocalTransfertool(Transfertool):
                     continue
                 attempt["reason"] = None
                 result.update(state="DONE", reason=None, bytes=dst_bytes, adler32=dst_adler, finished_at=_utcnow())
+                hold_s = max((float(f.get("hold_s", 0)) for f in faults), default=0)
+                if hold_s > 0:
+                    result["hold_until"] = time.time() + hold_s  # bulk_query: in flight until then
                 self.logger(
                     logging.INFO,
                     "local transfer %s:%s %s -> %s done (%d bytes, adler32 %s)",
@@ -398,13 +438,14 @@ class LocalTransfertool(Transfertool):
             reports = {}
             for request_id, request in requests.items():
                 result = job["files"].get(request_id)
-                if result is not None:
+                # Left out of the answer, a request stays SUBMITTED: in flight, as FTS would say.
+                if result is not None and result.get("hold_until", 0) <= time.time():
                     reports[request_id] = LocalTransferStatusReport(request_id, job_id, result, request=None)
             response[job_id] = reports
         return response
 
     def cancel(self, transfer_ids: Sequence[str], timeout: int | None = None) -> bool:
-        return True  # copies are synchronous: nothing is ever in flight
+        return True  # copies are synchronous: only a held one (hold_s) looks in flight, and it is done
 
     def update_priority(self, transfer_id: str, priority: int, timeout: int | None = None) -> bool:
         return True
