@@ -33,15 +33,12 @@ BUILT = {
     "scheduler and triggerer killed": "both killed by pid while a step waits deferred on its BPS run",
     "calibration missing at the hub": "the place hop refuses a site's inputs with a calibration gap",
     "site down, failed over": "a site's worker dead from the start; its tract moved to another site",
-    "database connections dropped": "every connection to the metadata DB and the ledger dropped mid-step",
+    "metadata database down": "the metadata DB and the ledger refuse connections for a while, mid-step",
+    "services killed during a fan-in and a fan-out": "scheduler, triggerer and workers killed while transfers fly",
     "STUCK rule boosted": "a transfer failing past Rucio's retries; the hop's wait boosts the rule",
     "corrupt replica re-transferred": "a copy damaged on its way; found at the destination, copied again",
 }
-NOT_BUILT = (
-    "the scheduler, a worker and the triggerer killed during a fan-in and a fan-out",
-    "the metadata database down for a while (a restart; here only its connections are dropped)",
-    "the same campaign triggered twice at once",
-)
+NOT_BUILT = ("the same campaign triggered twice at once",)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ E2E_ENV = {
     # The Edge worker asks for work every second (Airflow's default 5 s is a wait before each of
     # the nightly's UKDF_LANCS tasks: minutes on a campaign of one-minute steps).
     "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
+    # Faults a drill injects into the local Rucio's transfers (localservices/rucio/transfertool.py);
+    # the file exists only while a drill runs.
+    "DRP_RUCIO_TRANSFER_FAULTS": str(PROJECT_ROOT / "var" / "test-e2e" / "rucio-transfer-faults.json"),
 }
 
 # The nightly's scenario runs in its own module (test_nightly_e2e.py) on its own services, beside
@@ -50,6 +53,7 @@ NIGHTLY_E2E_ENV = {
     "DRP_RUCIO_PORT": "8084",
     "AIRFLOW_HOME": str(PROJECT_ROOT / "var" / "test-e2e-nightly" / "airflow"),
     "DRP_REDIS_DB": "2",
+    "DRP_RUCIO_TRANSFER_FAULTS": str(PROJECT_ROOT / "var" / "test-e2e-nightly" / "rucio-transfer-faults.json"),
 }
 
 SERVICES = ("airflow-services.sh", "rucio-server.sh")  # stopped in this order, started in reverse

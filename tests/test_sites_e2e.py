@@ -16,6 +16,8 @@ import functools
 import json
 import subprocess
 import time
+from collections import Counter
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -49,18 +51,58 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 E2E_STACK = NIGHTLY_E2E_ENV  # conftest's airflow_env starts these services for this module
 
 
-def drop_connections(*databases: str) -> int:
-    """What a database restart does to its clients: every connection to DATABASES dropped at once
-    (only this module's databases: the other e2e module and the other tests keep theirs)."""
-    names = ", ".join(f"'{d}'" for d in databases)
-    out = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtc"]
-        + [f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({names})"],
-        check=True,
-        capture_output=True,
-        text=True,
+def _psql(sql: str) -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtc", sql], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def database_down(seconds: float, *databases: str) -> int:
+    """What a database restart does to its clients: every connection to DATABASES dropped, and new
+    ones refused for SECONDS (only this module's databases: the other e2e module and the other tests
+    keep theirs). The number of connections dropped."""
+    for name in databases:
+        _psql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    try:
+        names = ", ".join(f"'{d}'" for d in databases)
+        dropped = int(
+            _psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({names})")
+        )
+        time.sleep(seconds)
+    finally:
+        for name in databases:
+            _psql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    return dropped
+
+
+def rules_made_twice(airflow_env, campaign, key) -> dict[tuple[str, str], int]:
+    """Each hop dataset of the run with more than one Rucio rule toward one RSE expression (a hop
+    task run again after a kill must find its rule, not make another)."""
+    from drp_campaign.transfer.rucio import rucio_client
+
+    rucio = rucio_client(json.loads((Path(airflow_env["DRP_WORK_DIR"]) / "rucio" / "connection.json").read_text()))
+    counts = Counter(
+        (did, rule["rse_expression"])
+        for did in rucio.list_dids(campaign.name, [{"name": f"{key}/*"}], did_type="dataset")
+        for rule in rucio.list_did_rules(campaign.name, did)
     )
-    return int(out.stdout.strip())
+    return {k: n for k, n in counts.items() if n > 1}
+
+
+def restart_what_died(airflow_env) -> None:
+    """As a supervisor (systemd, Kubernetes) would: start every service that is not running."""
+    subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
+    )
+
+
+# Each UKDF_RAL transfer of the fan-in to USDF and of the fan-out back is held in flight this long
+# (the local transfer tool's `hold_s` fault): the time to kill Airflow's services during it.
+HOLD_S = 45
+HELD_HOPS = {
+    "gather_for_step2c": ("isolated_star", "USDF_DISK"),
+    "distribute_step2c": ("fgcm_photo_calib", "UKDF_RAL_DISK"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +122,14 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     --from FRDF --to UKDF_RAL`): tract 3's inputs are placed at UKDF_RAL through Rucio, its steps run
     there (group FRDF-g000), its products come home from there; FRDF's tasks are skipped. While
     UKDF_RAL runs its first step, every connection to the metadata DB and the ledger is dropped, as a
-    database restart does to its clients. FRDF's worker then comes back: nothing runs there."""
+    database restart does to its clients, and new ones are refused for 15 s; whatever of Airflow
+    died meanwhile is started again, FRDF's worker with it: nothing runs there. During the fan-in
+    and again during the fan-out (their transfers held in flight), the scheduler, the triggerer and
+    the workers of USDF and UKDF_RAL are killed by pid and started again."""
+    faults_file = Path(airflow_env["DRP_RUCIO_TRANSFER_FAULTS"])
+    faults_file.write_text(
+        json.dumps([{"name": f"*{kind}*", "rse": rse, "hold_s": HOLD_S} for kind, rse in HELD_HOPS.values()])
+    )
     kill_service(airflow_env, "worker-frdf")
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
@@ -116,13 +165,23 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             poll_s=0.5,
         )
         ledger_db = airflow_env["DRP_LEDGER_URL"].rsplit("/", 1)[1]
-        assert drop_connections(airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
-        time.sleep(2)  # (the API server's own connections go too: let it find new ones first)
+        assert database_down(15, airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
+        restart_what_died(airflow_env)  # FRDF's worker comes back too
+        for hop in HELD_HOPS:
+            wait_until(
+                f"UKDF_RAL.{hop}.wait waiting on its held transfers",
+                lambda hop=hop: (
+                    {"running", "deferred"} & set(states_by_task(client, run_id).get(f"UKDF_RAL.{hop}.wait", []))
+                ),
+                timeout_s=900,
+            )
+            for service in ("scheduler", "triggerer", "worker-usdf", "worker-ukdf_ral"):
+                kill_service(airflow_env, service)
+            restart_what_died(airflow_env)
         ends(client, run_id, "success", timeout_s=1200)
-    finally:  # FRDF comes back
-        subprocess.run(
-            ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
-        )
+    finally:
+        faults_file.unlink(missing_ok=True)
+        restart_what_died(airflow_env)
     states = states_by_task(client, run_id)
     assert {s for t, ss in states.items() if t.startswith("FRDF.") for s in ss} == {"skipped"}
     moved = [t for t in client.task_states(DAG_ID, run_id) if t.task_id == "UKDF_RAL.step5"]
@@ -136,6 +195,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     assert ("place_inputs", "UKDF_RAL") in placed and ("return_products", "USDF") in placed
     assert not any("FRDF" in (b.src_site, b.dst_site) for b in balances), "nothing moved to or from FRDF"
     assert hub_counts(campaign, key) == expected_products(campaign, tracts=1), "tract 3's products, once"
+    assert rules_made_twice(airflow_env, campaign, key) == {}
     inventory = subprocess.run(  # from Rucio and the Butlers, outside Airflow and the ledger
         [f"{airflow_env['DRP_CONTROLLER_PREFIX']}/bin/drp-campaign", "inventory", str(CAMPAIGN_FILE)]
         + ["--run", run_id, "--json"],
@@ -173,9 +233,15 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
                 "tract 3 placed, run and returned from UKDF_RAL; FRDF's worker back: its queued task refused",
             ),
             (
-                "database connections dropped",
-                "every connection to the metadata DB and the ledger, UKDF_RAL step1 under way",
-                "Airflow's services and the tasks reconnected; the run went on and succeeded",
+                "metadata database down",
+                "the metadata DB and the ledger: connections dropped, new ones refused 15 s; UKDF_RAL step1 under way",
+                "what died was started again; services and tasks reconnected; the run went on and succeeded",
+            ),
+            (
+                "services killed during a fan-in and a fan-out",
+                f"scheduler, triggerer, USDF's and UKDF_RAL's workers (SIGKILL) while UKDF_RAL's "
+                f"{' and '.join(HELD_HOPS)} transfers were in flight (held {HOLD_S} s)",
+                "started again; each hop's wait found its rule and went on; one rule per hop, every dataset once",
             ),
         ],
         tracts=1,
