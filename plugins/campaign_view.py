@@ -7,11 +7,16 @@ served by the api-server under /drp, linked from the Browse menu and from every 
 Every process that loads plugins imports this module, every task process included (for macros),
 but only the api-server serves the app: the app, with what it needs from Airflow's API server
 (its auth dependency, ~0.5 s of CPU to import), is imported on its first request.
+
+The plugin also puts trigger_guard.OneRunPerChoice in front of Airflow's trigger route: a campaign
+triggered again while a run with the same choices is queued or running is refused, naming it.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+
+from drp_campaign.plugins.trigger_guard import OneRunPerChoice
 
 
 class CampaignViewApp:
@@ -26,6 +31,7 @@ class CampaignViewApp:
 class DrpCampaignPlugin(AirflowPlugin):
     name = "drp_campaign"
     fastapi_apps = [{"app": CampaignViewApp(), "url_prefix": "/drp", "name": "DRP campaign view"}]
+    fastapi_root_middlewares = [{"middleware": OneRunPerChoice, "name": "DRP: one run per campaign choice"}]
     external_views = [
         {
             "name": "DRP campaigns",

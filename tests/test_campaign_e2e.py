@@ -127,14 +127,16 @@ def second_submissions(campaign, key) -> int:
     return sum(max(0, [a["kind"] for a in json.loads(r.read_text())["attempts"]].count("submit") - 1) for r in records)
 
 
-def record_drills(campaign, key, run_id, drills: list[tuple[str, str, str]], tracts: int | None = None) -> None:
+def record_drills(
+    campaign, key, run_id, drills: list[tuple[str, str, str]], tracts: int | None = None, extra_runs: int = 0
+) -> None:
     """The fault table's rows (drp_campaign/faults.py) of the drills in one run, from what it left:
-    products at the hub against what TRACTS tracts must make, and second BPS submissions."""
+    products at the hub against what TRACTS tracts must make, second BPS submissions, and runs made
+    beyond this one for the same work (EXTRA_RUNS)."""
     lost, extra = faults.lost_and_duplicated(expected_products(campaign, tracts), hub_counts(campaign, key))
+    duplicated = extra + second_submissions(campaign, key) + extra_runs
     for drill, injected, outcome in drills:
-        faults.record_drill(
-            faults.DrillRow(drill, injected, outcome, lost, extra + second_submissions(campaign, key), run_id)
-        )
+        faults.record_drill(faults.DrillRow(drill, injected, outcome, lost, duplicated, run_id))
 
 
 def dataset_ids(campaign, site, key, runs_of, types, tmp_path):

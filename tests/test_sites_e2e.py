@@ -1,7 +1,9 @@
 """Sites in real Airflow, on services of their own: a site down failed over, and the nightly.
 
 1. A slice of the 3x3 campaign (FRDF's tract 3, FRDF and UKDF_RAL) with FRDF's worker dead: failed
-   over to UKDF_RAL from the campaign view's form; FRDF's worker back; nothing ran twice.
+   over to UKDF_RAL from the campaign view's form; FRDF's worker back; nothing ran twice. The same
+   run carries more fault drills: triggered twice at once, the metadata DB down for 15 s, Airflow's
+   services killed during the fan-in and the fan-out.
 2. The nightly campaign from its schedule on USDF, FRDF and UKDF_LANCS (an Edge worker: sites.yaml
    edge_worker), its summary posted and shown.
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,7 +44,7 @@ from test_campaign_e2e import (
 )
 
 from drp_campaign import bps, graph, nightly
-from drp_campaign.airflow_client import AirflowClient
+from drp_campaign.airflow_client import AirflowApiError, AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
 from drp_campaign.ledger import Ledger
@@ -89,6 +93,26 @@ def rules_made_twice(airflow_env, campaign, key) -> dict[tuple[str, str], int]:
     return {k: n for k, n in counts.items() if n > 1}
 
 
+def trigger_twice_at_once(conf: dict) -> tuple[str, AirflowApiError]:
+    """Two triggers of the same choices at the same instant, from two clients (a double click, two
+    people on call): the run made, and the other trigger's refusal."""
+    clients, barrier = [AirflowClient(), AirflowClient()], threading.Barrier(2)
+
+    def trigger(client):
+        barrier.wait()
+        try:
+            return client.trigger(DAG_ID, conf)
+        except AirflowApiError as exc:
+            return exc
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(trigger, clients))
+    made = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, AirflowApiError)]
+    assert len(made) == 1 and len(refused) == 1, outcomes
+    return made[0], refused[0]
+
+
 def restart_what_died(airflow_env) -> None:
     """As a supervisor (systemd, Kubernetes) would: start every service that is not running."""
     subprocess.run(
@@ -125,14 +149,18 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     database restart does to its clients, and new ones are refused for 15 s; whatever of Airflow
     died meanwhile is started again, FRDF's worker with it: nothing runs there. During the fan-in
     and again during the fan-out (their transfers held in flight), the scheduler, the triggerer and
-    the workers of USDF and UKDF_RAL are killed by pid and started again."""
+    the workers of USDF and UKDF_RAL are killed by pid and started again.
+    The slice is triggered twice at the same instant: one run is made, the other trigger refused."""
     faults_file = Path(airflow_env["DRP_RUCIO_TRANSFER_FAULTS"])
     faults_file.write_text(
         json.dumps([{"name": f"*{kind}*", "rse": rse, "hold_s": HOLD_S} for kind, rse in HELD_HOPS.values()])
     )
     kill_service(airflow_env, "worker-frdf")
     try:
-        run_id = client.trigger(DAG_ID, {"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
+        run_id, refused = trigger_twice_at_once({"sites": ["FRDF", "UKDF_RAL"], "tracts": [3], "review_gates": False})
+        assert refused.status == 409 and f"run {run_id!r} of {DAG_ID}" in str(refused), str(refused)
+        active = client._get(f"/api/v2/dags/{DAG_ID}/dagRuns", state=["queued", "running"])["dag_runs"]
+        assert [r["dag_run_id"] for r in active] == [run_id], "one run made"
         key = graph.run_key(run_id)
         wait_until(
             "FRDF's first task queued for its (dead) worker, UKDF_RAL with nothing to do",
@@ -238,6 +266,11 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
                 "what died was started again; services and tasks reconnected; the run went on and succeeded",
             ),
             (
+                "same campaign triggered twice at once",
+                "two triggers of the slice's choices at the same instant (two API clients)",
+                "one run made; the other trigger refused (409) naming it; that run went on as above",
+            ),
+            (
                 "services killed during a fan-in and a fan-out",
                 f"scheduler, triggerer, USDF's and UKDF_RAL's workers (SIGKILL) while UKDF_RAL's "
                 f"{' and '.join(HELD_HOPS)} transfers were in flight (held {HOLD_S} s)",
@@ -245,6 +278,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             ),
         ],
         tracts=1,
+        extra_runs=len(active) - 1,
     )
 
 
