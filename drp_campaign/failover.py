@@ -55,13 +55,6 @@ class FailoverPlan:
     to_skip: tuple[TaskState, ...]  # the down site's unfinished task instances
 
 
-def run_selection(campaign: CampaignConfig, conf: dict) -> tuple[list[str], list[int]]:
-    """The run's sites and tracts, as its trigger form chose them (the campaign's when not given)."""
-    sites = list(conf.get("sites") or campaign.campaign_sites())
-    tracts = [int(t) for t in (conf.get("tracts") or [])]
-    return sites, tracts
-
-
 def first_fan_in(campaign: CampaignConfig) -> str | None:
     """The campaign's first hop that brings a site's outputs to the hub (in dependency order)."""
     from drp_campaign.graph import build_graph
@@ -80,7 +73,7 @@ def plan_failover(
 ) -> FailoverPlan:
     """What `failover` does to RUN (the campaign view's status of it), or FailoverRefused naming why
     not. MOVED: the run's tracts already moved (tract -> site, the ledger's)."""
-    from drp_campaign.graph import plan_groups
+    from drp_campaign.graph import plan_groups, run_selection
 
     sites = campaign.campaign_sites()
     for flag, site in (("--from", from_site), ("--to", to_site)):
@@ -141,13 +134,6 @@ def plan_failover(
 # --- the command -----------------------------------------------------------------------------------
 
 
-def campaign_of_dag(dag_id: str) -> CampaignConfig | None:
-    """The campaign whose DAG is DAG_ID, from the campaign files here (the controller's)."""
-    from drp_campaign.config import find_campaign_files, load_campaign
-
-    return next((c for c in map(load_campaign, find_campaign_files()) if c.dag_id() == dag_id), None)
-
-
 def _failover_arguments(parser: argparse.ArgumentParser) -> None:
     _run_arguments(parser)
     parser.add_argument("--from", dest="from_site", required=True, metavar="SITE", help="the site that is down")
@@ -174,16 +160,26 @@ class FailoverDone:
         return [head, *(f"  {t.label:<45} was {t.state or 'not run'}" for t in p.to_skip)]
 
 
-def fail_over(client: AirflowClient, run_ref: str, dag_id: str | None, from_site: str, to_site: str) -> FailoverDone:
+def fail_over(
+    client: AirflowClient,
+    run_ref: str,
+    dag_id: str | None,
+    from_site: str,
+    to_site: str,
+    campaign: CampaignConfig | None = None,
+) -> FailoverDone:
     """Move FROM_SITE's unfinished tracts in the run RUN_REF (run id or key) to TO_SITE, acting as
-    the client's user (the command line's, or the campaign view's logged-in user)."""
+    the client's user (the command line's, or the campaign view's logged-in user). CAMPAIGN: the
+    run's campaign when the caller has it (else found from the run's DAG)."""
+    from drp_campaign.config import campaign_of_dag
     from drp_campaign.graph import run_key
     from drp_campaign.ledger import Ledger
 
     run = client.campaign_status(run_ref, dag_id)
     dag_id, run_id = run["dag_id"], run["run_id"]
     key = run["run_key"] or run_key(run_id)  # a run with no ledger rows yet has its key all the same
-    campaign = campaign_of_dag(dag_id)
+    if campaign is None or campaign.dag_id() != dag_id:
+        campaign = campaign_of_dag(dag_id)
     if campaign is None:
         raise FailoverRefused(f"{_run_name(run)}: no campaign file here makes DAG {dag_id}; nothing changed")
     ledger = Ledger()

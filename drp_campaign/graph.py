@@ -112,6 +112,14 @@ def build_graph(campaign: CampaignConfig) -> CampaignGraph:
     return graph
 
 
+def run_selection(campaign: CampaignConfig, choices: dict) -> tuple[list[str], list[int]]:
+    """A run's sites and tracts as its trigger form's CHOICES (its conf, or the params) name them:
+    the campaign's sites when none are named; tracts as numbers (none: all of them)."""
+    sites = list(choices.get("sites") or campaign.campaign_sites())
+    tracts = [int(t) for t in (choices.get("tracts") or [])]
+    return sites, tracts
+
+
 def plan_groups(
     campaign: CampaignConfig,
     site: str,

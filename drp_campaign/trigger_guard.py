@@ -37,11 +37,12 @@ def run_choices(campaign: CampaignConfig, conf: dict[str, Any] | None) -> str:
     """What a run with CONF will do, in one canonical form: the trigger form's defaults with CONF
     over them; sites and tracts as sorted sets (no tracts = all of them)."""
     from .dag_factory import campaign_params
+    from .graph import run_selection
 
     choices = {name: param.value for name, param in campaign_params(campaign).items()}
     choices.update(conf or {})
-    choices["sites"] = sorted(set(choices.get("sites") or campaign.campaign_sites()))
-    choices["tracts"] = sorted({int(t) for t in choices.get("tracts") or []})
+    sites, tracts = run_selection(campaign, choices)
+    choices.update(sites=sorted(set(sites)), tracts=sorted(set(tracts)))
     return json.dumps(choices, sort_keys=True, default=str)
 
 

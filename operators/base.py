@@ -65,12 +65,12 @@ class CampaignOperator(BaseOperator):
         ]
 
     def selected_sites(self, context) -> list[str]:
-        return list(context["params"].get("sites") or self.campaign.campaign_sites())
+        return graph.run_selection(self.campaign, context["params"])[0]
 
     def selected_tracts(self, context) -> list[int]:
         """The trigger form's tracts (none: all). One the campaign does not have fails the task
         naming it (a small campaign's form refuses it already; a DR-sized one's takes numbers)."""
-        selected = [int(t) for t in (context["params"].get("tracts") or [])]
+        selected = graph.run_selection(self.campaign, context["params"])[1]
         known = {t for tracts in self.campaign.tracts.values() for t in tracts}
         unknown = sorted(set(selected) - known)
         if unknown:
@@ -84,8 +84,12 @@ class CampaignOperator(BaseOperator):
         return bool(context["params"].get("dry_run"))
 
     def moved_tracts(self, context) -> dict[int, str]:
-        """The run's tracts moved to another site by a failover (tract -> its new site)."""
-        return self.ledger.moved_tracts(self.run_key(context))
+        """The run's tracts moved to another site by a failover (tract -> its new site), read from
+        the ledger once per task execution (one consistent answer for all its checks)."""
+        run_id = context["run_id"]
+        if getattr(self, "_moved", (None, None))[0] != run_id:
+            self._moved = (run_id, self.ledger.moved_tracts(self.run_key(context)))
+        return dict(self._moved[1])
 
     def work_groups(self, context, site: str | None = None) -> list[graph.WorkGroup]:
         """A site's work groups in this run: the selected tracts, where failovers put them."""

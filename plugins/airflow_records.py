@@ -1,6 +1,7 @@
 """What the campaign view reads from Airflow and Rucio, inside the api-server: a run's task
 instances and state from Airflow's metadata DB (as Airflow's own UI routes read them), earlier
-runs' durations for the ETA, the campaign config of a DAG, and Rucio's live rule states.
+runs' durations for the ETA, and Rucio's live rule states (a DAG's campaign config:
+drp_campaign.config.campaign_of_dag).
 
 Imported by the view app on its first request, never by task processes.
 """
@@ -10,14 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance as TI
 from airflow.utils.session import create_session
 
-from drp_campaign.config import CampaignConfig, ConfigError, find_campaign_files, load_campaign
 from drp_campaign.live_status import TaskRow
 
 log = logging.getLogger(__name__)
@@ -89,26 +88,6 @@ def history(dag_id: str, before_run_id: str) -> list[TaskRow]:
     return _rows(
         sa.select(*_TI_COLUMNS).where(TI.dag_id == dag_id, TI.state.in_(["success", "skipped"]), TI.run_id.in_(runs))
     )
-
-
-_configs: dict[Path, tuple[float, CampaignConfig | None]] = {}
-
-
-def campaign_of_dag(dag_id: str) -> CampaignConfig | None:
-    """The campaign config whose DAG is DAG_ID, from the campaign files (re-read when they change)."""
-    for path in find_campaign_files():
-        mtime = path.stat().st_mtime
-        cached = _configs.get(path)
-        if cached is None or cached[0] != mtime:
-            try:
-                config = load_campaign(path)
-            except ConfigError as exc:  # the dag-processor logs it; the view shows the rest
-                log.warning("campaign view: %s", exc)
-                config = None
-            _configs[path] = cached = (mtime, config)
-        if cached[1] is not None and cached[1].dag_id() == dag_id:
-            return cached[1]
-    return None
 
 
 _rules: dict[str, tuple[float, str]] = {}

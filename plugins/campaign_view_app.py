@@ -32,7 +32,7 @@ from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from drp_campaign.config import CampaignConfig, campaign_dag_id
+from drp_campaign.config import CampaignConfig, campaign_dag_id, campaign_of_dag
 from drp_campaign.plugins import airflow_records as records
 
 # Every route needs a logged-in user; nothing is served anonymously (the schema is a route below).
@@ -163,7 +163,7 @@ def run_status(ref: RunRef, config: CampaignConfig, report: dict | None) -> dict
 
 
 def _config_of(ref: RunRef) -> CampaignConfig | None:
-    return records.campaign_of_dag(ref.dag_id)
+    return campaign_of_dag(ref.dag_id)
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -469,7 +469,9 @@ async def failover_submit(request: Request, user: GetUserDep) -> HTMLResponse:
     client = AirflowClient.with_token(token, user.get_name())
     back = f'<p><a href="run?run_id={quote(ref.dag_run_id)}">Back to the run</a></p>'
     try:
-        done = await run_in_threadpool(fail_over, client, ref.dag_run_id, ref.dag_id, from_site, to_site)
+        done = await run_in_threadpool(
+            fail_over, client, ref.dag_run_id, ref.dag_id, from_site, to_site, campaign=_config_of(ref)
+        )
     except DrpError as exc:
         body = f'<h2>Not failed over</h2><p class="bad">{html.escape(str(exc))}</p>{back}'
         return HTMLResponse(_page("Not failed over", body, refresh=False), status_code=400)

@@ -92,7 +92,7 @@ async def _answer(send, status: int, payload: dict) -> None:
 
 
 def _campaign_of(dag_id: str):
-    from drp_campaign.plugins.airflow_records import campaign_of_dag
+    from drp_campaign.config import campaign_of_dag
 
     return campaign_of_dag(dag_id)
 

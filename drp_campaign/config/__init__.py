@@ -16,7 +16,7 @@ stay light (pydantic and yaml only, no Airflow, no LSST stack, no I/O beyond rea
 """
 
 from .errors import ConfigError, name_list
-from .load import find_campaign_files, load_campaign, load_pipeline, load_sites
+from .load import campaign_of_dag, find_campaign_files, load_campaign, load_pipeline, load_sites
 from .models import (
     CampaignConfig,
     ConfigModel,
@@ -58,6 +58,7 @@ __all__ = [
     "SyntheticData",
     "absolute_path",
     "campaign_dag_id",
+    "campaign_of_dag",
     "find_campaign_files",
     "load_campaign",
     "load_pipeline",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from drp_campaign import settings
@@ -10,6 +11,8 @@ from .checks import check_campaign, check_pipeline, check_sites
 from .errors import ConfigError
 from .models import CampaignConfig, CampaignDocument, PipelineSpec, SitesConfig
 from .reading import absolute_path, read_mapping, validate_mapping
+
+log = logging.getLogger(__name__)
 
 
 def load_sites(path: str | Path | None = None) -> SitesConfig:
@@ -75,3 +78,25 @@ def find_campaign_files(directory: Path | None = None) -> list[Path]:
     """The campaign files in a directory (default configs/campaigns), sorted by name."""
     directory = settings.CAMPAIGNS_DIR if directory is None else Path(directory)
     return sorted(path for path in directory.glob("*.yaml") if path.is_file())
+
+
+_loaded: dict[Path, tuple[float, CampaignConfig | None]] = {}  # file -> (mtime, its config or None)
+
+
+def campaign_of_dag(dag_id: str, directory: Path | None = None) -> CampaignConfig | None:
+    """The campaign whose DAG is DAG_ID, from the campaign files; each file is read again only
+    when it changes (long-lived callers: the api-server's view and trigger guard). A file that does
+    not load is logged and passed over (the dag-processor reports it as the DAG's import error)."""
+    for path in find_campaign_files(directory):
+        mtime = path.stat().st_mtime
+        cached = _loaded.get(path)
+        if cached is None or cached[0] != mtime:
+            try:
+                config = load_campaign(path)
+            except ConfigError as exc:
+                log.warning("campaign not loaded: %s", exc)
+                config = None
+            _loaded[path] = cached = (mtime, config)
+        if cached[1] is not None and cached[1].dag_id() == dag_id:
+            return cached[1]
+    return None
