@@ -2,7 +2,7 @@
 
 1. A slice of the 3x3 campaign (FRDF's tract 3, FRDF and UKDF_RAL) with FRDF's worker dead: failed
    over to UKDF_RAL from the campaign view's form; FRDF's worker back; nothing ran twice. The same
-   run carries more fault drills: triggered twice at once, the metadata DB down for 15 s, Airflow's
+   run carries more fault drills: triggered twice at once, the metadata DB down for 10 s, Airflow's
    services killed during the fan-in and the fan-out.
 2. The nightly campaign from its schedule on USDF, FRDF and UKDF_LANCS (an Edge worker: sites.yaml
    edge_worker), its summary posted and shown.
@@ -113,6 +113,19 @@ def trigger_twice_at_once(conf: dict) -> tuple[str, AirflowApiError]:
     return made[0], refused[0]
 
 
+def held_until(airflow_env, kind: str) -> float:
+    """When the local transfer tool lets Rucio hear that the held copies of KIND's files are done."""
+    results = (Path(airflow_env["DRP_WORK_DIR"]) / "rucio" / "transfers").glob("*.json")
+    held = [
+        f["hold_until"]
+        for job in results
+        for f in json.loads(job.read_text())["files"].values()
+        if kind in f["name"] and "hold_until" in f
+    ]
+    assert held, f"no held transfer of {kind}"
+    return min(held)
+
+
 def restart_what_died(airflow_env) -> None:
     """As a supervisor (systemd, Kubernetes) would: start every service that is not running."""
     subprocess.run(
@@ -120,9 +133,11 @@ def restart_what_died(airflow_env) -> None:
     )
 
 
+DB_DOWN_S = 10  # a PostgreSQL restart takes a few seconds
 # Each UKDF_RAL transfer of the fan-in to USDF and of the fan-out back is held in flight this long
-# (the local transfer tool's `hold_s` fault): the time to kill Airflow's services during it.
-HOLD_S = 45
+# (the local transfer tool's `hold_s` fault): past the wait's inline look (sensors.hops.INLINE_WAIT_S,
+# 20 s), so that the services are killed while the wait is deferred on a rule still replicating.
+HOLD_S = 30
 HELD_HOPS = {
     "gather_for_step2c": ("isolated_star", "USDF_DISK"),
     "distribute_step2c": ("fgcm_photo_calib", "UKDF_RAL_DISK"),
@@ -146,7 +161,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     --from FRDF --to UKDF_RAL`): tract 3's inputs are placed at UKDF_RAL through Rucio, its steps run
     there (group FRDF-g000), its products come home from there; FRDF's tasks are skipped. While
     UKDF_RAL runs its first step, every connection to the metadata DB and the ledger is dropped, as a
-    database restart does to its clients, and new ones are refused for 15 s; whatever of Airflow
+    database restart does to its clients, and new ones are refused for 10 s; whatever of Airflow
     died meanwhile is started again, FRDF's worker with it: nothing runs there. During the fan-in
     and again during the fan-out (their transfers held in flight), the scheduler, the triggerer and
     the workers of USDF and UKDF_RAL are killed by pid and started again.
@@ -193,19 +208,20 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             poll_s=0.5,
         )
         ledger_db = airflow_env["DRP_LEDGER_URL"].rsplit("/", 1)[1]
-        assert database_down(15, airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
+        assert database_down(DB_DOWN_S, airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
         restart_what_died(airflow_env)  # FRDF's worker comes back too
-        for hop in HELD_HOPS:
+        for hop, (kind, _) in HELD_HOPS.items():
             wait_until(
-                f"UKDF_RAL.{hop}.wait waiting on its held transfers",
-                lambda hop=hop: (
-                    {"running", "deferred"} & set(states_by_task(client, run_id).get(f"UKDF_RAL.{hop}.wait", []))
-                ),
+                f"UKDF_RAL.{hop}.wait deferred on its held transfers",
+                lambda hop=hop: states_by_task(client, run_id).get(f"UKDF_RAL.{hop}.wait") == ["deferred"],
                 timeout_s=900,
+                poll_s=0.5,
             )
+            killed_at = time.time()
             for service in ("scheduler", "triggerer", "worker-usdf", "worker-ukdf_ral"):
                 kill_service(airflow_env, service)
             restart_what_died(airflow_env)
+            assert killed_at < held_until(airflow_env, kind), f"{hop}: killed while its transfers were in flight"
         ends(client, run_id, "success", timeout_s=1200)
     finally:
         faults_file.unlink(missing_ok=True)
@@ -262,7 +278,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             ),
             (
                 "metadata database down",
-                "the metadata DB and the ledger: connections dropped, new ones refused 15 s; UKDF_RAL step1 under way",
+                f"metadata DB and ledger: connections dropped, new ones refused {DB_DOWN_S} s, UKDF_RAL step1 running",
                 "what died was started again; services and tasks reconnected; the run went on and succeeded",
             ),
             (
