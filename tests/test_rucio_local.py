@@ -106,6 +106,19 @@ def _site_files(rucio, site: str, n: int, size: int = 4096) -> list[tuple[str, P
     return out
 
 
+def _to_usdf_with_a_fault(rucio, client, site: str, n: int, fault: dict, tag: str):
+    """N files of SITE registered as a new dataset, FAULT (a transfer tool fault entry, see
+    localservices/rucio/transfertool.py) set on the first file, and a rule for the dataset at
+    USDF_DISK: (files, dataset, rule id, the daemons' environment that injects the fault)."""
+    files = _site_files(rucio, site, n)
+    dataset = f"hop-{tag}-{uuid.uuid4().hex[:8]}"
+    _register(client, f"{site}_DISK", files, dataset)
+    fault_file = rucio["work"] / f"faults-{dataset}.json"
+    fault_file.write_text(json.dumps([{"name": files[0][0], **fault}]))
+    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    return files, dataset, rule_id, {"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)}
+
+
 def _register(client, rse: str, files, dataset: str) -> None:
     client.add_replicas(
         rse,
@@ -879,14 +892,8 @@ def test_a_stuck_rule_is_boosted_by_the_hop_wait_and_rucio_retries_it_at_once(ru
     from drp_campaign import faults
     from drp_campaign.sensors.hops import HopReplicationSensor
 
-    files = _site_files(rucio, "FRDF", 2)
-    dataset = f"hop-stuck-{uuid.uuid4().hex[:8]}"
-    _register(client, "FRDF_DISK", files, dataset)
+    files, dataset, rule_id, env = _to_usdf_with_a_fault(rucio, client, "FRDF", 2, {"fail": 4}, "stuck")
     flaky_rel = files[0][0]
-    fault_file = rucio["work"] / f"faults-{dataset}.json"
-    fault_file.write_text(json.dumps([{"name": flaky_rel, "fail": 4}]))
-    env = {"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)}
-    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
     assert _daemons_once(rucio, rule_id, env=env)["settled"]
     assert client.get_replication_rule(rule_id)["state"] == "STUCK"
     _daemons_once(rucio, rule_id, env=env, repairer=True)
@@ -934,14 +941,9 @@ def test_a_replica_corrupted_on_its_way_is_found_at_the_destination_and_copied_a
     is OK, and its ingest checks adler32 again: test_stackside). A row of the fault table."""
     from drp_campaign import faults
 
-    files = _site_files(rucio, "UKDF_RAL", 2)
-    dataset = f"hop-damaged-{uuid.uuid4().hex[:8]}"
-    _register(client, "UKDF_RAL_DISK", files, dataset)
+    files, dataset, rule_id, env = _to_usdf_with_a_fault(rucio, client, "UKDF_RAL", 2, {"corrupt": 1}, "damaged")
     damaged_rel = files[0][0]
-    fault_file = rucio["work"] / f"faults-{dataset}.json"
-    fault_file.write_text(json.dumps([{"name": damaged_rel, "corrupt": 1}]))
-    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
-    result = _daemons_once(rucio, rule_id, env={"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)})
+    result = _daemons_once(rucio, rule_id, env=env)
     rule = client.get_replication_rule(rule_id)
     assert result["settled"] and rule["state"] == "OK" and rule["locks_ok_cnt"] == 2, (rule, result)
 
@@ -985,13 +987,7 @@ def test_a_replica_corrupted_on_its_way_is_found_at_the_destination_and_copied_a
 def test_a_held_transfer_keeps_its_rule_replicating_until_the_hold_ends(rucio, client):
     """The `hold_s` fault: the copy is made at once, but Rucio hears of it only after the hold (as a
     transfer queued at FTS): the rule stays REPLICATING meanwhile, then becomes OK with no retry."""
-    files = _site_files(rucio, "FRDF", 1)
-    dataset = f"hop-held-{uuid.uuid4().hex[:8]}"
-    _register(client, "FRDF_DISK", files, dataset)
-    fault_file = rucio["work"] / f"faults-{dataset}.json"
-    fault_file.write_text(json.dumps([{"name": files[0][0], "hold_s": 20}]))
-    env = {"DRP_RUCIO_TRANSFER_FAULTS": str(fault_file)}
-    (rule_id,) = client.add_replication_rule([{"scope": SCOPE, "name": dataset}], 1, "USDF_DISK")
+    files, _, rule_id, env = _to_usdf_with_a_fault(rucio, client, "FRDF", 1, {"hold_s": 20}, "held")
     t0 = time.monotonic()
     first = _daemons_once(rucio, rule_id, env=env, timeout=5)
     assert not first["settled"] and client.get_replication_rule(rule_id)["state"] == "REPLICATING", first
