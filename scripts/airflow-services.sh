@@ -35,8 +35,8 @@ prepare() {
   # password generated once for this machine, in a 0600 file (README: "Users and roles").
   python -c 'import os; from drp_campaign.airflow_client import ensure_passwords as e
 e(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])'
-  if ! psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DRP_AIRFLOW_DB'" | grep -q 1; then
-    psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d postgres -qc "CREATE DATABASE \"$DRP_AIRFLOW_DB\""
+  if ! psql -h "$DRP_PG_HOST" -p "$DRP_AIRFLOW_DB_PORT" -U "$DRP_PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DRP_AIRFLOW_DB'" | grep -q 1; then
+    psql -h "$DRP_PG_HOST" -p "$DRP_AIRFLOW_DB_PORT" -U "$DRP_PG_USER" -d postgres -qc "CREATE DATABASE \"$DRP_AIRFLOW_DB\""
     echo "created database $DRP_AIRFLOW_DB"
   fi
   local t0=$SECONDS
@@ -90,7 +90,7 @@ start() {
 }
 
 edge_registered() {  # queue: its Edge worker (named <host>-<queue>) is registered with the api-server, not offline
-  psql -h "$DRP_PG_HOST" -U "$DRP_PG_USER" -d "$DRP_AIRFLOW_DB" -tAc "SELECT 1 FROM edge_worker
+  psql -h "$DRP_PG_HOST" -p "$DRP_AIRFLOW_DB_PORT" -U "$DRP_PG_USER" -d "$DRP_AIRFLOW_DB" -tAc "SELECT 1 FROM edge_worker
     WHERE worker_name LIKE '%-$1' AND state NOT IN ('offline', 'unknown', 'offline maintenance')" 2>/dev/null | grep -q 1
 }
 

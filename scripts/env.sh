@@ -12,6 +12,9 @@ export DRP_RUCIO_DB="${DRP_RUCIO_DB:-drp_rucio}"
 export DRP_TRANSFER_SERVICE="${DRP_TRANSFER_SERVICE:-rucio}"   # hops go through Rucio; "local" = plain copies
 export DRP_LEDGER_URL="${DRP_LEDGER_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/drp_ledger}"
 export DRP_PG_HOST="${DRP_PG_HOST:-127.0.0.1}" DRP_PG_USER="${DRP_PG_USER:-postgres}"
+# The port of the PostgreSQL holding Airflow's metadata DB (the tests give one e2e stack a server
+# of its own, so that a drill can restart it).
+export DRP_AIRFLOW_DB_PORT="${DRP_AIRFLOW_DB_PORT:-5432}"
 export DRP_AIRFLOW_DB="${DRP_AIRFLOW_DB:-drp_airflow}"
 export DRP_AIRFLOW_PORT="${DRP_AIRFLOW_PORT:-8090}"   # not 8080: a Rucio server wants that one
 
@@ -30,7 +33,7 @@ case "$DRP_EXECUTOR" in
     export AIRFLOW__EDGE__API_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT/edge_worker/v1/rpcapi"
     # Its own Redis database per environment (the demo 0, the tests theirs): queues never mix.
     export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:6379/${DRP_REDIS_DB:-0}"
-    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"
+    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:$DRP_AIRFLOW_DB_PORT/$DRP_AIRFLOW_DB"
     # A task message unacknowledged this long (its worker died) is delivered again; by then Airflow
     # has long retried the task (heartbeat timeout), and the stale delivery is refused: Airflow's default.
     export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
@@ -46,7 +49,7 @@ export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-6}"
 # everything; operator (role USER) also triggers, clears, marks and approves campaign runs; admin
 # also manages Connections (the Rucio and PanDA credentials), Variables, pools and config.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,operator:user,viewer:viewer"
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:5432/$DRP_AIRFLOW_DB"
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$DRP_PG_USER@$DRP_PG_HOST:$DRP_AIRFLOW_DB_PORT/$DRP_AIRFLOW_DB"
 export AIRFLOW__API__PORT="$DRP_AIRFLOW_PORT"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__BASE_URL="http://127.0.0.1:$DRP_AIRFLOW_PORT"

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from private_postgres import PrivatePostgres
 
 from drp_campaign.settings import PROJECT_ROOT
 
@@ -48,11 +49,14 @@ NIGHTLY_E2E_ENV = {
     "DRP_WORK_DIR": str(PROJECT_ROOT / "var" / "test-e2e-nightly"),
     "DRP_AIRFLOW_DB": "drp_airflow_test_nightly",
     "DRP_AIRFLOW_PORT": "8096",
-    "DRP_LEDGER_URL": E2E_ENV["DRP_LEDGER_URL"].replace("/drp_ledger_test", "/drp_ledger_test_nightly"),
+    "DRP_LEDGER_URL": E2E_ENV["DRP_LEDGER_URL"].replace(":5432/drp_ledger_test", ":5433/drp_ledger_test_nightly"),
     "DRP_RUCIO_DB": "drp_rucio_e2e_nightly",
     "DRP_RUCIO_PORT": "8084",
     "AIRFLOW_HOME": str(PROJECT_ROOT / "var" / "test-e2e-nightly" / "airflow"),
     "DRP_REDIS_DB": "2",
+    # Airflow's metadata DB and the ledger on a PostgreSQL of this stack's own (tests/private_postgres.py):
+    # a drill restarts it.
+    "DRP_AIRFLOW_DB_PORT": "5433",
     "DRP_RUCIO_TRANSFER_FAULTS": str(PROJECT_ROOT / "var" / "test-e2e-nightly" / "rucio-transfer-faults.json"),
 }
 
@@ -96,9 +100,14 @@ def airflow_env(request):
             ["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env={**os.environ, **stack}, check=False
         )
     shutil.rmtree(work, ignore_errors=True)
-    ledger_db = stack["DRP_LEDGER_URL"].rsplit("/", 1)[1]
-    for db in (stack["DRP_AIRFLOW_DB"], ledger_db, stack["DRP_RUCIO_DB"]):
-        drop_database(db)
+    own_postgres = None
+    if stack.get("DRP_AIRFLOW_DB_PORT", "5432") != "5432":  # a new server: nothing of an earlier run in it
+        own_postgres = PrivatePostgres(int(stack["DRP_AIRFLOW_DB_PORT"]))
+        own_postgres.start()
+    else:
+        drop_database(stack["DRP_AIRFLOW_DB"])
+        drop_database(stack["DRP_LEDGER_URL"].rsplit("/", 1)[1])
+    drop_database(stack["DRP_RUCIO_DB"])
     flush_broker(stack["DRP_REDIS_DB"])
     env = _environment_of("env.sh", stack)
     saved = dict(os.environ)
@@ -111,6 +120,8 @@ def airflow_env(request):
     finally:
         for service in SERVICES:
             subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / service), "stop"], env=env, check=False)
+        if own_postgres:
+            own_postgres.stop()
         os.environ.clear()
         os.environ.update(saved)
 

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from conftest import NIGHTLY_E2E_ENV
+from private_postgres import PrivatePostgres
 from test_campaign_e2e import (
     CAMPAIGN_FILE,
     DAG_ID,
@@ -53,30 +54,6 @@ from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 E2E_STACK = NIGHTLY_E2E_ENV  # conftest's airflow_env starts these services for this module
-
-
-def _psql(sql: str) -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtc", sql], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def database_down(seconds: float, *databases: str) -> int:
-    """What a database restart does to its clients: every connection to DATABASES dropped, and new
-    ones refused for SECONDS (only this module's databases: the other e2e module and the other tests
-    keep theirs). The number of connections dropped."""
-    for name in databases:
-        _psql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-    try:
-        names = ", ".join(f"'{d}'" for d in databases)
-        dropped = int(
-            _psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({names})")
-        )
-        time.sleep(seconds)
-    finally:
-        for name in databases:
-            _psql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-    return dropped
 
 
 def rules_made_twice(airflow_env, campaign, key) -> dict[tuple[str, str], int]:
@@ -133,7 +110,7 @@ def restart_what_died(airflow_env) -> None:
     )
 
 
-DB_DOWN_S = 10  # a PostgreSQL restart takes a few seconds
+DB_DOWN_S = 10  # the metadata DB's server stopped this long, then started again
 # Each UKDF_RAL transfer of the fan-in to USDF and of the fan-out back is held in flight this long
 # (the local transfer tool's `hold_s` fault): past the wait's inline look (sensors.hops.INLINE_WAIT_S,
 # 20 s), so that the services are killed while the wait is deferred on a rule still replicating.
@@ -160,8 +137,8 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
     Failed over to UKDF_RAL from the campaign view's form (the same as `drp-campaign failover RUN
     --from FRDF --to UKDF_RAL`): tract 3's inputs are placed at UKDF_RAL through Rucio, its steps run
     there (group FRDF-g000), its products come home from there; FRDF's tasks are skipped. While
-    UKDF_RAL runs its first step, every connection to the metadata DB and the ledger is dropped, as a
-    database restart does to its clients, and new ones are refused for 10 s; whatever of Airflow
+    UKDF_RAL runs its first step, the PostgreSQL server of the metadata DB and the ledger is
+    restarted, down for 10 s; whatever of Airflow
     died meanwhile is started again, FRDF's worker with it: nothing runs there. During the fan-in
     and again during the fan-out (their transfers held in flight), the scheduler, the triggerer and
     the workers of USDF and UKDF_RAL are killed by pid and started again.
@@ -207,8 +184,8 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             lambda: {"running", "deferred"} & set(states_by_task(client, run_id).get("UKDF_RAL.step1", [])),
             poll_s=0.5,
         )
-        ledger_db = airflow_env["DRP_LEDGER_URL"].rsplit("/", 1)[1]
-        assert database_down(DB_DOWN_S, airflow_env["DRP_AIRFLOW_DB"], ledger_db) > 0
+        # This stack's own PostgreSQL (conftest.NIGHTLY_E2E_ENV), holding the metadata DB and the ledger.
+        assert PrivatePostgres(int(airflow_env["DRP_AIRFLOW_DB_PORT"])).down_for(DB_DOWN_S) >= DB_DOWN_S
         restart_what_died(airflow_env)  # FRDF's worker comes back too
         for hop, (kind, _) in HELD_HOPS.items():
             wait_until(
@@ -278,7 +255,7 @@ def test_a_site_down_fails_over_and_its_coming_back_runs_nothing_twice(client, c
             ),
             (
                 "metadata database down",
-                f"metadata DB and ledger: connections dropped, new ones refused {DB_DOWN_S} s, UKDF_RAL step1 running",
+                f"the server of the metadata DB and the ledger restarted, down {DB_DOWN_S} s, UKDF_RAL step1 running",
                 "what died was started again; services and tasks reconnected; the run went on and succeeded",
             ),
             (
