@@ -32,9 +32,8 @@ class SiteQaOperator(CampaignOperator):
         selected = set(self.selected_tracts(context))
         # A failed-over tract's product is made at its new site; a site failed over from is down:
         # it makes no second copies either.
-        moves = self.ledger.failovers(self.run_key(context))
-        moved = {m["tract"]: m["to_site"] for m in moves}
-        sites -= {m["from_site"] for m in moves}
+        moved = self.moved_tracts(context)
+        sites -= {self.campaign.tract_site(t) for t in moved}  # a tract moves once, from its own site
         pairs = {
             tract: (moved.get(tract, self.campaign.tract_site(tract)), second)
             for tract, second in sorted(self.campaign.qa.overlap.items())
