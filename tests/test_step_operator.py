@@ -141,3 +141,24 @@ def test_a_group_failed_over_to_another_site_does_nothing_at_its_old_site_and_ru
     Ledger().record_failover("manual__failover", "FRDF", "UKDF_RAL", [3], by="operator")
     with pytest.raises(AirflowSkipException, match=r"site FRDF: its tracts \[2, 3\] were failed over"):
         operator(CAMPAIGN).skip_unless_selected(context)
+
+
+def test_the_site_qa_compares_a_failed_over_tract_nowhere_twice_and_drops_the_down_sites_copies(tmp_path, monkeypatch):
+    """The 3x3 compares tract 2 (FRDF's, second copy at UKDF_RAL) and 4 (UKDF_RAL's, at USDF). With
+    FRDF failed over to UKDF_RAL, tract 2's product is made at UKDF_RAL, its only copy: nothing to
+    compare; tract 4 still is. With UKDF_RAL down instead, neither is compared."""
+    from drp_campaign.ledger import Ledger
+    from drp_campaign.operators.site_qa import SiteQaOperator
+
+    monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    qa = SiteQaOperator(task_id="site_qa", campaign_file=str(CAMPAIGN), site="USDF")
+    context = {"run_id": "manual__qa", "params": {}}
+    assert qa.overlap_tracts(context) == {2: ("FRDF", "UKDF_RAL"), 4: ("UKDF_RAL", "USDF")}
+    Ledger().record_failover("manual__qa", "FRDF", "UKDF_RAL", [2], by="operator")
+    assert SiteQaOperator(task_id="site_qa", campaign_file=str(CAMPAIGN), site="USDF").overlap_tracts(context) == {
+        4: ("UKDF_RAL", "USDF")
+    }
+    # UKDF_RAL down instead: tract 4 made at the hub only, and tract 2's second copy was to be UKDF_RAL's.
+    other = {"run_id": "manual__qa2", "params": {}}
+    Ledger().record_failover("manual__qa2", "UKDF_RAL", "USDF", [4], by="operator")
+    assert SiteQaOperator(task_id="site_qa", campaign_file=str(CAMPAIGN), site="USDF").overlap_tracts(other) == {}
