@@ -18,18 +18,19 @@ demo:
 	@DRP_EXECUTOR=$(EXECUTOR) bash scripts/demo.sh $(CAMPAIGN)
 
 # Modules side by side on two workers (each module has its own ports, databases and directories);
-# TEST_WORKERS=0 runs them one after another.
+# TEST_WORKERS=0 runs them one after another. --no-loadscope-reorder: modules go out in the order
+# tests/conftest.py sorts them (the two long e2e modules first, one per worker), not by test count.
 TEST_WORKERS ?= 2
 test: envs lint
 	@bash scripts/system-packages.sh
-	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
+	@bash scripts/test.sh $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
 
 # The fault table: run the fault drills of the e2e suite (both e2e modules side by side, ~15 min),
 # then print each drill's row: where it was injected, the outcome, datasets lost, duplicates.
 faults: envs
 	@bash scripts/system-packages.sh
 	@rm -f var/faults.jsonl
-	@bash scripts/test.sh -m drill -n 2 --dist loadfile tests/test_campaign_e2e.py tests/test_sites_e2e.py \
+	@bash scripts/test.sh -m drill -n 2 --dist loadfile --no-loadscope-reorder tests/test_campaign_e2e.py tests/test_sites_e2e.py \
 	  tests/test_rucio_local.py; \
 	  status=$$?; bash scripts/with-env.sh python -m drp_campaign.faults && exit $$status
 

@@ -37,6 +37,9 @@ E2E_ENV = {
     # The Edge worker asks for work every second (Airflow's default 5 s is a wait before each of
     # the nightly's UKDF_LANCS tasks: minutes on a campaign of one-minute steps).
     "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
+    # A triggerer killed by a drill: its triggers go to the restarted one once its heartbeat is this
+    # old (Airflow's default 30 s; it beats every 5 s).
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
     # Faults a drill injects into the local Rucio's transfers (localservices/rucio/transfertool.py);
     # the file exists only while a drill runs.
     "DRP_RUCIO_TRANSFER_FAULTS": str(PROJECT_ROOT / "var" / "test-e2e" / "rucio-transfer-faults.json"),
