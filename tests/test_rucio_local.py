@@ -985,9 +985,12 @@ def test_a_replica_corrupted_on_its_way_is_found_at_the_destination_and_copied_a
 
 
 def test_a_held_transfer_keeps_its_rule_replicating_until_the_hold_ends(rucio, client):
-    """The `hold_s` fault: the copy is made at once, but Rucio hears of it only after the hold (as a
-    transfer queued at FTS): the rule stays REPLICATING meanwhile, then becomes OK with no retry."""
-    files, _, rule_id, env = _to_usdf_with_a_fault(rucio, client, "FRDF", 1, {"hold_s": 20}, "held")
+    """The `hold_s` and `hold_while` faults: the copy is made at once, but Rucio hears of it only
+    after the hold (as a transfer queued at FTS): the rule stays REPLICATING meanwhile, then becomes
+    OK with no retry. The second file is held until its release file is deleted."""
+    release = rucio["work"] / f"release-{uuid.uuid4().hex[:8]}"
+    release.touch()
+    files, dataset, rule_id, env = _to_usdf_with_a_fault(rucio, client, "FRDF", 1, {"hold_s": 20}, "held")
     t0 = time.monotonic()
     first = _daemons_once(rucio, rule_id, env=env, timeout=5)
     assert not first["settled"] and client.get_replication_rule(rule_id)["state"] == "REPLICATING", first
@@ -997,3 +1000,10 @@ def test_a_held_transfer_keeps_its_rule_replicating_until_the_hold_ends(rucio, c
     assert second["settled"] and rule["state"] == "OK", (rule, second)
     assert time.monotonic() - t0 >= 20, "not before the hold ended"
     assert [r["state"] for r in _history(client, files[0][0], "FRDF_DISK", "USDF_DISK")] == ["DONE"]
+
+    files, _, rule_id, env = _to_usdf_with_a_fault(rucio, client, "FRDF", 1, {"hold_while": str(release)}, "held")
+    assert not _daemons_once(rucio, rule_id, env=env, timeout=8)["settled"]
+    assert client.get_replication_rule(rule_id)["state"] == "REPLICATING", "held while the file exists"
+    release.unlink()
+    assert _daemons_once(rucio, rule_id, env=env, timeout=60)["settled"]
+    assert client.get_replication_rule(rule_id)["state"] == "OK"

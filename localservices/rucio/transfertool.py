@@ -32,12 +32,14 @@ outlasts Rucio's 3 retries (lock and rule STUCK). Two more kinds of entry:
 
     {"name": "*.fits", "corrupt": 1}     # the first copy lands with one byte flipped
     {"name": "*.fits", "hold_s": 60}     # every copy is reported in flight for 60 s
+    {"name": "*.fits", "hold_while": "/path/release-me"}   # ... while that file exists
 
 `corrupt` damages the bytes written at the destination (a bad disk or network path would), not the
 check: the destination read-back finds the checksum mismatch as it would any other, removes the
 file and reports FAILED, and Rucio retries. `hold_s` copies at once but keeps the transfer out of
 `bulk_query`'s answers for that long, as FTS does with a transfer still queued or running: the
-rule stays REPLICATING, which gives a drill the time to kill services during a fan-in or fan-out.
+rule stays REPLICATING, which gives a drill the time to kill services during a fan-in or fan-out;
+`hold_while` keeps it so until the drill deletes the file it names (no race with a loaded machine).
 The count of faults already injected per (entry, kind, DID) is kept in
 `<results dir>.faults-count.json`, so it survives daemon passes and processes (`daemons once` is a
 new process each time); delete that file to start counting again. An unreadable faults file is
@@ -143,6 +145,11 @@ def _injected_fault(scope: str, name: str, dst_rse: str, faults: list[dict[str, 
         f"INJECTED FAULT: transfer {ordinal} of {fault['fail']} to fail of "
         f"{scope}:{name} to {dst_rse} (entry {fault['name']!r} of {os.environ.get(FAULTS_ENV)})"
     )
+
+
+def _held(result: dict[str, Any]) -> bool:
+    """A copy made but still reported in flight (the `hold_s` and `hold_while` faults)."""
+    return result.get("hold_until", 0) > time.time() or any(os.path.exists(p) for p in result.get("hold_while", ()))
 
 
 def _adler32_of(path: str | Path) -> tuple[str, int]:
@@ -397,6 +404,8 @@ class LocalTransfertool(Transfertool):
                 hold_s = max((float(f.get("hold_s", 0)) for f in faults), default=0)
                 if hold_s > 0:
                     result["hold_until"] = time.time() + hold_s  # bulk_query: in flight until then
+                if held_while := [str(f["hold_while"]) for f in faults if f.get("hold_while")]:
+                    result["hold_while"] = held_while  # bulk_query: in flight while these files exist
                 self.logger(
                     logging.INFO,
                     "local transfer %s:%s %s -> %s done (%d bytes, adler32 %s)",
@@ -442,7 +451,7 @@ class LocalTransfertool(Transfertool):
             for request_id, request in requests.items():
                 result = job["files"].get(request_id)
                 # Left out of the answer, a request stays SUBMITTED: in flight, as FTS would say.
-                if result is not None and result.get("hold_until", 0) <= time.time():
+                if result is not None and not _held(result):
                     reports[request_id] = LocalTransferStatusReport(request_id, job_id, result, request=None)
             response[job_id] = reports
         return response
