@@ -33,25 +33,31 @@ class ActiveRun:
     triggered_by: str | None  # the user who triggered it, when Airflow knows
 
 
-def run_choices(campaign: CampaignConfig, conf: dict[str, Any] | None) -> str:
-    """What a run with CONF will do, in one canonical form: the trigger form's defaults with CONF
-    over them; sites and tracts as sorted sets (no tracts = all of them)."""
-    from .dag_factory import campaign_params
+def run_choices(campaign: CampaignConfig, conf: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> str:
+    """What a run with CONF will do, in one canonical form: the trigger form's defaults (DEFAULTS,
+    else read from the campaign) with CONF over them; sites and tracts as sorted sets (no tracts =
+    all of them)."""
     from .graph import run_selection
 
-    choices = {name: param.value for name, param in campaign_params(campaign).items()}
-    choices.update(conf or {})
+    choices = {**(form_defaults(campaign) if defaults is None else defaults), **(conf or {})}
     sites, tracts = run_selection(campaign, choices)
     choices.update(sites=sorted(set(sites)), tracts=sorted(set(tracts)))
     return json.dumps(choices, sort_keys=True, default=str)
 
 
+def form_defaults(campaign: CampaignConfig) -> dict[str, Any]:
+    from .dag_factory import campaign_params
+
+    return {name: param.value for name, param in campaign_params(campaign).items()}
+
+
 def twin_run(campaign: CampaignConfig, conf: dict[str, Any] | None, active: Iterable[ActiveRun]) -> ActiveRun | None:
     """The queued or running run that would do what a run with CONF would do, if there is one."""
-    wanted = run_choices(campaign, conf)
+    defaults = form_defaults(campaign)  # once, not per run
+    wanted = run_choices(campaign, conf, defaults)
     for run in active:
         try:
-            if run_choices(campaign, run.conf) == wanted:
+            if run_choices(campaign, run.conf, defaults) == wanted:
                 return run
         except (TypeError, ValueError):  # a conf this campaign cannot read now: not the same choices
             continue

@@ -457,7 +457,7 @@ class LocalTransfertool(Transfertool):
         return response
 
     def cancel(self, transfer_ids: Sequence[str], timeout: int | None = None) -> bool:
-        return True  # copies are synchronous: only a held one (hold_s) looks in flight, and it is done
+        return True  # copies are synchronous: only a held one (hold_s, hold_while) looks in flight, and it is done
 
     def update_priority(self, transfer_id: str, priority: int, timeout: int | None = None) -> bool:
         return True
