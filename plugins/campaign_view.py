@@ -41,6 +41,13 @@ class DrpCampaignPlugin(AirflowPlugin):
             "url_route": "drp-campaigns",
         },
         {
+            "name": "DRP campaign plans",
+            "href": "/drp/plans",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "drp-campaign-plans",
+        },
+        {
             "name": "Campaign status",
             "href": "/drp/run?run_id={RUN_ID}&dag_id={DAG_ID}",
             "destination": "dag_run",

@@ -393,6 +393,7 @@ def run_page(run_id: str, user: GetUserDep, dag_id: str | None = None) -> str:
         f"{html.escape(ref.dag_run_id)}</a>: <b>{html.escape(state)}</b>"
         + (f" — refreshes every {REFRESH_S} s" if state not in TERMINAL else "")
         + ' · <a href="runs">all runs</a>'
+        + _plan_link(ref.campaign)
         + (
             f' · <a href="failover?run_id={quote(ref.dag_run_id)}">a site is down: fail it over</a>'
             if state != "success" and ref.airflow
@@ -418,6 +419,13 @@ def run_page(run_id: str, user: GetUserDep, dag_id: str | None = None) -> str:
     else:
         parts.append(_ledger_html(report, status))
     return _page(title, "".join(parts), refresh=state not in TERMINAL)
+
+
+def _plan_link(campaign: str) -> str:
+    """A link to the plan that writes CAMPAIGN, when configs/plans has one."""
+    from drp_campaign.planner.served import plan_names
+
+    return f' · <a href="plan?name={quote(campaign)}">its plan</a>' if campaign in plan_names() else ""
 
 
 # -- failover (drp_campaign/failover.py), as the logged-in user -------------------------------------
@@ -748,4 +756,94 @@ def runs_page(user: GetUserDep) -> str:
         "<th>ledger</th><th>site QA</th><th>nightly</th></tr>"
     )
     active = any(r["state"] not in (*TERMINAL, "unknown to Airflow") for r in runs)
-    return _page("DRP campaigns", f"<h2>DRP campaign runs</h2><table>{head}{''.join(rows)}</table>", refresh=active)
+    plans = (
+        '<p class="note"><a href="plans">Campaign plans</a>: which site processes which tracts, and what it costs.</p>'
+    )
+    return _page(
+        "DRP campaigns", f"<h2>DRP campaign runs</h2>{plans}<table>{head}{''.join(rows)}</table>", refresh=active
+    )
+
+
+# -- plans (drp_campaign/planner/served.py): what `drp-campaign plan --simulate --pictures` shows ----
+@app.get("/plans", response_class=HTMLResponse, include_in_schema=False)
+def plans_page(user: GetUserDep) -> str:
+    """Every plan of configs/plans, each linked to its page (plans hold no run data: any logged-in user)."""
+    from drp_campaign.planner.served import PLANS_DIR, plan_files, plan_names
+
+    named = plan_names()
+    rows = [
+        f'<tr><td><a href="plan?name={quote(name)}">{html.escape(name)}</a></td><td>{html.escape(path.name)}</td></tr>'
+        for name, path in sorted(named.items())
+    ]
+    unnamed = [p.name for p in plan_files() if p not in named.values()]
+    body = (
+        "<h2>Campaign plans</h2>"
+        f'<p class="note">The plans in {html.escape(str(PLANS_DIR))}: which site processes which tracts, and what '
+        'the campaign costs against the lower bound (drp-campaign plan). <a href="runs">All campaign runs</a></p>'
+        f"<table><tr><th>plan</th><th>file</th></tr>{''.join(rows)}</table>"
+    )
+    if unnamed:
+        body += (
+            f'<p class="bad">Not shown, no plan name in: {html.escape(", ".join(unnamed))} '
+            "(check each with drp-campaign plan FILE).</p>"
+        )
+    return _page("Campaign plans", body, refresh=False)
+
+
+@app.get("/plan", response_class=HTMLResponse, include_in_schema=False)
+def plan_page(name: str, user: GetUserDep) -> str:
+    """One plan: the simulated campaign per site (the CLI's --simulate report), whether `plan --out`
+    would write it, and its sky map, Gantt chart and storage pictures."""
+    plan = _served_plan(name)
+    campaign = campaign_of_dag(campaign_dag_id(plan.name))
+    writes = (
+        f'<p class="bad">plan --out would write nothing: {html.escape(plan.refused)}</p>'
+        if plan.refused
+        else f'<p class="ok">plan --out writes campaign {html.escape(plan.name)}: it fits every site.</p>'
+    )
+    if plan.products_home == "per_group":
+        writes += (
+            '<p class="bad">Planned with products_home: per_group (each group\'s products go home as they are '
+            "made): the DAG does not do that yet. Its return hop runs after a site's last step, so a run holds "
+            "products at the sites longer than this plan does.</p>"
+        )
+    if campaign is not None:
+        dag_id = campaign_dag_id(plan.name)
+        writes += (
+            f"<p>Campaign {html.escape(plan.name)} is loaded ({html.escape(campaign.file.name)}): "
+            f'<a href="/dags/{quote(dag_id)}">its DAG</a>.</p>'
+        )
+    images = "".join(
+        f'<p><img src="plan.png?name={quote(plan.name)}&amp;picture={kind}" alt="{kind} of plan '
+        f'{html.escape(plan.name)}" width="900"></p>'
+        for kind in plan.pictures
+    )
+    body = (
+        f"<h2>Plan {html.escape(plan.name)}</h2>"
+        f'<p class="note">{html.escape(plan.file.name)}, filling in {html.escape(plan.template.name)} · '
+        '<a href="plans">all plans</a> · <a href="runs">all campaign runs</a></p>'
+        f'{writes}<pre style="white-space:pre-wrap">{html.escape(plan.report)}</pre>{images}'
+    )
+    return _page(f"Plan {plan.name}", body, refresh=False)
+
+
+@app.get("/plan.png", include_in_schema=False)
+def plan_picture(name: str, picture: str, user: GetUserDep) -> FileResponse:
+    from drp_campaign.planner.served import PICTURES
+
+    if picture not in PICTURES:
+        raise HTTPException(404, f"no picture {picture!r} of a plan; one of {', '.join(PICTURES)}")
+    return FileResponse(_served_plan(name).pictures[picture], media_type="image/png")
+
+
+def _served_plan(name: str):
+    from drp_campaign.config import ConfigError
+    from drp_campaign.errors import DrpError
+    from drp_campaign.planner.served import served_plan
+
+    try:
+        return served_plan(name)
+    except ConfigError as exc:  # the plan file (or its campaign, its sites) as drp-campaign plan names it
+        raise HTTPException(422, f"plan {name} does not load: {exc}") from None
+    except DrpError as exc:
+        raise HTTPException(404, str(exc)) from None

@@ -76,6 +76,13 @@ AIRFLOW_TASKS: dict[str, list] = {}
 
 
 @pytest.fixture(autouse=True)
+def work_dir(tmp_path, monkeypatch):
+    """What the view writes (the plans' pictures) goes to the test's own directory."""
+    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
+    return tmp_path / "work"
+
+
+@pytest.fixture(autouse=True)
 def airflow_db(monkeypatch):
     """The view's reads of Airflow's metadata DB and of Rucio (plugins/airflow_records.py) answered
     from the lists above: the real reads run in the e2e, against a real Airflow and Rucio."""
@@ -227,7 +234,6 @@ def test_a_live_run_shows_its_site_step_matrix_from_airflows_task_states_merged_
 def test_the_runs_list_gives_each_runs_verdict_and_the_schema_describes_the_api(ledger, tokens, tmp_path, monkeypatch):
     from drp_campaign.report import report_file
 
-    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
     report_file("manual__2026-11-25T17-00-00").parent.mkdir(parents=True)
     report_file("manual__2026-11-25T17-00-00").write_text('{"ledger_balanced": false, "site_qa": {"verdict": "pass"}}')
     AIRFLOW_RUNS.append(
@@ -257,6 +263,11 @@ def test_the_runs_list_links_each_run_and_the_plugin_registers_its_views(ledger,
     page = as_user(tokens["viewer"]).get("/runs")
     assert 'href="run?run_id=manual__2026-11-25T17-00-00&amp;dag_id=campaign_test_3x3"' in page.text
     assert {v["destination"] for v in DrpCampaignPlugin.external_views} == {"nav", "dag_run"}
+    assert {v["href"] for v in DrpCampaignPlugin.external_views if v["destination"] == "nav"} == {
+        "/drp/runs",
+        "/drp/plans",
+    }
+    assert 'href="plans"' in page.text
     assert DrpCampaignPlugin.fastapi_apps[0]["url_prefix"] == "/drp"
 
 
@@ -274,6 +285,9 @@ def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
         "/api/status",
         "/failover",  # the form (GET) and the failover itself (POST)
         "/failover",
+        "/plan",
+        "/plan.png",
+        "/plans",
         "/run",
         "/runs",
         "/site_qa.png",
@@ -281,7 +295,7 @@ def test_every_route_refuses_anonymous_callers_and_bad_tokens(ledger, tokens):
     forged = jwt.encode(
         jwt.decode(tokens["viewer"], options={"verify_signature": False}), secrets.token_urlsafe(64), algorithm="HS512"
     )
-    params = {**RUN, "tract": 2, "rule_id": "rule-abc123"}
+    params = {**RUN, "tract": 2, "rule_id": "rule-abc123", "name": "test-3x3", "picture": "skymap"}
     for path in routes:
         anonymous = TestClient(app).get(path, params=params)
         assert anonymous.status_code == 401 and "Not authenticated" in anonymous.text, (path, anonymous.text)
@@ -345,7 +359,6 @@ def test_a_run_page_shows_the_site_qa_what_differs_and_its_plot(ledger, tokens, 
     from drp_campaign.report import site_qa_dir
     from drp_campaign.site_qa import plot_name
 
-    monkeypatch.setenv("DRP_WORK_DIR", str(tmp_path / "work"))
     key = "manual__2026-11-25T17-00-00"
     check = {"tract": 2, "dataset_type": "object_table", "site_a": "FRDF", "site_b": "UKDF_RAL", "note": ""}
     ledger.record_site_qa(
@@ -386,3 +399,63 @@ def test_the_view_keeps_one_ledger_per_ledger_url_not_one_per_read(ledger, tmp_p
     assert campaign_view_app._ledger() is first and first.url == ledger.url
     monkeypatch.setenv("DRP_LEDGER_URL", f"sqlite:///{tmp_path / 'other.db'}")  # another deployment's
     assert campaign_view_app._ledger() is not first
+
+
+def test_the_plans_are_served_planned_simulated_and_drawn_once_per_change(ledger, tokens, tmp_path, monkeypatch):
+    """Issue #16 item 3: the campaign view serves each plan of configs/plans with the CLI's
+    report and its sky map, Gantt chart and storage pictures, drawn again only when a file changed."""
+    from drp_campaign.planner import served
+
+    drawn = []
+    real_draw = served._draw
+    monkeypatch.setattr(served, "_draw", lambda *a: drawn.append(a[0].doc.name) or real_draw(*a))
+    viewer = as_user(tokens["viewer"])
+    listing = viewer.get("/plans").text
+    for name in ("dr1", "dr2", "nightly", "test-3x3"):
+        assert f'href="plan?name={name}"' in listing, name
+
+    page = viewer.get("/plan", params={"name": "test-3x3"})
+    assert page.status_code == 200
+    assert "x the lower bound" in page.text and "critical path" in page.text
+    assert "plan --out writes campaign test-3x3" in page.text and "its DAG" in page.text
+    assert "products_home: per_group" not in page.text, "the 3x3 plans products as the DAG returns them"
+    for kind in ("skymap", "gantt", "storage"):
+        assert f'src="plan.png?name=test-3x3&amp;picture={kind}"' in page.text
+        png = viewer.get("/plan.png", params={"name": "test-3x3", "picture": kind})
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG") and len(png.content) > 10_000, kind
+        assert str(tmp_path / "work" / "plans" / "test-3x3") in str(served.served_plan("test-3x3").pictures[kind])
+    assert drawn == ["test-3x3"], "the page and its three pictures: planned and drawn once"
+
+    # DR1 by the fixed shares would not fit: the page says why, as `plan --out` does.
+    fixed = tmp_path / "plans"
+    fixed.mkdir()
+    dr1 = (served.PLANS_DIR / "dr1.yaml").read_text()
+    campaigns = served.PLANS_DIR.parent / "campaigns"
+    (fixed / "dr1.yaml").write_text(
+        dr1.replace("shares: capacity ", "shares: fixed    ").replace("../campaigns", str(campaigns))
+    )
+    monkeypatch.setattr(served, "PLANS_DIR", fixed)
+    page = viewer.get("/plan", params={"name": "dr1"})
+    assert "plan --out would write nothing" in page.text and "days" in page.text, page.text[:2000]
+    assert "its DAG" not in page.text, "no campaign dr1 is loaded"
+    assert "products_home: per_group" in page.text and "the DAG does not do that yet" in page.text
+
+    # A plan that does not load: its page names the file, the key and what to do; unknown: 404.
+    (fixed / "dr1.yaml").write_text(
+        dr1.replace("overlap: 0.005", "overlap: 0.9").replace("../campaigns", str(campaigns))
+    )
+    bad = viewer.get("/plan", params={"name": "dr1"}, headers={"accept": "text/html"})
+    assert bad.status_code == 422 and "dr1.yaml" in bad.text and "overlap" in bad.text, bad.text
+    missing = viewer.get("/plan", params={"name": "dr9"})
+    assert missing.status_code == 404 and "no plan named 'dr9'" in missing.json()["detail"]
+    assert "dr1" in missing.json()["detail"]
+    assert viewer.get("/plan.png", params={"name": "dr1", "picture": "pie"}).status_code == 404
+    (fixed / "unnamed.yaml").write_text("sites: [USDF]\n")
+    assert "Not shown, no plan name in: unnamed.yaml" in viewer.get("/plans").text
+    assert drawn == ["test-3x3", "dr1"]
+
+
+def test_a_run_page_links_the_plan_of_its_campaign(ledger, tokens):
+    page = as_user(tokens["viewer"]).get("/run", params=RUN)
+    assert 'href="plan?name=test-3x3">its plan</a>' in page.text
