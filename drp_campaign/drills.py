@@ -6,7 +6,8 @@ can be added or removed between a failure and its retry without touching the DAG
 
     - {site: FRDF, step: step2b, task: isolatedStarAssociation, where: "tract = 2"}
     - {site: UKDF_RAL, step: step2a, job: transient}   # the first BPS job dies once (exit 137)
-    - {site: FRDF, step: step3, job: "slow:60"}         # every BPS job waits 60 s first
+    - {site: FRDF, step: step3, job: "slow:60"}         # every BPS job waits 60 s first (or
+                                                          # until RELEASE_JOBS is in its attempt's dir)
     - {site: UKDF_RAL, step: step5, config: "makeObjectTable:flux_calibration_scale=1.01"}
 
 A `config` entry is a config override drill (`LABEL:FIELD=VALUE`, the stack side's --config; VALUE
@@ -23,6 +24,10 @@ from pathlib import Path
 import yaml
 
 from . import settings
+
+# A drill done with a slow job fault puts this file in the BPS run's attempt directory (the
+# parent of the attempt's submit_yaml): the jobs waiting there go on at once.
+RELEASE_JOBS = "release-jobs"
 
 
 def faults_file() -> Path:

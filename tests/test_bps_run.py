@@ -257,3 +257,17 @@ def test_a_group_whose_work_changed_is_rescued_never_attached(work: Path):
     identity = bpsrec.read_record(work / "bps" / "g000")["identity"]
     assert identity["tracts"] == [3] and "tract IN (3)" in identity["data_query"]
     assert res["outputs"]["single_visit_star"] == 16, "tract 2's 8 from the first RUN + tract 3's 8 from the rescue"
+
+
+def test_slow_jobs_wait_until_a_drill_releases_them(work: Path):
+    """The 'slow' job fault keeps a run in flight for a drill (kills, cancels, restarts) and lets its
+    jobs go on as soon as the drill puts drills.RELEASE_JOBS in the attempt's directory."""
+    from drp_campaign.drills import RELEASE_JOBS
+
+    run = submit(work, "g006", 3, "--job-fault", "slow:900")
+    time.sleep(8)
+    assert bpsrec.local_state(work / "bps" / "g006") == "RUNNING", "held by the fault"
+    attempt = Path(bpsrec.read_record(work / "bps" / "g006")["attempts"][-1]["submit_yaml"]).parent
+    (attempt / RELEASE_JOBS).touch()
+    assert wait_finished(work, "g006", timeout=120) != "RUNNING", "released long before its 900 s"
+    assert report(work, "g006")["status"] == "succeeded", run

@@ -41,7 +41,7 @@ from drp_campaign import bps, faults, graph, live_status, workers
 from drp_campaign.airflow_client import AirflowClient
 from drp_campaign.alerts import alerts_file
 from drp_campaign.config import load_campaign
-from drp_campaign.drills import faults_file
+from drp_campaign.drills import RELEASE_JOBS, faults_file
 from drp_campaign.ledger import Ledger, campaign_runs, hop_files, site_releases
 from drp_campaign.settings import CAMPAIGNS_DIR, PROJECT_ROOT, stack_env_allowed
 from drp_campaign.stack import run_stack
@@ -617,9 +617,9 @@ def trigger_started(airflow_env, run_id: str, task_id: str, map_index: int) -> b
 def test_a_worker_killed_mid_step_a_cancel_from_the_ui_and_a_scheduler_restart_keep_exactly_one_bps_run(
     client, campaign, airflow_env, browser
 ):
-    # The jobs outlast what follows: a worker's death noticed (the heartbeat timeout, 60 s here),
-    # the retry, the cancel, the scheduler's restart.
-    faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:240"}]))
+    # The jobs wait until released below (at most 600 s), outlasting what follows: a worker's death
+    # noticed (the heartbeat timeout, 60 s here), the retry, the cancel, the scheduler's restart.
+    faults_file().write_text(yaml.safe_dump([{"site": "FRDF", "step": "step1", "job": "slow:600"}]))
     try:
         run_id = client.trigger(DAG_ID, {"sites": ["FRDF"]})
         key = graph.run_key(run_id)
@@ -676,6 +676,8 @@ def test_a_worker_killed_mid_step_a_cancel_from_the_ui_and_a_scheduler_restart_k
     subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts" / "airflow-services.sh"), "start"], env=airflow_env, check=True
     )
+    attempt = Path(bps.read_record(run_dirs[0])["attempts"][-1]["submit_yaml"]).parent
+    (attempt / RELEASE_JOBS).touch()  # the drill is done: g000's jobs go on
 
     ends(client, run_id, "failed", timeout_s=900)  # g001 was marked failed
     states = states_by_task(client, run_id)

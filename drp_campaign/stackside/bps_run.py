@@ -26,6 +26,7 @@ import yaml
 from .. import bps as bpsrec
 from .. import graph
 from ..config import CampaignConfig
+from ..drills import RELEASE_JOBS
 from ..wms import RunState, Wms, backend, check_transition, may_become
 from ..wms.base import bps_defaults
 from ._errors import StacksideError
@@ -44,9 +45,14 @@ if [ ! -e "$marker" ]; then
 fi
 exec "$@"
 """,
-    # Every job waits first: a run that stays in flight long enough to cancel or to outlive a restart.
+    # Every job waits first: a run that stays in flight long enough to cancel or to outlive a
+    # restart. At most SECONDS: a drill that is done with it puts drills.RELEASE_JOBS in the
+    # attempt's directory (where this script is) and the jobs go on at once, not sleeping it out.
     "slow": """#!/bin/bash
-sleep {seconds}
+for _ in $(seq {seconds}); do
+  [ -e "$(dirname "$0")/{release}" ] && break
+  sleep 1
+done
 exec "$@"
 """,
 }
@@ -198,7 +204,7 @@ def _job_fault_script(job_fault: str) -> str:
     kind, _, arg = job_fault.partition(":")
     if kind not in JOB_FAULTS or (kind == "slow") != arg.isdigit():
         raise StacksideError(f"--job-fault {job_fault!r}: expected 'transient' or 'slow:SECONDS'")
-    return JOB_FAULTS[kind].replace("{seconds}", arg)
+    return JOB_FAULTS[kind].replace("{seconds}", arg).replace("{release}", RELEASE_JOBS)
 
 
 def _new_attempt(campaign, record, run_dir, kind, site, step, group, key, pipeline_file, sha, job_fault) -> dict:
