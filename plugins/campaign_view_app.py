@@ -801,12 +801,8 @@ def plan_page(name: str, user: GetUserDep) -> str:
         if plan.refused
         else f'<p class="ok">plan --out writes campaign {html.escape(plan.name)}: it fits every site.</p>'
     )
-    if plan.products_home == "per_group":
-        writes += (
-            '<p class="bad">Planned with products_home: per_group (each group\'s products go home as they are '
-            "made): the DAG does not do that yet. Its return hop runs after a site's last step, so a run holds "
-            "products at the sites longer than this plan does.</p>"
-        )
+    if plan.caveat:
+        writes += f'<p class="bad">Note: {html.escape(plan.caveat)}.</p>'
     if campaign is not None:
         dag_id = campaign_dag_id(plan.name)
         writes += (

@@ -439,7 +439,7 @@ def test_the_plans_are_served_planned_simulated_and_drawn_once_per_change(ledger
     page = viewer.get("/plan", params={"name": "dr1"})
     assert "plan --out would write nothing" in page.text and "days" in page.text, page.text[:2000]
     assert "its DAG" not in page.text, "no campaign dr1 is loaded"
-    assert "products_home: per_group" in page.text and "the DAG does not do that yet" in page.text
+    assert "planned with products_home: per_group" in page.text and "the DAG does not do that yet" in page.text
 
     # A plan that does not load: its page names the file, the key and what to do; unknown: 404.
     (fixed / "dr1.yaml").write_text(

@@ -270,6 +270,8 @@ def test_a_dr2_campaign_is_written_loads_and_builds(tmp_path: Path) -> None:
     assert sum(len(t) for t in campaign.tracts.values()) == 10_000 and len(campaign.qa.overlap) == 50
     assert max(groups_at(campaign, site) for site in campaign.tracts) <= 1024
     assert build_dag(campaign).dag_id == "campaign_dr2"
+    # Planned with products going home per group, which the DAG does not do yet: the file says so.
+    assert "# Note: planned with products_home: per_group" in (tmp_path / "dr2.yaml").read_text()
 
 
 def test_the_cli_plans_compares_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -280,6 +282,7 @@ def test_the_cli_plans_compares_and_writes(tmp_path: Path, capsys: pytest.Captur
     for phrase in ("fixed shares", "capacity-aware", "critical path:", "FRDF down for 1 days", f"wrote {out}"):
         assert phrase in text
     assert load_campaign(out).tracts["FRDF"] == [2, 3]
+    assert "note:" not in text and "# Note" not in out.read_text(), "the 3x3 plans products as the DAG returns them"
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,18 @@ from drp_campaign.errors import DrpError
 from .assign import Planned
 
 
+def dag_caveat(plan) -> str | None:
+    """What the written campaign's DAG does not do as PLAN assumes, if anything (shown wherever
+    the plan is: the CLI, the written file's header, the campaign view)."""
+    if plan.doc.products_home == "per_group":
+        return (
+            "planned with products_home: per_group (each group's products go home as they are made); the DAG "
+            "does not do that yet: its return hop runs after a site's last step, so a run holds products at "
+            "the sites, and at the hub before tape, longer than planned"
+        )
+    return None
+
+
 def campaign_document(planned: Planned, out: Path) -> dict[str, Any]:
     """The template's mapping with what the plan decides; its pipeline path made relative to OUT."""
     plan, assignment = planned.plan, planned.assignment
@@ -47,6 +59,8 @@ def write_campaign(planned: Planned, out: str | Path) -> CampaignConfig:
         f"# Written by `drp-campaign plan {planned.plan.file.name}`: tracts, tracts_per_group and qa.overlap\n"
         f"# are the plan's; the rest is {planned.plan.campaign.file.name}'s. Edit the plan, not this file.\n"
     )
+    if caveat := dag_caveat(planned.plan):
+        header += f"# Note: {caveat}.\n"
     text = header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
     temporary = out.with_name(f".{out.name}.planning")
     try:

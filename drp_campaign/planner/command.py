@@ -32,7 +32,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from . import pictures
     from .assign import make_sky, plan_tracts, site_down
-    from .campaign_file import write_campaign
+    from .campaign_file import dag_caveat, write_campaign
     from .fits import check_fits
     from .plan_config import load_plan
     from .report import compare, headline, outage_report, report
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         campaign = write_campaign(planned, args.out)
         print(f"wrote {args.out}: campaign {campaign.name}, {len(campaign.tracts)} sites, loads and validates")
+        if caveat := dag_caveat(plan):
+            print(f"note: {caveat}")
     return EXIT_OK
 
 

@@ -32,7 +32,7 @@ class ServedPlan:
     template: Path  # the campaign whose steps and hops the plan fills in
     report: str
     refused: str | None  # why `plan --out` would write nothing; None: it would write the campaign
-    products_home: str  # after_site (what the DAG's return hop does) or per_group (what it does not do yet)
+    caveat: str | None  # what the campaign's DAG does not do as planned (campaign_file.dag_caveat)
     pictures: dict[str, Path]  # PICTURES -> PNG
 
 
@@ -100,6 +100,7 @@ def served_plan(name: str, directory: Path | None = None) -> ServedPlan:
 def _draw(plan, version: tuple) -> ServedPlan:
     from . import pictures
     from .assign import plan_tracts
+    from .campaign_file import dag_caveat
     from .fits import check_fits
     from .report import report
 
@@ -118,6 +119,6 @@ def _draw(plan, version: tuple) -> ServedPlan:
         template=plan.campaign.file,
         report=report(planned),
         refused=refused,
-        products_home=plan.doc.products_home,
+        caveat=dag_caveat(plan),
         pictures=dict(zip(PICTURES, paths, strict=True)),
     )
