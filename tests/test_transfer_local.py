@@ -112,3 +112,35 @@ def test_a_hop_verify_needs_a_ledger_row_for_every_dataset_registered(tmp_path, 
     service.register(empty, "UKDF_RAL_DISK", Manifest(str(tmp_path), []))
     with pytest.raises(AirflowException, match=f"gather_for_step2c UKDF_RAL->USDF: nothing is registered as {empty}"):
         VerifyHopOperator(task_id="UKDF_RAL.gather_for_step2c.verify", site="UKDF_RAL", **hop).execute(context)
+
+
+def test_the_rucio_daemon_loop_runs_a_pass_when_work_waits_and_rarely_when_idle(monkeypatch):
+    """localservices/rucio/daemons.py `loop`: a pass (seven daemons' queries) only when a transfer
+    request or a DID waits, or once every idle_every seconds; otherwise two counts per interval.
+    On a clock of its own: 30 s of the loop, work waiting at seconds 1, 2 and 7."""
+    import sys
+    from types import SimpleNamespace
+
+    from localservices.rucio import daemons
+
+    clock = {"now": 0.0}
+    waiting = {1.0, 2.0, 7.0}
+    passes, looks = [], []
+
+    class Stop:  # the loop's stop event, on the clock above
+        def is_set(self):
+            return clock["now"] > 30
+
+        def wait(self, seconds):
+            clock["now"] += seconds
+
+    monkeypatch.setattr(daemons.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(daemons, "_STOP", Stop())
+    monkeypatch.setattr(daemons.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(daemons, "_waiting", lambda: looks.append(clock["now"]) or clock["now"] in waiting)
+    monkeypatch.setattr(daemons, "run_pass", lambda **kw: passes.append(clock["now"]) or 0.0)
+    # The real one needs the rucio server's packages (the rucio environment), not here.
+    monkeypatch.setitem(sys.modules, "localservices.rucio.transfertool", SimpleNamespace(prune_results=lambda: None))
+    daemons.loop(interval=1.0, idle_every=10.0)
+    assert passes == [0.0, 1.0, 2.0, 7.0, 17.0, 27.0], "at start, while work waits, then every 10 s idle"
+    assert {1.0, 3.0, 16.0} <= set(looks) and 0.0 not in looks, "it looks every interval between passes"
