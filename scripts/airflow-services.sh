@@ -7,6 +7,7 @@
 # Each service runs in its own session (setsid) with its pid kept, so stop reaches all of it.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/service-lib.sh"
 PIDS="$AIRFLOW_HOME/pids" LOGS="$AIRFLOW_HOME/logs/services"
 SERVICES=(api-server scheduler dag-processor triggerer)
 if [ "$DRP_EXECUTOR" = celery ]; then
@@ -21,8 +22,6 @@ command_of() {
     *) echo airflow "$1" ;;
   esac
 }
-
-running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 
 prepare() {
   mkdir -p "$PIDS" "$LOGS" "$AIRFLOW__CORE__PLUGINS_FOLDER"
@@ -111,17 +110,7 @@ wait_for_workers() {
 
 stop() {
   # Every service a pid file names, workers included even if DRP_EXECUTOR changed since they started.
-  local svc
-  for svc in "${SERVICES[@]}" $(cd "$PIDS" 2>/dev/null && for f in *.pid; do [ -e "$f" ] && echo "${f%.pid}"; done); do
-    if running "$svc"; then
-      local pid; pid="$(cat "$PIDS/$svc.pid")"
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      echo "stopped $svc"
-    fi
-    rm -f "$PIDS/$svc.pid"
-  done
+  stop_all "" $(printf '%s\n' "${SERVICES[@]}" $(cd "$PIDS" 2>/dev/null && for f in *.pid; do [ -e "$f" ] && echo "${f%.pid}"; done) | sort -u)
   # The sites' warm stack servers serve the workers' stack commands: they go with the workers.
   if [ -d "$DRP_WORK_DIR/stack-servers" ] && [ -x "$DRP_STACK_PREFIX/bin/python" ]; then
     "$DRP_STACK_PREFIX/bin/python" -m drp_campaign.stackside.warm stop --dir "$DRP_WORK_DIR/stack-servers" >/dev/null || true

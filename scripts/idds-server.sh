@@ -79,7 +79,7 @@ start() {
   echo "iDDS is up: $IDDS_URL, PanDA relay $RELAY_URL in $(since "$t0") s (clerk: $([ $clerk = 1 ] && echo running || echo off); connection: $IHOME/connection.json; logs: $LOGS)"
 }
 
-stop() { stop_one clerk; stop_one relay; stop_one idds; }
+stop() { stop_all "" clerk relay idds; }
 
 status() {
   for svc in idds relay clerk; do

@@ -61,7 +61,7 @@ start() {
   echo "Rucio is up: $URL in $(since "$t0") s (daemons: $([ $daemons = 1 ] && echo loop || echo off); client config: $RHOME/client.cfg; logs: $LOGS)"
 }
 
-stop() { stop_one daemons "rucio "; stop_one server "rucio "; }
+stop() { stop_all "rucio " daemons server; }
 
 status() {
   for svc in server daemons; do
