@@ -791,10 +791,14 @@ def plans_page(user: GetUserDep) -> str:
 
 
 @app.get("/plan", response_class=HTMLResponse, include_in_schema=False)
-def plan_page(name: str, user: GetUserDep) -> str:
+def plan_page(
+    name: str, user: GetUserDep, site_down: str | None = None, from_day: float = 0.0, days: float = 7.0
+) -> str:
     """One plan: the simulated campaign per site (the CLI's --simulate report), whether `plan --out`
-    would write it, and its sky map, Gantt chart and storage pictures."""
+    would write it, a site-down what-if (the CLI's --site-down), and its sky map, Gantt chart and
+    storage pictures."""
     plan = _served_plan(name)
+    what_if = _what_if_html(plan, site_down, from_day, days)
     campaign = campaign_of_dag(campaign_dag_id(plan.name))
     writes = (
         f'<p class="bad">plan --out would write nothing: {html.escape(plan.refused)}</p>'
@@ -818,9 +822,32 @@ def plan_page(name: str, user: GetUserDep) -> str:
         f"<h2>Plan {html.escape(plan.name)}</h2>"
         f'<p class="note">{html.escape(plan.file.name)}, filling in {html.escape(plan.template.name)} · '
         '<a href="plans">all plans</a> · <a href="runs">all campaign runs</a></p>'
-        f'{writes}<pre style="white-space:pre-wrap">{html.escape(plan.report)}</pre>{images}'
+        f'{writes}<pre style="white-space:pre-wrap">{html.escape(plan.report)}</pre>{what_if}{images}'
     )
     return _page(f"Plan {plan.name}", body, refresh=False)
+
+
+def _what_if_html(plan, site_down: str | None, from_day: float, days: float) -> str:
+    """The what-if form, and its answer when one was asked (a bad site or days: 422 naming them)."""
+    from drp_campaign.errors import DrpError
+
+    answer = ""
+    if site_down:
+        try:
+            answer = f'<pre style="white-space:pre-wrap">{html.escape(plan.site_down(site_down, from_day, days))}</pre>'
+        except DrpError as exc:
+            raise HTTPException(422, f"what-if for plan {plan.name}: {exc}") from None
+    options = "".join(
+        f'<option value="{html.escape(s)}"{" selected" if s == site_down else ""}>{html.escape(s)}</option>'
+        for s in plan.sites
+    )
+    return (
+        f'<form method="get" action="plan"><input type="hidden" name="name" value="{html.escape(plan.name)}">'
+        f'What if <select name="site_down">{options}</select> is down from day '
+        f'<input name="from_day" type="number" min="0" step="any" value="{from_day:g}" style="width:5em"> for '
+        f'<input name="days" type="number" min="0" step="any" value="{days:g}" style="width:5em"> days? '
+        f"<button>Simulate</button></form>{answer}"
+    )
 
 
 @app.get("/plan.png", include_in_schema=False)

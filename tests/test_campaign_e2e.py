@@ -871,8 +871,14 @@ def test_the_campaign_view_shows_the_finished_and_a_failed_run_live_and_the_grid
     )
     assert "refreshes every" not in page, "a finished run's page stays still"
     look(browser, client, "/drp/runs", ["DRP campaign runs", "success", "failed", "balanced"], "view-runs.png")
-    # The plans, served by the api-server's view (#16): DR1's page, drawn in that process.
-    look(browser, client, "/drp/plan?name=dr1", ["Plan dr1", "x the lower bound", "critical path"], "view-plan.png")
+    # The plans, served by the api-server's view (#16): DR1's page, drawn in that process, with a what-if.
+    look(
+        browser,
+        client,
+        "/drp/plan?name=dr1&site_down=UKDF_RAL&from_day=40&days=10",
+        ["Plan dr1", "x the lower bound", "critical path", "UKDF_RAL down for 10 days", "re-planned onto"],
+        "view-plan.png",
+    )
 
     [frdf_group] = [n for n in client._get(f"/ui/grid/structure/{DAG_ID}") if n["id"] == "FRDF"]
     order = [c["id"] for c in frdf_group["children"]]

@@ -2,6 +2,7 @@
 users only: Airflow's own auth (its `get_user` dependency and the configured auth manager)."""
 
 import datetime as dt
+import html
 import os
 import secrets
 import subprocess
@@ -459,3 +460,22 @@ def test_the_plans_are_served_planned_simulated_and_drawn_once_per_change(ledger
 def test_a_run_page_links_the_plan_of_its_campaign(ledger, tokens):
     page = as_user(tokens["viewer"]).get("/run", params=RUN)
     assert 'href="plan?name=test-3x3">its plan</a>' in page.text
+
+
+def test_a_plans_page_answers_a_site_down_what_if_as_the_cli_does(ledger, tokens, capsys):
+    from drp_campaign import cli
+
+    viewer = as_user(tokens["viewer"])
+    page = viewer.get("/plan", params={"name": "test-3x3"}).text
+    assert '<select name="site_down">' in page and '<option value="UKDF_RAL">' in page and "Simulate" in page
+    asked = {"name": "test-3x3", "site_down": "FRDF", "from_day": 0, "days": 1}
+    answer = viewer.get("/plan", params=asked).text
+    assert cli.main(["plan", "configs/plans/test-3x3.yaml", "--site-down", "FRDF", "--days", "1"]) == 0
+    printed = capsys.readouterr().out
+    outage = printed[printed.index("FRDF down for 1 days") :].strip()
+    assert html.escape(outage) in answer, "the view's what-if is the CLI's, word for word"
+    assert '<option value="FRDF" selected>' in answer
+    bad = viewer.get("/plan", params={**asked, "site_down": "CHDF"}, headers={"accept": "text/html"})
+    assert bad.status_code == 422 and "CHDF is not one of the plan&#x27;s sites" in bad.text, bad.text
+    never = viewer.get("/plan", params={**asked, "days": 0})
+    assert never.status_code == 422 and "lasts more than 0 days" in never.json()["detail"]

@@ -289,7 +289,8 @@ def test_the_cli_plans_compares_and_writes(tmp_path: Path, capsys: pytest.Captur
     "args, phrase",
     [
         (["--site-down", "CHDF"], "CHDF is not one of the plan's sites (USDF, FRDF, UKDF_RAL)"),
-        (["--site-down", "FRDF", "--days", "0"], "--from-day must be >= 0 and --days > 0"),
+        (["--site-down", "FRDF", "--days", "0"], "an outage starts on day 0 or later and lasts more than 0 days"),
+        (["--site-down", "FRDF", "--from-day", "-1"], "(got day -1, 7 days)"),
     ],
 )
 def test_a_bad_what_if_is_refused(args: list[str], phrase: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -270,6 +270,10 @@ def site_down(planned: Planned, site: str, from_day: float, days: float) -> tupl
     plan, assignment = planned.plan, planned.assignment
     if site not in plan.sites:
         raise DrpError(f"{site} is not one of the plan's sites ({', '.join(plan.sites)}); name one of them")
+    if from_day < 0 or days <= 0 or not math.isfinite(from_day + days):
+        raise DrpError(
+            f"an outage starts on day 0 or later and lasts more than 0 days (got day {from_day:g}, {days:g} days)"
+        )
     start, end = from_day * 24, (from_day + days) * 24
     load = assignment.load()
     wait = simulate(plan, load, Outage(site, start, end))

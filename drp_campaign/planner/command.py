@@ -9,7 +9,6 @@ import argparse
 from pathlib import Path
 
 from drp_campaign.command import EXIT_OK, Command
-from drp_campaign.errors import DrpError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from .plan_config import load_plan
     from .report import compare, headline, outage_report, report
 
-    if args.site_down and (args.from_day < 0 or args.days <= 0):
-        raise DrpError(f"--from-day must be >= 0 and --days > 0 (got {args.from_day:g} and {args.days:g})")
     plan = load_plan(args.plan, args.sites)
     if args.shares:
         plan = plan.with_shares(args.shares)

@@ -12,6 +12,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from drp_campaign import settings
 from drp_campaign.config import ConfigError
@@ -34,6 +35,20 @@ class ServedPlan:
     refused: str | None  # why `plan --out` would write nothing; None: it would write the campaign
     caveat: str | None  # what the campaign's DAG does not do as planned (campaign_file.dag_caveat)
     pictures: dict[str, Path]  # PICTURES -> PNG
+    planned: Any  # the assign.Planned behind it (what-ifs start from it)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.planned.plan.sites)
+
+    def site_down(self, site: str, from_day: float, days: float) -> str:
+        """What-if SITE is down for DAYS from FROM_DAY: waiting for it against re-planning its work
+        (`drp-campaign plan --site-down`); a DrpError naming the bad site or days."""
+        from .assign import site_down
+        from .report import outage_report
+
+        wait, replan = site_down(self.planned, site, from_day, days)
+        return outage_report(self.planned, site, from_day, days, wait, replan)
 
 
 _lock = threading.Lock()  # one plan drawn at a time: pyplot keeps global state
@@ -121,4 +136,5 @@ def _draw(plan, version: tuple) -> ServedPlan:
         refused=refused,
         caveat=dag_caveat(plan),
         pictures=dict(zip(PICTURES, paths, strict=True)),
+        planned=planned,
     )
