@@ -456,6 +456,16 @@ def test_the_plans_are_served_planned_simulated_and_drawn_once_per_change(ledger
     assert "Not shown, no plan name in: unnamed.yaml" in viewer.get("/plans").text
     assert drawn == ["test-3x3", "dr1"]
 
+    # The plan changes: drawn again, and the earlier version's pictures go.
+    (fixed / "dr1.yaml").write_text(dr1.replace("../campaigns", str(campaigns)))
+    first = served.served_plan("dr1").pictures["gantt"]
+    (fixed / "dr1.yaml").write_text(dr1.replace("../campaigns", str(campaigns)).replace("days: 150", "days: 150.5"))
+    assert viewer.get("/plan.png", params={"name": "dr1", "picture": "gantt"}).status_code == 200
+    assert drawn == ["test-3x3", "dr1", "dr1", "dr1"]
+    assert not first.exists() and [p.name for p in first.parent.parent.iterdir()] == [
+        served.served_plan("dr1").pictures["gantt"].parent.name
+    ]
+
 
 def test_a_run_page_links_the_plan_of_its_campaign(ledger, tokens):
     page = as_user(tokens["viewer"]).get("/run", params=RUN)

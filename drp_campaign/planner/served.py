@@ -9,6 +9,7 @@ The pictures go under the work directory (`plans/<plan>/<version>/`), never into
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,9 @@ def _draw(plan, version: tuple) -> ServedPlan:
     digest = hashlib.sha256(repr(version).encode()).hexdigest()[:12]
     directory = settings.work_dir() / "plans" / plan.doc.name / digest
     paths = pictures.draw_all(planned, directory)
+    for older in directory.parent.iterdir():  # an earlier version's pictures: no page shows them now
+        if older != directory:
+            shutil.rmtree(older, ignore_errors=True)
     return ServedPlan(
         name=plan.doc.name,
         file=plan.file,
