@@ -526,6 +526,18 @@ class Ledger:
             if rows:
                 conn.execute(site_qa_checks.insert(), rows)
 
+    def site_qa_verdicts(self, run_keys: Iterable[str]) -> dict[str, str]:
+        """Run key -> "pass" or "fail" (any quantity beyond its tolerance), for the runs of RUN_KEYS
+        whose site QA has compared something: one query, for a list of runs."""
+        failed = sa.func.sum(sa.case((site_qa_checks.c.ok, 0), else_=1))
+        query = (
+            sa.select(site_qa_checks.c.run_key, failed)
+            .where(site_qa_checks.c.run_key.in_(list(run_keys)))
+            .group_by(site_qa_checks.c.run_key)
+        )
+        with self.engine.connect() as conn:
+            return {key: "fail" if n else "pass" for key, n in conn.execute(query)}
+
     def site_qa(self, run_key: str) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(

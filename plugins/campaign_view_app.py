@@ -210,7 +210,8 @@ def openapi_json(user: GetUserDep) -> dict:
 
 def list_runs(user: BaseUser, limit: int = 200) -> list[dict]:
     """Airflow's campaign runs merged with the ledger's (a run Airflow no longer has still shows),
-    each with its verdict: the run's state, the ledger balance and the site QA from its report."""
+    each with its verdict: the run's state, the ledger balance and the site QA from its report (the
+    site QA from the ledger for a run without one)."""
     import sqlalchemy as sa
 
     from drp_campaign.ledger import campaign_runs
@@ -248,11 +249,13 @@ def list_runs(user: BaseUser, limit: int = 200) -> list[dict]:
             }
         )
     readable = {dag_id: may_read_dag(user, dag_id) for dag_id in {r["dag_id"] for r in runs}}
+    runs = [r for r in runs if readable[r["dag_id"]]]
+    # A run whose site QA failed has no report (campaign_report does not run after a failed QA):
+    # its verdict comes from the ledger's checks, as the run's own page shows them.
+    qa_in_ledger = _ledger().site_qa_verdicts(r["run_key"] for r in runs if r["run_key"])
     out = []
     for r in runs:
-        if not readable[r["dag_id"]]:
-            continue
-        verdict = {}
+        verdict = {"site_qa": qa_in_ledger.get(r["run_key"])}
         if r["run_key"] and report_file(r["run_key"]).is_file():
             written = json.loads(report_file(r["run_key"]).read_text())
             verdict = {

@@ -391,6 +391,10 @@ def test_a_run_page_shows_the_site_qa_what_differs_and_its_plot(ledger, tokens, 
     missing = client.get("/site_qa.png", params={"run_id": key, "tract": 4})
     assert missing.status_code == 404 and "no site QA plot for tract 4" in missing.text
     assert as_user(tokens["no-role"]).get("/site_qa.png", params={"run_id": key, "tract": 2}).status_code == 403
+    # The failed QA stopped the run before its report: the runs list takes the verdict from the ledger.
+    [listed] = client.get("/api/runs").json()
+    assert (listed["run_key"], listed["site_qa"], listed.get("ledger_balanced")) == (key, "fail", None)
+    assert '<span class="bad">FAIL</span>' in client.get("/runs").text
 
 
 def test_the_view_keeps_one_ledger_per_ledger_url_not_one_per_read(ledger, tmp_path, monkeypatch):
