@@ -787,8 +787,8 @@ def plans_page(user: GetUserDep) -> str:
     )
     if unnamed:
         body += (
-            f'<p class="bad">Not shown, no plan name in: {html.escape(", ".join(unnamed))} '
-            "(check each with drp-campaign plan FILE).</p>"
+            f'<p class="bad">Not shown, no plan name of its own in: {html.escape(", ".join(unnamed))} '
+            "(no name, or one an earlier file has; check each with drp-campaign plan FILE).</p>"
         )
     return _page("Campaign plans", body, refresh=False)
 
@@ -802,7 +802,8 @@ def plan_page(
     storage pictures."""
     plan = _served_plan(name)
     what_if = _what_if_html(plan, site_down, from_day, days)
-    campaign = campaign_of_dag(campaign_dag_id(plan.name))
+    dag_id = campaign_dag_id(plan.name)
+    campaign = campaign_of_dag(dag_id)
     writes = (
         f'<p class="bad">plan --out would write nothing: {html.escape(plan.refused)}</p>'
         if plan.refused
@@ -811,7 +812,6 @@ def plan_page(
     if plan.caveat:
         writes += f'<p class="bad">Note: {html.escape(plan.caveat)}.</p>'
     if campaign is not None:
-        dag_id = campaign_dag_id(plan.name)
         writes += (
             f"<p>Campaign {html.escape(plan.name)} is loaded ({html.escape(campaign.file.name)}): "
             f'<a href="/dags/{quote(dag_id)}">its DAG</a>.</p>'

@@ -457,7 +457,8 @@ def test_the_plans_are_served_planned_simulated_and_drawn_once_per_change(ledger
     assert "dr1" in missing.json()["detail"]
     assert viewer.get("/plan.png", params={"name": "dr1", "picture": "pie"}).status_code == 404
     (fixed / "unnamed.yaml").write_text("sites: [USDF]\n")
-    assert "Not shown, no plan name in: unnamed.yaml" in viewer.get("/plans").text
+    (fixed / "twin.yaml").write_text((fixed / "dr1.yaml").read_text())  # names dr1 too
+    assert "Not shown, no plan name of its own in: twin.yaml, unnamed.yaml" in viewer.get("/plans").text
     assert drawn == ["test-3x3", "dr1"]
 
     # The plan changes: drawn again, and the earlier version's pictures go.

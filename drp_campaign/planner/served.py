@@ -13,12 +13,15 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drp_campaign import settings
 from drp_campaign.config import ConfigError
 from drp_campaign.config.reading import read_mapping
 from drp_campaign.errors import DrpError
+
+if TYPE_CHECKING:  # numpy comes with it: loaded when a plan is first served, not with the view
+    from .assign import Planned
 
 PLANS_DIR = settings.CONFIGS_DIR / "plans"
 PICTURES = ("skymap", "gantt", "storage")
@@ -36,7 +39,7 @@ class ServedPlan:
     refused: str | None  # why `plan --out` would write nothing; None: it would write the campaign
     caveat: str | None  # what the campaign's DAG does not do as planned (campaign_file.dag_caveat)
     pictures: dict[str, Path]  # PICTURES -> PNG
-    planned: Any  # the assign.Planned behind it (what-ifs start from it)
+    planned: Planned  # what the report and pictures show (what-ifs start from it)
 
     @property
     def sites(self) -> list[str]:
